@@ -1,0 +1,48 @@
+"""A throwaway PostgreSQL server for the test session, and a fresh database per test.
+
+Each test gets its own database cloned from a migrated template, so tests never see
+each other's rows and the migrations run once per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from tower.db.embedded import LocalPostgres
+from tower.db.migrate import migrate
+
+TEMPLATE = "parpaing_template"
+
+
+def database_url(server: LocalPostgres, name: str) -> str:
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def prepare_template(server: LocalPostgres) -> None:
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    await migrate(database_url(server, TEMPLATE))
+
+
+async def create_database(server: LocalPostgres) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await admin.close()
+    return database_url(server, name)
+
+
+def start_server(root: Path) -> LocalPostgres:
+    server = LocalPostgres(root / "pgdata").start()
+    asyncio.run(prepare_template(server))
+    return server

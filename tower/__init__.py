@@ -1,0 +1,1 @@
+"""Parpaing tower: the API, the job queue and the dispatcher."""

@@ -1,0 +1,105 @@
+"""create_app(settings): wiring only. Routers, lifespan, middleware."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tower import docs
+from tower.configs import routes as config_routes
+from tower.configs.store import ConfigStore
+from tower.db.migrate import migrate
+from tower.db.pool import create_pool
+from tower.errors import install_error_handlers
+from tower.execution.factory import build_runner
+from tower.execution.runner import Runner
+from tower.jobs import routes as job_routes
+from tower.jobs.openapi import install_openapi
+from tower.observability import health, metrics
+from tower.queue.dispatcher import Dispatcher
+from tower.queue.notify import NotifyHub
+from tower.queue.reaper import Reaper
+from tower.queue.retention import Retention
+from tower.settings import Settings
+from tower.state import TowerState
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def replica_id(settings: Settings) -> str:
+    return settings.tower_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Parpaing",
+        version="0.1.0",
+        lifespan=_lifespan(settings, runner),
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.middleware("http")(_security_headers)
+    for router in (
+        job_routes.router,
+        config_routes.router,
+        health.router,
+        metrics.router,
+        docs.router,
+    ):
+        app.include_router(router)
+    install_openapi(app)
+    return app
+
+
+async def _security_headers(request: Request, call_next: object) -> Response:
+    response: Response = await call_next(request)  # type: ignore[operator]
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _lifespan(settings: Settings, runner: Runner | None):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.tower = await _start(settings, runner, stack)
+            yield
+
+    return lifespan
+
+
+async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStack) -> TowerState:
+    await migrate(settings.database_url)
+    pool = await create_pool(settings.database_url, settings.db_pool_size)
+    stack.push_async_callback(pool.close)
+    hub = NotifyHub(settings.database_url)
+    await hub.start()
+    stack.push_async_callback(hub.stop)
+    configs = ConfigStore(pool, hub)
+    await configs.load()
+    state = TowerState(settings, replica_id(settings), pool, hub, configs)
+    await _start_background(state, runner or build_runner(settings), stack)
+    return state
+
+
+async def _start_background(state: TowerState, runner: Runner, stack: AsyncExitStack) -> None:
+    stack.push_async_callback(runner.close)
+    for service in (
+        Dispatcher(state.settings, state.pool, state.hub, runner, state.replica_id),
+        Reaper(state.settings, state.pool, state.replica_id),
+        Retention(state.settings, state.pool),
+    ):
+        await service.start()
+        stack.push_async_callback(service.stop)

@@ -1,0 +1,1 @@
+"""Profiles, engines and templates: parsing, validation, the store and its routes."""

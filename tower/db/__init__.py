@@ -1,0 +1,1 @@
+"""Database access: the asyncpg pool, the schema, migrations and the embedded server."""

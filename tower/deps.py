@@ -1,0 +1,55 @@
+"""Annotated dependency aliases, so routes declare what they need in one word."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tower.configs.store import ConfigStore
+from tower.db.pool import Pool
+from tower.errors import Unauthorized
+from tower.queue.notify import NotifyHub
+from tower.settings import Settings
+from tower.state import TowerState
+
+
+def get_state(request: Request) -> TowerState:
+    state: TowerState = request.app.state.tower
+    return state
+
+
+State = Annotated[TowerState, Depends(get_state)]
+
+
+def get_settings(state: State) -> Settings:
+    return state.settings
+
+
+def get_pool(state: State) -> Pool:
+    return state.pool
+
+
+def get_hub(state: State) -> NotifyHub:
+    return state.hub
+
+
+def get_configs(state: State) -> ConfigStore:
+    return state.configs
+
+
+def require_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    expected = settings.tower_api_key
+    if not expected:
+        return
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise Unauthorized("Missing or invalid API key")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+Db = Annotated[Pool, Depends(get_pool)]
+Hub = Annotated[NotifyHub, Depends(get_hub)]
+Configs = Annotated[ConfigStore, Depends(get_configs)]
+CurrentKey = Annotated[None, Depends(require_key)]

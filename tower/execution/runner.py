@@ -1,0 +1,48 @@
+"""The runner interface: what the dispatcher needs from anything that executes a job.
+
+The dispatcher owns the queue (claim, lease, fencing, final write); a runner only
+executes. Cancellation is asyncio cancellation: when a job is cancelled, or its
+lease is lost, the dispatcher cancels the task running `run`, and the runner must
+stop the execution (kill the container) before re-raising CancelledError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+FailureReason = Literal["error", "timeout", "oom", "tower_lost", "result_too_large", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: str
+    agent_id: str
+    engine: str
+    profile: str
+    request: dict[str, Any]
+    attempt: int
+    lease_token: UUID
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    succeeded: bool
+    exit_code: int | None = None
+    result: str | None = None
+    error: str | None = None
+    failure_reason: FailureReason | None = None
+    usage: dict[str, Any] | None = field(default=None)
+
+
+class Runner(Protocol):
+    async def run(self, job: ClaimedJob) -> RunOutcome:
+        """Execute the job to its end and describe how it ended. Never raises for a job's
+        own failure (that is a RunOutcome with succeeded=False); raises CancelledError
+        only after the execution has been stopped."""
+        ...
+
+    async def close(self) -> None:
+        """Release whatever the runner holds (containers, clients)."""
+        ...

@@ -1,0 +1,1 @@
+"""Jobs: submit, get, list, cancel, wait."""

@@ -1,0 +1,1 @@
+"""The job queue: claiming, leases, the reaper, and the LISTEN hub."""

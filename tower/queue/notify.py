@@ -1,0 +1,156 @@
+"""One LISTEN connection per replica, fanned out to in-process subscribers.
+
+The connection is supervised: when it drops (PostgreSQL restart, network), the hub
+reconnects with backoff, LISTENs again, and tells every `on_reconnect` callback, so
+that subscribers re-read the tables for anything they may have missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from tower.queue import channels
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[str], None]
+ReconnectCallback = Callable[[], Awaitable[None] | None]
+
+
+class NotifyHub:
+    def __init__(self, database_url: str, *, check_interval: float = 1.0) -> None:
+        self._url = database_url
+        self._check_interval = check_interval
+        self._callbacks: dict[str, list[Callback]] = defaultdict(list)
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._on_reconnect: list[ReconnectCallback] = []
+        self._connection: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self.connected = asyncio.Event()
+
+    # --- subscribing -------------------------------------------------------------
+
+    def on(self, channel: str, callback: Callback) -> None:
+        self._callbacks[channel].append(callback)
+
+    def on_reconnect(self, callback: ReconnectCallback) -> None:
+        self._on_reconnect.append(callback)
+
+    @contextlib.contextmanager
+    def finished_event(self, job_id: str) -> Any:
+        """An event set when `job_id` is announced finished. Subscribe, then re-read the row."""
+        event = asyncio.Event()
+        self._waiters[job_id].add(event)
+        try:
+            yield event
+        finally:
+            self._waiters[job_id].discard(event)
+            if not self._waiters[job_id]:
+                del self._waiters[job_id]
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.create_task(self._supervise(), name="notify-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close()
+
+    # --- internals -----------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        connection = await asyncpg.connect(self._url, timeout=10)
+        for channel in channels.ALL:
+            await connection.add_listener(channel, self._dispatch)
+        connection.add_termination_listener(lambda _: self._lost.set())
+        self._connection = connection
+        self._lost.clear()
+        self.connected.set()
+
+    async def _close(self) -> None:
+        self.connected.clear()
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close(timeout=2)
+            self._connection = None
+
+    async def _supervise(self) -> None:
+        while True:
+            await self._wait_until_lost()
+            log.warning("LISTEN connection lost; reconnecting")
+            await self._close()
+            await self._reconnect_with_backoff()
+            await self._announce_reconnect()
+
+    async def _wait_until_lost(self) -> None:
+        # The termination listener covers clean closes; the probe covers silent drops.
+        while not self._lost.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), self._check_interval)
+            if not self._lost.is_set() and not await self._probe():
+                self._lost.set()
+
+    async def _probe(self) -> bool:
+        try:
+            await self._connection.execute("SELECT 1", timeout=5)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
+    async def _reconnect_with_backoff(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._connect()
+                log.info("LISTEN connection restored")
+                return
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _announce_reconnect(self) -> None:
+        self._wake_all_waiters()
+        for callback in self._on_reconnect:
+            outcome = callback()
+            if outcome is not None:
+                await outcome
+
+    def _wake_all_waiters(self) -> None:
+        # Waiters re-read their row after waking, so a spurious wake is harmless
+        # and a notification lost while disconnected is not.
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
+    def _dispatch(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
+        if channel == channels.JOB_FINISHED:
+            for event in self._waiters.get(payload, ()):
+                event.set()
+        for callback in self._callbacks.get(channel, ()):
+            try:
+                callback(payload)
+            except Exception:
+                log.exception("notification callback failed on %s", channel)
+
+
+@contextlib.asynccontextmanager
+async def running_hub(database_url: str) -> AsyncIterator[NotifyHub]:
+    hub = NotifyHub(database_url)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()

@@ -1,0 +1,93 @@
+"""Every environment variable tower reads, with defaults and range clamping.
+
+Settings are read once, at start, and passed in; services never import a global.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+# name -> (low, high): values outside are clamped with a warning, not rejected,
+# so an operator's typo degrades gracefully instead of stopping the service.
+RANGES: dict[str, tuple[float, float]] = {
+    "tower_port": (1, 65535),
+    "max_concurrent_jobs": (1, 256),
+    "pool_size": (0, 64),
+    "pool_check_interval": (1, 3600),
+    "pool_max_idle": (10, 86400),
+    "worker_timeout_seconds": (1, 86400),
+    "worker_cpu_limit": (0.1, 64),
+    "job_ttl_hours": (1, 24 * 365),
+    "max_retained_jobs": (1, 10_000_000),
+    "cleanup_interval": (1, 86400),
+    "max_result_size": (1024, 1 << 30),
+    "webhook_timeout": (1, 300),
+    "lease_seconds": (1, 3600),
+    "poll_interval": (0.05, 60),
+    "max_attempts": (1, 20),
+    "idempotency_ttl_hours": (1, 24 * 30),
+    "db_pool_size": (2, 100),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    tower_host: str = "127.0.0.1"
+    tower_port: int = 8080
+    tower_api_key: str = ""
+    tower_id: str = ""
+    database_url: str = ""
+    state_dir: str = ""
+    max_concurrent_jobs: int = 4
+    pool_size: int = 2
+    pool_check_interval: int = 30
+    pool_max_idle: int = 3600
+    worker_image: str = "parpaing-worker:latest"
+    worker_timeout_seconds: int = 1800
+    worker_mem_limit: str = "2g"
+    worker_cpu_limit: float = 2.0
+    worker_runtime: str = ""
+    worker_net: str = "parpaing-workers"
+    job_ttl_hours: int = 168
+    max_retained_jobs: int = 10000
+    cleanup_interval: int = 300
+    max_result_size: int = 10 * 1024 * 1024
+    webhook_timeout: int = 10
+    gateway_url: str = "http://parpaing-gateway:8080"
+    lease_seconds: float = 30.0
+    poll_interval: float = 2.0
+    max_attempts: int = 1
+    idempotency_ttl_hours: int = 24
+    db_pool_size: int = 10
+    tower_runner: str = "docker"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clamp(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {key: _clamp_one(key, value) for key, value in data.items()}
+
+
+def _clamp_one(key: str, value: Any) -> Any:
+    bounds = RANGES.get(key.lower())
+    if bounds is None:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value  # let pydantic report the type error with the field name
+    low, high = bounds
+    clamped = min(max(number, low), high)
+    if clamped != number:
+        log.warning(
+            "%s=%s is out of range [%s, %s]; using %s", key.upper(), value, low, high, clamped
+        )
+    return clamped

@@ -1,0 +1,19 @@
+"""What one running replica holds: built in the app's lifespan, reached through tower.deps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tower.configs.store import ConfigStore
+from tower.db.pool import Pool
+from tower.queue.notify import NotifyHub
+from tower.settings import Settings
+
+
+@dataclass
+class TowerState:
+    settings: Settings
+    replica_id: str
+    pool: Pool
+    hub: NotifyHub
+    configs: ConfigStore
