@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = 24
     db_pool_size: int = 10
     tower_runner: str = "docker"
+    simulated_run_log: str = ""
 
     @model_validator(mode="before")
     @classmethod
