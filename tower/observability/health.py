@@ -1,5 +1,96 @@
-"""Placeholder; filled in by its owner."""
+"""GET /health: can this replica do its work right now?
 
+Which checks decide the HTTP status (the others are reported, never fatal):
+- db is always required: without PostgreSQL a replica can neither accept nor run a job.
+- docker is required only when TOWER_RUNNER=docker, the runner that needs it. With the
+  simulated runner (tests, benchmarks) an unreachable daemon is reported but harmless.
+- pool and gateway read "not configured" until the warm pool and the gateway arrive;
+  they will become required checks then.
+If a required check fails the answer is 503 with status "degraded", so a load balancer
+stops sending traffic to this replica; otherwise 200 with status "ok".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
-router = APIRouter()
+from tower.db.pool import Pool
+from tower.deps import State
+from tower.execution.docker import probe
+from tower.observability import queries
+from tower.settings import Settings
+
+DB_TIMEOUT = 2.0
+DOCKER_TIMEOUT = 2.0
+NOT_CONFIGURED = "not configured"
+
+router = APIRouter(tags=["ops"])
+
+
+@dataclass(frozen=True)
+class Check:
+    detail: str
+    ok: bool
+    required: bool
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    checks: dict[str, Check]
+
+    @property
+    def healthy(self) -> bool:
+        return all(check.ok for check in self.checks.values() if check.required)
+
+    def body(self) -> dict[str, Any]:
+        status = "ok" if self.healthy else "degraded"
+        return {"status": status, "checks": {k: c.detail for k, c in self.checks.items()}}
+
+
+@router.get("/health", summary="Replica health")
+async def health(state: State) -> JSONResponse:
+    report = await check_health(state.settings, state.pool)
+    return JSONResponse(report.body(), status_code=200 if report.healthy else 503)
+
+
+async def check_health(settings: Settings, pool: Pool) -> HealthReport:
+    db, docker = await asyncio.gather(check_db(pool), check_docker(settings))
+    pending = Check(NOT_CONFIGURED, ok=True, required=False)
+    return HealthReport({"db": db, "docker": docker, "pool": pending, "gateway": pending})
+
+
+async def check_db(pool: Pool) -> Check:
+    try:
+        await asyncio.wait_for(_ping(pool), DB_TIMEOUT)
+    except TimeoutError:
+        return Check(f"error: no answer within {DB_TIMEOUT:g}s", ok=False, required=True)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return Check(f"error: {_describe(exc)}", ok=False, required=True)
+    return Check("ok", ok=True, required=True)
+
+
+async def check_docker(settings: Settings) -> Check:
+    required = settings.tower_runner == "docker"
+    try:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(probe.ping, DOCKER_TIMEOUT), DOCKER_TIMEOUT + 0.5
+        )
+    except TimeoutError:
+        result = probe.Probe(False, f"no answer within {DOCKER_TIMEOUT:g}s")
+    detail = "ok" if result.ok else f"error: {result.detail}"
+    return Check(detail, ok=result.ok, required=required)
+
+
+async def _ping(pool: Pool) -> None:
+    async with pool.acquire() as connection:
+        await connection.fetchval(queries.PING)
+
+
+def _describe(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

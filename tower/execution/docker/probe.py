@@ -1,0 +1,55 @@
+"""Reachability checks against the Docker daemon, for /health and `parpaing doctor`.
+
+Blocking calls (the SDK is synchronous): callers run them in a thread with a deadline.
+The daemon is found the way the Docker CLI finds it (DOCKER_HOST, else the local socket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import docker
+from docker.errors import DockerException, ImageNotFound
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    detail: str
+
+
+def ping(timeout: float) -> Probe:
+    """Can we talk to the Docker daemon at all?"""
+    try:
+        client = docker.from_env(timeout=timeout)
+    except DockerException as exc:
+        return Probe(False, _one_line(exc))
+    try:
+        client.ping()
+        return Probe(True, f"API {client.api.api_version}")
+    except (DockerException, OSError) as exc:  # requests' errors are OSErrors
+        return Probe(False, _one_line(exc))
+    finally:
+        client.close()
+
+
+def image_present(image: str, timeout: float) -> Probe:
+    """Is `image` in the daemon's local image store?"""
+    try:
+        client = docker.from_env(timeout=timeout)
+    except DockerException as exc:
+        return Probe(False, _one_line(exc))
+    try:
+        found = client.images.get(image)
+        return Probe(True, str(found.short_id))
+    except ImageNotFound:
+        return Probe(False, f"image {image} not found")
+    except (DockerException, OSError) as exc:
+        return Probe(False, _one_line(exc))
+    finally:
+        client.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
