@@ -1,14 +1,162 @@
-"""Placeholder; filled in by its owner."""
+"""The dispatcher: claims queued jobs up to the replica's capacity and runs them.
 
-from typing import Any
+It claims when it has a free slot and something may be claimable: at start, on a
+JOB_PENDING notification, when a local job ends, after the LISTEN connection comes
+back, and every `poll_interval` as a fallback (notifications are hints). Every write
+it makes about a job is fenced by the job's lease token (see queries.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from tower.db.pool import Pool, transaction
+from tower.execution.runner import ClaimedJob, Runner, RunOutcome
+from tower.queue import channels, queries
+from tower.queue.leases import Leases
+from tower.queue.notify import NotifyHub
+from tower.queue.periodic import TRANSIENT_ERRORS, Periodic
+from tower.queue.writes import write_with_retry
+from tower.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, *args: Any) -> None:
-        self.args = args
+    def __init__(
+        self, settings: Settings, pool: Pool, hub: NotifyHub, runner: Runner, replica_id: str
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._hub = hub
+        self._runner = runner
+        self._replica_id = replica_id
+        self._leases = Leases(pool, settings.lease_seconds)
+        self._heartbeat = Periodic(
+            "lease-heartbeat", self._leases.renew_interval, self._leases.heartbeat
+        )
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._claim_task: asyncio.Task[None] | None = None
+        self._supervisors: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        return None
+        self._hub.on(channels.JOB_PENDING, self._on_pending)
+        self._hub.on(channels.JOB_CANCELLED, self._on_cancelled)
+        self._hub.on_reconnect(self._wake.set)
+        await self._heartbeat.start()
+        self._claim_task = asyncio.create_task(self._claim_loop(), name="dispatcher")
 
     async def stop(self) -> None:
-        return None
+        """Stop claiming, stop local runs and hand their jobs back at once (fenced),
+        rather than leaving them for the reaper after the lease lapses."""
+        self._stopping = True
+        self._wake.set()
+        if self._claim_task is not None:
+            await self._claim_task
+        self._leases.cancel_all()
+        await asyncio.gather(*self._supervisors)
+        await self._heartbeat.stop()
+
+    # --- notifications ------------------------------------------------------------
+
+    def _on_pending(self, _job_id: str) -> None:
+        self._wake.set()
+
+    def _on_cancelled(self, job_id: str) -> None:
+        # The API already wrote 'cancelled'; only the execution is ours to stop.
+        if self._leases.cancel(job_id):
+            log.info("job %s: cancelled; stopping its run", job_id)
+
+    # --- claiming -----------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            # Cleared before claiming, so a wake-up that lands during the claim is kept.
+            self._wake.clear()
+            free = self._settings.max_concurrent_jobs - len(self._leases)
+            if free > 0:
+                await self._claim_and_launch(free)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
+
+    async def _claim_and_launch(self, free: int) -> None:
+        claimed_at = time.monotonic()
+        try:
+            async with self._pool.acquire() as connection:
+                jobs = await queries.claim(
+                    connection, self._replica_id, self._settings.lease_seconds, free
+                )
+        except TRANSIENT_ERRORS as error:
+            log.warning("claim failed, retrying: %r", error)
+            return
+        for job in jobs:
+            self._launch(job, claimed_at)
+
+    def _launch(self, job: ClaimedJob, claimed_at: float) -> None:
+        # Registered before the next claim computes free capacity.
+        run = asyncio.create_task(self._runner.run(job), name=f"run-{job.job_id}")
+        self._leases.add(job, run, claimed_at)
+        supervisor = asyncio.create_task(self._supervise(job, run), name=f"job-{job.job_id}")
+        self._supervisors.add(supervisor)
+        supervisor.add_done_callback(self._supervisors.discard)
+
+    # --- running ------------------------------------------------------------------
+
+    async def _supervise(self, job: ClaimedJob, run: asyncio.Task[RunOutcome]) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.wait({run})
+            duration_ms = int((time.monotonic() - started) * 1000)
+            await self._settle(job, run, duration_ms)
+        finally:
+            self._leases.remove(job.job_id)
+            self._wake.set()
+
+    async def _settle(self, job: ClaimedJob, run: asyncio.Task[RunOutcome], ms: int) -> None:
+        if not run.cancelled():
+            await self._finish(job, _outcome_of(job, run), ms)
+        elif self._stopping:
+            await self._release(job)
+        # Otherwise it was cancelled, or its lease was lost: the row is not ours to write.
+
+    async def _finish(self, job: ClaimedJob, outcome: RunOutcome, duration_ms: int) -> None:
+        final = queries.Finish(
+            status="completed" if outcome.succeeded else "failed",
+            exit_code=outcome.exit_code,
+            result=outcome.result,
+            error=outcome.error,
+            failure_reason=None if outcome.succeeded else outcome.failure_reason or "error",
+            usage=outcome.usage,
+            duration_ms=duration_ms,
+        )
+
+        async def write() -> bool:
+            async with transaction(self._pool) as connection:
+                return await queries.finish(connection, job.job_id, job.lease_token, final)
+
+        if not await write_with_retry(write, self._write_deadline()):
+            log.info("job %s: result discarded; lease gone (cancelled or reaped)", job.job_id)
+
+    async def _release(self, job: ClaimedJob) -> None:
+        async def write() -> str | None:
+            async with transaction(self._pool) as connection:
+                return await queries.release(connection, job.job_id, job.lease_token)
+
+        status = await write_with_retry(write, self._write_deadline())
+        log.info("job %s: handed back on stop (%s)", job.job_id, status or "lease already gone")
+
+    def _write_deadline(self) -> float:
+        # Past a few leases the job has been reaped and a fenced write would change nothing.
+        return time.monotonic() + 3 * self._settings.lease_seconds
+
+
+def _outcome_of(job: ClaimedJob, run: asyncio.Task[RunOutcome]) -> RunOutcome:
+    error = run.exception()
+    if error is None:
+        return run.result()
+    log.error("job %s: runner raised", job.job_id, exc_info=error)
+    return RunOutcome(False, error=f"runner error: {error!r}", failure_reason="error")

@@ -1,14 +1,58 @@
-"""Placeholder; filled in by its owner."""
+"""Retention: deletes old finished jobs and expired idempotency keys.
 
-from typing import Any
+Runs every `cleanup_interval` on every replica, but a transaction-scoped advisory
+lock lets only one replica work per round; the others skip it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tower.db.pool import Pool, transaction
+from tower.queue import queries
+from tower.queue.periodic import Periodic
+from tower.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    expired_jobs: int = 0
+    surplus_jobs: int = 0
+    idempotency_keys: int = 0
 
 
 class Retention:
-    def __init__(self, *args: Any) -> None:
-        self.args = args
+    def __init__(self, settings: Settings, pool: Pool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._loop = Periodic("retention", settings.cleanup_interval, self._round)
 
     async def start(self) -> None:
-        return None
+        await self._loop.start()
 
     async def stop(self) -> None:
-        return None
+        await self._loop.stop()
+
+    async def clean_once(self) -> Cleaned | None:
+        """One round; None when another replica holds the lock."""
+        settings = self._settings
+        async with transaction(self._pool) as connection:
+            if not await queries.try_retention_lock(connection):
+                return None
+            return Cleaned(
+                expired_jobs=await queries.delete_expired_jobs(connection, settings.job_ttl_hours),
+                surplus_jobs=await queries.delete_surplus_jobs(
+                    connection, settings.max_retained_jobs
+                ),
+                idempotency_keys=await queries.delete_expired_idempotency_keys(
+                    connection, settings.idempotency_ttl_hours
+                ),
+            )
+
+    async def _round(self) -> None:
+        cleaned = await self.clean_once()
+        if cleaned is not None and cleaned != Cleaned():
+            log.info("retention: %s", cleaned)

@@ -1,0 +1,203 @@
+"""All queue SQL: claiming, leases, finishing, reaping, retention.
+
+Every write by a job's owner is fenced by its lease token and `status = 'running'`:
+a replica that lost its lease, or whose job was cancelled, changes nothing. Terminal
+states are final because no statement here matches a terminal row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from tower.db.pool import Connection
+from tower.execution.runner import ClaimedJob
+from tower.queue import channels
+
+TERMINAL = "('completed', 'failed', 'cancelled')"
+
+# The picked rows are MATERIALIZED so the LIMIT ... SKIP LOCKED subquery runs exactly
+# once: planned as a rescanned semi-join it could lock and update more than $3 rows.
+CLAIM = """
+WITH picked AS MATERIALIZED (
+    SELECT job_id FROM jobs
+    WHERE status = 'pending' AND run_after <= now()
+    ORDER BY priority DESC, created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET
+    status = 'running',
+    lease_owner = $1,
+    lease_token = gen_random_uuid(),
+    lease_until = now() + make_interval(secs => $2),
+    attempt = attempt + 1,
+    started_at = now()
+FROM picked
+WHERE jobs.job_id = picked.job_id
+RETURNING jobs.job_id, jobs.agent_id, jobs.engine, jobs.profile, jobs.request,
+          jobs.attempt, jobs.lease_token
+"""
+
+# Tokens are unique, so the token alone fences; status keeps cancelled jobs out.
+HEARTBEAT = """
+UPDATE jobs SET lease_until = now() + make_interval(secs => $2)
+WHERE lease_token = ANY($1::uuid[]) AND status = 'running'
+RETURNING lease_token
+"""
+
+# The NOTIFY is part of the same statement, so it is sent if and only if the row changed.
+FINISH = """
+WITH finished AS (
+    UPDATE jobs SET
+        status = $3, exit_code = $4, result = $5, error = $6, failure_reason = $7,
+        usage = $8, duration_ms = $9, finished_at = now(),
+        lease_owner = NULL, lease_token = NULL, lease_until = NULL
+    WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
+    RETURNING job_id
+)
+SELECT pg_notify($10, job_id) FROM finished
+"""
+
+# Give a running job back: to the queue if it has attempts left, else failed as
+# 'tower_lost'. Shared by the reaper (lease expired) and a replica's clean stop.
+_RELEASE_SET = """
+    status = CASE WHEN attempt < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_after = now(),
+    finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
+    failure_reason = CASE WHEN attempt < max_attempts THEN NULL ELSE 'tower_lost' END,
+    error = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END,
+    lease_owner = NULL, lease_token = NULL, lease_until = NULL
+"""
+
+# A requeued job wakes the dispatchers; a failed one wakes its waiters.
+_RELEASE_NOTIFY = """
+SELECT job_id, status,
+       pg_notify(CASE WHEN status = 'pending' THEN $2 ELSE $3 END, job_id)
+FROM released
+"""
+
+RELEASE = f"""
+WITH released AS (
+    UPDATE jobs SET {_RELEASE_SET}
+    WHERE job_id = $4 AND lease_token = $5 AND status = 'running'
+    RETURNING job_id, status
+)
+{_RELEASE_NOTIFY}
+"""
+
+# Safe when reapers race: the loser's UPDATE re-checks the WHERE on the winner's row
+# version, which is no longer running with an expired lease, and skips it.
+REAP = f"""
+WITH released AS (
+    UPDATE jobs SET {_RELEASE_SET}
+    WHERE status = 'running' AND lease_until < now()
+    RETURNING job_id, status
+)
+{_RELEASE_NOTIFY}
+"""
+
+LOST_BY_STOP = "The tower running this job stopped before it finished"
+LOST_BY_LEASE = "The tower running this job stopped renewing its lease"
+
+# One replica at a time runs retention; the others skip this round.
+TRY_RETENTION_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
+RETENTION_LOCK_KEY = 727_002
+
+# Cancelled-while-pending jobs may lack finished_at; their age is then their creation.
+DELETE_EXPIRED_JOBS = f"""
+DELETE FROM jobs
+WHERE status IN {TERMINAL}
+  AND coalesce(finished_at, created_at) < now() - make_interval(hours => $1)
+"""
+
+DELETE_SURPLUS_JOBS = f"""
+DELETE FROM jobs WHERE job_id IN (
+    SELECT job_id FROM jobs
+    WHERE status IN {TERMINAL}
+    ORDER BY coalesce(finished_at, created_at) DESC, job_id DESC
+    OFFSET $1
+)
+"""
+
+DELETE_EXPIRED_IDEMPOTENCY_KEYS = """
+DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)
+"""
+
+
+@dataclass(frozen=True)
+class Finish:
+    status: str
+    exit_code: int | None
+    result: str | None
+    error: str | None
+    failure_reason: str | None
+    usage: dict[str, Any] | None
+    duration_ms: int
+
+
+async def claim(
+    connection: Connection, owner: str, lease_seconds: float, limit: int
+) -> list[ClaimedJob]:
+    rows = await connection.fetch(CLAIM, owner, lease_seconds, limit)
+    return [ClaimedJob(**dict(row)) for row in rows]
+
+
+async def heartbeat(connection: Connection, tokens: list[UUID], lease_seconds: float) -> set[UUID]:
+    """Extend the leases still held; returns the tokens that are."""
+    rows = await connection.fetch(HEARTBEAT, tokens, lease_seconds)
+    return {row["lease_token"] for row in rows}
+
+
+async def finish(connection: Connection, job_id: str, token: UUID, outcome: Finish) -> bool:
+    rows = await connection.fetch(
+        FINISH,
+        job_id,
+        token,
+        outcome.status,
+        outcome.exit_code,
+        outcome.result,
+        outcome.error,
+        outcome.failure_reason,
+        outcome.usage,
+        outcome.duration_ms,
+        channels.JOB_FINISHED,
+    )
+    return len(rows) == 1
+
+
+async def release(connection: Connection, job_id: str, token: UUID) -> str | None:
+    """Requeue or fail a job this replica holds; returns its new status, None if fenced off."""
+    rows = await connection.fetch(
+        RELEASE, LOST_BY_STOP, channels.JOB_PENDING, channels.JOB_FINISHED, job_id, token
+    )
+    return str(rows[0]["status"]) if rows else None
+
+
+async def reap(connection: Connection) -> dict[str, str]:
+    """Release every job whose lease expired; returns job_id -> new status."""
+    rows = await connection.fetch(REAP, LOST_BY_LEASE, channels.JOB_PENDING, channels.JOB_FINISHED)
+    return {row["job_id"]: row["status"] for row in rows}
+
+
+async def try_retention_lock(connection: Connection) -> bool:
+    locked: bool = await connection.fetchval(TRY_RETENTION_LOCK, RETENTION_LOCK_KEY)
+    return locked
+
+
+async def delete_expired_jobs(connection: Connection, ttl_hours: int) -> int:
+    return _count(await connection.execute(DELETE_EXPIRED_JOBS, ttl_hours))
+
+
+async def delete_surplus_jobs(connection: Connection, keep: int) -> int:
+    return _count(await connection.execute(DELETE_SURPLUS_JOBS, keep))
+
+
+async def delete_expired_idempotency_keys(connection: Connection, ttl_hours: int) -> int:
+    return _count(await connection.execute(DELETE_EXPIRED_IDEMPOTENCY_KEYS, ttl_hours))
+
+
+def _count(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "DELETE 3".
+    return int(status.rsplit(" ", 1)[-1])
