@@ -1,0 +1,383 @@
+"""Build the images tower runs: the Debian base, then the worker image on top of it.
+
+The base is pulled when a registry answers; when none does (air-gapped or registry-less
+machines) the same Debian release is bootstrapped locally with debootstrap and imported
+under the same tag, so `FROM debian:bookworm-slim` builds unchanged either way.
+
+The worker image is built by the Docker CLI with BuildKit, because the SDK cannot pass
+BuildKit secrets: an optional CA bundle reaches apt/npm/pip as a build secret (for
+TLS-intercepting proxies) without ending up in any image layer.
+
+Usage: python -m tower.execution.docker.images build [--ca-bundle FILE] [--no-ca-bundle]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+from docker.errors import DockerException, ImageNotFound
+
+from tower.errors import TowerError, Unavailable
+from tower.settings import Settings
+
+Log = Callable[[str], None]
+
+BASE_IMAGE = "debian:bookworm-slim"
+DEBIAN_SUITE = "bookworm"
+DEFAULT_MIRRORS = {
+    DEBIAN_SUITE: "http://debian-mirror.invalid/debian",
+    f"{DEBIAN_SUITE}-security": "http://debian-mirror.invalid/debian-security",
+}
+APT_SOURCES = Path("/etc/apt/sources.list")
+APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
+WORKER_CONTEXT = Path(__file__).resolve().parents[3] / "worker"
+# Docker CLIs from 23.0 on delegate BuildKit to the buildx plugin; older ones embed it.
+LAST_CLI_WITH_EMBEDDED_BUILDKIT = 22
+
+
+class ImageBuildError(Unavailable):
+    """An image could not be built; the message says which step failed and why."""
+
+
+def print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    worker_image: str
+    ca_bundle: Path | None = None
+    context: Path = WORKER_CONTEXT
+
+
+def build_images(
+    settings: Settings, *, ca_bundle: Path | None = None, log: Log = print_line
+) -> str:
+    """Make sure the base image exists and (re)build the worker image; returns its tag."""
+    request = BuildRequest(settings.worker_image, _checked_bundle(ca_bundle))
+    ensure_base_image(log)
+    build_worker_image(request, log)
+    return request.worker_image
+
+
+def _checked_bundle(ca_bundle: Path | None) -> Path | None:
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise ImageBuildError(f"ca_bundle: {ca_bundle} is not a readable file")
+    return ca_bundle
+
+
+def default_ca_bundle() -> Path | None:
+    """The host's CA bundle, when SSL_CERT_FILE names one: what a proxied host trusts."""
+    named = os.environ.get("SSL_CERT_FILE", "")
+    return Path(named) if named and Path(named).is_file() else None
+
+
+# --- base image -------------------------------------------------------------------------
+
+
+def ensure_base_image(log: Log = print_line) -> None:
+    client = _docker_client()
+    try:
+        if _image_present(client, BASE_IMAGE):
+            log(f"base image {BASE_IMAGE} is present")
+            return
+        if _pull(client, BASE_IMAGE, log):
+            return
+    finally:
+        client.close()
+    bootstrap_base_image(log)
+
+
+def _docker_client() -> docker.DockerClient:
+    try:
+        return docker.from_env()
+    except DockerException as exc:
+        raise ImageBuildError(f"docker: cannot reach the Docker daemon ({exc})") from exc
+
+
+def _image_present(client: docker.DockerClient, image: str) -> bool:
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def _pull(client: docker.DockerClient, image: str, log: Log) -> bool:
+    log(f"pulling {image}")
+    try:
+        client.images.pull(image)
+    except DockerException as exc:
+        log(f"pull failed ({_one_line(exc)}); building {image} locally with debootstrap")
+        return False
+    return True
+
+
+def bootstrap_base_image(log: Log = print_line) -> None:
+    """Build the Debian base from the host's mirror and import it under BASE_IMAGE."""
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError(
+            f"base image: {BASE_IMAGE} cannot be pulled and debootstrap is not installed; "
+            "run scripts/setup-docker (or apt-get install debootstrap) and retry"
+        )
+    mirrors = apt_mirrors(_apt_source_texts())
+    with tempfile.TemporaryDirectory(prefix="parpaing-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        log(f"debootstrap {DEBIAN_SUITE} from {mirrors[DEBIAN_SUITE]} (about a minute)")
+        _run_streamed(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                DEBIAN_SUITE,
+                str(rootfs),
+                mirrors[DEBIAN_SUITE],
+            ],
+            log,
+            step="debootstrap",
+        )
+        _write_rootfs_sources(rootfs, mirrors)
+        _trim_rootfs(rootfs)
+        _import_rootfs(rootfs, log)
+    log(f"imported {BASE_IMAGE}")
+
+
+def _apt_source_texts() -> list[str]:
+    files = [APT_SOURCES] if APT_SOURCES.is_file() else []
+    if APT_SOURCES_DIR.is_dir():
+        files += sorted(APT_SOURCES_DIR.glob("*.sources"))
+        files += sorted(APT_SOURCES_DIR.glob("*.list"))
+    return [path.read_text(errors="replace") for path in files]
+
+
+def apt_mirrors(source_texts: Iterable[str]) -> dict[str, str]:
+    """Map each Debian suite we need to the first mirror apt's sources give for it.
+
+    Understands both the one-line format and deb822 stanzas; suites the host does not
+    list fall back to debian-mirror.invalid.
+    """
+    found: dict[str, str] = {}
+    for text in source_texts:
+        for uri, suites in _source_entries(text):
+            for suite in suites:
+                found.setdefault(suite, uri.rstrip("/"))
+    return {suite: found.get(suite, default) for suite, default in DEFAULT_MIRRORS.items()}
+
+
+def _source_entries(text: str) -> list[tuple[str, list[str]]]:
+    if re.search(r"^\s*URIs:", text, re.MULTILINE | re.IGNORECASE):
+        return _deb822_entries(text)
+    return _one_line_entries(text)
+
+
+def _one_line_entries(text: str) -> list[tuple[str, list[str]]]:
+    entries = []
+    for line in text.splitlines():
+        # `deb [arch=amd64 signed-by=...] URI SUITE COMPONENTS...`
+        words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
+        if len(words) >= 3 and words[0] == "deb":
+            entries.append((words[1], [words[2]]))
+    return entries
+
+
+def _deb822_entries(text: str) -> list[tuple[str, list[str]]]:
+    entries = []
+    for stanza in re.split(r"\n\s*\n", text):
+        fields = _deb822_fields(stanza)
+        if "deb" not in fields.get("types", "").split():
+            continue
+        if fields.get("enabled", "yes").lower() == "no":
+            continue
+        suites = fields.get("suites", "").split()
+        entries += [(uri, suites) for uri in fields.get("uris", "").split()]
+    return entries
+
+
+def _deb822_fields(stanza: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in stanza.splitlines():
+        if line.startswith("#") or ":" not in line or line[:1].isspace():
+            continue
+        key, value = line.split(":", 1)
+        fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def _write_rootfs_sources(rootfs: Path, mirrors: dict[str, str]) -> None:
+    # Same layout as the official image: the release, its updates, and security.
+    main = mirrors[DEBIAN_SUITE]
+    security = mirrors[f"{DEBIAN_SUITE}-security"]
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(
+        f"Types: deb\nURIs: {main}\nSuites: {DEBIAN_SUITE} {DEBIAN_SUITE}-updates\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+        f"Types: deb\nURIs: {security}\nSuites: {DEBIAN_SUITE}-security\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+
+
+def _trim_rootfs(rootfs: Path) -> None:
+    # Package lists and downloaded .debs are stale the moment the image exists.
+    for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for path in (rootfs / leftover).glob("*"):
+            if path.is_file():
+                path.unlink()
+
+
+def _import_rootfs(rootfs: Path, log: Log) -> None:
+    log(f"importing {rootfs} as {BASE_IMAGE}")
+    tar = subprocess.Popen(
+        ["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE
+    )
+    assert tar.stdout is not None
+    imported = subprocess.run(
+        [_docker_cli(), "import", "--change", 'CMD ["bash"]', "-", BASE_IMAGE],
+        stdin=tar.stdout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    tar.stdout.close()
+    if tar.wait() != 0 or imported.returncode != 0:
+        raise ImageBuildError(f"base image: docker import failed: {imported.stderr.strip()}")
+
+
+# --- worker image -----------------------------------------------------------------------
+
+
+def build_worker_image(request: BuildRequest, log: Log = print_line) -> None:
+    dockerfile = request.context / "Dockerfile"
+    if not dockerfile.is_file():
+        raise ImageBuildError(f"worker image: no Dockerfile at {dockerfile}")
+    command, env = buildkit_command(request)
+    log(f"building {request.worker_image} from {dockerfile}" + _bundle_note(request))
+    _run_streamed(command, log, step=f"worker image {request.worker_image}", env=env)
+    log(f"built {request.worker_image}")
+
+
+def _bundle_note(request: BuildRequest) -> str:
+    if request.ca_bundle is None:
+        return ""
+    return f" (CA bundle {request.ca_bundle} as build secret 'ca')"
+
+
+def buildkit_command(request: BuildRequest) -> tuple[list[str], dict[str, str]]:
+    """The CLI invocation that builds the worker image with BuildKit on this host."""
+    cli = _docker_cli()
+    build = [cli, "buildx", "build", "--load"] if _has_buildx(cli) else [cli, "build"]
+    command = [*build, "--progress=plain", "-t", request.worker_image]
+    if request.ca_bundle is not None:
+        command += ["--secret", f"id=ca,src={request.ca_bundle}"]
+    command.append(str(request.context))
+    return command, {**os.environ, "DOCKER_BUILDKIT": "1"}
+
+
+def _docker_cli() -> str:
+    """The first docker CLI on PATH that can run BuildKit builds.
+
+    A CLI from 23.0 on needs the buildx plugin for BuildKit; Debian's docker.io ships an
+    older CLI with BuildKit built in, so either qualifies.
+    """
+    candidates = _all_on_path("docker")
+    for cli in candidates:
+        if _has_buildx(cli) or _cli_major_version(cli) <= LAST_CLI_WITH_EMBEDDED_BUILDKIT:
+            return cli
+    if not candidates:
+        raise ImageBuildError("docker: no docker CLI on PATH; run scripts/setup-docker")
+    raise ImageBuildError(
+        "docker: the docker CLI on PATH cannot build with BuildKit (buildx plugin missing); "
+        "install docker-buildx or Debian's docker.io (scripts/setup-docker)"
+    )
+
+
+def _all_on_path(name: str) -> list[str]:
+    found: list[str] = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        path = shutil.which(name, path=directory)
+        if path and os.path.realpath(path) not in map(os.path.realpath, found):
+            found.append(path)
+    return found
+
+
+def _has_buildx(cli: str) -> bool:
+    return _quiet([cli, "buildx", "version"]).returncode == 0
+
+
+def _cli_major_version(cli: str) -> int:
+    result = _quiet([cli, "version", "--format", "{{.Client.Version}}"])
+    match = re.match(r"(\d+)\.", result.stdout.strip())
+    return int(match.group(1)) if match else sys.maxsize
+
+
+def _quiet(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _run_streamed(
+    command: Sequence[str], log: Log, *, step: str, env: dict[str, str] | None = None
+) -> None:
+    """Run a long command, passing each output line to `log` as it comes."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=env,
+    )
+    assert process.stdout is not None
+    tail: list[str] = []
+    for line in process.stdout:
+        log(line.rstrip("\n"))
+        tail = [*tail[-19:], line.rstrip("\n")]
+    if process.wait() != 0:
+        last = "\n".join(tail)
+        raise ImageBuildError(f"{step}: failed with exit code {process.returncode}:\n{last}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tower.execution.docker.images")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build the base and worker images")
+    build.add_argument(
+        "--ca-bundle",
+        type=Path,
+        default=None,
+        help="PEM CA bundle trusted during the build (default: $SSL_CERT_FILE when set)",
+    )
+    build.add_argument(
+        "--no-ca-bundle", action="store_true", help="do not pass any CA bundle to the build"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    bundle = None if args.no_ca_bundle else (args.ca_bundle or default_ca_bundle())
+    try:
+        image = build_images(Settings(), ca_bundle=bundle)
+    except TowerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"ready: {image}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
