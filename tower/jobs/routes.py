@@ -1,5 +1,79 @@
-"""Placeholder; filled in by its owner."""
+"""The jobs API (DESIGN §3). Every route needs the API key."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from tower.deps import Configs, Db, Hub, SettingsDep, require_key
+from tower.jobs import service
+from tower.jobs.schemas import (
+    IDEMPOTENCY_KEY,
+    SAFE_ID,
+    Cancelled,
+    JobPage,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    Submitted,
+)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_key)])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=service.IDEMPOTENCY_HEADER,
+        pattern=IDEMPOTENCY_KEY,
+        description="Same key and same body: the same job again (Stripe semantics).",
+    ),
+]
+
+
+@router.post("", status_code=202, response_model=Submitted)
+async def submit(
+    request: JobRequest,
+    response: Response,
+    db: Db,
+    configs: Configs,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Submitted:
+    outcome = await service.submit_job(db, configs, settings, request, idempotency_key)
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Submitted(job_id=outcome.job_id)
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    db: Db,
+    status: JobStatus | None = None,
+    agent_id: Annotated[str | None, Query(pattern=SAFE_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    return await service.list_jobs(db, status, agent_id, limit, offset)
+
+
+@router.get("/{job_id}", response_model=JobRecord)
+async def get_job(job_id: str, db: Db) -> JobRecord:
+    return await service.get_job(db, job_id)
+
+
+@router.delete("/{job_id}", response_model=Cancelled)
+async def cancel_job(job_id: str, db: Db) -> Cancelled:
+    return await service.cancel_job(db, job_id)
+
+
+@router.get("/{job_id}/wait", response_model=JobRecord)
+async def wait_for_job(
+    job_id: str,
+    db: Db,
+    hub: Hub,
+    seconds: Annotated[
+        float, Query(alias="timeout", gt=0, le=3600, description="Seconds to wait")
+    ] = 30,
+) -> JobRecord:
+    return await service.wait_for_job(db, hub, job_id, seconds)

@@ -1,0 +1,98 @@
+"""Every SQL statement of the jobs API."""
+
+from __future__ import annotations
+
+from tower.queue.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
+
+# Longest result/error preview in list rows; GET /jobs/{id} has the whole text.
+LIST_TEXT_LIMIT = 2000
+
+INSERT_JOB = """
+INSERT INTO jobs (job_id, agent_id, engine, profile, request, priority, max_attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+# Sent in the submit transaction, so dispatchers hear of the job only once it is visible.
+NOTIFY_PENDING = f"SELECT pg_notify('{JOB_PENDING}', $1)"
+
+# A key younger than the TTL; older keys count as absent until retention deletes them.
+FIND_IDEMPOTENCY_KEY = """
+SELECT job_id, request_hash FROM idempotency_keys
+WHERE key = $1 AND created_at > now() - make_interval(hours => $2)
+"""
+
+# Take the key for our new job, or take over an expired one. When a concurrent
+# transaction holds the same key, PostgreSQL makes this wait for it to end; if it
+# committed a live key, no row comes back and the caller replays that key instead.
+CLAIM_IDEMPOTENCY_KEY = """
+INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES ($1, $2, $3)
+ON CONFLICT (key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id, created_at = now()
+    WHERE idempotency_keys.created_at <= now() - make_interval(hours => $4)
+RETURNING job_id
+"""
+
+# Run by the retention job; $1 is the TTL in hours.
+DELETE_EXPIRED_IDEMPOTENCY_KEYS = """
+DELETE FROM idempotency_keys WHERE created_at <= now() - make_interval(hours => $1)
+"""
+
+_SUMMARY_COLUMNS = """
+job_id, status, agent_id, engine, profile, priority, created_at, started_at, finished_at,
+exit_code, attempt, max_attempts, failure_reason, usage, duration_ms
+"""
+
+# The request's echoed fields come out of the jsonb; the prompt only as its length.
+SELECT_JOB = f"""
+SELECT {_SUMMARY_COLUMNS}, result, error,
+       request - 'prompt' - 'system_prompt' - 'mcp_config' AS echo,
+       coalesce(length(request ->> 'prompt'), 0) AS prompt_chars
+FROM jobs WHERE job_id = $1
+"""
+
+SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1"
+
+# Only a live job can be cancelled; clearing the lease fences off its owner's writes.
+CANCEL_JOB = """
+UPDATE jobs
+SET status = 'cancelled', finished_at = now(),
+    lease_owner = NULL, lease_token = NULL, lease_until = NULL
+WHERE job_id = $1 AND status IN ('pending', 'running')
+RETURNING job_id
+"""
+
+NOTIFY_CANCELLED = f"SELECT pg_notify('{JOB_CANCELLED}', $1), pg_notify('{JOB_FINISHED}', $1)"
+
+
+def _list_filter(status: bool, agent_id: bool) -> tuple[str, int]:
+    """WHERE clause for the filters given, and the next free parameter number.
+
+    Only the filters in use appear in the SQL, so each combination gets a plan that
+    uses its index (jobs_status_created, jobs_agent_created, jobs_created).
+    """
+    clauses: list[str] = []
+    if status:
+        clauses.append(f"status = ${len(clauses) + 1}")
+    if agent_id:
+        clauses.append(f"agent_id = ${len(clauses) + 1}")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where, len(clauses) + 1
+
+
+def count_jobs(*, status: bool, agent_id: bool) -> str:
+    where, _ = _list_filter(status, agent_id)
+    return f"SELECT count(*) FROM jobs {where}"
+
+
+def list_jobs(*, status: bool, agent_id: bool) -> str:
+    """Newest first; job_id breaks ties so pages never overlap. Params: filters, limit, offset."""
+    where, next_param = _list_filter(status, agent_id)
+    return f"""
+SELECT {_SUMMARY_COLUMNS},
+       left(result, {LIST_TEXT_LIMIT}) AS result, left(error, {LIST_TEXT_LIMIT}) AS error,
+       coalesce(length(result) > {LIST_TEXT_LIMIT} OR length(error) > {LIST_TEXT_LIMIT}, false)
+           AS truncated
+FROM jobs {where}
+ORDER BY created_at DESC, job_id DESC
+LIMIT ${next_param} OFFSET ${next_param + 1}
+"""

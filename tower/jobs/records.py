@@ -1,0 +1,29 @@
+"""Job rows as API records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tower.jobs.schemas import JobRecord, JobSummary
+
+# Request fields echoed in the full record, with their value when the request lacks them.
+ECHOED: dict[str, Any] = {
+    "dry_run": False,
+    "webhook_url": None,
+    "model": None,
+    "output_format": "json",
+    "max_turns": None,
+    "max_budget_usd": None,
+}
+
+
+def summary(row: Mapping[str, Any]) -> JobSummary:
+    return JobSummary.model_validate(dict(row))
+
+
+def record(row: Mapping[str, Any]) -> JobRecord:
+    fields = {key: value for key, value in row.items() if key != "echo"}
+    echo = row["echo"] or {}
+    fields.update({name: echo.get(name, default) for name, default in ECHOED.items()})
+    return JobRecord.model_validate(fields)

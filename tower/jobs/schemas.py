@@ -1,0 +1,189 @@
+"""What the jobs API accepts and returns.
+
+Every rule lives on the request model, so a rejection is a 422 whose `loc` names the
+field. Strings that PostgreSQL cannot store (NUL, lone surrogates) and numbers JSON
+cannot carry (NaN, infinity) are refused here rather than failing at the INSERT.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+from tower.jobs.webhook_url import check_webhook_url
+
+SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
+MODEL_NAME = r"^[A-Za-z0-9._:/@+-]{1,200}$"
+# A job id is its agent id, a dash and 12 hex digits.
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}-[0-9a-f]{12}$")
+# Printable ASCII, so the key survives every proxy and log unchanged.
+IDEMPOTENCY_KEY = r"^[\x20-\x7e]{1,255}$"
+
+PROMPT_MAX = 100_000_000
+SYSTEM_PROMPT_MAX = 500_000
+VAR_VALUE_MAX = 10_000_000
+VARS_MAX = 200
+VAR_NAME_MAX = 128
+TOOLS_MAX = 100
+TOOL_MAX = 200
+MCP_CONFIG_MAX = 1_000_000
+
+JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+OutputFormat = Literal["json", "text", "stream-json"]
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    if _UNSTORABLE.search(text):
+        raise ValueError("must not contain NUL characters or unpaired surrogates")
+    return text
+
+
+def _json_document(value: dict[str, Any]) -> dict[str, Any]:
+    _check_strings(value)
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError("must not contain NaN or infinite numbers") from None
+    if len(encoded) > MCP_CONFIG_MAX:
+        raise ValueError(f"must be at most {MCP_CONFIG_MAX} characters as JSON")
+    return value
+
+
+def _check_strings(value: Any) -> None:
+    if isinstance(value, str):
+        _storable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _check_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
+
+
+def _var_value(value: Any) -> str | bool | int | float:
+    if isinstance(value, str):
+        if len(value) > VAR_VALUE_MAX:
+            raise ValueError(f"must be at most {VAR_VALUE_MAX} characters")
+        return _storable(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if isinstance(value, bool | int | float):
+        return value
+    raise ValueError("must be a string, a number or a boolean")
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
+SafeId = Annotated[str, Field(pattern=SAFE_ID)]
+VarName = Annotated[StorableText, Field(min_length=1, max_length=VAR_NAME_MAX)]
+# One validator instead of a Union, so an error's loc is the variable, not a union branch.
+VarValue = Annotated[
+    str | bool | int | float,
+    PlainValidator(_var_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": VAR_VALUE_MAX},
+                {"type": "boolean"},
+                {"type": "integer"},
+                {"type": "number"},
+            ]
+        }
+    ),
+]
+Vars = Annotated[dict[VarName, VarValue], Field(max_length=VARS_MAX)]
+Tool = Annotated[StorableText, Field(min_length=1, max_length=TOOL_MAX)]
+WebhookUrl = Annotated[str, AfterValidator(check_webhook_url)]
+
+
+class JobRequest(BaseModel):
+    """POST /jobs body. Unknown fields are refused, so a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    agent_id: SafeId
+    engine: SafeId
+    prompt: Annotated[StorableText, Field(max_length=PROMPT_MAX)] = ""
+    profile: SafeId = "default"
+    prompt_vars: Vars = Field(default_factory=dict)
+    claude_md_vars: Vars = Field(default_factory=dict)
+    plugins: Annotated[list[SafeId], Field(max_length=TOOLS_MAX)] = Field(default_factory=list)
+    allowed_tools: Annotated[list[Tool], Field(max_length=TOOLS_MAX)] = Field(default_factory=list)
+    max_turns: Annotated[int, Field(ge=1, le=100)] | None = None
+    max_budget_usd: Annotated[float, Field(gt=0, le=50)] | None = None
+    mcp_config: Annotated[dict[str, Any], AfterValidator(_json_document)] | None = None
+    model: Annotated[str, Field(pattern=MODEL_NAME)] | None = None
+    system_prompt: Annotated[StorableText, Field(max_length=SYSTEM_PROMPT_MAX)] | None = None
+    output_format: OutputFormat = "json"
+    dry_run: bool = False
+    webhook_url: WebhookUrl | None = None
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
+
+
+class Submitted(BaseModel):
+    job_id: str
+    status: JobStatus = "pending"
+
+
+class Cancelled(BaseModel):
+    job_id: str
+    status: JobStatus = "cancelled"
+
+
+class JobSummary(BaseModel):
+    """A job as listed: columns only, `result` and `error` cut to a preview.
+
+    List rows stay light whatever the jobs hold: no prompt, and result/error at most
+    LIST_TEXT_LIMIT characters each (`truncated` says when either was cut). The whole
+    record is at GET /jobs/{job_id}.
+    """
+
+    job_id: str
+    status: JobStatus
+    agent_id: str
+    engine: str
+    profile: str
+    priority: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    result: str | None
+    error: str | None
+    attempt: int
+    max_attempts: int
+    failure_reason: str | None
+    usage: dict[str, Any] | None
+    duration_ms: int | None
+    truncated: bool = False
+
+
+class JobRecord(JobSummary):
+    """One job in full: whole result and error, and the request fields worth echoing.
+
+    The prompt itself is never echoed (it may be 100 MB and the client has it);
+    `prompt_chars` is its stored length, so a client can check it arrived whole.
+    """
+
+    dry_run: bool
+    webhook_url: str | None
+    model: str | None
+    output_format: str
+    max_turns: int | None
+    max_budget_usd: float | None
+    prompt_chars: int
+
+
+class JobPage(BaseModel):
+    jobs: list[JobSummary]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,193 @@
+"""Submit, read, list, cancel and wait for jobs. One transaction per call."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from tower.configs.store import ConfigStore
+from tower.db.pool import Pool, transaction
+from tower.db.tables import TERMINAL_STATUSES
+from tower.errors import Conflict, Invalid, NotFound, Timeout
+from tower.jobs import queries, records
+from tower.jobs.schemas import JOB_ID, Cancelled, JobPage, JobRecord, JobRequest, JobStatus
+from tower.queue.notify import NotifyHub
+from tower.settings import Settings
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class InvalidHeader(Invalid):
+    """A 422 whose loc points at a request header rather than the body."""
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": [{"loc": ["header", self.field], "msg": self.message}]}
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    job_id: str
+    replayed: bool
+
+
+class _KeyTaken(Exception):
+    """Another request committed the same idempotency key first; roll back and replay."""
+
+
+def new_job_id(agent_id: str) -> str:
+    return f"{agent_id}-{secrets.token_hex(6)}"
+
+
+def request_hash(request: JobRequest) -> str:
+    """Fingerprint of the validated request: equal for bodies that mean the same job."""
+    canonical = json.dumps(
+        request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- submit ---------------------------------------------------------------------------
+
+
+async def submit_job(
+    pool: Pool,
+    configs: ConfigStore,
+    settings: Settings,
+    request: JobRequest,
+    idempotency_key: str | None,
+) -> SubmitOutcome:
+    if idempotency_key is None:
+        configs.validate_job(request.profile, request.engine, request.prompt_vars)
+        return SubmitOutcome(await _insert_job(pool, settings, request), replayed=False)
+    fingerprint = request_hash(request)
+    # A replay returns the original job even if the configs changed since (Stripe semantics).
+    replay = await _replay(pool, settings, idempotency_key, fingerprint)
+    if replay is not None:
+        return replay
+    configs.validate_job(request.profile, request.engine, request.prompt_vars)
+    try:
+        job_id = await _insert_job(pool, settings, request, (idempotency_key, fingerprint))
+    except _KeyTaken:
+        replay = await _replay(pool, settings, idempotency_key, fingerprint)
+        if replay is None:
+            raise Conflict(
+                f"{IDEMPOTENCY_HEADER} is in use by a concurrent request; retry"
+            ) from None
+        return replay
+    return SubmitOutcome(job_id, replayed=False)
+
+
+async def _replay(
+    pool: Pool, settings: Settings, key: str, fingerprint: str
+) -> SubmitOutcome | None:
+    row = await pool.fetchrow(queries.FIND_IDEMPOTENCY_KEY, key, settings.idempotency_ttl_hours)
+    if row is None:
+        return None
+    if row["request_hash"] != fingerprint:
+        raise InvalidHeader(
+            f"{IDEMPOTENCY_HEADER} was already used with a different request body",
+            field=IDEMPOTENCY_HEADER,
+        )
+    return SubmitOutcome(row["job_id"], replayed=True)
+
+
+async def _insert_job(
+    pool: Pool, settings: Settings, request: JobRequest, key: tuple[str, str] | None = None
+) -> str:
+    job_id = new_job_id(request.agent_id)
+    max_attempts = request.max_attempts or settings.max_attempts
+    stored = request.model_dump(mode="json") | {"max_attempts": max_attempts}
+    async with transaction(pool) as connection:
+        await connection.execute(
+            queries.INSERT_JOB,
+            job_id,
+            request.agent_id,
+            request.engine,
+            request.profile,
+            stored,
+            request.priority,
+            max_attempts,
+        )
+        if key is not None:
+            claimed = await connection.fetchrow(
+                queries.CLAIM_IDEMPOTENCY_KEY, *key, job_id, settings.idempotency_ttl_hours
+            )
+            if claimed is None:
+                raise _KeyTaken
+        await connection.execute(queries.NOTIFY_PENDING, job_id)
+    return job_id
+
+
+# --- read -----------------------------------------------------------------------------
+
+
+async def get_job(pool: Pool, job_id: str) -> JobRecord:
+    # An id that cannot exist is simply not found; it never reaches SQL.
+    row = await pool.fetchrow(queries.SELECT_JOB, job_id) if JOB_ID.match(job_id) else None
+    if row is None:
+        raise NotFound(f"Job {job_id} not found")
+    return records.record(row)
+
+
+async def list_jobs(
+    pool: Pool, status: JobStatus | None, agent_id: str | None, limit: int, offset: int
+) -> JobPage:
+    filters = [value for value in (status, agent_id) if value is not None]
+    shape = {"status": status is not None, "agent_id": agent_id is not None}
+    # One snapshot, so the total agrees with the page.
+    async with (
+        pool.acquire() as connection,
+        connection.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        total = await connection.fetchval(queries.count_jobs(**shape), *filters)
+        rows = await connection.fetch(queries.list_jobs(**shape), *filters, limit, offset)
+    jobs = [records.summary(row) for row in rows]
+    return JobPage(jobs=jobs, total=total, limit=limit, offset=offset)
+
+
+# --- cancel ---------------------------------------------------------------------------
+
+
+async def cancel_job(pool: Pool, job_id: str) -> Cancelled:
+    if not JOB_ID.match(job_id):
+        raise NotFound(f"Job {job_id} not found")
+    async with transaction(pool) as connection:
+        if await connection.fetchval(queries.CANCEL_JOB, job_id) is not None:
+            await connection.execute(queries.NOTIFY_CANCELLED, job_id)
+            return Cancelled(job_id=job_id)
+        # Not live: either unknown, or terminal (and terminal states never change).
+        status = await connection.fetchval(queries.SELECT_STATUS, job_id)
+    if status is None:
+        raise NotFound(f"Job {job_id} not found")
+    raise Conflict(f"Job already {status}")
+
+
+# --- wait -----------------------------------------------------------------------------
+
+
+async def wait_for_job(pool: Pool, hub: NotifyHub, job_id: str, seconds: float) -> JobRecord:
+    """Return the job once terminal. Subscribes before reading, so no notice is missed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    with hub.finished_event(job_id) as finished:
+        while True:
+            job = await get_job(pool, job_id)
+            if job.status in TERMINAL_STATUSES:
+                return job
+            if not await _until(finished, deadline - loop.time()):
+                raise Timeout(f"Job {job_id} did not finish within {seconds:g} seconds")
+            finished.clear()
+
+
+async def _until(event: asyncio.Event, seconds: float) -> bool:
+    if seconds <= 0:
+        return False
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,97 @@
+"""Refuse webhook URLs that point inside our own network (SSRF), without DNS.
+
+Only the URL's own text is judged here, at submit time: IP literals by their
+address class, names by the suffixes reserved for private use. A public name that
+resolves to a private address is caught again when the webhook is sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2048
+ALLOWED_SCHEMES = ("http", "https")
+
+# Names that only ever resolve inside a host or a private network.
+PRIVATE_NAMES = ("localhost", "localhost.localdomain")
+PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
+
+# Shapes that inet_aton (and so most HTTP clients) read as IPv4: 127.1, 0x7f.1, 2130706433.
+_LOOSE_IPV4 = re.compile(r"^[0-9a-fx.]+$")
+
+# Whitespace, control characters, backslashes anywhere, or two '@' in the authority.
+_AMBIGUOUS = re.compile(r"[\x00-\x20\x7f\\]|^[^/?#]*//[^/?#]*@[^/?#]*@")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def check_webhook_url(url: str) -> str:
+    """Return `url` unchanged if it may receive webhooks; raise ValueError saying why not."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
+    host = _host_of(url)
+    address = _address_of(host)
+    if address is not None:
+        _check_address(address)
+    else:
+        _check_name(host)
+    return url
+
+
+def _host_of(url: str) -> str:
+    if _AMBIGUOUS.search(url):
+        # Parsers disagree on these (which '@' ends the userinfo, is '\\' a '/'),
+        # so the host we check might not be the host the sender connects to.
+        raise ValueError("must not contain whitespace, control characters, '\\' or a second '@'")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as error:
+        raise ValueError(f"is not a valid URL ({error})") from None
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        raise ValueError("must use http or https")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise ValueError("must name a host")
+    return host
+
+
+def _address_of(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if _LOOSE_IPV4.match(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _check_address(address: Address) -> None:
+    for embedded in _embedded_ipv4(address):
+        _check_address(embedded)
+    if not address.is_global or address.is_multicast:
+        raise ValueError(f"must not point to an internal address ({address})")
+
+
+def _embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
+    # IPv6 forms that carry an IPv4 address reach that address.
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [address.ipv4_mapped, address.sixtofour]
+    if address.teredo is not None:
+        found.append(address.teredo[1])
+    return [item for item in found if item is not None]
+
+
+def _check_name(host: str) -> None:
+    if "." not in host:
+        # A single label is a container, service or intranet name, never a public host.
+        raise ValueError(f"must name a public host, not {host!r}")
+    if host in PRIVATE_NAMES or host.endswith(PRIVATE_SUFFIXES):
+        raise ValueError(f"must not point to an internal host ({host})")
