@@ -1,5 +1,52 @@
-"""Placeholder; filled in by its owner."""
+"""/profiles, /engines and /configs: parse, call the service, return."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from fastapi import APIRouter, Response, status
+
+from tower.configs import service
+from tower.configs.schemas import ConfigBody, ConfigNames, ConfigOut, EngineList, ProfileList
+from tower.deps import Configs, CurrentKey, Db
+
+router = APIRouter(tags=["configs"])
+
+
+@router.get("/profiles")
+async def list_profiles(configs: Configs) -> ProfileList:
+    return service.list_profiles(configs)
+
+
+@router.get("/engines")
+async def list_engines(configs: Configs) -> EngineList:
+    """`available` means the engine's config is valid; the worker image is not checked yet."""
+    return service.list_engines(configs)
+
+
+@router.get("/configs/{type}")
+async def list_configs(type: str, db: Db) -> ConfigNames:
+    return await service.list_config_names(db, type)
+
+
+@router.get("/configs/{type}/{name}")
+async def get_config(type: str, name: str, db: Db) -> ConfigOut:
+    return await service.get_config(db, type, name)
+
+
+@router.post("/configs/{type}/{name}", status_code=status.HTTP_201_CREATED)
+async def create_config(
+    type: str, name: str, body: ConfigBody, db: Db, configs: Configs, _: CurrentKey
+) -> ConfigOut:
+    return await service.create_config(db, configs, type, name, body.content)
+
+
+@router.put("/configs/{type}/{name}")
+async def put_config(
+    type: str, name: str, body: ConfigBody, db: Db, configs: Configs, _: CurrentKey
+) -> ConfigOut:
+    return await service.put_config(db, configs, type, name, body.content)
+
+
+@router.delete("/configs/{type}/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_config(type: str, name: str, db: Db, configs: Configs, _: CurrentKey) -> Response:
+    await service.delete_config(db, configs, type, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

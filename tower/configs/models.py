@@ -1,0 +1,210 @@
+"""Parsed profiles, engines and templates: the shapes the TOML files must have.
+
+Models are strict (no silent coercion of "30" into 30) and forbid unknown keys, so a
+typo in a config is reported on write instead of being ignored at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tower.configs.values import VarValue, check_value
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+VAR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+KINDS = ("profile", "engine", "template")
+
+# Job options an engine may map to command-line flags (the names JobSpec resolves).
+FLAG_OPTIONS = (
+    "model",
+    "max_turns",
+    "allowed_tools",
+    "system_prompt",
+    "output_format",
+    "max_budget_usd",
+    "mcp_config",
+)
+# Placeholders allowed in argv: {value} is the option's value, {file} the path of a
+# file the worker writes the value to (for values too long or too structured for argv).
+ARG_PLACEHOLDERS = ("{value}", "{file}")
+# Placeholders allowed in engine env values, filled per job by the runner.
+ENV_PLACEHOLDERS = ("{gateway_url}", "{job_token}")
+# Names a template sees besides the profile's variables; a variable may not shadow them.
+RESERVED_VARS = ("prompt", "profile")
+
+
+class ConfigModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- profiles ------------------------------------------------------------------------
+
+
+class VarSpec(ConfigModel):
+    type: Literal["string", "integer", "float", "boolean"]
+    description: str = ""
+    required: bool = False
+    default: VarValue | None = None
+    enum: list[VarValue] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VarSpec:
+        if self.required and self.default is not None:
+            raise ValueError("a required variable cannot have a default")
+        for value in self.enum or ():
+            check_value(self.type, value)
+        if self.enum is not None and not self.enum:
+            raise ValueError("enum must list at least one value")
+        if self.default is not None:
+            check_value(self.type, self.default)
+            if self.enum is not None and self.default not in self.enum:
+                raise ValueError(f"default {self.default!r} is not one of enum {self.enum}")
+        return self
+
+
+class Resources(ConfigModel):
+    memory: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$")
+    cpus: float | None = Field(default=None, gt=0, le=64)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=86400)
+
+
+class Hooks(ConfigModel):
+    """Shell scripts the worker runs around the engine, inside the container."""
+
+    pre: str | None = None
+    post: str | None = None
+
+
+class Profile(ConfigModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    model: str | None = None
+    engine: str | None = Field(default=None, pattern=NAME_PATTERN)
+    allowed_tools: list[str] = []
+    max_turns: int | None = Field(default=None, ge=1, le=100)
+    prompt_template: str | None = Field(default=None, pattern=NAME_PATTERN)
+    claude_md_template: str | None = Field(default=None, pattern=NAME_PATTERN)
+    vars: dict[str, VarSpec] = {}
+    resources: Resources = Resources()
+    hooks: Hooks = Hooks()
+
+    @field_validator("vars")
+    @classmethod
+    def _var_names(cls, value: dict[str, VarSpec]) -> dict[str, VarSpec]:
+        for name in value:
+            if not re.fullmatch(VAR_NAME_PATTERN, name):
+                raise ValueError(f"variable name {name!r} must be an identifier")
+            if name in RESERVED_VARS:
+                raise ValueError(f"variable name {name!r} is reserved")
+        return value
+
+    def template_names(self) -> list[str]:
+        return [name for name in (self.prompt_template, self.claude_md_template) if name]
+
+
+# --- engines -------------------------------------------------------------------------
+
+
+def _check_placeholders(args: list[str], allowed: tuple[str, ...]) -> list[str]:
+    for arg in args:
+        for found in re.findall(r"\{[^{}]*\}", arg):
+            if found not in allowed:
+                raise ValueError(f"unknown placeholder {found} in {arg!r}")
+    return args
+
+
+class Flag(ConfigModel):
+    """How one job option becomes argv: `args` when set, `values` for a per-value mapping."""
+
+    args: list[str] = []
+    values: dict[str, list[str]] = {}
+    # A list option (allowed_tools) is joined into one {value}; without `join`,
+    # `args` is repeated for each item.
+    join: str | None = None
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: list[str]) -> list[str]:
+        return _check_placeholders(value, ARG_PLACEHOLDERS)
+
+    @field_validator("values")
+    @classmethod
+    def _values(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for args in value.values():
+            _check_placeholders(args, ())
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Flag:
+        if not self.args and not self.values:
+            raise ValueError("a flag needs `args` or `values`")
+        return self
+
+
+class PromptDelivery(ConfigModel):
+    """How the prompt reaches the engine. Never as a plain argv string: argv has limits.
+
+    stdin: piped to the engine. file: written to a file, `args` carry {file}.
+    arg-from-file: the worker reads the file into one argv element ({prompt}) and fails
+    the job, rather than truncating, when the prompt exceeds the kernel's argv limit.
+    """
+
+    via: Literal["stdin", "file", "arg-from-file"]
+    args: list[str] = []
+
+    @model_validator(mode="after")
+    def _placeholder_matches_mode(self) -> PromptDelivery:
+        needed = {"stdin": None, "file": "{file}", "arg-from-file": "{prompt}"}[self.via]
+        _check_placeholders(self.args, (needed,) if needed else ())
+        if needed and not any(needed in arg for arg in self.args):
+            raise ValueError(f"prompt via {self.via} needs {needed} in args")
+        return self
+
+
+class Engine(ConfigModel):
+    id: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(min_length=1)
+    description: str = ""
+    binary: str = Field(pattern=r"^[A-Za-z0-9_./-]+$")
+    args: list[str] = []
+    version_args: list[str] = ["--version"]
+    prompt: PromptDelivery
+    output: Literal["json", "jsonl", "text"]
+    flags: dict[str, Flag] = {}
+    env: dict[str, str] = {}
+
+    @field_validator("args", "version_args")
+    @classmethod
+    def _literal_args(cls, value: list[str]) -> list[str]:
+        return _check_placeholders(value, ())
+
+    @field_validator("flags")
+    @classmethod
+    def _known_flags(cls, value: dict[str, Flag]) -> dict[str, Flag]:
+        unknown = sorted(set(value) - set(FLAG_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown flag option(s) {unknown}; known: {list(FLAG_OPTIONS)}")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, template in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"env name {key!r} is not a valid variable name")
+            _check_placeholders([template], ENV_PLACEHOLDERS)
+        return value
+
+
+# --- templates -----------------------------------------------------------------------
+
+
+class Template(ConfigModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    source: str
+
+
+Config = Profile | Engine | Template
