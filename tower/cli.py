@@ -1,33 +1,281 @@
-"""`parpaing` command line. (Minimal: `serve` with DATABASE_URL; the rest is being built.)"""
+"""`parpaing`: serve | migrate | doctor, and the client commands (see tower.cli_client).
+
+With no DATABASE_URL, serve/migrate/doctor use the embedded PostgreSQL whose data lives
+under the state directory (STATE_DIR, else the XDG state dir), so one command is enough.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Literal
 
+import asyncpg
+import platformdirs
 import uvicorn
+from alembic.script import ScriptDirectory
 
 from tower.app import create_app
+from tower.cli_client import CliError, add_client_commands, run_client_command
+from tower.db.embedded import LocalPostgres
+from tower.db.migrate import alembic_config, migrate
+from tower.execution.docker import probe
+from tower.observability import queries
 from tower.settings import Settings
+
+PROBE_TIMEOUT = 5.0
+
+
+class Stopped(BaseException):
+    """SIGTERM: unwinds like Ctrl-C so every `finally` (embedded server stop) runs."""
+
+
+# --- the database a command works on ---------------------------------------------------
+
+
+def postgres_dir(settings: Settings) -> Path:
+    state = Path(settings.state_dir) if settings.state_dir else _xdg_state_dir()
+    return state / "postgres"
+
+
+def _xdg_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir("parpaing"))
+
+
+@contextmanager
+def database(settings: Settings, *, owner: bool) -> Iterator[str]:
+    """The database URL to use. Embedded: started if needed; stopped at the end when
+    `owner` (serve) or when this command is the one that started it (migrate, doctor)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    server = LocalPostgres(postgres_dir(settings))
+    was_running = _embedded_running(server.datadir)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        raise CliError(f"embedded PostgreSQL in {server.datadir} did not start: {exc}") from None
+    try:
+        yield server.url
+    finally:
+        if owner or not was_running:
+            server.stop()
+
+
+def _embedded_running(datadir: Path) -> bool:
+    pidfile = datadir / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def redacted(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+# --- serve, migrate ----------------------------------------------------------------------
 
 
 def serve(args: argparse.Namespace) -> int:
     settings = Settings()
     host = args.host or settings.tower_host
     port = args.port or settings.tower_port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    try:
+        with _sigterm_unwinds(), database(settings, owner=True) as url:
+            _say_where(settings, url)
+            _say(f"serving on http://{host}:{port}")
+            app = create_app(settings.model_copy(update={"database_url": url}))
+            uvicorn.run(app, host=host, port=port, log_level="info")
+    except (KeyboardInterrupt, Stopped):
+        pass
+    _say("stopped")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="parpaing")
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with our
+    # handler back in place: it raises Stopped, and the embedded server is stopped.
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise Stopped
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _say_where(settings: Settings, url: str) -> None:
+    if settings.database_url:
+        _say(f"database {redacted(url)}")
+    else:
+        _say(f"database {url} (embedded; data in {postgres_dir(settings)})")
+
+
+def _say(message: str) -> None:
+    print(f"parpaing: {message}", flush=True)
+
+
+def migrate_command(_args: argparse.Namespace) -> int:
+    settings = Settings()
+    with database(settings, owner=False) as url:
+        try:
+            asyncio.run(migrate(url))
+            revision = asyncio.run(current_revision(url))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise CliError(f"migration of {redacted(url)} failed: {exc}") from None
+    _say(f"database {redacted(url)} is at revision {revision}")
+    return 0
+
+
+async def current_revision(url: str) -> str | None:
+    connection = await asyncpg.connect(url, timeout=PROBE_TIMEOUT)
+    try:
+        revision: str | None = await connection.fetchval(queries.CURRENT_REVISION)
+    except asyncpg.UndefinedTableError:
+        revision = None
+    finally:
+        await connection.close()
+    return revision
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+# --- doctor ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    outcome: Literal["ok", "FAIL", "skip"]
+    detail: str
+    fix: str = ""
+
+
+def doctor(_args: argparse.Namespace) -> int:
+    settings = Settings()
+    findings = [_database_finding(settings)]
+    docker = _docker_finding()
+    findings += [docker, _image_finding(settings, docker), _gateway_finding(settings)]
+    for finding in findings:
+        _print_finding(finding)
+    return 1 if any(finding.outcome == "FAIL" for finding in findings) else 0
+
+
+def _print_finding(finding: Finding) -> None:
+    print(f"[{finding.outcome:^4}] {finding.name:<13} {finding.detail}")
+    if finding.fix:
+        print(f"{'':7}fix: {finding.fix}")
+
+
+def _database_finding(settings: Settings) -> Finding:
+    try:
+        with database(settings, owner=False) as url:
+            return _schema_finding(url)
+    except CliError as exc:
+        fix = f"read {postgres_dir(settings) / 'server.log'}, or set DATABASE_URL"
+        return Finding("database", "FAIL", str(exc), fix)
+
+
+def _schema_finding(url: str) -> Finding:
+    where = redacted(url)
+    try:
+        revision = asyncio.run(current_revision(url))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        fix = "start PostgreSQL or correct DATABASE_URL (unset it to use the embedded server)"
+        return Finding("database", "FAIL", f"cannot connect to {where}: {exc}", fix)
+    head = head_revision()
+    if revision != head:
+        detail = f"{where} is at revision {revision or 'none'}, code expects {head}"
+        return Finding("database", "FAIL", detail, "run `parpaing migrate`")
+    return Finding("database", "ok", f"{where}, revision {revision} (latest)")
+
+
+def _docker_finding() -> Finding:
+    result = probe.ping(PROBE_TIMEOUT)
+    if result.ok:
+        return Finding("docker", "ok", f"daemon answers ({result.detail})")
+    fix = "start dockerd (e.g. `sudo systemctl start docker`) or point DOCKER_HOST at a daemon"
+    return Finding("docker", "FAIL", f"daemon unreachable: {result.detail}", fix)
+
+
+def _image_finding(settings: Settings, docker: Finding) -> Finding:
+    image = settings.worker_image
+    if docker.outcome != "ok":
+        return Finding("worker image", "skip", f"{image}: not checked, Docker is unreachable")
+    result = probe.image_present(image, PROBE_TIMEOUT)
+    if result.ok:
+        return Finding("worker image", "ok", f"{image} ({result.detail})")
+    fix = (
+        "run `parpaing images build` (that command arrives with the worker image; until "
+        f"then: `docker build -t {image} worker/`), or set WORKER_IMAGE"
+    )
+    return Finding("worker image", "FAIL", result.detail, fix)
+
+
+def _gateway_finding(settings: Settings) -> Finding:
+    url = settings.gateway_url.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT) as reply:
+            return Finding("gateway", "ok", f"{url} answered {reply.status}")
+    except urllib.error.HTTPError as exc:
+        detail = f"{url} answered {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        detail = f"{url} unreachable: {getattr(exc, 'reason', exc)}"
+    fix = (
+        "start the gateway (compose: `docker compose up -d gateway`; `parpaing serve` "
+        "starts it itself once the gateway lands) or set GATEWAY_URL"
+    )
+    return Finding("gateway", "FAIL", detail, fix)
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parpaing", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="run a tower")
-    serve_parser.add_argument("--host")
-    serve_parser.add_argument("--port", type=int)
-    serve_parser.set_defaults(handler=serve)
-    args = parser.parse_args(argv)
-    result: int = args.handler(args)
-    return result
+    serving = commands.add_parser("serve", help="run a tower (embedded PostgreSQL by default)")
+    serving.add_argument("--host")
+    serving.add_argument("--port", type=int)
+    serving.set_defaults(handler=serve)
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(
+        handler=migrate_command
+    )
+    commands.add_parser("doctor", help="check this host can run tower").set_defaults(handler=doctor)
+    add_client_commands(commands, dict(os.environ))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", run_client_command)
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"parpaing: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
