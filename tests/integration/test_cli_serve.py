@@ -1,0 +1,151 @@
+"""`parpaing serve` as a real process: external database, embedded database, clean stops."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tower.db.embedded import LocalPostgres, free_port
+
+START_DEADLINE = 90.0
+STOP_DEADLINE = 30.0
+PARPAING = (sys.executable, "-m", "tower.cli")
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    url: str
+    stderr_path: Path
+    stdout: str = ""
+
+    def output(self) -> str:
+        return self.stdout + self.stderr_path.read_text()
+
+
+def cli_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "STATE_DIR")}
+    return {**env, "TOWER_RUNNER": "simulated", **values}
+
+
+@contextmanager
+def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Served]:
+    port = free_port()
+    stderr_path = tmp_path / f"serve-{port}.err"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [*PARPAING, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            bufsize=0,
+        )
+    served = Served(process, f"http://127.0.0.1:{port}", stderr_path)
+    try:
+        wait_until_up(served)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_until_up(served: Served) -> None:
+    # Bounded poll: there is no event to wait on for "the port accepts connections".
+    deadline = time.monotonic() + START_DEADLINE
+    while time.monotonic() < deadline:
+        if served.process.poll() is not None:
+            collect_stdout(served)
+            pytest.fail(f"serve exited with {served.process.returncode}:\n{served.output()}")
+        try:
+            if httpx.get(served.url + "/openapi.json", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail(f"serve did not answer within {START_DEADLINE}s:\n{served.output()}")
+
+
+def collect_stdout(served: Served) -> None:
+    """Read whatever serve printed so far, without blocking."""
+    assert served.process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(served.process.stdout, selectors.EVENT_READ)
+    while selector.select(timeout=0.2):
+        chunk = os.read(served.process.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        served.stdout += chunk.decode()
+
+
+def stop(served: Served, signum: int) -> int:
+    served.process.send_signal(signum)
+    code = served.process.wait(timeout=STOP_DEADLINE)
+    collect_stdout(served)
+    return code
+
+
+def printed_database_url(served: Served) -> str:
+    collect_stdout(served)
+    for line in served.stdout.splitlines():
+        if line.startswith("parpaing: database "):
+            return line.split()[2]
+    pytest.fail(f"serve did not print its database:\n{served.output()}")
+
+
+def test_serve_with_database_url_answers_and_stops_on_sigterm(
+    database_url: str, tmp_path: Path
+) -> None:
+    with serve(tmp_path, cli_env(DATABASE_URL=database_url)) as served:
+        spec = httpx.get(served.url + "/openapi.json").json()
+        health = httpx.get(served.url + "/health")
+        assert printed_database_url(served) == database_url
+        code = stop(served, signal.SIGTERM)
+    assert "/jobs" in spec["paths"]
+    assert health.json()["checks"]["db"] == "ok"
+    assert code == 0, served.output()
+    assert "parpaing: stopped" in served.output()
+
+
+def submit(base_url: str) -> str:
+    body = {"agent_id": "persist", "engine": "claude-code", "prompt": "print kept"}
+    response = httpx.post(base_url + "/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    finished = httpx.get(base_url + f"/jobs/{job_id}/wait", params={"timeout": 30}, timeout=40)
+    assert finished.json()["status"] == "completed", finished.text
+    return job_id
+
+
+def test_embedded_database_keeps_its_data_across_restarts(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    env = cli_env(STATE_DIR=str(state_dir))
+    datadir = state_dir / "postgres"
+    try:
+        with serve(tmp_path, env) as first:
+            first_url = printed_database_url(first)
+            job_id = submit(first.url)
+            assert stop(first, signal.SIGINT) == 0, first.output()
+        assert not (datadir / "postmaster.pid").exists(), "embedded server left running"
+        assert str(datadir) in first.output()
+
+        with serve(tmp_path, env) as second:
+            assert printed_database_url(second).startswith("postgresql://")
+            again = httpx.get(second.url + f"/jobs/{job_id}")
+            assert stop(second, signal.SIGTERM) == 0, second.output()
+    finally:
+        LocalPostgres(datadir).stop(mode="immediate")
+    assert first_url.startswith("postgresql://postgres@127.0.0.1:")
+    assert again.status_code == 200, again.text
+    assert again.json()["result"] == "kept"
+    assert not (datadir / "postmaster.pid").exists()
