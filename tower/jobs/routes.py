@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 
 from tower.deps import Configs, Db, Hub, SettingsDep, require_key
 from tower.jobs import service
+from tower.jobs.openapi import SECURED
 from tower.jobs.schemas import (
     IDEMPOTENCY_KEY,
     SAFE_ID,
@@ -31,7 +32,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.post("", status_code=202, response_model=Submitted)
+@router.post("", status_code=202, response_model=Submitted, openapi_extra=SECURED)
 async def submit(
     request: JobRequest,
     response: Response,
@@ -46,7 +47,7 @@ async def submit(
     return Submitted(job_id=outcome.job_id)
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, openapi_extra=SECURED)
 async def list_jobs(
     db: Db,
     status: JobStatus | None = None,
@@ -57,17 +58,17 @@ async def list_jobs(
     return await service.list_jobs(db, status, agent_id, limit, offset)
 
 
-@router.get("/{job_id}", response_model=JobRecord)
+@router.get("/{job_id}", response_model=JobRecord, openapi_extra=SECURED)
 async def get_job(job_id: str, db: Db) -> JobRecord:
     return await service.get_job(db, job_id)
 
 
-@router.delete("/{job_id}", response_model=Cancelled)
+@router.delete("/{job_id}", response_model=Cancelled, openapi_extra=SECURED)
 async def cancel_job(job_id: str, db: Db) -> Cancelled:
     return await service.cancel_job(db, job_id)
 
 
-@router.get("/{job_id}/wait", response_model=JobRecord)
+@router.get("/{job_id}/wait", response_model=JobRecord, openapi_extra=SECURED)
 async def wait_for_job(
     job_id: str,
     db: Db,
