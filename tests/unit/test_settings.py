@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from tower.settings import RANGES, Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_out_of_range_values_are_clamped_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MAX_CONCURRENT_JOBS", "100000")
+    monkeypatch.setenv("POOL_SIZE", "-3")
+    monkeypatch.setenv("POLL_INTERVAL", "0")
+    with caplog.at_level(logging.WARNING, logger="tower.settings"):
+        settings = Settings()
+    assert settings.max_concurrent_jobs == RANGES["max_concurrent_jobs"][1]
+    assert settings.pool_size == RANGES["pool_size"][0]
+    assert settings.poll_interval == RANGES["poll_interval"][0]
+    warned = caplog.text
+    assert "MAX_CONCURRENT_JOBS=100000 is out of range" in warned
+    assert "POOL_SIZE=-3" in warned and "POLL_INTERVAL=0" in warned
+
+
+def test_values_in_range_are_kept_without_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MAX_CONCURRENT_JOBS", "16")
+    monkeypatch.setenv("WORKER_CPU_LIMIT", "0.5")
+    with caplog.at_level(logging.WARNING, logger="tower.settings"):
+        settings = Settings()
+    assert settings.max_concurrent_jobs == 16
+    assert settings.worker_cpu_limit == 0.5
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize(("field", "bounds"), sorted(RANGES.items()))
+def test_every_range_clamps_both_ends(field: str, bounds: tuple[float, float]) -> None:
+    low, high = bounds
+    assert getattr(Settings(**{field: low - 1}), field) == low
+    assert getattr(Settings(**{field: high + 1}), field) == high
+
+
+def test_every_range_names_a_real_setting() -> None:
+    assert set(RANGES) <= set(Settings.model_fields)
+
+
+def test_a_value_that_is_not_a_number_is_an_error_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOWER_PORT", "eighty")
+    with pytest.raises(ValidationError, match="tower_port"):
+        Settings()
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings()
+    assert settings.tower_port == 8080
+    assert settings.database_url == ""
+    assert settings.tower_runner == "docker"
