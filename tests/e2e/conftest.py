@@ -1,0 +1,36 @@
+"""End-to-end fixtures: a real Docker daemon and the real worker image, built once per run.
+
+These tests never skip: a machine without Docker fails them loudly, with the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import docker
+import pytest
+from docker.errors import DockerException
+
+from tower.execution.docker.images import build_images, default_ca_bundle
+from tower.settings import Settings
+
+WORKER_IMAGE = "parpaing-worker:latest"
+SETUP_HINT = "Docker is required for tests/e2e: run scripts/setup-docker (as root), then retry."
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        pytest.fail(f"{SETUP_HINT}\nThe Docker daemon did not answer: {exc}", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker_image(docker_client: docker.DockerClient) -> str:
+    """Build (or refresh from the layer cache) the base and worker images once per session."""
+    settings = Settings(worker_image=WORKER_IMAGE)
+    return build_images(settings, ca_bundle=default_ca_bundle())
