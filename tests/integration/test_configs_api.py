@@ -122,6 +122,7 @@ async def test_put_creates_and_a_new_profile_is_listed_at_once(client: httpx.Asy
         ("/configs/profile/p", 'prompt_template = "absent"', "'absent' does not exist"),
         ("/configs/engine/e", 'name = "E"', "binary"),
         ("/configs/template/t", "{% for %}", "line 1"),
+        ("/configs/template/t", "nul \x00 here", "NUL"),
     ],
 )
 async def test_invalid_writes_are_422_naming_the_problem(

@@ -193,3 +193,8 @@ def test_resources_are_checked() -> None:
     assert "cpus" in invalid("profile", "p", "[resources]\ncpus = 0\n").message
     profile = parse_profile("p", '[resources]\nmemory = "512m"\ncpus = 1\ntimeout_seconds = 60\n')
     assert profile.resources.cpus == 1.0
+
+
+@pytest.mark.parametrize("content", ["a\x00b", "a\ud800b"])
+def test_text_postgresql_cannot_store_is_refused(content: str) -> None:
+    assert invalid("template", "t", content).field == "content"

@@ -7,6 +7,7 @@ typo in a config is reported on write instead of being ignored at run time.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,6 +33,8 @@ FLAG_OPTIONS = (
 ARG_PLACEHOLDERS = ("{value}", "{file}")
 # Placeholders allowed in engine env values, filled per job by the runner.
 ENV_PLACEHOLDERS = ("{gateway_url}", "{job_token}")
+# What a job option may hold when it becomes argv.
+OptionValue = str | int | float | bool | list[str]
 # Names a template sees besides the profile's variables; a variable may not shadow them.
 RESERVED_VARS = ("prompt", "profile")
 
@@ -143,6 +146,21 @@ class Flag(ConfigModel):
             raise ValueError("a flag needs `args` or `values`")
         return self
 
+    def argv(self, value: OptionValue, file: str | None = None) -> list[str]:
+        """The arguments for `value`; `file` is where the worker put it, for {file}."""
+        if isinstance(value, bool):
+            return list(self.args) if value else []
+        if isinstance(value, list):
+            if self.join is None:
+                return [arg for item in value for arg in self.argv(item, file)]
+            value = self.join.join(value)
+        text = str(value)
+        if text in self.values:
+            return list(self.values[text])
+        if any("{file}" in arg for arg in self.args) and file is None:
+            raise ValueError("this flag passes its value in a file; give its path")
+        return [arg.replace("{value}", text).replace("{file}", file or "") for arg in self.args]
+
 
 class PromptDelivery(ConfigModel):
     """How the prompt reaches the engine. Never as a plain argv string: argv has limits.
@@ -175,6 +193,25 @@ class Engine(ConfigModel):
     output: Literal["json", "jsonl", "text"]
     flags: dict[str, Flag] = {}
     env: dict[str, str] = {}
+
+    def command(
+        self, options: Mapping[str, OptionValue | None], files: Mapping[str, str], prompt_file: str
+    ) -> list[str]:
+        """argv for a job: binary, fixed args, the flags of the options set (in file
+        order), then the prompt's args. `files` maps an option to the file holding its
+        value, for {file} flags; {prompt} is left for the worker (arg-from-file)."""
+        argv = [self.binary, *self.args]
+        for option, flag in self.flags.items():
+            value = options.get(option)
+            if value is not None:
+                argv += flag.argv(value, files.get(option))
+        return argv + [arg.replace("{file}", prompt_file) for arg in self.prompt.args]
+
+    def environment(self, gateway_url: str, job_token: str) -> dict[str, str]:
+        return {
+            key: value.replace("{gateway_url}", gateway_url).replace("{job_token}", job_token)
+            for key, value in self.env.items()
+        }
 
     @field_validator("args", "version_args")
     @classmethod

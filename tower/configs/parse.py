@@ -33,9 +33,21 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_storable(content: str) -> None:
+    """PostgreSQL text holds neither NUL nor unpaired surrogates: refuse them as input
+    errors here rather than fail in the INSERT."""
+    if "\x00" in content:
+        raise Invalid("content must not contain NUL characters", field="content")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid("content must be valid Unicode text", field="content") from None
+
+
 def parse_config(kind: str, name: str, content: str) -> Config:
     check_kind(kind)
     check_name(name)
+    check_storable(content)
     if kind == "template":
         return parse_template(name, content)
     if kind == "engine":
