@@ -1,0 +1,287 @@
+"""Queue benchmark: end-to-end jobs/s against a pgbench baseline, and /wait wake-up latency.
+
+A benchmark, not a test: it prints figures and targets, and never fails on them.
+Run from the repository root:  .venv/bin/python bench/queue.py [--jobs 2000] [--clients 8]
+
+1. Throughput. A tower runs in this process with the simulated runner (an empty prompt is a
+   no-op job) on a private PostgreSQL. CLIENTS concurrent HTTP clients submit JOBS jobs;
+   the clock stops when every job is terminal. The baseline, measured in the same run on
+   the same server, is pgbench with CLIENTS clients running the same row lifecycle on a copy
+   of the jobs table (INSERT, UPDATE to running, UPDATE to completed: three transactions,
+   as submit, claim and finish are). Target: tower / pgbench >= 0.3.
+2. Wake-up latency. WAITS times, a client blocks in GET /jobs/{id}/wait on a job this script
+   owns; the script commits the terminal state with its NOTIFY, and measures from sending
+   that COMMIT to the arrival of the /wait response. Target: p99 <= 50 ms.
+"""
+
+# ruff: noqa: E402  (sys.path is repaired below, before the imports that need it)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's directory heads sys.path and this file's name shadows the
+# standard library's `queue` (which uvicorn's imports need): put the repository root there.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import uvicorn
+
+from tower.app import create_app
+from tower.db.embedded import LocalPostgres, free_port
+from tower.db.migrate import migrate
+from tower.queue.channels import JOB_FINISHED
+from tower.settings import Settings
+
+THROUGHPUT_TARGET = 0.3
+P99_TARGET_MS = 50.0
+
+# The baseline's table: the jobs table's columns, defaults, constraints and indexes.
+CREATE_BASELINE_TABLE = "CREATE TABLE bench_jobs (LIKE jobs INCLUDING ALL)"
+
+PGBENCH_SCRIPT = """\
+\\set id random(1, 1000000000000)
+INSERT INTO bench_jobs (job_id, agent_id, engine, profile, request) \
+VALUES ('b-' || :id, 'bench', 'claude-code', 'default', '{"prompt": ""}') ON CONFLICT DO NOTHING;
+UPDATE bench_jobs SET status = 'running', started_at = now(), attempt = attempt + 1 \
+WHERE job_id = 'b-' || :id;
+UPDATE bench_jobs SET status = 'completed', finished_at = now(), exit_code = 0 \
+WHERE job_id = 'b-' || :id;
+"""
+
+COUNT_UNFINISHED = "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')"
+
+# The server's clock on both ends: from the first job's insert to the last job's finish.
+SUBMIT_TO_FINISH_SECONDS = """
+SELECT extract(epoch FROM max(finished_at) - min(created_at))::float8 FROM jobs
+WHERE agent_id = 'bench'
+"""
+
+# A job the dispatcher leaves alone: already running, leased to nobody alive for an hour.
+INSERT_OWNED_JOB = """
+INSERT INTO jobs (job_id, agent_id, engine, profile, status, request, lease_owner,
+                  lease_until, started_at)
+VALUES ($1, 'bench', 'claude-code', 'default', 'running', '{}'::jsonb, 'bench',
+        now() + interval '1 hour', now())
+"""
+
+FINISH_OWNED_JOB = """
+UPDATE jobs SET status = 'completed', finished_at = now(), exit_code = 0, result = ''
+WHERE job_id = $1
+"""
+
+NOTIFY_FINISHED = f"SELECT pg_notify('{JOB_FINISHED}', $1)"
+
+
+# --- the tower under test --------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def tower(database_url: str, concurrency: int) -> AsyncIterator[str]:
+    settings = Settings(
+        database_url=database_url,
+        tower_runner="simulated",
+        max_concurrent_jobs=concurrency,
+        db_pool_size=concurrency + 8,
+    )
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise RuntimeError("tower exited during start-up")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+# --- 1. throughput -----------------------------------------------------------------------
+
+
+async def tower_throughput(base_url: str, database_url: str, jobs: int, clients: int) -> float:
+    # The load comes from another process, as pgbench's does, so the clients do not
+    # take the tower's interpreter time.
+    load = multiprocessing.get_context("spawn").Process(
+        target=submit_jobs, args=(base_url, jobs, clients), daemon=True
+    )
+    load.start()
+    await asyncio.to_thread(load.join)
+    if load.exitcode != 0:
+        raise RuntimeError(f"the submitting process failed with exit code {load.exitcode}")
+    await _until_all_finished(database_url)
+    span = await _first_submit_to_last_finish(database_url)
+    print(f"  tower:   {jobs} jobs in {span:.2f}s = {jobs / span:,.0f} jobs/s (submit to finish)")
+    return jobs / span
+
+
+def submit_jobs(base_url: str, jobs: int, clients: int) -> None:
+    """In the load process: CLIENTS concurrent clients share JOBS submissions."""
+    per_client = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
+    asyncio.run(_submit_all(base_url, per_client))
+
+
+async def _submit_all(base_url: str, per_client: list[int]) -> None:
+    body = {"agent_id": "bench", "engine": "claude-code", "prompt": ""}
+    limits = httpx.Limits(max_connections=len(per_client))
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        await asyncio.gather(*(_submit_many(client, body, count) for count in per_client))
+
+
+async def _submit_many(client: httpx.AsyncClient, body: dict[str, str], count: int) -> None:
+    for _ in range(count):
+        response = await client.post("/jobs", json=body)
+        response.raise_for_status()
+
+
+async def _first_submit_to_last_finish(database_url: str) -> float:
+    connection = await asyncpg.connect(database_url)
+    try:
+        span: float = await connection.fetchval(SUBMIT_TO_FINISH_SECONDS)
+    finally:
+        await connection.close()
+    return span
+
+
+async def _until_all_finished(database_url: str) -> None:
+    finished = asyncio.Event()
+    connection = await asyncpg.connect(database_url)
+    await connection.add_listener(JOB_FINISHED, lambda *_: finished.set())
+    try:
+        while True:
+            finished.clear()
+            if not await connection.fetchval(COUNT_UNFINISHED):
+                return
+            # Woken by the next finish; the timeout only guards against a lost hint.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), 1.0)
+    finally:
+        await connection.close()
+
+
+async def pgbench_throughput(server: LocalPostgres, jobs: int, clients: int) -> float:
+    connection = await asyncpg.connect(server.url)
+    try:
+        await connection.execute(CREATE_BASELINE_TABLE)
+    finally:
+        await connection.close()
+    script = Path(tempfile.mkdtemp()) / "lifecycle.sql"
+    script.write_text(PGBENCH_SCRIPT)
+    argv = [server.binary("pgbench"), "-n", "-f", str(script), "-c", str(clients)]
+    argv += ["-j", str(clients), "-t", str(max(1, jobs // clients))]
+    argv += ["-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "postgres"]
+    done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
+    match = re.search(r"tps = ([\d.]+)", done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"pgbench failed: {done.stderr or done.stdout}")
+    tps = float(match.group(1))
+    print(f"  pgbench: {tps:,.0f} lifecycles/s (INSERT + 2 UPDATEs, {clients} clients)")
+    return tps
+
+
+# --- 2. wake-up latency ------------------------------------------------------------------
+
+
+async def wait_latencies(base_url: str, database_url: str, waits: int) -> list[float]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+            return [await _one_wake_up(client, connection) for _ in range(waits)]
+    finally:
+        await connection.close()
+
+
+async def _one_wake_up(client: httpx.AsyncClient, connection: asyncpg.Connection) -> float:
+    job_id = f"bench-{uuid.uuid4().hex[:12]}"
+    await connection.execute(INSERT_OWNED_JOB, job_id)
+    arrived = asyncio.get_running_loop().create_future()
+    waiter = asyncio.create_task(_wait(client, job_id, arrived))
+    # No event says "the waiter is subscribed"; a short pause makes it very likely, and
+    # a late subscriber still finds the row terminal on its re-read.
+    await asyncio.sleep(0.02)
+    transaction = connection.transaction()
+    await transaction.start()
+    await connection.execute(FINISH_OWNED_JOB, job_id)
+    await connection.execute(NOTIFY_FINISHED, job_id)
+    # Timed from sending COMMIT: the waiter may be woken before the COMMIT reply reaches
+    # this coroutine, so this is the earliest moment the commit can be said to happen.
+    committing = time.perf_counter()
+    await transaction.commit()
+    await waiter
+    return (await arrived - committing) * 1000
+
+
+async def _wait(client: httpx.AsyncClient, job_id: str, arrived: asyncio.Future[float]) -> None:
+    response = await client.get(f"/jobs/{job_id}/wait", params={"timeout": 30})
+    arrived.set_result(time.perf_counter())
+    if response.json().get("status") != "completed":
+        raise RuntimeError(f"/wait answered {response.status_code}: {response.text}")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="parpaing-bench-") as root:
+        server = await asyncio.to_thread(LocalPostgres(Path(root) / "pgdata").start)
+        try:
+            await migrate(server.url)
+            await _measure(server, args)
+        finally:
+            await asyncio.to_thread(server.stop, "immediate")
+
+
+async def _measure(server: LocalPostgres, args: argparse.Namespace) -> None:
+    print(f"throughput: {args.jobs} jobs, {args.clients} clients, concurrency {args.concurrency}")
+    async with tower(server.url, args.concurrency) as base_url:
+        jobs_per_second = await tower_throughput(base_url, server.url, args.jobs, args.clients)
+        baseline = await pgbench_throughput(server, args.jobs, args.clients)
+        ratio = jobs_per_second / baseline
+        verdict = "ok" if ratio >= THROUGHPUT_TARGET else "BELOW TARGET"
+        print(f"  ratio:   {ratio:.2f} (target >= {THROUGHPUT_TARGET}) {verdict}")
+        latencies = await wait_latencies(base_url, server.url, args.waits)
+    p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+    verdict = "ok" if p99 <= P99_TARGET_MS else "ABOVE TARGET"
+    print(f"/wait wake-up latency over {args.waits} waits (COMMIT sent -> response):")
+    print(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean {statistics.fmean(latencies):.1f} ms")
+    print(f"  target p99 <= {P99_TARGET_MS:g} ms: {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16, help="MAX_CONCURRENT_JOBS")
+    parser.add_argument("--waits", type=int, default=200)
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
