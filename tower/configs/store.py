@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +65,7 @@ class ConfigStore:
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[ChangeListener] = []
         hub.on(CONFIGS_CHANGED, self._on_notify)
-        hub.on_reconnect(self.reload_all)
+        hub.on_reconnect(self._on_reconnect)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -149,7 +149,15 @@ class ConfigStore:
         if not name:
             log.warning("ignoring malformed %s payload %r", CONFIGS_CHANGED, payload)
             return
-        task = asyncio.get_running_loop().create_task(self._reload_logged(kind, name))
+        self._spawn(self._reload_logged(kind, name))
+
+    def _on_reconnect(self) -> None:
+        # In the background: the hub awaits its reconnect callbacks, and right after a
+        # database restart the pool may need a few tries before a reload succeeds.
+        self._spawn(self._reload_all_until_done())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -159,6 +167,17 @@ class ConfigStore:
             await self.reload(kind, name)
         except Exception:
             log.exception("reloading %s/%s failed", kind, name)
+
+    async def _reload_all_until_done(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.reload_all()
+                return
+            except Exception as error:
+                log.warning("reloading configs failed (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _announce(self, kind: str, name: str) -> None:
         for listener in self._listeners:
