@@ -215,7 +215,7 @@ async def wait_latencies(base_url: str, database_url: str, waits: int) -> list[f
 async def _one_wake_up(client: httpx.AsyncClient, connection: asyncpg.Connection) -> float:
     job_id = f"bench-{uuid.uuid4().hex[:12]}"
     await connection.execute(INSERT_OWNED_JOB, job_id)
-    arrived = asyncio.get_running_loop().create_future()
+    arrived: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     waiter = asyncio.create_task(_wait(client, job_id, arrived))
     # No event says "the waiter is subscribed"; a short pause makes it very likely, and
     # a late subscriber still finds the row terminal on its re-read.

@@ -17,8 +17,8 @@ from tower.settings import Settings
 UNREACHABLE_DOCKER = "unix:///nonexistent/docker.sock"
 
 
-def simulated(database_url: str, **overrides: object) -> Settings:
-    return Settings(database_url=database_url, tower_runner="simulated", **overrides)
+def simulated(database_url: str, tower_id: str = "") -> Settings:
+    return Settings(database_url=database_url, tower_runner="simulated", tower_id=tower_id)
 
 
 @pytest.fixture
