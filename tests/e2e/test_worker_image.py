@@ -81,6 +81,17 @@ def test_python3_is_present_for_the_runner(
     assert run_hardened(docker_client, worker_image, command) == "3.11"
 
 
+def test_build_only_inputs_leave_no_trace_in_the_image(
+    docker_client: docker.DockerClient, worker_image: str
+) -> None:
+    # The CA bundle and its helper are mounted for single build steps, never copied.
+    command = ["sh", "-c", "ls -A /run/secrets 2>/dev/null; ls /usr/local/bin"]
+    names = run_hardened(docker_client, worker_image, command).split()
+    assert "claude" in names, names  # the listing itself worked
+    assert "ca" not in names
+    assert "with-ca" not in names
+
+
 def test_idle_worker_announces_itself_and_stops_on_sigterm(
     docker_client: docker.DockerClient, worker_image: str
 ) -> None:

@@ -133,7 +133,7 @@ def bootstrap_base_image(log: Log = print_line) -> None:
     mirrors = apt_mirrors(_apt_source_texts())
     with tempfile.TemporaryDirectory(prefix="parpaing-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        log(f"debootstrap {DEBIAN_SUITE} from {mirrors[DEBIAN_SUITE]} (about a minute)")
+        log(f"debootstrap {DEBIAN_SUITE} from {mirrors[DEBIAN_SUITE]} (about 30 s)")
         _run_streamed(
             [
                 "debootstrap",
@@ -225,12 +225,39 @@ def _write_rootfs_sources(rootfs: Path, mirrors: dict[str, str]) -> None:
     )
 
 
+# What the official -slim images leave out of every package: documentation and
+# translations (copyright notices stay). Written into the image so later installs obey it.
+SLIM_DPKG_FILTER = """\
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+"""
+
+
 def _trim_rootfs(rootfs: Path) -> None:
+    (rootfs / "etc/dpkg/dpkg.cfg.d/slim").write_text(SLIM_DPKG_FILTER)
     # Package lists and downloaded .debs are stale the moment the image exists.
     for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        for path in (rootfs / leftover).glob("*"):
-            if path.is_file():
+        _remove_files(rootfs / leftover, keep=())
+    _remove_files(rootfs / "usr/share/doc", keep=("copyright",))
+    for directory in ("usr/share/man", "usr/share/info"):
+        _remove_files(rootfs / directory, keep=())
+    _remove_files(rootfs / "usr/share/locale", keep=("locale.alias",))
+
+
+def _remove_files(directory: Path, *, keep: tuple[str, ...]) -> None:
+    for path in sorted(directory.rglob("*"), reverse=True):
+        if path.is_symlink() or path.is_file():
+            if path.name not in keep:
                 path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _import_rootfs(rootfs: Path, log: Log) -> None:
@@ -240,7 +267,7 @@ def _import_rootfs(rootfs: Path, log: Log) -> None:
     )
     assert tar.stdout is not None
     imported = subprocess.run(
-        [_docker_cli(), "import", "--change", 'CMD ["bash"]', "-", BASE_IMAGE],
+        [shutil.which("docker") or "docker", "import", "--change", 'CMD ["bash"]', "-", BASE_IMAGE],
         stdin=tar.stdout,
         capture_output=True,
         text=True,
