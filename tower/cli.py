@@ -101,6 +101,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         with _sigterm_unwinds(), database(settings, owner=True) as url:
             _say_where(settings, url)
+            _require_reachable(url)
             _say(f"serving on http://{host}:{port}")
             app = create_app(settings.model_copy(update={"database_url": url}))
             uvicorn.run(app, host=host, port=port, log_level="info")
@@ -122,6 +123,14 @@ def _sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _require_reachable(url: str) -> None:
+    # Fail with one line now, rather than with a traceback from the app's start-up.
+    try:
+        asyncio.run(current_revision(url))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise CliError(f"cannot connect to database {redacted(url)}: {exc}") from None
 
 
 def _say_where(settings: Settings, url: str) -> None:

@@ -149,3 +149,19 @@ def test_embedded_database_keeps_its_data_across_restarts(tmp_path: Path) -> Non
     assert again.status_code == 200, again.text
     assert again.json()["result"] == "kept"
     assert not (datadir / "postmaster.pid").exists()
+
+
+def test_serve_with_an_unreachable_database_fails_on_one_line(tmp_path: Path) -> None:
+    nowhere = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/postgres"
+    done = subprocess.run(
+        [*PARPAING, "serve", "--port", str(free_port())],
+        env=cli_env(DATABASE_URL=nowhere),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("parpaing: cannot connect to database")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "hunter2" not in done.stdout + done.stderr
