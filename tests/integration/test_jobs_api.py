@@ -338,6 +338,7 @@ async def test_list_rows_are_light(client: httpx.AsyncClient, db: asyncpg.Connec
         ({"limit": 0}, "limit"),
         ({"limit": 201}, "limit"),
         ({"offset": -1}, "offset"),
+        ({"offset": 2**63}, "offset"),
         ({"status": "done"}, "status"),
         ({"agent_id": "bad id"}, "agent_id"),
     ],

@@ -20,6 +20,9 @@ from tower.jobs.schemas import (
     Submitted,
 )
 
+# OFFSET is a bigint in PostgreSQL; a larger number is a 422, not a failed query.
+BIGINT_MAX = 2**63 - 1
+
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_key)])
 
 IdempotencyKey = Annotated[
@@ -53,7 +56,7 @@ async def list_jobs(
     status: JobStatus | None = None,
     agent_id: Annotated[str | None, Query(pattern=SAFE_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
 ) -> JobPage:
     return await service.list_jobs(db, status, agent_id, limit, offset)
 
