@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.support.towers import cancel_job, insert_job
+from tower.db.embedded import LocalPostgres
 from tower.db.pool import Pool, create_pool
 from tower.execution.runner import ClaimedJob, RunOutcome
 from tower.execution.simulated import SimulatedRunner
@@ -246,3 +248,41 @@ async def test_stop_hands_running_jobs_back(
     assert (row["status"], row["attempt"], row["lease_token"]) == (status, 1, None)
     if status == "failed":
         assert row["failure_reason"] == "tower_lost"
+
+
+async def test_a_run_stops_before_an_unrenewable_lease_lapses(
+    db: Any,
+    hub: NotifyHub,
+    dispatcher: Any,
+    runner: ObservedRunner,
+    database_url: str,
+    pg_server: LocalPostgres,
+) -> None:
+    await dispatcher(lease_seconds=1, max_concurrent_jobs=1)
+    job_id = await insert_job(db, "sleep 60")
+    async with _deadline():
+        await runner.started[job_id].wait()
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(pg_server.url)
+    try:
+        # The database vanishes for this replica: no connection old or new gets through.
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        async with _deadline():
+            await runner.cancelled[job_id].wait()
+    finally:
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        await admin.close()
+
+    # Nothing was written: the reaper of some replica will hand the job back.
+    connection = await asyncpg.connect(database_url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT status, lease_owner FROM jobs WHERE job_id = $1", job_id
+        )
+    finally:
+        await connection.close()
+    assert tuple(row) == ("running", "replica-1")

@@ -84,7 +84,7 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
 
     async def _claim_and_launch(self, free: int) -> None:
-        claimed_at = time.monotonic()
+        claimed_at = asyncio.get_running_loop().time()
         try:
             async with self._pool.acquire() as connection:
                 jobs = await queries.claim(
