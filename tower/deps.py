@@ -15,7 +15,7 @@ from tower.settings import Settings
 from tower.state import TowerState
 
 
-def get_state(request: Request) -> TowerState:
+async def get_state(request: Request) -> TowerState:
     state: TowerState = request.app.state.tower
     return state
 
@@ -23,23 +23,23 @@ def get_state(request: Request) -> TowerState:
 State = Annotated[TowerState, Depends(get_state)]
 
 
-def get_settings(state: State) -> Settings:
+async def get_settings(state: State) -> Settings:
     return state.settings
 
 
-def get_pool(state: State) -> Pool:
+async def get_pool(state: State) -> Pool:
     return state.pool
 
 
-def get_hub(state: State) -> NotifyHub:
+async def get_hub(state: State) -> NotifyHub:
     return state.hub
 
 
-def get_configs(state: State) -> ConfigStore:
+async def get_configs(state: State) -> ConfigStore:
     return state.configs
 
 
-def require_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+async def require_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
     expected = settings.tower_api_key
     if not expected:
         return
