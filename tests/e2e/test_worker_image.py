@@ -122,7 +122,7 @@ def test_base_image_fallback_reads_the_mirror_from_apt_sources() -> None:
     }
 
 
-def test_one_line_apt_sources_and_defaults_for_unlisted_suites() -> None:
+def test_one_line_apt_sources_and_a_security_mirror_guessed_from_the_main_one() -> None:
     one_line = (
         "# deb http://commented.example/debian bookworm main\n"
         "deb-src http://src.example/debian bookworm main\n"
@@ -130,5 +130,13 @@ def test_one_line_apt_sources_and_defaults_for_unlisted_suites() -> None:
     )
     assert apt_mirrors([one_line]) == {
         "bookworm": "http://local.example/debian",
-        "bookworm-security": "http://debian-mirror.invalid/debian-security",
+        "bookworm-security": "http://local.example/debian-security",
     }
+
+
+def test_hosts_without_a_bookworm_mirror_leave_the_choice_to_debootstrap() -> None:
+    ubuntu = "deb http://archive.example/ubuntu jammy main\n"
+    assert apt_mirrors([ubuntu, "deb http://odd.example/repo bookworm main\n"]) == {
+        "bookworm": "http://odd.example/repo"
+    }
+    assert apt_mirrors([ubuntu]) == {}

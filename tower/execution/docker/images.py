@@ -34,10 +34,7 @@ Log = Callable[[str], None]
 
 BASE_IMAGE = "debian:bookworm-slim"
 DEBIAN_SUITE = "bookworm"
-DEFAULT_MIRRORS = {
-    DEBIAN_SUITE: "http://debian-mirror.invalid/debian",
-    f"{DEBIAN_SUITE}-security": "http://debian-mirror.invalid/debian-security",
-}
+SECURITY_SUITE = f"{DEBIAN_SUITE}-security"
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 WORKER_CONTEXT = Path(__file__).resolve().parents[3] / "worker"
@@ -131,17 +128,13 @@ def bootstrap_base_image(log: Log = print_line) -> None:
             "run scripts/setup-docker (or apt-get install debootstrap) and retry"
         )
     mirrors = apt_mirrors(_apt_source_texts())
+    # Without a mirror from the host, debootstrap uses its own default one.
+    mirror = [mirrors[DEBIAN_SUITE]] if DEBIAN_SUITE in mirrors else []
     with tempfile.TemporaryDirectory(prefix="parpaing-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        log(f"debootstrap {DEBIAN_SUITE} from {mirrors[DEBIAN_SUITE]} (about 30 s)")
+        log(f"debootstrap {DEBIAN_SUITE} from {mirror or 'its default mirror'} (about 30 s)")
         _run_streamed(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                DEBIAN_SUITE,
-                str(rootfs),
-                mirrors[DEBIAN_SUITE],
-            ],
+            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), *mirror],
             log,
             step="debootstrap",
         )
@@ -160,17 +153,22 @@ def _apt_source_texts() -> list[str]:
 
 
 def apt_mirrors(source_texts: Iterable[str]) -> dict[str, str]:
-    """Map each Debian suite we need to the first mirror apt's sources give for it.
+    """Map the Debian suites we need to the first mirror apt's sources give for each.
 
-    Understands both the one-line format and deb822 stanzas; suites the host does not
-    list fall back to debian-mirror.invalid.
+    Understands both the one-line format and deb822 stanzas. Suites the host does not
+    list are left out; a missing security mirror is guessed from the main one when it
+    follows Debian's usual `.../debian` and `.../debian-security` layout.
     """
     found: dict[str, str] = {}
     for text in source_texts:
         for uri, suites in _source_entries(text):
             for suite in suites:
                 found.setdefault(suite, uri.rstrip("/"))
-    return {suite: found.get(suite, default) for suite, default in DEFAULT_MIRRORS.items()}
+    mirrors = {s: found[s] for s in (DEBIAN_SUITE, SECURITY_SUITE) if s in found}
+    main = mirrors.get(DEBIAN_SUITE, "")
+    if SECURITY_SUITE not in mirrors and main.endswith("/debian"):
+        mirrors[SECURITY_SUITE] = f"{main}-security"
+    return mirrors
 
 
 def _source_entries(text: str) -> list[tuple[str, list[str]]]:
@@ -213,15 +211,23 @@ def _deb822_fields(stanza: str) -> dict[str, str]:
 
 
 def _write_rootfs_sources(rootfs: Path, mirrors: dict[str, str]) -> None:
-    # Same layout as the official image: the release, its updates, and security.
-    main = mirrors[DEBIAN_SUITE]
-    security = mirrors[f"{DEBIAN_SUITE}-security"]
+    """Give the image the official image's suites: the release, its updates, security.
+
+    Without a mirror from the host, the sources debootstrap wrote stay as they are.
+    """
+    if DEBIAN_SUITE not in mirrors:
+        return
+    stanzas = [_deb822_stanza(mirrors[DEBIAN_SUITE], f"{DEBIAN_SUITE} {DEBIAN_SUITE}-updates")]
+    if SECURITY_SUITE in mirrors:
+        stanzas.append(_deb822_stanza(mirrors[SECURITY_SUITE], SECURITY_SUITE))
     (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
-    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(
-        f"Types: deb\nURIs: {main}\nSuites: {DEBIAN_SUITE} {DEBIAN_SUITE}-updates\n"
-        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
-        f"Types: deb\nURIs: {security}\nSuites: {DEBIAN_SUITE}-security\n"
-        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text("\n".join(stanzas))
+
+
+def _deb822_stanza(uri: str, suites: str) -> str:
+    return (
+        f"Types: deb\nURIs: {uri}\nSuites: {suites}\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     )
 
 
