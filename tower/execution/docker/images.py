@@ -292,9 +292,38 @@ def build_worker_image(request: BuildRequest, log: Log = print_line) -> None:
     if not dockerfile.is_file():
         raise ImageBuildError(f"worker image: no Dockerfile at {dockerfile}")
     command, env = buildkit_command(request)
+    previous = _image_id(request.worker_image)
     log(f"building {request.worker_image} from {dockerfile}" + _bundle_note(request))
     _run_streamed(command, log, step=f"worker image {request.worker_image}", env=env)
     log(f"built {request.worker_image}")
+    if previous is not None and previous != _image_id(request.worker_image):
+        _remove_if_unused(previous, log)
+
+
+def _image_id(image: str) -> str | None:
+    client = _docker_client()
+    try:
+        return str(client.images.get(image).id)
+    except ImageNotFound:
+        return None
+    finally:
+        client.close()
+
+
+def _remove_if_unused(image_id: str, log: Log) -> None:
+    """Drop the image a rebuild replaced (gigabytes each), unless something still uses it.
+
+    Without force, Docker refuses while a container (say, a warm worker) or another tag
+    still refers to it; that image then stays for the operator to prune later.
+    """
+    client = _docker_client()
+    try:
+        client.images.remove(image_id)
+        log(f"removed the replaced image {image_id[:19]}")
+    except DockerException as exc:
+        log(f"kept the replaced image {image_id[:19]}: {_one_line(exc)}")
+    finally:
+        client.close()
 
 
 def _bundle_note(request: BuildRequest) -> str:
