@@ -189,7 +189,7 @@ async def test_towers_survive_a_postgres_restart(
         )
 
     failed = [record for record in records if record["status"] != "completed"]
-    assert failed == []
+    assert failed == [], "\n".join(tower.log()[-4000:] for tower in towers)
     assert [record["result"] for record in records] == ["before"] * 16 + ["after"] * 16
 
 

@@ -132,3 +132,33 @@ async def test_racing_reapers_hand_back_each_job_once(
     assert statuses == {"pending": 40, "failed": 40}
     # Nothing was reaped twice, so no job lost an attempt it did not use.
     assert await db.fetchval("SELECT max(attempt) FROM jobs") == 1
+
+
+async def test_owners_get_a_lease_to_renew_before_the_first_reap(
+    db: Any, pool: Pool, database_url: str
+) -> None:
+    # As after a database outage: every lease has lapsed, the owner is alive.
+    (job,) = await _claim(db, 1, max_attempts=1)
+    await _expire(db, [job])
+    reaper = _reaper(database_url, pool)
+
+    await reaper.run_round()
+    await reaper.run_round()
+
+    assert await queries.heartbeat(db, [job.lease_token], LEASE) == {job.lease_token}
+    assert (await _row(db, job.job_id))["status"] == "running"
+
+
+async def test_scheduled_rounds_reap_once_the_grace_has_passed(
+    db: Any, pool: Pool, database_url: str
+) -> None:
+    (job,) = await _claim(db, 1, max_attempts=1)
+    await _expire(db, [job])
+    reaper = Reaper(Settings(database_url=database_url, lease_seconds=1), pool, "reaper")
+
+    async with asyncio.timeout(15):
+        while (await _row(db, job.job_id))["status"] == "running":
+            await reaper.run_round()
+            await asyncio.sleep(0.1)
+
+    assert (await _row(db, job.job_id))["failure_reason"] == "tower_lost"

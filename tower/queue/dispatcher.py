@@ -24,6 +24,8 @@ from tower.settings import Settings
 
 log = logging.getLogger(__name__)
 
+FINISH_RETRY_FLOOR = 60.0  # seconds
+
 
 class Dispatcher:
     def __init__(
@@ -138,7 +140,9 @@ class Dispatcher:
             async with transaction(self._pool) as connection:
                 return await queries.finish(connection, job.job_id, job.lease_token, final)
 
-        if not await write_with_retry(write, self._write_deadline()):
+        # A result is worth waiting for through a database restart; the write stays fenced.
+        deadline = time.monotonic() + max(3 * self._settings.lease_seconds, FINISH_RETRY_FLOOR)
+        if not await write_with_retry(write, deadline):
             log.info("job %s: result discarded; lease gone (cancelled or reaped)", job.job_id)
 
     async def _release(self, job: ClaimedJob) -> None:
@@ -146,12 +150,10 @@ class Dispatcher:
             async with transaction(self._pool) as connection:
                 return await queries.release(connection, job.job_id, job.lease_token)
 
-        status = await write_with_retry(write, self._write_deadline())
-        log.info("job %s: handed back on stop (%s)", job.job_id, status or "lease already gone")
-
-    def _write_deadline(self) -> float:
-        # Past a few leases the job has been reaped and a fenced write would change nothing.
-        return time.monotonic() + 3 * self._settings.lease_seconds
+        # Stopping should not hang on a lost database: the reaper will hand the job back.
+        deadline = time.monotonic() + self._settings.lease_seconds
+        status = await write_with_retry(write, deadline)
+        log.info("job %s: handed back on stop (%s)", job.job_id, status or "left to the reaper")
 
 
 def _outcome_of(job: ClaimedJob, run: asyncio.Task[RunOutcome]) -> RunOutcome:

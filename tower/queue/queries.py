@@ -98,6 +98,8 @@ WITH released AS (
 {_RELEASE_NOTIFY}
 """
 
+PING = "SELECT 1"
+
 LOST_BY_STOP = "The tower running this job stopped before it finished"
 LOST_BY_LEASE = "The tower running this job stopped renewing its lease"
 

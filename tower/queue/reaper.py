@@ -4,17 +4,23 @@ Every replica runs one, every half lease. A job with attempts left goes back to 
 queue; one without is failed with failure_reason='tower_lost'. Racing reapers are safe
 (see queries.REAP).
 
+After the database was unreachable (a restart, a network cut), every lease may have
+lapsed while no owner could renew it. The reaper then waits one full lease of
+working connectivity before reaping again, so live owners renew first and only the
+jobs of replicas that are really gone are handed back.
+
 Seam for later: with the Docker runner, a job whose container still runs on this
 host should be re-adopted instead of requeued; that check goes before `queries.reap`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from tower.db.pool import Pool, transaction
 from tower.queue import queries
-from tower.queue.periodic import Periodic
+from tower.queue.periodic import TRANSIENT_ERRORS, Periodic
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,7 +30,9 @@ class Reaper:
     def __init__(self, settings: Settings, pool: Pool, replica_id: str) -> None:
         self._pool = pool
         self._replica_id = replica_id
-        self._loop = Periodic("reaper", settings.lease_seconds / 2, self._round)
+        self._lease_seconds = settings.lease_seconds
+        self._connected_since: float | None = None
+        self._loop = Periodic("reaper", settings.lease_seconds / 2, self.run_round)
 
     async def start(self) -> None:
         await self._loop.start()
@@ -40,5 +48,27 @@ class Reaper:
             log.warning("job %s: lease expired; %s by %s", job_id, status, self._replica_id)
         return reaped
 
-    async def _round(self) -> None:
-        await self.reap_once()
+    async def run_round(self) -> None:
+        """One scheduled round: reaps only once owners have had a lease to renew."""
+        try:
+            if self._owners_had_time_to_renew():
+                await self.reap_once()
+            else:
+                await self._check_connectivity()
+        except TRANSIENT_ERRORS:
+            self._connected_since = None
+            raise
+
+    def _owners_had_time_to_renew(self) -> bool:
+        since = self._connected_since
+        return since is not None and self._now() - since >= self._lease_seconds
+
+    async def _check_connectivity(self) -> None:
+        async with self._pool.acquire() as connection:
+            await connection.execute(queries.PING)
+        if self._connected_since is None:
+            self._connected_since = self._now()
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
