@@ -237,8 +237,7 @@ def _image_finding(settings: Settings, docker: Finding) -> Finding:
     if result.ok:
         return Finding("worker image", "ok", f"{image} ({result.detail})")
     fix = (
-        "run `parpaing images build` (that command arrives with the worker image; until "
-        f"then: `docker build -t {image} worker/`), or set WORKER_IMAGE"
+        "run `parpaing images build`, or set WORKER_IMAGE to an image you built"
     )
     return Finding("worker image", "FAIL", result.detail, fix)
 
@@ -259,6 +258,12 @@ def _gateway_finding(settings: Settings) -> Finding:
     return Finding("gateway", "FAIL", detail, fix)
 
 
+def images_command(args: argparse.Namespace) -> int:
+    from tower.execution.docker import images  # the Docker SDK loads only when asked for
+
+    return images.main(args.images_args or ["--help"])
+
+
 # --- entry point -------------------------------------------------------------------------
 
 
@@ -273,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         handler=migrate_command
     )
     commands.add_parser("doctor", help="check this host can run tower").set_defaults(handler=doctor)
+    imaging = commands.add_parser("images", help="build the worker image (`images build --help`)")
+    imaging.add_argument("images_args", nargs=argparse.REMAINDER)
+    imaging.set_defaults(handler=images_command)
     add_client_commands(commands, dict(os.environ))
     return parser
 

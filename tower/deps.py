@@ -39,7 +39,9 @@ async def get_configs(state: State) -> ConfigStore:
     return state.configs
 
 
-async def require_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+async def require_key(
+    request: Request, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
     expected = settings.tower_api_key
     if not expected:
         return

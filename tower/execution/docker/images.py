@@ -414,7 +414,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tower.execution.docker.images")
+    parser = argparse.ArgumentParser(prog="parpaing images")
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="build the base and worker images")
     build.add_argument(
