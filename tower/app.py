@@ -88,6 +88,7 @@ async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStac
     await hub.start()
     stack.push_async_callback(hub.stop)
     configs = ConfigStore(pool, hub)
+    stack.push_async_callback(configs.close)
     await configs.load()
     state = TowerState(settings, replica_id(settings), pool, hub, configs)
     await _start_background(state, runner or build_runner(settings), stack)
