@@ -13,6 +13,7 @@ from uuid import UUID
 
 from tower.db.pool import Connection
 from tower.execution.runner import ClaimedJob
+from tower.jobs import queries as job_queries
 from tower.queue import channels
 
 TERMINAL = "('completed', 'failed', 'cancelled')"
@@ -123,9 +124,8 @@ DELETE FROM jobs WHERE job_id IN (
 )
 """
 
-DELETE_EXPIRED_IDEMPOTENCY_KEYS = """
-DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)
-"""
+# The idempotency window is the jobs package's rule; one definition, shared.
+DELETE_EXPIRED_IDEMPOTENCY_KEYS = job_queries.DELETE_EXPIRED_IDEMPOTENCY_KEYS
 
 
 @dataclass(frozen=True)
