@@ -91,7 +91,7 @@ async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStac
     stack.push_async_callback(configs.close)
     await configs.load()
     state = TowerState(settings, replica_id(settings), pool, hub, configs)
-    await _start_background(state, runner or build_runner(settings), stack)
+    await _start_background(state, runner or await build_runner(settings, state), stack)
     return state
 
 

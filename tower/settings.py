@@ -23,6 +23,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "pool_max_idle": (10, 86400),
     "worker_timeout_seconds": (1, 86400),
     "worker_cpu_limit": (0.1, 64),
+    "worker_pids_limit": (16, 65536),
     "job_ttl_hours": (1, 24 * 365),
     "max_retained_jobs": (1, 10_000_000),
     "cleanup_interval": (1, 86400),
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
     worker_cpu_limit: float = 2.0
     worker_runtime: str = ""
     worker_net: str = "parpaing-workers"
+    worker_pids_limit: int = 256
+    worker_tmp_size: str = "512m"
+    worker_workspace_size: str = "2g"
+    bundle_volume_size: str = "256m"
     job_ttl_hours: int = 168
     max_retained_jobs: int = 10000
     cleanup_interval: int = 300

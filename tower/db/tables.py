@@ -97,3 +97,35 @@ configs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("kind IN ('profile', 'engine', 'template')", name="configs_kind_valid"),
 )
+
+POOL_STATUSES = ("starting", "ready", "busy")
+
+# One row per worker container tower created, warm or cold, so that the reconcile loop
+# can match containers and rows both ways. A row is reserved ('starting') before its
+# container exists: that reservation is what keeps concurrent fills from overshooting.
+pool_slots = Table(
+    "pool_slots",
+    metadata,
+    Column("slot_id", Text, primary_key=True),
+    Column("docker_host", Text, nullable=False),
+    Column("image", Text, nullable=False),
+    Column("config_hash", Text, nullable=False),
+    Column("container_id", Text),
+    Column("status", Text, nullable=False),
+    Column("job_id", Text),
+    Column("lease_token", UUID(as_uuid=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("ready_at", DateTime(timezone=True)),
+    Column("acquired_at", DateTime(timezone=True)),
+    CheckConstraint("status IN ('starting', 'ready', 'busy')", name="pool_slots_status_valid"),
+    # Acquire walks the ready slots of one host and configuration, oldest first.
+    Index(
+        "pool_slots_ready",
+        "docker_host",
+        "image",
+        "config_hash",
+        "ready_at",
+        postgresql_where=text("status = 'ready'"),
+    ),
+    Index("pool_slots_job", "job_id"),
+)

@@ -1,0 +1,40 @@
+"""What the Docker runner asks of the warm pool: a container for one job, then its disposal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tower.execution.runner import ClaimedJob
+
+
+@dataclass(frozen=True)
+class ContainerShape:
+    """The per-container choices that decide whether a warm container fits a job."""
+
+    image: str
+    memory: str
+    cpus: float
+    pids_limit: int
+    runtime: str
+    network: str
+
+
+@dataclass(frozen=True)
+class Slot:
+    slot_id: str
+    container_id: str
+    volume: str
+    warm: bool
+
+
+class SlotSource(Protocol):
+    async def take(self, job: ClaimedJob, shape: ContainerShape) -> Slot:
+        """A started, ready container for `job`: warm when one of `shape` is ready, else cold.
+        Its row is `busy` with the job's id and lease token."""
+        ...
+
+    async def discard(self, slot: Slot) -> None:
+        """Kill and remove the container and its volume, delete the row. Never raises for
+        things already gone."""
+        ...
