@@ -102,6 +102,7 @@ def serve(args: argparse.Namespace) -> int:
         with _sigterm_unwinds(), database(settings, owner=True) as url:
             _say_where(settings, url)
             _require_reachable(url)
+            _ensure_worker_image(settings)
             _say(f"serving on http://{host}:{port}")
             app = create_app(settings.model_copy(update={"database_url": url}))
             uvicorn.run(app, host=host, port=port, log_level="info")
@@ -123,6 +124,21 @@ def _sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _ensure_worker_image(settings: Settings) -> None:
+    """All-in-one: build the worker image on first start, showing the build as it goes."""
+    if settings.tower_runner != "docker":
+        return
+    if not probe.ping(PROBE_TIMEOUT).ok:
+        _say("Docker is unreachable: jobs will fail until it answers (see `parpaing doctor`)")
+        return
+    if probe.image_present(settings.worker_image, PROBE_TIMEOUT).ok:
+        return
+    _say(f"worker image {settings.worker_image} is missing: building it (a few minutes, once)")
+    from tower.execution.docker import images  # the build code loads only when needed
+
+    images.build_images(settings, ca_bundle=images.default_ca_bundle())
 
 
 def _require_reachable(url: str) -> None:
