@@ -30,6 +30,7 @@ from tower.app import create_app
 from tower.cli_client import CliError, add_client_commands, run_client_command
 from tower.db.embedded import LocalPostgres
 from tower.db.migrate import alembic_config, migrate
+from tower.errors import TowerError
 from tower.execution.docker import probe
 from tower.observability import queries
 from tower.settings import Settings
@@ -138,7 +139,10 @@ def _ensure_worker_image(settings: Settings) -> None:
     _say(f"worker image {settings.worker_image} is missing: building it (a few minutes, once)")
     from tower.execution.docker import images  # the build code loads only when needed
 
-    images.build_images(settings, ca_bundle=images.default_ca_bundle())
+    try:
+        images.build_images(settings, ca_bundle=images.default_ca_bundle())
+    except TowerError as exc:
+        raise CliError(f"could not build {settings.worker_image}: {exc.message}") from None
 
 
 def _require_reachable(url: str) -> None:
