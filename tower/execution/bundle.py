@@ -1,0 +1,125 @@
+"""The tar that carries a job into its worker, and the tar its results come back in.
+
+Delivered with put_archive into the container's /bundle volume (docs/execution.md):
+    job/spec.json     what to run (version 1)
+    job/files/<n>     the files the worker places, byte for byte
+Entries are owned by the worker's uid, as Docker keeps a tar's owners when it unpacks.
+Collected with get_archive of /bundle/out, which Docker returns as out/result.json,
+out/stdout and out/stderr.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from typing import Any
+
+from tower.execution.spec import JobSpec
+
+SPEC_VERSION = 1
+WORKER_UID = 1000
+OUT_DIR = "out"
+
+
+@dataclass(frozen=True)
+class WorkerOutput:
+    """What the worker left in /bundle/out. `result` is result.json, or None when the
+    worker never finished writing it (killed, out of memory, crashed)."""
+
+    result: dict[str, Any] | None
+    stdout: bytes
+    stderr: str
+
+
+def spec_document(spec: JobSpec) -> dict[str, Any]:
+    """job/spec.json: the spec as the worker reads it; file contents stay out of it."""
+    return {
+        "version": SPEC_VERSION,
+        "job_id": spec.job_id,
+        "argv": list(spec.argv),
+        "env": dict(spec.env),
+        "cwd": spec.cwd,
+        "stdin": spec.stdin,
+        "prompt_file": spec.prompt_file,
+        "files": [
+            {"source": f"files/{index}", "path": file.path, "mode": file.mode}
+            for index, file in enumerate(spec.files)
+        ],
+        "pre_hook": spec.pre_hook,
+        "post_hook": spec.post_hook,
+        "dry_run": spec.dry_run,
+        "output_limit": spec.output_limit,
+    }
+
+
+def bundle_tar(spec: JobSpec) -> bytes:
+    """The bundle as one uncompressed tar (a prompt is rarely worth compressing, and
+    the copy never leaves the machine)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_dir(tar, "job")
+        _add_dir(tar, "job/files")
+        spec_json = json.dumps(spec_document(spec), ensure_ascii=False).encode("utf-8")
+        _add_file(tar, "job/spec.json", spec_json)
+        for index, file in enumerate(spec.files):
+            _add_file(tar, f"job/files/{index}", file.content)
+    return buffer.getvalue()
+
+
+def read_output(tar_bytes: bytes) -> WorkerOutput:
+    """Parse get_archive's tar of /bundle/out. Missing or unreadable members read as
+    empty: the outcome parser decides what their absence means."""
+    members = _members(tar_bytes)
+    stderr = members.get("stderr", b"").decode("utf-8", errors="replace")
+    return WorkerOutput(_result(members.get("result.json")), members.get("stdout", b""), stderr)
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = _owned(tarfile.TarInfo(name))
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o700
+    tar.addfile(info)
+
+
+def _add_file(tar: tarfile.TarFile, name: str, content: bytes) -> None:
+    info = _owned(tarfile.TarInfo(name))
+    info.size = len(content)
+    info.mode = 0o600
+    tar.addfile(info, io.BytesIO(content))
+
+
+def _owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = WORKER_UID
+    info.uname = info.gname = "worker"
+    return info
+
+
+def _members(tar_bytes: bytes) -> dict[str, bytes]:
+    """Regular files of the archive by their name inside out/."""
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+            for member in tar:
+                extracted = tar.extractfile(member) if member.isfile() else None
+                if extracted is not None:
+                    found[_name_in_out(member.name)] = extracted.read()
+    except tarfile.TarError:
+        pass  # a truncated archive keeps what was read before the damage
+    return found
+
+
+def _name_in_out(name: str) -> str:
+    head, _, rest = name.partition("/")
+    return rest if head == OUT_DIR and rest else name
+
+
+def _result(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None

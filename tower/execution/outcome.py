@@ -1,0 +1,135 @@
+"""From what a worker left behind (and how its container ended) to the job's outcome.
+
+Pure; the rules are the table in docs/execution.md. The container's fate decides
+first (out of memory, timed out), then the worker's own report, then the size of the
+result, then the exit code, then, for JSON engines, what the engine itself reported.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tower.configs.models import Engine
+from tower.execution.bundle import WorkerOutput
+from tower.execution.runner import FailureReason, RunOutcome
+from tower.execution.spec import JobSpec
+
+ERROR_TAIL = 4096
+
+
+def parse_outcome(
+    output: WorkerOutput | None,
+    *,
+    engine: Engine,
+    spec: JobSpec,
+    oom_killed: bool,
+    timed_out: bool,
+    max_result_size: int,
+) -> RunOutcome:
+    result = output.result if output is not None else None
+    if oom_killed:
+        return _failed(f"out of memory (limit {spec.shape.memory})", "oom", result)
+    if timed_out:
+        return _failed(f"timed out after {spec.timeout_seconds} s", "timeout", result)
+    if output is None or result is None:
+        return _failed(_unfinished(output), "error", None)
+    if result.get("error"):
+        return _failed(f"worker: {result['error']}", "error", result)
+    size = _int(result.get("stdout_bytes"), len(output.stdout))
+    if size > max_result_size:
+        message = f"result is {size} bytes, over MAX_RESULT_SIZE ({max_result_size} bytes)"
+        return _failed(message, "result_too_large", result)
+    if result.get("phase") == "dry_run":
+        return _dry_run(result)
+    code = _int(result.get("exit_code"), -1)
+    if code != 0:
+        return _failed(_exit_error(output, result, code), "error", result)
+    return _completed(output.stdout, engine, spec)
+
+
+def _completed(stdout: bytes, engine: Engine, spec: JobSpec) -> RunOutcome:
+    text = stdout.decode("utf-8", errors="replace")
+    if engine.output != "json" or spec.output_format == "text":
+        return RunOutcome(True, 0, text)
+    report = _engine_report(text)
+    if report is None:
+        return RunOutcome(True, 0, text)
+    final = _final_text(report)
+    usage = _usage(report)
+    if report.get("is_error") is True:
+        return RunOutcome(False, 0, None, final or "the engine reported an error", "error", usage)
+    return RunOutcome(True, 0, final, usage=usage)
+
+
+def _engine_report(text: str) -> dict[str, Any] | None:
+    """The engine's JSON result: the whole output, or (stream-json) its last line of
+    `type: result`."""
+    whole = _json_object(text)
+    if whole is not None:
+        return whole
+    for line in reversed(text.splitlines()):
+        event = _json_object(line)
+        if event is not None and event.get("type") == "result":
+            return event
+    return None
+
+
+def _final_text(report: dict[str, Any]) -> str:
+    # Claude Code names it `result`; Gemini CLI, `response`.
+    for key in ("result", "response"):
+        value = report.get(key)
+        if isinstance(value, str):
+            return value
+    return json.dumps(report, ensure_ascii=False)
+
+
+def _usage(report: dict[str, Any]) -> dict[str, Any] | None:
+    usage = report.get("usage")
+    cost = report.get("total_cost_usd")
+    if not isinstance(usage, dict) and cost is None:
+        return None
+    counts = usage if isinstance(usage, dict) else {}
+    return {
+        "input_tokens": counts.get("input_tokens"),
+        "output_tokens": counts.get("output_tokens"),
+        "cost_usd": cost,
+    }
+
+
+def _dry_run(result: dict[str, Any]) -> RunOutcome:
+    report = {"dry_run": True, "argv": result.get("argv", []), "files": result.get("files", [])}
+    return RunOutcome(True, 0, json.dumps(report, ensure_ascii=False))
+
+
+def _exit_error(output: WorkerOutput, result: dict[str, Any], code: int) -> str:
+    phase = str(result.get("phase") or "engine")
+    detail = (output.stderr or str(result.get("stderr_tail") or "")).strip()
+    if not detail:
+        detail = output.stdout[-ERROR_TAIL:].decode("utf-8", errors="replace").strip()
+    headline = f"{phase.replace('_', '-')} exited with code {code}"
+    return f"{headline}: {detail[-ERROR_TAIL:]}" if detail else headline
+
+
+def _unfinished(output: WorkerOutput | None) -> str:
+    message = "the worker ended without reporting a result"
+    tail = output.stderr.strip()[-ERROR_TAIL:] if output is not None else ""
+    return f"{message}: {tail}" if tail else message
+
+
+def _failed(message: str, reason: FailureReason, result: dict[str, Any] | None) -> RunOutcome:
+    exit_code = result.get("exit_code") if result is not None else None
+    code = exit_code if isinstance(exit_code, int) else None
+    return RunOutcome(False, code, None, message, reason)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default

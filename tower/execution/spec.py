@@ -1,0 +1,188 @@
+"""From a claimed job's request, its profile and engine, to exactly what the worker runs.
+
+Pure: no I/O, so every rule here is unit-tested without Docker. Option precedence is
+request > profile > defaults. Values too long or too structured for argv (the prompt,
+the system prompt, the MCP config) travel as files the worker writes before it starts
+the engine; argv then carries only their paths.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tower.configs.models import Engine, OptionValue, Profile, Template
+from tower.configs.render import render_claude_md, render_prompt
+from tower.errors import Invalid
+from tower.execution.docker.slots import ContainerShape
+from tower.settings import Settings
+
+WORKSPACE = "/workspace"
+SCRATCH = "/tmp/parpaing"
+PROMPT_PATH = f"{SCRATCH}/prompt.md"
+CLAUDE_MD_PATH = "/home/worker/.claude/CLAUDE.md"
+# Options that reach the engine through a file; their flags use {file}.
+OPTION_FILES = {"system_prompt": f"{SCRATCH}/system-prompt.md", "mcp_config": f"{SCRATCH}/mcp.json"}
+PRIVATE = 0o600
+DEFAULT_OUTPUT_FORMAT = "json"
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    """A file the worker writes, byte for byte, before anything runs."""
+
+    path: str
+    content: bytes
+    mode: int = PRIVATE
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str
+    files: tuple[SpecFile, ...]
+    # The file piped to the engine's stdin; None means the engine reads /dev/null.
+    stdin: str | None
+    # Where the prompt is, for engines that take it as one argv element ({prompt}).
+    prompt_file: str
+    pre_hook: str | None
+    post_hook: str | None
+    dry_run: bool
+    timeout_seconds: int
+    output_limit: int
+    # The engine's requested output format (json, stream-json, text), for parsing.
+    output_format: str
+    shape: ContainerShape
+
+
+def build_spec(
+    request: Mapping[str, Any],
+    profile: Profile,
+    engine: Engine,
+    templates: Mapping[str, Template],
+    settings: Settings,
+    job_id: str,
+    job_token: str,
+) -> JobSpec:
+    """Everything the worker needs for one job. Raises Invalid when the profile or its
+    templates cannot produce it (the runner reports that as a failed job)."""
+    options = job_options(request, profile)
+    option_files = _option_files(options, engine)
+    prompt = _prompt_file(request, profile, templates)
+    files = (prompt, *option_files.values(), *_claude_md(request, profile, templates))
+    paths = {option: file.path for option, file in option_files.items()}
+    return JobSpec(
+        job_id=job_id,
+        argv=tuple(_command(engine, options, paths)),
+        env=engine.environment(settings.gateway_url, job_token),
+        cwd=WORKSPACE,
+        files=files,
+        stdin=PROMPT_PATH if engine.prompt.via == "stdin" else None,
+        prompt_file=PROMPT_PATH,
+        pre_hook=profile.hooks.pre,
+        post_hook=profile.hooks.post,
+        dry_run=bool(request.get("dry_run", False)),
+        timeout_seconds=profile.resources.timeout_seconds or settings.worker_timeout_seconds,
+        output_limit=settings.max_result_size,
+        output_format=str(options["output_format"]),
+        shape=container_shape(profile, settings),
+    )
+
+
+def job_options(request: Mapping[str, Any], profile: Profile) -> dict[str, OptionValue | None]:
+    """The engine options of a job: the request's where given, else the profile's."""
+    return {
+        "model": _first(request.get("model"), profile.model),
+        "max_turns": _first(request.get("max_turns"), profile.max_turns),
+        "allowed_tools": _first(request.get("allowed_tools"), profile.allowed_tools),
+        "system_prompt": _first(request.get("system_prompt")),
+        "output_format": _first(request.get("output_format"), DEFAULT_OUTPUT_FORMAT),
+        "max_budget_usd": _first(request.get("max_budget_usd")),
+        "mcp_config": _mcp_json(request.get("mcp_config")),
+    }
+
+
+def _first(*candidates: Any) -> Any:
+    """The first value given. None and an empty list are "not given": an empty list is
+    the API's default for allowed_tools, so it cannot mean "no tools"."""
+    return next((value for value in candidates if value is not None and value != []), None)
+
+
+def container_shape(profile: Profile, settings: Settings) -> ContainerShape:
+    return ContainerShape(
+        image=settings.worker_image,
+        memory=profile.resources.memory or settings.worker_mem_limit,
+        cpus=profile.resources.cpus or settings.worker_cpu_limit,
+        pids_limit=settings.worker_pids_limit,
+        runtime=settings.worker_runtime,
+        network=settings.worker_net,
+    )
+
+
+def _mcp_json(config: Any) -> str | None:
+    if config is None:
+        return None
+    return json.dumps(config, ensure_ascii=False, allow_nan=False)
+
+
+def _option_files(options: Mapping[str, OptionValue | None], engine: Engine) -> dict[str, SpecFile]:
+    """Files for the options this engine takes as {file}; options it has no flag for
+    are left out, as every engine-specific option is (e.g. max_turns for Codex)."""
+    files = {}
+    for option, path in OPTION_FILES.items():
+        value = options.get(option)
+        flag = engine.flags.get(option)
+        if value is None or flag is None or not any("{file}" in arg for arg in flag.args):
+            continue
+        files[option] = SpecFile(path, _utf8(str(value), option))
+    return files
+
+
+def _command(
+    engine: Engine, options: Mapping[str, OptionValue | None], paths: Mapping[str, str]
+) -> list[str]:
+    try:
+        return engine.command(options, paths, PROMPT_PATH)
+    except ValueError as error:
+        raise Invalid(f"engine {engine.id!r}: {error}", field="engine") from None
+
+
+def _prompt_file(
+    request: Mapping[str, Any], profile: Profile, templates: Mapping[str, Template]
+) -> SpecFile:
+    source = _template_source(profile.prompt_template, templates)
+    text = render_prompt(
+        profile, source, str(request.get("prompt") or ""), request.get("prompt_vars") or {}
+    )
+    return SpecFile(PROMPT_PATH, _utf8(text, "prompt"))
+
+
+def _claude_md(
+    request: Mapping[str, Any], profile: Profile, templates: Mapping[str, Template]
+) -> list[SpecFile]:
+    source = _template_source(profile.claude_md_template, templates)
+    if source is None:
+        return []
+    text = render_claude_md(profile, source, request.get("claude_md_vars") or {})
+    return [SpecFile(CLAUDE_MD_PATH, _utf8(text, "claude_md"), 0o644)]
+
+
+def _template_source(name: str | None, templates: Mapping[str, Template]) -> str | None:
+    if name is None:
+        return None
+    template = templates.get(name)
+    if template is None:
+        raise Invalid(f"the profile's template {name!r} does not exist", field="profile")
+    return template.source
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        # Only lone surrogates fail; the API refuses them, so this is a template's doing.
+        raise Invalid(f"{what} is not valid text: {error.reason}", field="profile") from None
