@@ -1,0 +1,271 @@
+"""The life of one worker container, as blocking Docker calls.
+
+Everything here is synchronous (the Docker SDK is): async code calls these through
+a thread (tower/execution/docker/client.py). Each function does one Docker thing and
+turns the SDK's failures into TowerErrors that say what went wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from tower.errors import Unavailable
+from tower.execution.docker.hardening import (
+    BUNDLE_PATH,
+    ROLE_LABEL,
+    SLOT_LABEL,
+    WORKER_ROLE,
+    WORKER_UID,
+    bundle_volume_name,
+    container_options,
+    worker_labels,
+)
+from tower.execution.docker.slots import ContainerShape
+from tower.settings import Settings
+
+READY_LINE = b"parpaing-worker ready"
+READY_TIMEOUT = 30.0
+OUTPUT_PATH = f"{BUNDLE_PATH}/out"
+LOG_TAIL_CHARS = 2000
+
+
+class DockerFailure(Unavailable):
+    """A Docker call failed; the message names the step and the daemon's reason."""
+
+
+class WorkerImageMissing(DockerFailure):
+    """The worker image is not in the daemon's store (build it with `parpaing images build`)."""
+
+
+class WorkerStartFailed(DockerFailure):
+    """A worker container could not be made ready; nothing of it is left behind."""
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    status_code: int
+    oom_killed: bool
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    container_id: str
+    slot_id: str
+    status: str
+
+
+# --- creation --------------------------------------------------------------------------
+
+
+def create_worker(
+    client: docker.DockerClient,
+    shape: ContainerShape,
+    settings: Settings,
+    slot_id: str,
+    labels: Mapping[str, str] | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> str:
+    """Create and start a hardened worker with its bundle volume; return its container id
+    once the worker announced it is ready. On any failure, remove what was made."""
+    container_id: str | None = None
+    try:
+        volume = _create_bundle_volume(client, shape, settings, slot_id, labels)
+        options = container_options(shape, settings, slot_id, volume, labels)
+        container = client.containers.create(**options)
+        container_id = str(container.id)
+        container.start()
+        wait_ready(client, container_id, ready_timeout)
+        return container_id
+    except ImageNotFound as exc:
+        remove_worker(client, container_id, slot_id)
+        raise WorkerImageMissing(
+            f"worker image {shape.image} is not present; run `parpaing images build` ({exc})"
+        ) from exc
+    except (DockerException, requests.RequestException, WorkerStartFailed) as exc:
+        remove_worker(client, container_id, slot_id)
+        if isinstance(exc, WorkerStartFailed):
+            raise
+        raise WorkerStartFailed(f"worker {slot_id}: {_one_line(exc)}") from exc
+
+
+def _create_bundle_volume(
+    client: docker.DockerClient,
+    shape: ContainerShape,
+    settings: Settings,
+    slot_id: str,
+    labels: Mapping[str, str] | None,
+) -> str:
+    # put_archive cannot write into a read-only rootfs, tmpfs mounts included; a volume
+    # it can. tmpfs-backed, so a bundle never touches the host's disk and is size-bounded.
+    name = bundle_volume_name(slot_id)
+    size = f"size={settings.bundle_volume_size},uid={WORKER_UID},gid={WORKER_UID}"
+    client.volumes.create(
+        name=name,
+        driver="local",
+        driver_opts={"type": "tmpfs", "device": "tmpfs", "o": size},
+        labels=worker_labels(shape, slot_id, labels),
+    )
+    return name
+
+
+def wait_ready(client: docker.DockerClient, container_id: str, timeout: float) -> None:
+    """Block until the worker prints its ready line; fail if it exits or takes too long."""
+    stream = client.api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True)
+    # The stream blocks without a timeout; closing it from a timer ends the wait.
+    deadline = threading.Timer(timeout, stream.close)
+    deadline.daemon = True
+    deadline.start()
+    seen = b""
+    try:
+        for chunk in stream:
+            seen = (seen + chunk)[-LOG_TAIL_CHARS:]
+            if READY_LINE in seen:
+                return
+    finally:
+        deadline.cancel()
+        stream.close()
+    _raise_not_ready(client, container_id, timeout, seen)
+
+
+def _raise_not_ready(
+    client: docker.DockerClient, container_id: str, timeout: float, seen: bytes
+) -> None:
+    state = client.api.inspect_container(container_id)["State"]
+    logs = seen.decode(errors="replace").strip() or "(no output)"
+    if state.get("Running"):
+        raise WorkerStartFailed(f"worker not ready within {timeout:g} s; its output: {logs}")
+    raise WorkerStartFailed(
+        f"worker exited with code {state.get('ExitCode')} before it was ready"
+        f"{' (out of memory)' if state.get('OOMKilled') else ''}; its output: {logs}"
+    )
+
+
+# --- one job ---------------------------------------------------------------------------
+
+
+def deliver(client: docker.DockerClient, container_id: str, tar: bytes) -> None:
+    """Put the job bundle into /bundle, then wake the worker. The tar is whole before the
+    signal, so the worker never sees half a bundle."""
+    try:
+        client.api.put_archive(container_id, BUNDLE_PATH, tar)
+        client.api.kill(container_id, signal="SIGUSR1")
+    except (DockerException, requests.RequestException) as exc:
+        raise DockerFailure(f"delivering the job to its worker: {_one_line(exc)}") from exc
+
+
+def wait_exit(client: docker.DockerClient, container_id: str, timeout: float) -> ExitInfo | None:
+    """How the container ended, or None if it still runs after `timeout` seconds."""
+    try:
+        client.api.wait(container_id, timeout=max(timeout, 0.001))
+    except requests.exceptions.ConnectionError as exc:
+        # requests reports a read timeout on a Unix socket as a ConnectionError.
+        if _is_timeout(exc):
+            return None
+        raise DockerFailure(f"waiting for the worker: {_one_line(exc)}") from exc
+    except requests.exceptions.Timeout:
+        return None
+    return exit_info(client, container_id)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower()
+
+
+def exit_info(client: docker.DockerClient, container_id: str) -> ExitInfo:
+    state = client.api.inspect_container(container_id)["State"]
+    return ExitInfo(int(state.get("ExitCode", -1)), bool(state.get("OOMKilled")))
+
+
+def collect(client: docker.DockerClient, container_id: str) -> bytes:
+    """The tar of /bundle/out, or b"" when the worker left nothing there."""
+    try:
+        chunks, _ = client.api.get_archive(container_id, OUTPUT_PATH)
+        return b"".join(chunks)
+    except NotFound:
+        return b""
+    except (DockerException, requests.RequestException) as exc:
+        raise DockerFailure(f"collecting the worker's output: {_one_line(exc)}") from exc
+
+
+def kill(client: docker.DockerClient, container_id: str) -> None:
+    """SIGKILL the container; one already stopped or gone is fine."""
+    try:
+        client.api.kill(container_id)
+    except NotFound:
+        return
+    except APIError as exc:
+        if exc.status_code == 409:  # not running
+            return
+        raise DockerFailure(f"killing worker {container_id[:12]}: {_one_line(exc)}") from exc
+
+
+def remove_worker(client: docker.DockerClient, container_id: str | None, slot_id: str) -> None:
+    """Force-remove the slot's container (by id, else by its slot label) and its volume."""
+    ids = [container_id] if container_id else _containers_of_slot(client, slot_id)
+    for found in ids:
+        _ignore_missing(functools.partial(client.api.remove_container, found, force=True))
+    _ignore_missing(lambda: client.api.remove_volume(bundle_volume_name(slot_id), force=True))
+
+
+def _containers_of_slot(client: docker.DockerClient, slot_id: str) -> list[str]:
+    filters = {"label": [f"{ROLE_LABEL}={WORKER_ROLE}", f"{SLOT_LABEL}={slot_id}"]}
+    return [str(c["Id"]) for c in client.api.containers(all=True, filters=filters)]
+
+
+def _ignore_missing(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except NotFound:
+        return
+    except APIError as exc:
+        # 409 "removal already in progress": someone else is removing it; fine.
+        if exc.status_code != 409:
+            raise DockerFailure(f"removing a worker: {_one_line(exc)}") from exc
+
+
+# --- inventory -------------------------------------------------------------------------
+
+
+def list_workers(client: docker.DockerClient) -> list[WorkerInfo]:
+    """Every worker container on this daemon, running or not, by its role label."""
+    filters = {"label": f"{ROLE_LABEL}={WORKER_ROLE}"}
+    return [
+        WorkerInfo(str(c["Id"]), c.get("Labels", {}).get(SLOT_LABEL, ""), str(c["State"]))
+        for c in client.api.containers(all=True, filters=filters)
+    ]
+
+
+def list_bundle_volumes(client: docker.DockerClient) -> dict[str, str]:
+    """Bundle volumes by name → slot id, so orphans (container gone) can be removed."""
+    filters = {"label": f"{ROLE_LABEL}={WORKER_ROLE}"}
+    volumes = client.api.volumes(filters=filters).get("Volumes") or []
+    return {v["Name"]: (v.get("Labels") or {}).get(SLOT_LABEL, "") for v in volumes}
+
+
+def docker_host_id(client: docker.DockerClient) -> str:
+    """The daemon's own ID: which Docker host a pool row belongs to."""
+    return str(client.info()["ID"])
+
+
+def image_id(client: docker.DockerClient, image: str) -> str:
+    """The ID the daemon resolves `image` to; it changes when the image is rebuilt."""
+    try:
+        return str(client.images.get(image).id)
+    except ImageNotFound as exc:
+        raise WorkerImageMissing(
+            f"worker image {image} is not present; run `parpaing images build`"
+        ) from exc
+    except (DockerException, requests.RequestException) as exc:
+        raise DockerFailure(f"resolving image {image}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] or type(exc).__name__

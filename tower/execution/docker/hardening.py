@@ -1,0 +1,111 @@
+"""How a worker container is locked down: the keyword arguments for `containers.create`.
+
+Pure: no Docker calls here, so the options can be unit-tested and hashed. The contract
+is docs/execution.md, "The worker container"; DESIGN §5 says why each option exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tower.execution.docker.slots import ContainerShape
+from tower.settings import Settings
+
+WORKER_UID = 1000
+WORKER_USER = f"{WORKER_UID}:{WORKER_UID}"
+BUNDLE_PATH = "/bundle"
+ROLE_LABEL = "parpaing.role"
+SLOT_LABEL = "parpaing.slot"
+HASH_LABEL = "parpaing.config_hash"
+WORKER_ROLE = "worker"
+# Bump when the options below change in a way that makes older warm containers unfit.
+HARDENING_VERSION = 1
+
+
+def worker_name(slot_id: str) -> str:
+    return f"parpaing-worker-{slot_id}"
+
+
+def bundle_volume_name(slot_id: str) -> str:
+    return f"parpaing-bundle-{slot_id}"
+
+
+def worker_labels(
+    shape: ContainerShape, slot_id: str, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Labels on a worker and its volume: what reconcile and test clean-up find them by."""
+    own = {ROLE_LABEL: WORKER_ROLE, SLOT_LABEL: slot_id, HASH_LABEL: config_hash(shape)}
+    return {**(extra or {}), **own}
+
+
+def shape_from_settings(settings: Settings, image: str | None = None) -> ContainerShape:
+    """The pool's default shape. `image` is the worker image's ID as the daemon resolved it
+    (containers.image_id), so a rebuilt image makes older warm containers unfit; without
+    it, the configured tag stands in."""
+    return ContainerShape(
+        image=image or settings.worker_image,
+        memory=settings.worker_mem_limit,
+        cpus=float(settings.worker_cpu_limit),
+        pids_limit=int(settings.worker_pids_limit),
+        runtime=settings.worker_runtime,
+        network=settings.worker_net,
+    )
+
+
+def config_hash(shape: ContainerShape) -> str:
+    """A stable digest of everything in a shape that decides whether a warm container fits."""
+    fields = {**dataclasses.asdict(shape), "hardening": HARDENING_VERSION}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def container_options(
+    shape: ContainerShape,
+    settings: Settings,
+    slot_id: str,
+    volume: str,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """kwargs for `client.containers.create`: the hardened worker of `shape` for `slot_id`."""
+    options: dict[str, Any] = {
+        "image": shape.image,
+        "name": worker_name(slot_id),
+        "hostname": "worker",
+        "user": WORKER_USER,
+        "read_only": True,
+        "tmpfs": _scratch_mounts(settings),
+        "volumes": {volume: {"bind": BUNDLE_PATH, "mode": "rw"}},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": shape.pids_limit,
+        "ipc_mode": "private",
+        # Equal limits: no swap, so a memory hog is OOM-killed instead of thrashing.
+        "mem_limit": shape.memory,
+        "memswap_limit": shape.memory,
+        "nano_cpus": round(shape.cpus * 1e9),
+        "network": shape.network,
+        # tini as PID 1 forwards SIGUSR1 to the worker and reaps the engine's orphans.
+        "init": True,
+        "labels": worker_labels(shape, slot_id, labels),
+        "detach": True,
+    }
+    if shape.runtime:
+        options["runtime"] = shape.runtime
+    return options
+
+
+def _scratch_mounts(settings: Settings) -> dict[str, str]:
+    """Bounded writable places on a read-only root, owned by the worker user."""
+    return {
+        "/tmp": _tmpfs(settings.worker_tmp_size, mode="1777"),
+        "/home/worker": _tmpfs(settings.worker_workspace_size, mode="0700"),
+        "/workspace": _tmpfs(settings.worker_workspace_size, mode="0755"),
+    }
+
+
+def _tmpfs(size: str, *, mode: str) -> str:
+    return f"rw,nosuid,nodev,size={size},uid={WORKER_UID},gid={WORKER_UID},mode={mode}"
