@@ -1,0 +1,312 @@
+"""The warm pool: started, idle worker containers per Docker host, rows in PostgreSQL.
+
+Contract: docs/execution.md, "The warm pool". A fill loop keeps POOL_SIZE slots of the
+default shape ready on this host, across all replicas (reservations, counted under a
+per-host lock, keep replicas from overshooting); it wakes on every take, not on a timer.
+A reconcile loop (reconcile.py) runs at start and every POOL_CHECK_INTERVAL.
+
+A pool's containers carry `parpaing.pool=<WORKER_NET>`: deployments sharing a daemon
+must use distinct worker networks anyway (workers of one must not be peers of the
+other's), so the network name is what tells one deployment's workers from another's.
+
+Stopping leaves ready containers running: the next start, or another replica, uses
+them, and the reconcile removes what nobody will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import docker
+import requests
+from docker.errors import DockerException, NotFound
+
+from tower.db.pool import Pool
+from tower.execution.docker import pool_queries as q
+from tower.execution.docker.containers import (
+    DockerFailure,
+    create_worker,
+    docker_host_id,
+    remove_worker,
+)
+from tower.execution.docker.hardening import bundle_volume_name, config_hash
+from tower.execution.docker.network import ensure_worker_network
+from tower.execution.docker.reconcile import Reconciled, Reconciler
+from tower.execution.docker.slots import ContainerShape, Slot
+from tower.execution.runner import ClaimedJob
+from tower.queue.periodic import TRANSIENT_ERRORS
+from tower.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+POOL_LABEL = "parpaing.pool"
+# Creations at once: each is a few Docker calls plus the worker's start, on a small host.
+FILL_CONCURRENCY = 2
+BACKOFF_FIRST = 1.0  # seconds, doubled per failed fill round
+BACKOFF_MAX = 60.0
+# What a Docker or database outage looks like: logged, left to the next round.
+RECOVERABLE: tuple[type[BaseException], ...] = (DockerFailure, *TRANSIENT_ERRORS)
+# Warm slots found dead at take time before giving up on warm and going cold.
+WARM_ATTEMPTS = 3
+
+
+def pool_scope(settings: Settings) -> dict[str, str]:
+    """The labels that mark this deployment's workers on a shared daemon."""
+    return {POOL_LABEL: settings.worker_net}
+
+
+def new_slot_id() -> str:
+    return secrets.token_hex(6)
+
+
+class WarmPool:
+    """A SlotSource (slots.py) backed by the pool_slots table."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Pool,
+        client: docker.DockerClient,
+        default_shape: ContainerShape,
+        docker_host: str,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._client = client
+        self._default_shape = default_shape
+        self._host = docker_host
+        self._default_key = self._key_for(default_shape)
+        self._labels = pool_scope(settings)
+        self._reconciler = Reconciler(settings, db, client, docker_host, self._labels)
+        self._refill = asyncio.Event()
+        self._creations = asyncio.Semaphore(FILL_CONCURRENCY)
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        db: Pool,
+        client: docker.DockerClient,
+        default_shape: ContainerShape,
+    ) -> WarmPool:
+        """A running pool: one reconcile pass done, the fill and reconcile loops started."""
+        host = await asyncio.to_thread(docker_host_id, client)
+        await asyncio.to_thread(ensure_worker_network, client, settings.worker_net)
+        pool = cls(settings, db, client, default_shape, host)
+        await pool._reconcile_round()
+        pool._tasks = [
+            asyncio.create_task(pool._fill_loop(), name="pool-fill"),
+            asyncio.create_task(pool._reconcile_loop(), name="pool-reconcile"),
+        ]
+        return pool
+
+    async def stop(self) -> None:
+        """Stop both loops. Creations under way finish (or their reservation is dropped
+        if not yet begun); ready containers stay for whoever starts next."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    @property
+    def docker_host(self) -> str:
+        return self._host
+
+    @property
+    def default_key(self) -> q.PoolKey:
+        return self._default_key
+
+    async def reconcile_once(self) -> Reconciled | None:
+        """One reconcile pass now (None if another replica is running one)."""
+        done = await self._reconciler.run_once()
+        # Whatever it removed, and whatever other replicas took and never refilled.
+        self._refill.set()
+        return done
+
+    # --- SlotSource ------------------------------------------------------------------
+
+    async def take(self, job: ClaimedJob, shape: ContainerShape) -> Slot:
+        key = self._key_for(shape)
+        if key == self._default_key:
+            slot = await self._take_warm(job)
+            if slot is not None:
+                return slot
+        return await self._take_cold(job, shape, key)
+
+    async def discard(self, slot: Slot) -> None:
+        """Best effort, never raising: what fails here the reconcile removes later (a busy
+        row whose job has ended, or a container whose row is gone)."""
+        try:
+            await asyncio.to_thread(remove_worker, self._client, slot.container_id, slot.slot_id)
+            await q.delete_slot(self._db, slot.slot_id)
+        except RECOVERABLE as exc:
+            log.warning("slot %s: discard left for the reconcile: %s", slot.slot_id, exc)
+
+    # --- take ------------------------------------------------------------------------
+
+    async def _take_warm(self, job: ClaimedJob) -> Slot | None:
+        for _ in range(WARM_ATTEMPTS):
+            row = await q.take(self._db, self._default_key, job.job_id, job.lease_token)
+            self._refill.set()
+            if row is None or row.container_id is None:
+                return None
+            slot = Slot(row.slot_id, row.container_id, bundle_volume_name(row.slot_id), True)
+            if await self._still_running(slot):
+                return slot
+            log.warning("slot %s: warm container had stopped; discarding it", slot.slot_id)
+            await self.discard(slot)
+        return None
+
+    async def _still_running(self, slot: Slot) -> bool:
+        try:
+            return await asyncio.to_thread(_is_running, self._client, slot.container_id)
+        except BaseException:
+            # Cancelled or failed after the row became ours: nobody else will discard it.
+            await self.discard(slot)
+            raise
+
+    async def _take_cold(self, job: ClaimedJob, shape: ContainerShape, key: q.PoolKey) -> Slot:
+        slot_id = new_slot_id()
+        await q.insert_cold(self._db, slot_id, key, job.job_id, job.lease_token)
+        creating = asyncio.ensure_future(self._create_cold(slot_id, shape))
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # The creation runs in a thread that cannot be interrupted: let it end, then
+            # remove what it made, so a cancelled job leaves no container behind.
+            slot = await _outcome(creating)
+            if slot is not None:
+                await self.discard(slot)
+            raise
+
+    async def _create_cold(self, slot_id: str, shape: ContainerShape) -> Slot:
+        try:
+            container_id = await self._create(slot_id, shape)
+        except BaseException:
+            await q.delete_slot(self._db, slot_id)
+            raise
+        await q.set_container(self._db, slot_id, container_id)
+        return Slot(slot_id, container_id, bundle_volume_name(slot_id), False)
+
+    async def _create(self, slot_id: str, shape: ContainerShape) -> str:
+        return await asyncio.to_thread(
+            create_worker, self._client, shape, self._settings, slot_id, self._labels
+        )
+
+    def _key_for(self, shape: ContainerShape) -> q.PoolKey:
+        return q.PoolKey(self._host, shape.image, config_hash(shape))
+
+    # --- fill ------------------------------------------------------------------------
+
+    async def _fill_loop(self) -> None:
+        backoff = 0.0
+        while True:
+            self._refill.clear()
+            if await self.fill_once():
+                backoff = 0.0
+                await self._refill.wait()
+            else:
+                backoff = min(max(backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
+                log.warning("pool fill: retrying in %.0f s", backoff)
+                await asyncio.sleep(backoff)
+
+    async def fill_once(self) -> bool:
+        """One fill round now: reserve up to POOL_SIZE, create and mark ready what was
+        reserved. False if anything failed (logged)."""
+        try:
+            return await self._fill_round()
+        except Exception:
+            # A bug in one round must not end the loop for the replica's lifetime.
+            log.exception("pool fill: round failed")
+            return False
+
+    async def _fill_round(self) -> bool:
+        size = int(self._settings.pool_size)
+        try:
+            reserved = await q.reserve(
+                self._db, self._default_key, size, [new_slot_id() for _ in range(size)]
+            )
+        except TRANSIENT_ERRORS as exc:
+            log.warning("pool fill: cannot reserve slots: %r", exc)
+            return False
+        made = await asyncio.gather(*(_run_to_end(self._make_warm(s)) for s in reserved))
+        return all(made)
+
+    async def _make_warm(self, slot_id: str) -> bool:
+        async with self._creations:
+            try:
+                if self._stopping:
+                    await q.delete_slot(self._db, slot_id)
+                    return True
+                await self._make_ready(slot_id)
+                return True
+            except Exception as exc:
+                log.warning("pool fill: slot %s not created: %s", slot_id, exc)
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await q.delete_slot(self._db, slot_id)
+                return False
+
+    async def _make_ready(self, slot_id: str) -> None:
+        container_id = await self._create(slot_id, self._default_shape)
+        if not await q.mark_ready(self._db, slot_id, container_id):
+            # The reconcile dropped the reservation as stale meanwhile: nobody will take it.
+            await asyncio.to_thread(remove_worker, self._client, container_id, slot_id)
+
+    # --- reconcile -------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.pool_check_interval)
+            await self._reconcile_round()
+
+    async def _reconcile_round(self) -> None:
+        try:
+            await self.reconcile_once()
+        except RECOVERABLE as exc:
+            log.warning("pool reconcile: round failed, retrying next interval: %r", exc)
+        except Exception:
+            # A bug in one round must not end the loop for the replica's lifetime.
+            log.exception("pool reconcile: round failed")
+
+
+def _is_running(client: docker.DockerClient, container_id: str) -> bool:
+    """Blocking: whether the container is still up (a missing one is not)."""
+    try:
+        state = client.api.inspect_container(container_id)["State"]
+    except NotFound:
+        return False
+    except (DockerException, requests.RequestException) as exc:
+        raise DockerFailure(f"inspecting worker {container_id[:12]}: {exc}") from exc
+    return bool(state.get("Running"))
+
+
+async def _run_to_end(work: Coroutine[Any, Any, T]) -> T:
+    """Await `work`; if the caller is cancelled meanwhile, `work` still runs to its end
+    (its thread cannot be interrupted, and its row must be settled), then the cancel
+    propagates."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
+async def _outcome(task: asyncio.Future[T]) -> T | None:
+    """The task's result once it ends, or None if it failed or was cancelled."""
+    await asyncio.wait([task])
+    if task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
