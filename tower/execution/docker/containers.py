@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import docker
@@ -31,6 +31,7 @@ from tower.execution.docker.slots import ContainerShape
 from tower.settings import Settings
 
 READY_LINE = b"parpaing-worker ready"
+DONE_LINE = b"parpaing-worker done"
 READY_TIMEOUT = 30.0
 OUTPUT_PATH = f"{BUNDLE_PATH}/out"
 LOG_TAIL_CHARS = 2000
@@ -172,6 +173,50 @@ def wait_exit(client: docker.DockerClient, container_id: str, timeout: float) ->
     except requests.exceptions.Timeout:
         return None
     return exit_info(client, container_id)
+
+
+def wait_finished(
+    client: docker.DockerClient, container_id: str, timeout: float
+) -> ExitInfo | None:
+    """Block until the worker announces it is done, or the container exits; None after
+    `timeout` seconds. Returns how it stands then (OOMKilled is set even while running,
+    when the engine was the process killed).
+
+    The worker must stay alive after writing its result: the bundle volume is a tmpfs
+    that Docker unmounts when the container stops, and /bundle/out goes with it."""
+    stream = client.api.logs(container_id, stdout=True, stderr=False, stream=True, follow=True)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        stream.close()
+
+    deadline = threading.Timer(timeout, expire)
+    deadline.daemon = True
+    deadline.start()
+    try:
+        _read_until(stream, DONE_LINE)
+    finally:
+        deadline.cancel()
+        stream.close()
+    return None if expired.is_set() else running_exit_info(client, container_id)
+
+
+def _read_until(stream: Iterable[bytes], line: bytes) -> bool:
+    """Consume `stream` until `line` appears (True) or the stream ends (False)."""
+    window = b""
+    for chunk in stream:
+        window = window[-len(line) :] + chunk
+        if line in window:
+            return True
+    return False
+
+
+def running_exit_info(client: docker.DockerClient, container_id: str) -> ExitInfo:
+    """Exit code (-1 while still running) and whether the OOM killer struck."""
+    state = client.api.inspect_container(container_id)["State"]
+    code = -1 if state.get("Running") else int(state.get("ExitCode", -1))
+    return ExitInfo(code, bool(state.get("OOMKilled")))
 
 
 def _is_timeout(exc: BaseException) -> bool:

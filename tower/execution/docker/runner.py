@@ -1,24 +1,223 @@
-"""Placeholder until the Docker runner lands: every job fails with a plain explanation."""
+"""The Docker runner: each claimed job runs in its own hardened, single-use container.
+
+Flow per docs/execution.md: spec → take a slot → deliver the bundle → wait → collect →
+outcome; the slot is always discarded afterwards. Cancellation (job cancelled, lease
+lost) kills the container before CancelledError goes on.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from dataclasses import dataclass
+
+from tower.configs.models import Engine, Template
+from tower.configs.store import ConfigStore
+from tower.errors import TowerError
+from tower.execution import bundle
+from tower.execution.docker import containers, hardening
+from tower.execution.docker.client import DockerCalls
+from tower.execution.docker.network import ensure_worker_network
+from tower.execution.docker.slots import ContainerShape, Slot, SlotSource
+from tower.execution.outcome import parse_outcome
 from tower.execution.runner import ClaimedJob, RunOutcome
+from tower.execution.spec import JobSpec, build_spec
 from tower.settings import Settings
 from tower.state import TowerState
 
-DOCKER_PENDING = (
-    "Docker execution is not part of this build yet; jobs cannot run an agent. "
-    "Set TOWER_RUNNER=simulated to exercise the queue."
+log = logging.getLogger(__name__)
+
+DOCKER_DOWN = (
+    "Docker is unavailable on this tower, so jobs cannot run ({detail}). "
+    "Start the Docker daemon (scripts/setup-docker) and restart tower; /health reports it."
 )
 
 
-class DockerUnavailableRunner:
+@dataclass(frozen=True)
+class Plan:
+    spec: JobSpec
+    engine: Engine
+
+
+def failed(message: str) -> RunOutcome:
+    return RunOutcome(False, error=message, failure_reason="error")
+
+
+class DockerRunner:
+    def __init__(
+        self, settings: Settings, configs: ConfigStore, calls: DockerCalls, slots: SlotSource
+    ) -> None:
+        self._settings = settings
+        self._configs = configs
+        self._calls = calls
+        self._slots = slots
+        self._discards: set[asyncio.Task[None]] = set()
+
     async def run(self, job: ClaimedJob) -> RunOutcome:
-        return RunOutcome(False, None, None, DOCKER_PENDING, "error")
+        try:
+            plan = self._plan(job)
+            shape = await self._resolved(plan.spec.shape)
+            slot = await self._slots.take(job, shape)
+        except TowerError as problem:
+            return failed(problem.message)
+        try:
+            return await self._execute(slot, plan)
+        except asyncio.CancelledError:
+            # Shielded: a second cancellation must not leave the container running.
+            await asyncio.shield(self._calls(containers.kill, slot.container_id))
+            raise
+        except TowerError as problem:
+            return failed(problem.message)
+        finally:
+            self._discard_soon(slot)
+
+    def _plan(self, job: ClaimedJob) -> Plan:
+        """The job's spec from the configs this replica holds; unknown names fail the job."""
+        profile = self._configs.profile(job.profile)
+        if profile is None:
+            raise TowerError(f"profile {job.profile!r} does not exist (or no longer parses)")
+        engine = self._configs.engine(job.engine)
+        if engine is None:
+            raise TowerError(f"engine {job.engine!r} does not exist (or no longer parses)")
+        templates = self._templates(profile.template_names())
+        # The gateway (its own issue) will accept this token, for this job only.
+        token = secrets.token_urlsafe(32)
+        spec = build_spec(
+            job.request, profile, engine, templates, self._settings, job.job_id, token
+        )
+        return Plan(spec, engine)
+
+    def _templates(self, names: list[str]) -> dict[str, Template]:
+        found = {name: self._configs.template(name) for name in names}
+        return {name: template for name, template in found.items() if template is not None}
+
+    async def _resolved(self, shape: ContainerShape) -> ContainerShape:
+        """The shape with the image's ID instead of its tag, so a rebuilt image never
+        runs a job in a container of the old one."""
+        image = await self._calls(containers.image_id, shape.image)
+        return dataclasses.replace(shape, image=image)
+
+    async def _execute(self, slot: Slot, plan: Plan) -> RunOutcome:
+        spec = plan.spec
+        await self._calls(containers.deliver, slot.container_id, bundle.bundle_tar(spec))
+        ended = await self._calls(
+            containers.wait_finished, slot.container_id, float(spec.timeout_seconds)
+        )
+        if ended is None:
+            await self._calls(containers.kill, slot.container_id)
+        output = await self._calls(containers.collect, slot.container_id)
+        return parse_outcome(
+            bundle.read_output(output) if output else None,
+            engine=plan.engine,
+            spec=spec,
+            oom_killed=ended is not None and ended.oom_killed,
+            timed_out=ended is None,
+            max_result_size=self._settings.max_result_size,
+        )
+
+    def _discard_soon(self, slot: Slot) -> None:
+        """Discard in the background: the outcome need not wait for the removal, but
+        close() does, so no discard is ever lost."""
+        task = asyncio.create_task(self._discard(slot), name=f"discard-{slot.slot_id}")
+        self._discards.add(task)
+        task.add_done_callback(self._discards.discard)
+
+    async def _discard(self, slot: Slot) -> None:
+        try:
+            await self._slots.discard(slot)
+        except Exception:
+            # The pool's reconcile removes what a failed discard leaves behind.
+            log.exception("slot %s: discard failed; reconcile will remove it", slot.slot_id)
+
+    async def close(self) -> None:
+        while self._discards:
+            await asyncio.gather(*self._discards, return_exceptions=True)
+        await _close_slots(self._slots)
+        await self._calls.close()
+
+
+async def _close_slots(slots: SlotSource) -> None:
+    close = getattr(slots, "close", None)
+    if close is not None:
+        await close()
+
+
+class DockerDownRunner:
+    """Docker did not answer at start: the tower keeps serving, jobs fail saying why."""
+
+    def __init__(self, detail: str) -> None:
+        self._message = DOCKER_DOWN.format(detail=detail)
+
+    async def run(self, job: ClaimedJob) -> RunOutcome:
+        return failed(self._message)
 
     async def close(self) -> None:
         return None
 
 
-async def start_docker_runner(settings: Settings, state: TowerState) -> DockerUnavailableRunner:
-    return DockerUnavailableRunner()
+async def start_docker_runner(
+    settings: Settings, state: TowerState
+) -> DockerRunner | DockerDownRunner:
+    try:
+        calls = await DockerCalls.open(int(settings.max_concurrent_jobs))
+    except TowerError as problem:
+        log.error("%s; jobs will fail until tower restarts with Docker up", problem.message)
+        return DockerDownRunner(problem.message)
+    try:
+        await calls(ensure_worker_network, settings.worker_net)
+        slots = await _slot_source(settings, state, calls)
+    except TowerError as problem:
+        await calls.close()
+        log.error("%s; jobs will fail until tower restarts", problem.message)
+        return DockerDownRunner(problem.message)
+    except BaseException:
+        await calls.close()
+        raise
+    return DockerRunner(settings, state.configs, calls, slots)
+
+
+async def _slot_source(settings: Settings, state: TowerState, calls: DockerCalls) -> SlotSource:
+    return ColdSlots(settings, calls)
+
+
+class ColdSlots:
+    """A fresh container per job, no pool rows: the fallback until the warm pool serves."""
+
+    def __init__(self, settings: Settings, calls: DockerCalls) -> None:
+        self._settings = settings
+        self._calls = calls
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    async def take(self, job: ClaimedJob, shape: ContainerShape) -> Slot:
+        slot_id = f"cold-{secrets.token_hex(6)}"
+        labels = {"parpaing.job": job.job_id}
+        creation = asyncio.ensure_future(
+            self._calls(containers.create_worker, shape, self._settings, slot_id, labels)
+        )
+        try:
+            container_id = await asyncio.shield(creation)
+        except asyncio.CancelledError:
+            # The creation goes on in its thread; remove its container once it is made.
+            self._track(asyncio.create_task(self._remove_after(creation, slot_id)))
+            raise
+        volume = hardening.bundle_volume_name(slot_id)
+        return Slot(slot_id, container_id, volume, warm=False)
+
+    async def discard(self, slot: Slot) -> None:
+        await self._calls(containers.remove_worker, slot.container_id, slot.slot_id)
+
+    async def _remove_after(self, creation: asyncio.Future[str], slot_id: str) -> None:
+        container_id = None
+        with contextlib.suppress(Exception):
+            container_id = await creation
+        await self._calls(containers.remove_worker, container_id, slot_id)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
