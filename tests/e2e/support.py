@@ -1,0 +1,277 @@
+"""Shared pieces of the end-to-end tests: a tower running jobs in real containers.
+
+Jobs run arbitrary code through the real path by way of a `shell` engine (bash reading
+the prompt on stdin) and a `shell` profile (no template, no resources, so the prompt
+arrives as written and the WORKER_* settings decide the limits). Each test gives its
+workers a network of its own, so the containers it caused can be found, and removed,
+by that network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import asyncpg
+import docker
+import httpx
+import uvicorn
+from docker.errors import APIError, NotFound
+from docker.models.containers import Container
+
+from tower.app import create_app
+from tower.db.embedded import free_port
+from tower.settings import Settings
+
+T = TypeVar("T")
+
+SHELL_ENGINE = """\
+id = "shell"
+name = "Shell"
+description = "bash reading its script on stdin: tests run arbitrary code in a worker."
+binary = "bash"
+args = ["-s"]
+output = "text"
+
+[prompt]
+via = "stdin"
+"""
+
+# No template and no resources: the prompt is the script, the settings are the limits.
+SHELL_PROFILE = """\
+name = "shell"
+description = "Runs the prompt as a bash script."
+engine = "shell"
+"""
+
+WORKER_ROLE = "parpaing.role=worker"
+TERMINAL = ("completed", "failed", "cancelled")
+JOB_DEADLINE = 180.0
+
+
+def docker_settings(database_url: str, network: str, **overrides: Any) -> Settings:
+    """Tower settings for a Docker-run test: its own worker network, otherwise defaults."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "tower_runner": "docker",
+        "worker_net": network,
+        "pool_size": 0,
+        "poll_interval": 0.2,
+    }
+    return Settings(**{**values, **overrides})
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serve a tower (its own Docker runner) in this event loop; yields a loopback URL.
+
+    `host` is where it listens: "0.0.0.0" puts it on every host address, as a careless
+    deployment would, for the tests that check workers still cannot reach it."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("tower exited during start-up")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def shell_tower(
+    settings: Settings, host: str = "127.0.0.1"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A served tower with the shell engine and profile registered; yields its client."""
+    async with serve(settings, host) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        await register_shell(client)
+        yield client
+
+
+async def register_shell(client: httpx.AsyncClient) -> None:
+    for path, content in (
+        ("/configs/engine/shell", SHELL_ENGINE),
+        ("/configs/profile/shell", SHELL_PROFILE),
+    ):
+        response = await client.put(path, json={"content": content})
+        assert response.status_code in (200, 201), response.text
+
+
+async def submit(client: httpx.AsyncClient, prompt: str, **fields: Any) -> str:
+    """Submit a job (the shell engine and profile unless `fields` say otherwise)."""
+    body = {"agent_id": "e2e", "engine": "shell", "profile": "shell", "prompt": prompt}
+    response = await client.post("/jobs", json={**body, **fields})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+async def wait_terminal(
+    client: httpx.AsyncClient, job_id: str, deadline: float = JOB_DEADLINE
+) -> dict[str, Any]:
+    """The job's record once it is terminal (GET /wait blocks until then)."""
+    response = await client.get(
+        f"/jobs/{job_id}/wait", params={"timeout": deadline}, timeout=deadline + 30
+    )
+    assert response.status_code == 200, f"{job_id} not terminal in {deadline}s: {response.text}"
+    record: dict[str, Any] = response.json()
+    return record
+
+
+async def run_job(client: httpx.AsyncClient, prompt: str, **fields: Any) -> dict[str, Any]:
+    return await wait_terminal(client, await submit(client, prompt, **fields))
+
+
+def last_json_line(record: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object a probe script prints as its last line of output."""
+    assert record["status"] == "completed", describe(record)
+    lines = (record["result"] or "").strip().splitlines()
+    assert lines, describe(record)
+    report: dict[str, Any] = json.loads(lines[-1])
+    return report
+
+
+def describe(record: dict[str, Any]) -> str:
+    keys = ("job_id", "status", "exit_code", "failure_reason", "error", "result")
+    return json.dumps({key: record.get(key) for key in keys}, indent=1)[:4000]
+
+
+def python_script(source: str) -> str:
+    """A shell-engine prompt that runs `source` with the worker image's python3."""
+    return f"python3 - <<'PARPAING_EOF'\n{source}\nPARPAING_EOF\n"
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[T | None]], what: str, deadline: float = 60.0
+) -> T:
+    """Poll `check` until it returns something, for moments nothing announces."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        found = await check()
+        if found is not None and found is not False:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {deadline:g}s waiting for {what}")
+
+
+# --- the warm pool's rows ---------------------------------------------------------------
+
+# The pool's rows by status, oldest first (the columns the tests look at).
+SLOTS_BY_STATUS = """
+SELECT slot_id, container_id, status, job_id FROM pool_slots
+WHERE status = $1 ORDER BY created_at
+"""
+
+# The slot a job's container holds while it runs.
+SLOT_OF_JOB = "SELECT slot_id, container_id, status FROM pool_slots WHERE job_id = $1"
+
+
+async def slots(database_url: str, status: str) -> list[dict[str, Any]]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return [dict(row) for row in await connection.fetch(SLOTS_BY_STATUS, status)]
+    finally:
+        await connection.close()
+
+
+async def slot_of_job(database_url: str, job_id: str) -> dict[str, Any] | None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        row = await connection.fetchrow(SLOT_OF_JOB, job_id)
+    finally:
+        await connection.close()
+    return dict(row) if row is not None and row["container_id"] else None
+
+
+async def wait_pool_ready(database_url: str, count: int) -> list[dict[str, Any]]:
+    """The ready slots, once there are `count` of them."""
+
+    async def ready() -> list[dict[str, Any]] | None:
+        rows = await slots(database_url, "ready")
+        return rows if len(rows) >= count else None
+
+    return await poll_until(ready, f"{count} ready pool slots", deadline=120)
+
+
+async def running_container(database_url: str, job_id: str) -> str:
+    """The id of the container running `job_id`, once its slot is busy with it."""
+
+    async def busy() -> str | None:
+        slot = await slot_of_job(database_url, job_id)
+        return slot["container_id"] if slot and slot["status"] == "busy" else None
+
+    container_id: str = await poll_until(busy, f"a busy slot for {job_id}")
+    return container_id
+
+
+# --- Docker objects ---------------------------------------------------------------------
+
+
+def new_network_name() -> str:
+    return f"parpaing-e2e-{uuid.uuid4().hex[:10]}"
+
+
+def worker_containers(client: docker.DockerClient, network: str) -> list[Container]:
+    """Every worker container (running or not) attached to `network`."""
+    found: list[Container] = client.containers.list(
+        all=True, filters={"label": WORKER_ROLE, "network": network}
+    )
+    return found
+
+
+def container_exists(client: docker.DockerClient, container_id: str) -> bool:
+    try:
+        client.containers.get(container_id)
+    except NotFound:
+        return False
+    return True
+
+
+def remove_network_and_workers(client: docker.DockerClient, network: str) -> None:
+    """Remove the workers on `network`, their bundle volumes, then the network."""
+    for container in worker_containers(client, network):
+        volumes = [m["Name"] for m in container.attrs.get("Mounts", []) if m.get("Name")]
+        with contextlib.suppress(NotFound, APIError):
+            container.remove(force=True)
+        for name in volumes:
+            with contextlib.suppress(NotFound, APIError):
+                client.volumes.get(name).remove(force=True)
+    with contextlib.suppress(NotFound, APIError):
+        client.networks.get(network).remove()
+
+
+def isolated_network(client: docker.DockerClient) -> Iterator[str]:
+    """Body of a fixture: a fresh worker network name, everything on it removed after."""
+    network = new_network_name()
+    try:
+        yield network
+    finally:
+        remove_network_and_workers(client, network)
+
+
+def host_addresses() -> list[str]:
+    """This machine's own IPv4 addresses other than loopback (docker0's among them)."""
+    output = subprocess.run(
+        ["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    addresses = [
+        info["local"]
+        for interface in json.loads(output)
+        for info in interface.get("addr_info", [])
+        if not info["local"].startswith("127.")
+    ]
+    assert addresses, "this machine has no non-loopback IPv4 address to test against"
+    return addresses
