@@ -125,6 +125,10 @@ class WarmPool:
         return self._host
 
     @property
+    def default_shape(self) -> ContainerShape:
+        return self._default_shape
+
+    @property
     def default_key(self) -> q.PoolKey:
         return self._default_key
 
