@@ -206,14 +206,24 @@ async def wait_pool_ready(database_url: str, count: int) -> list[dict[str, Any]]
     return await poll_until(ready, f"{count} ready pool slots", deadline=120)
 
 
-async def running_container(database_url: str, job_id: str) -> str:
-    """The id of the container running `job_id`, once its slot is busy with it."""
+async def running_container(
+    database_url: str, job_id: str, client: docker.DockerClient | None = None
+) -> str:
+    """The id of the container running `job_id`: its busy pool slot's container or,
+    given a Docker client, a container labelled with the job (a cold slot may have no row)."""
 
     async def busy() -> str | None:
         slot = await slot_of_job(database_url, job_id)
-        return slot["container_id"] if slot and slot["status"] == "busy" else None
+        if slot and slot["status"] == "busy":
+            return str(slot["container_id"])
+        if client is None:
+            return None
+        labelled = await asyncio.to_thread(
+            client.containers.list, filters={"label": f"parpaing.job={job_id}"}
+        )
+        return str(labelled[0].id) if labelled else None
 
-    container_id: str = await poll_until(busy, f"a busy slot for {job_id}")
+    container_id: str = await poll_until(busy, f"a running container for {job_id}")
     return container_id
 
 

@@ -69,7 +69,7 @@ async def test_fork_bomb_is_held_by_the_pid_limit_and_tower_keeps_serving(
         host_config = await _warm_host_config(docker_client, database_url)
         assert 0 < host_config["PidsLimit"] <= settings.worker_pids_limit, host_config
         job_id = await submit(client, ":(){ :|:& };:")
-        container_id = await running_container(database_url, job_id)
+        container_id = await running_container(database_url, job_id, docker_client)
         pids = await _wait_for_pids(docker_client, container_id, settings.worker_pids_limit)
         assert pids <= settings.worker_pids_limit
         assert (await client.get("/health")).status_code == 200
@@ -437,7 +437,7 @@ async def test_another_jobs_files_are_out_of_reach(
     settings = docker_settings(database_url, network)
     async with shell_tower(settings) as client:
         victim = await submit(client, PLANT_SECRET % {"token": token})
-        container_id = await running_container(database_url, victim)
+        container_id = await running_container(database_url, victim, docker_client)
         await _wait_for_log_line(docker_client, container_id, "planted")
 
         record = await run_job(client, python_script(SEARCH_SECRET % {"token": token}))
