@@ -8,7 +8,10 @@ only peers a worker has are other containers on it (the gateway, in its own issu
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Mapping
+from typing import Any
 
 import docker
 import requests
@@ -30,31 +33,30 @@ def ensure_worker_network(
 ) -> str:
     """The id of the isolated workers network `name`, creating it if needed.
 
-    Safe when replicas race: Docker refuses a second network of the same name with a
-    conflict, and the loser then uses the winner's network."""
+    Safe when replicas race: Docker's duplicate-name check is not atomic, so two racers
+    may both create one. Every replica then keeps the oldest and removes the others, so
+    all converge on the same network."""
     try:
-        existing = _find(client, name)
-        if existing is None:
-            existing = _create_or_reread(client, name, labels)
+        found = _named(client, name)
+        if not found:
+            _create(client, name, labels)
+            found = _named(client, name)
+        if not found:
+            raise DockerFailure(f"workers network {name}: created but not found afterwards")
+        chosen = _settle(client, found)
+        details: dict[str, Any] = client.api.inspect_network(chosen)
     except (DockerException, requests.RequestException) as exc:
-        if isinstance(exc, UnsafeWorkerNetwork):
-            raise
         raise DockerFailure(f"workers network {name}: {' '.join(str(exc).split())}") from exc
-    _check_isolated(name, existing)
-    return str(existing["Id"])
+    _check_isolated(name, details)
+    return chosen
 
 
-def _find(client: docker.DockerClient, name: str) -> dict[str, object] | None:
-    try:
-        found: dict[str, object] = client.api.inspect_network(name)
-    except NotFound:
-        return None
-    return found
+def _named(client: docker.DockerClient, name: str) -> list[dict[str, Any]]:
+    # Docker's name filter also matches substrings; keep exact names only.
+    return [n for n in client.api.networks(names=[name]) if n.get("Name") == name]
 
 
-def _create_or_reread(
-    client: docker.DockerClient, name: str, labels: Mapping[str, str] | None
-) -> dict[str, object]:
+def _create(client: docker.DockerClient, name: str, labels: Mapping[str, str] | None) -> None:
     try:
         client.api.create_network(
             name,
@@ -65,18 +67,33 @@ def _create_or_reread(
             labels={**(labels or {}), NETWORK_LABEL: NETWORK_ROLE},
         )
     except APIError as exc:
-        if exc.status_code != 409:
+        if exc.status_code != 409:  # 409: another replica made it first
             raise
-    created = _find(client, name)
-    if created is None:
-        raise DockerFailure(f"workers network {name}: created but not found afterwards")
-    return created
 
 
-def _check_isolated(name: str, network: Mapping[str, object]) -> None:
+def _settle(client: docker.DockerClient, found: list[dict[str, Any]]) -> str:
+    """The oldest of same-named networks; the younger ones (a lost race) are removed."""
+    ordered = sorted(found, key=lambda n: (_created(n), str(n["Id"])))
+    for extra in ordered[1:]:
+        # Already removed by another replica, or in use: either way not ours to force.
+        with contextlib.suppress(NotFound, APIError):
+            client.api.remove_network(extra["Id"])
+    return str(ordered[0]["Id"])
+
+
+def _created(network: Mapping[str, Any]) -> str:
+    """Creation time as a sortable string: Docker trims trailing zeros of the fraction."""
+    stamp = str(network.get("Created", ""))
+    match = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(.*)", stamp)
+    if match is None:
+        return stamp
+    whole, fraction, zone = match.groups()
+    return f"{whole}.{(fraction or '').ljust(9, '0')}{zone}"
+
+
+def _check_isolated(name: str, network: Mapping[str, Any]) -> None:
     """Refuse a same-named network someone made without our isolation."""
     options = network.get("Options") or {}
-    assert isinstance(options, dict)
     if network.get("Internal") is not True or options.get(INHIBIT_IPV4) != "true":
         raise UnsafeWorkerNetwork(
             f"network {name} exists but is not internal with {INHIBIT_IPV4}=true; "

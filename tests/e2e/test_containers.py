@@ -1,0 +1,361 @@
+"""Worker containers on a real Docker daemon: hardening really applied, the bundle round
+trip, the isolated network, the runtime pass-through, and nothing left behind.
+
+The round trip uses a stand-in worker (a few lines of Python on top of the worker image)
+so these tests exercise containers.py alone; the real worker is covered by the runner's
+tests. Every object made here carries the label TEST_LABEL and is removed by it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import tarfile
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+
+from tower.execution.docker import containers, hardening
+from tower.execution.docker.network import INHIBIT_IPV4, ensure_worker_network
+from tower.execution.docker.slots import ContainerShape
+from tower.settings import Settings
+
+TEST_LABEL = "parpaing.test"
+RUN = uuid.uuid4().hex[:8]
+LABELS = {TEST_LABEL: f"containers-{RUN}"}
+STAND_IN_IMAGE = f"parpaing-test-standin:{RUN}"
+
+# Blocks SIGUSR1, says ready, waits; on the signal copies the delivered spec to
+# /bundle/out, says done (or stays silent when the spec asks it to hang) and stays alive.
+STAND_IN = """
+import json, os, signal, shutil
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+print('parpaing-worker ready', flush=True)
+signal.sigwait({signal.SIGUSR1})
+spec = json.load(open('/bundle/job/spec.json'))
+os.makedirs('/bundle/out', exist_ok=True)
+shutil.copy('/bundle/job/spec.json', '/bundle/out/echo.json')
+with open('/bundle/out/result.json', 'w') as out:
+    json.dump({'version': 1, 'exit_code': 0, 'uid': os.getuid()}, out)
+if not spec.get('hang'):
+    print('parpaing-worker done', flush=True)
+signal.pause()
+"""
+
+
+@pytest.fixture(scope="module")
+def stand_in_image(docker_client: docker.DockerClient, worker_image: str) -> Iterator[str]:
+    dockerfile = f"FROM {worker_image}\nCMD {json.dumps(['python3', '-c', STAND_IN])}\n"
+    subprocess.run(
+        ["docker", "build", "-q", "-t", STAND_IN_IMAGE, "-"],
+        input=dockerfile.encode(),
+        check=True,
+        capture_output=True,
+    )
+    yield containers.image_id(docker_client, STAND_IN_IMAGE)
+    docker_client.images.remove(STAND_IN_IMAGE, force=True)
+
+
+@pytest.fixture(scope="module")
+def network(docker_client: docker.DockerClient) -> Iterator[str]:
+    name = f"parpaing-test-net-{RUN}"
+    ensure_worker_network(docker_client, name, LABELS)
+    yield name
+    _remove_labelled(docker_client)
+
+
+def _remove_labelled(client: docker.DockerClient) -> None:
+    selector = {"label": f"{TEST_LABEL}={LABELS[TEST_LABEL]}"}
+    for container in client.containers.list(all=True, filters=selector):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters=selector):
+        volume.remove(force=True)
+    for net in client.networks.list(filters=selector):
+        net.remove()
+
+
+def _settings(network: str, **overrides: Any) -> Settings:
+    return Settings(worker_net=network, worker_mem_limit="256m", worker_cpu_limit=0.5, **overrides)
+
+
+def _shape(settings: Settings, image: str) -> ContainerShape:
+    return hardening.shape_from_settings(settings, image)
+
+
+def _slot() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def _bundle(spec: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        data = json.dumps(spec).encode()
+        info = tarfile.TarInfo("job/spec.json")
+        info.size, info.uid, info.gid = len(data), 1000, 1000
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _members(tar_bytes: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def _exec(
+    client: docker.DockerClient, container_id: str, script: str, shell: str = "sh"
+) -> tuple[int, str]:
+    argv = ["sh", "-c", script] if shell == "sh" else ["python3", "-c", script]
+    result = client.containers.get(container_id).exec_run(argv)
+    return result.exit_code, result.output.decode(errors="replace")
+
+
+def _leftovers(client: docker.DockerClient, slot_id: str) -> list[str]:
+    selector = {"label": f"{hardening.SLOT_LABEL}={slot_id}"}
+    found = [c.name for c in client.containers.list(all=True, filters=selector)]
+    return found + [v.name for v in client.volumes.list(filters=selector)]
+
+
+# --- creation and hardening -------------------------------------------------------------
+
+
+def test_worker_comes_up_ready_with_every_hardening_option(
+    docker_client: docker.DockerClient, stand_in_image: str, network: str
+) -> None:
+    settings = _settings(network, worker_pids_limit=100, worker_tmp_size="64m")
+    slot = _slot()
+    container_id = containers.create_worker(
+        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
+    )
+    info = docker_client.api.inspect_container(container_id)
+    host = info["HostConfig"]
+    assert info["State"]["Running"] is True
+    assert info["Config"]["User"] == "1000:1000"
+    assert info["Config"]["Hostname"] == "worker"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["PidsLimit"] == 100
+    assert host["IpcMode"] == "private"
+    assert host["Memory"] == host["MemorySwap"] == 256 * 1024 * 1024
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Init"] is True
+    assert host["NetworkMode"] == network
+    assert not host["PortBindings"]
+    assert set(host["Tmpfs"]) == {"/tmp", "/home/worker", "/workspace"}
+    assert all("nosuid" in o and "nodev" in o for o in host["Tmpfs"].values())
+    assert "size=64m" in host["Tmpfs"]["/tmp"]
+    assert info["Config"]["Labels"][hardening.SLOT_LABEL] == slot
+    assert docker_client.api.inspect_network(network)["Internal"] is True
+
+    _, out = _exec(
+        docker_client,
+        container_id,
+        "id -u; grep CapEff /proc/self/status; touch /etc/x 2>&1; "
+        "touch /tmp/x /workspace/x /home/worker/x /bundle/x && echo scratch-ok; "
+        "stat -c %u /tmp /workspace /home/worker /bundle",
+    )
+    lines = out.splitlines()
+    assert lines[0] == "1000"
+    assert lines[1].split() == ["CapEff:", "0000000000000000"]
+    assert "Read-only file system" in lines[2]
+    assert "scratch-ok" in lines
+    assert lines[-4:] == ["1000", "1000", "1000", "1000"]
+    containers.remove_worker(docker_client, container_id, slot)
+    assert _leftovers(docker_client, slot) == []
+
+
+def test_runtime_setting_passes_through_to_the_container(
+    docker_client: docker.DockerClient, stand_in_image: str, network: str
+) -> None:
+    settings = _settings(network, worker_runtime="crun")
+    slot = _slot()
+    container_id = containers.create_worker(
+        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
+    )
+    info = docker_client.api.inspect_container(container_id)
+    assert info["HostConfig"]["Runtime"] == "crun"
+    assert info["State"]["Running"] is True
+    assert _exec(docker_client, container_id, "id -u") == (0, "1000\n")
+    containers.remove_worker(docker_client, container_id, slot)
+
+
+def test_config_hash_follows_every_shape_field(stand_in_image: str, network: str) -> None:
+    base = _shape(_settings(network), stand_in_image)
+    variants = [
+        ContainerShape(**{**base.__dict__, field: value})
+        for field, value in [
+            ("image", "sha256:other"),
+            ("memory", "1g"),
+            ("cpus", 1.5),
+            ("pids_limit", 64),
+            ("runtime", "crun"),
+            ("network", "elsewhere"),
+        ]
+    ]
+    hashes = {hardening.config_hash(shape) for shape in [base, *variants]}
+    assert len(hashes) == 7
+    assert hardening.config_hash(base) == hardening.config_hash(ContainerShape(**base.__dict__))
+
+
+# --- failures leave nothing -------------------------------------------------------------
+
+
+def test_missing_image_fails_clearly_and_leaves_nothing(
+    docker_client: docker.DockerClient, network: str
+) -> None:
+    settings = _settings(network)
+    slot = _slot()
+    with pytest.raises(containers.WorkerImageMissing, match="parpaing images build"):
+        containers.create_worker(
+            docker_client, _shape(settings, "parpaing-no-such-image:0"), settings, slot, LABELS
+        )
+    assert _leftovers(docker_client, slot) == []
+
+
+def test_worker_that_exits_before_ready_fails_and_leaves_nothing(
+    docker_client: docker.DockerClient, worker_image: str, network: str
+) -> None:
+    # The Debian base's CMD is bash, which exits at once without a terminal.
+    settings = _settings(network)
+    slot = _slot()
+    with pytest.raises(containers.WorkerStartFailed, match="exited with code 0 before"):
+        containers.create_worker(
+            docker_client, _shape(settings, "debian:bookworm-slim"), settings, slot, LABELS
+        )
+    assert _leftovers(docker_client, slot) == []
+
+
+# --- one job's round trip ---------------------------------------------------------------
+
+
+def test_deliver_wait_collect_round_trip_then_remove(
+    docker_client: docker.DockerClient, stand_in_image: str, network: str
+) -> None:
+    settings = _settings(network)
+    slot = _slot()
+    container_id = containers.create_worker(
+        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
+    )
+    spec = {"version": 1, "job_id": "a-round-trip", "argv": ["true"]}
+    containers.deliver(docker_client, container_id, _bundle(spec))
+    ended = containers.wait_finished(docker_client, container_id, timeout=30)
+    assert ended == containers.ExitInfo(status_code=-1, oom_killed=False)  # still alive
+    members = _members(containers.collect(docker_client, container_id))
+    assert json.loads(members["out/echo.json"]) == spec
+    assert json.loads(members["out/result.json"])["uid"] == 1000
+    containers.remove_worker(docker_client, container_id, slot)
+    assert _leftovers(docker_client, slot) == []
+    assert slot not in {w.slot_id for w in containers.list_workers(docker_client)}
+
+
+def test_wait_gives_up_at_the_timeout_and_kill_stops_the_worker(
+    docker_client: docker.DockerClient, stand_in_image: str, network: str
+) -> None:
+    settings = _settings(network)
+    slot = _slot()
+    container_id = containers.create_worker(
+        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
+    )
+    containers.deliver(docker_client, container_id, _bundle({"hang": True}))
+    assert containers.wait_finished(docker_client, container_id, timeout=1) is None
+    containers.kill(docker_client, container_id)
+    assert containers.wait_exit(docker_client, container_id, timeout=10) is not None
+    containers.kill(docker_client, container_id)  # killing a stopped worker is fine
+    containers.remove_worker(docker_client, container_id, slot)
+    containers.remove_worker(docker_client, container_id, slot)  # and removing twice
+    assert _leftovers(docker_client, slot) == []
+
+
+def test_remove_by_slot_finds_the_container_without_its_id(
+    docker_client: docker.DockerClient, stand_in_image: str, network: str
+) -> None:
+    settings = _settings(network)
+    slot = _slot()
+    containers.create_worker(docker_client, _shape(settings, stand_in_image), settings, slot)
+    listed = [w for w in containers.list_workers(docker_client) if w.slot_id == slot]
+    assert [w.status for w in listed] == ["running"]
+    assert slot in containers.list_bundle_volumes(docker_client).values()
+    containers.remove_worker(docker_client, None, slot)
+    assert _leftovers(docker_client, slot) == []
+
+
+# --- the workers network ----------------------------------------------------------------
+
+
+def test_network_is_internal_and_the_host_has_no_address_on_it(
+    docker_client: docker.DockerClient, stand_in_image: str, network: str
+) -> None:
+    details = docker_client.api.inspect_network(network)
+    assert details["Internal"] is True
+    assert details["Options"][INHIBIT_IPV4] == "true"
+    bridge = f"br-{details['Id'][:12]}"
+    shown = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "inet " not in shown.stdout
+
+    # A listener on every host address; a worker must not reach it via the bridge's
+    # would-be gateway (the attempt starts inside the worker; the host has no address there).
+    listener = socket.create_server(("0.0.0.0", 0))
+    port = listener.getsockname()[1]
+    gateway = details["IPAM"]["Config"][0]["Gateway"]
+    settings = _settings(network)
+    slot = _slot()
+    container_id = containers.create_worker(
+        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
+    )
+    try:
+        probe = (
+            "import socket\n"
+            f"try:\n socket.create_connection(('{gateway}', {port}), timeout=2); print('reached')\n"
+            "except OSError as e:\n print('blocked', e)\n"
+        )
+        _, out = _exec(docker_client, container_id, probe, shell="python")
+        assert out.startswith("blocked"), out
+    finally:
+        listener.close()
+        containers.remove_worker(docker_client, container_id, slot)
+
+
+def test_ensure_network_is_idempotent_when_replicas_race(
+    docker_client: docker.DockerClient,
+) -> None:
+    name = f"parpaing-test-race-{RUN}"
+    ids: list[str] = []
+    errors: list[BaseException] = []
+    gate = threading.Barrier(4)
+
+    def ensure() -> None:
+        client = docker.from_env()
+        try:
+            gate.wait()
+            ids.append(ensure_worker_network(client, name, LABELS))
+        except BaseException as exc:  # reported below, in the test thread
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=ensure) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(set(ids)) == 1 and len(ids) == 4
+        assert len(docker_client.networks.list(names=[name])) == 1
+        assert ensure_worker_network(docker_client, name) == ids[0]
+    finally:
+        for net in docker_client.networks.list(names=[name]):
+            net.remove()
