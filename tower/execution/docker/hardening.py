@@ -23,7 +23,22 @@ SLOT_LABEL = "parpaing.slot"
 HASH_LABEL = "parpaing.config_hash"
 WORKER_ROLE = "worker"
 # Bump when the options below change in a way that makes older warm containers unfit.
-HARDENING_VERSION = 1
+HARDENING_VERSION = 2
+
+# The worker runs under a shell that outlives it. Its output is on the bundle volume, a
+# tmpfs that Docker unmounts (and so empties) when the container stops: the container
+# must stay up until tower has collected /bundle/out, so the shell announces the worker's
+# end and then idles until tower kills it. SIGUSR1/SIGTERM are passed on to the worker
+# (tini, PID 1, signals only its own child: this shell). The traps are set before the
+# worker starts, and the worker blocks SIGUSR1 before it says ready, so none is lost.
+WORKER_SCRIPT = """\
+trap 'kill -USR1 "$worker" 2>/dev/null' USR1
+trap 'kill -TERM "$worker" 2>/dev/null; exit 143' TERM INT
+python3 /opt/parpaing/worker.py & worker=$!
+while kill -0 "$worker" 2>/dev/null; do wait "$worker"; done
+echo "parpaing-worker done"
+exec sleep infinity
+"""
 
 
 def worker_name(slot_id: str) -> str:
@@ -90,6 +105,7 @@ def container_options(
         "network": shape.network,
         # tini as PID 1 forwards SIGUSR1 to the worker and reaps the engine's orphans.
         "init": True,
+        "command": ["sh", "-c", WORKER_SCRIPT],
         "labels": worker_labels(shape, slot_id, labels),
         "detach": True,
     }
