@@ -8,7 +8,6 @@ lost) kills the container before CancelledError goes on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
@@ -21,6 +20,7 @@ from tower.execution import bundle
 from tower.execution.docker import containers, hardening
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.network import ensure_worker_network
+from tower.execution.docker.pool import WarmPool
 from tower.execution.docker.slots import ContainerShape, Slot, SlotSource
 from tower.execution.outcome import parse_outcome
 from tower.execution.runner import ClaimedJob, RunOutcome
@@ -140,9 +140,8 @@ class DockerRunner:
 
 
 async def _close_slots(slots: SlotSource) -> None:
-    close = getattr(slots, "close", None)
-    if close is not None:
-        await close()
+    if isinstance(slots, WarmPool):
+        await slots.stop()
 
 
 class DockerDownRunner:
@@ -180,44 +179,7 @@ async def start_docker_runner(
 
 
 async def _slot_source(settings: Settings, state: TowerState, calls: DockerCalls) -> SlotSource:
-    return ColdSlots(settings, calls)
-
-
-class ColdSlots:
-    """A fresh container per job, no pool rows: the fallback until the warm pool serves."""
-
-    def __init__(self, settings: Settings, calls: DockerCalls) -> None:
-        self._settings = settings
-        self._calls = calls
-        self._cleanups: set[asyncio.Task[None]] = set()
-
-    async def take(self, job: ClaimedJob, shape: ContainerShape) -> Slot:
-        slot_id = f"cold-{secrets.token_hex(6)}"
-        labels = {"parpaing.job": job.job_id}
-        creation = asyncio.ensure_future(
-            self._calls(containers.create_worker, shape, self._settings, slot_id, labels)
-        )
-        try:
-            container_id = await asyncio.shield(creation)
-        except asyncio.CancelledError:
-            # The creation goes on in its thread; remove its container once it is made.
-            self._track(asyncio.create_task(self._remove_after(creation, slot_id)))
-            raise
-        volume = hardening.bundle_volume_name(slot_id)
-        return Slot(slot_id, container_id, volume, warm=False)
-
-    async def discard(self, slot: Slot) -> None:
-        await self._calls(containers.remove_worker, slot.container_id, slot.slot_id)
-
-    async def _remove_after(self, creation: asyncio.Future[str], slot_id: str) -> None:
-        container_id = None
-        with contextlib.suppress(Exception):
-            container_id = await creation
-        await self._calls(containers.remove_worker, container_id, slot_id)
-
-    def _track(self, task: asyncio.Task[None]) -> None:
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
-
-    async def close(self) -> None:
-        await asyncio.gather(*self._cleanups, return_exceptions=True)
+    """The warm pool, whose default shape is the configured one with the image's ID."""
+    image = await calls(containers.image_id, settings.worker_image)
+    shape = hardening.shape_from_settings(settings, image)
+    return await WarmPool.start(settings, state.pool, calls.client, shape)
