@@ -18,6 +18,7 @@ import json
 import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,7 @@ import httpx
 import pytest
 
 from tests.e2e.support import (
+    container_exists,
     describe,
     docker_settings,
     host_addresses,
@@ -74,9 +76,14 @@ async def test_fork_bomb_is_held_by_the_pid_limit_and_tower_keeps_serving(
         assert pids <= settings.worker_pids_limit
         assert (await client.get("/health")).status_code == 200
 
+        # bash itself may exit 0 at once (the bomb forks into the background) or be
+        # stopped by the timeout: either way the job ends, and its container goes with it.
         record = await wait_terminal(client, job_id)
-        assert record["status"] == "failed", describe(record)
-        assert record["failure_reason"] in ("timeout", "error"), describe(record)
+        assert record["status"] in ("completed", "failed"), describe(record)
+        print(f"fork bomb job ended: {describe(record)}")
+        await poll_until(
+            partial(_removed, docker_client, container_id), "the bomb's container to go"
+        )
         assert (await client.get("/health")).status_code == 200
         follow = await run_job(client, "echo still serving")
         assert follow["status"] == "completed", describe(follow)
@@ -99,6 +106,10 @@ async def _warm_host_config(client: docker.DockerClient, database_url: str) -> d
     container = await asyncio.to_thread(client.containers.get, slot["container_id"])
     host_config: dict[str, Any] = container.attrs["HostConfig"]
     return host_config
+
+
+async def _removed(client: docker.DockerClient, container_id: str) -> bool:
+    return not await asyncio.to_thread(container_exists, client, container_id)
 
 
 def _stats(client: docker.DockerClient, container_id: str) -> dict[str, Any]:
@@ -222,11 +233,26 @@ def _addresses_of(interface: str) -> list[str]:
     return [a["local"] for i in json.loads(result.stdout) for a in i.get("addr_info", [])]
 
 
+# What a connect may end in when nothing answers: no route, no neighbour, or silence.
+# ECONNREFUSED would mean some host answered with a reset, so it is not among them.
+NOBODY_ANSWERED = {"timeout", "EHOSTUNREACH", "ENETUNREACH"}
+
+
 def _assert_unreachable(report: dict[str, Any]) -> None:
     reached = [a for a in report["attempts"] if a["outcome"] == "connected"]
     assert not reached, f"a worker reached {reached}"
-    assert not report["default_routes"], f"the worker has a default route: {report}"
+    answered = [a for a in report["attempts"] if a["outcome"] not in NOBODY_ANSWERED]
+    assert not answered, f"something answered a worker: {answered}"
+    # Docker gives the worker a default route to the network's gateway address even so;
+    # it must be an address that no host interface holds (so nothing forwards for it).
+    gateways = [_dotted(route[2]) for route in report["default_routes"]]
+    assert not set(gateways) & set(host_addresses()), f"a route leads to the host: {gateways}"
     assert not report["default_routes_v6"], f"the worker has an IPv6 default route: {report}"
+
+
+def _dotted(little_endian_hex: str) -> str:
+    """An IPv4 address as /proc/net/route writes it (hex, little-endian), dotted."""
+    return ".".join(str(b) for b in reversed(bytes.fromhex(little_endian_hex)))
 
 
 async def test_internet_is_unreachable(
@@ -238,8 +264,6 @@ async def test_internet_is_unreachable(
             client, docker_client, database_url, network, PUBLIC_LOOKING
         )
     _assert_unreachable(report)
-    # No route at all: the kernel refuses at once instead of sending a SYN nowhere.
-    assert {a["outcome"] for a in report["attempts"]} <= {"ENETUNREACH", "timeout"}, report
 
 
 async def test_cloud_metadata_address_is_unreachable(
