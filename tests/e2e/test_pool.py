@@ -23,7 +23,7 @@ from tower.execution.docker.hardening import bundle_volume_name, shape_from_sett
 from tower.execution.docker.network import ensure_worker_network
 from tower.execution.docker.pool import POOL_LABEL, WarmPool, new_slot_id, pool_scope
 from tower.execution.docker.reconcile import Reconciled
-from tower.execution.docker.slots import ContainerShape
+from tower.execution.docker.slots import ContainerShape, Slot
 from tower.execution.runner import ClaimedJob
 from tower.settings import Settings
 
@@ -196,10 +196,30 @@ async def test_two_replicas_fill_together_without_overshoot(
     start_pool: PoolFactory, db: Pool, docker_client: docker.DockerClient, worker_net: str
 ) -> None:
     first, second = await asyncio.gather(start_pool(pool_size=3), start_pool(pool_size=3))
-    # Both fill loops are already racing; add rounds from both replicas at once.
-    await asyncio.gather(first.fill_once(), second.fill_once(), first.fill_once())
     await until_ready(db, 3)
+    # Empty the pool without waking either fill loop, so only the rounds below fill it.
+    for slot_id, container_id in await ready_slots(db):
+        await first.discard(Slot(slot_id, container_id, bundle_volume_name(slot_id), True))
+
+    async with db.acquire() as blocker, blocker.transaction():
+        # Inserts wait on this table lock; counting does not. Four rounds from two
+        # replicas all reach the point of reserving before any can: without the per-host
+        # fill lock each would count an empty pool and reserve three.
+        await blocker.execute("LOCK TABLE pool_slots IN EXCLUSIVE MODE")
+        rounds = [asyncio.create_task(r.fill_once()) for r in (first, second, first, second)]
+        await until("four fill rounds waiting on locks", lambda: waiting_on_locks(db, 4))
+    assert all(await asyncio.gather(*rounds))
+
+    assert await slot_counts(db) == {"ready": 3}
     assert len(pool_containers(docker_client, worker_net)) == 3
+
+
+async def waiting_on_locks(db: Pool, n: int) -> bool:
+    waiting = await db.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    return bool(waiting == n)
 
 
 # --- take --------------------------------------------------------------------------------
