@@ -222,6 +222,21 @@ async def waiting_on_locks(db: Pool, n: int) -> bool:
     return bool(waiting == n)
 
 
+async def test_stopping_leaves_ready_containers_for_the_next_start(
+    start_pool: PoolFactory, db: Pool, docker_client: docker.DockerClient, worker_net: str
+) -> None:
+    first = await start_pool(pool_size=2)
+    await until_ready(db, 2)
+    before = await ready_slots(db)
+    await first.stop()
+
+    second = await start_pool(pool_size=2)  # its start-up reconcile has run
+    assert await second.fill_once()
+    assert await ready_slots(db) == before
+    assert pool_containers(docker_client, worker_net) == {s: "running" for s, _ in before}
+    assert (await second.take(a_job(), second.default_shape)).slot_id == before[0][0]
+
+
 # --- take --------------------------------------------------------------------------------
 
 
