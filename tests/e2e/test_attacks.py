@@ -474,6 +474,7 @@ async def test_another_jobs_files_are_out_of_reach(
 
         assert (await client.delete(f"/jobs/{victim}")).status_code == 200
         victim_record = await wait_terminal(client, victim)
+        await poll_until(partial(_removed, docker_client, container_id), "the victim's container")
     assert "/tmp/own.txt" in report["found_own"], report
     assert report["found"] == [], report
     assert victim_record["status"] == "cancelled", describe(victim_record)
