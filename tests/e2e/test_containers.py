@@ -210,6 +210,9 @@ def test_config_hash_follows_every_shape_field(stand_in_image: str, network: str
     hashes = {hardening.config_hash(shape) for shape in [base, *variants]}
     assert len(hashes) == 7
     assert hardening.config_hash(base) == hardening.config_hash(ContainerShape(**base.__dict__))
+    same_limit = ContainerShape(**{**base.__dict__, "memory": "2g"})
+    also_2g = ContainerShape(**{**base.__dict__, "memory": "2048M"})
+    assert hardening.config_hash(same_limit) == hardening.config_hash(also_2g)
 
 
 # --- failures leave nothing -------------------------------------------------------------
@@ -233,7 +236,7 @@ def test_worker_that_never_gets_ready_fails_with_its_output_and_leaves_nothing(
     # The bare Debian base has no python3: the worker cannot start at all.
     settings = _settings(network)
     slot = _slot()
-    with pytest.raises(containers.WorkerStartFailed, match=r"not ready within 2 s.*python3"):
+    with pytest.raises(containers.WorkerStartFailed, match=r"(?s)not ready within 2 s.*python3"):
         containers.create_worker(
             docker_client,
             _shape(settings, "debian:bookworm-slim"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -184,6 +185,7 @@ def wait_finished(
 
     The worker must stay alive after writing its result: the bundle volume is a tmpfs
     that Docker unmounts when the container stops, and /bundle/out goes with it."""
+    started = time.time()
     stream = client.api.logs(container_id, stdout=True, stderr=False, stream=True, follow=True)
     expired = threading.Event()
 
@@ -199,7 +201,12 @@ def wait_finished(
     finally:
         deadline.cancel()
         stream.close()
-    return None if expired.is_set() else running_exit_info(client, container_id)
+    if expired.is_set():
+        return None
+    info = running_exit_info(client, container_id)
+    if info.oom_killed:
+        return info
+    return ExitInfo(info.status_code, oom_killed_since(client, container_id, started))
 
 
 def _read_until(stream: Iterable[bytes], line: bytes) -> bool:
@@ -217,6 +224,23 @@ def running_exit_info(client: docker.DockerClient, container_id: str) -> ExitInf
     state = client.api.inspect_container(container_id)["State"]
     code = -1 if state.get("Running") else int(state.get("ExitCode", -1))
     return ExitInfo(code, bool(state.get("OOMKilled")))
+
+
+def oom_killed_since(client: docker.DockerClient, container_id: str, since: float) -> bool:
+    """Did the OOM killer strike in the container since `since` (epoch seconds)?
+
+    State.OOMKilled is only set when the container itself ends; when the killer picks
+    the engine, the container lives on, and only Docker's "oom" event tells."""
+    events = client.api.events(
+        since=int(since) - 1,
+        until=f"{time.time():.9f}",
+        filters={"container": container_id, "event": "oom"},
+        decode=True,
+    )
+    try:
+        return any(True for _ in events)
+    finally:
+        events.close()
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from tower.execution.docker.slots import ContainerShape
 from tower.settings import Settings
 
+MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 WORKER_UID = 1000
 WORKER_USER = f"{WORKER_UID}:{WORKER_UID}"
 BUNDLE_PATH = "/bundle"
@@ -74,8 +76,20 @@ def shape_from_settings(settings: Settings, image: str | None = None) -> Contain
 def config_hash(shape: ContainerShape) -> str:
     """A stable digest of everything in a shape that decides whether a warm container fits."""
     fields = {**dataclasses.asdict(shape), "hardening": HARDENING_VERSION}
+    # "2g" and "2048m" are the same limit, so the same warm containers fit both.
+    fields["memory"] = memory_bytes(shape.memory)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def memory_bytes(limit: str) -> int | str:
+    """A Docker memory limit ("512m", "2g", "1073741824") in bytes, as Docker reads it;
+    anything else is returned as given, for Docker to reject with its own message."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([bkmg]?)", limit.strip().lower())
+    if match is None:
+        return limit
+    number, unit = match.groups()
+    return int(float(number) * MEMORY_UNITS[unit])
 
 
 def container_options(
