@@ -101,6 +101,26 @@ async def test_non_zero_exit_fails_with_the_engines_stderr(
     assert "the parser broke" in record["error"]
 
 
+async def test_an_agent_can_run_what_it_builds_in_its_scratch_space(
+    database_url: str, network: str, worker_image: str
+) -> None:
+    # Agents run ./configure, node_modules/.bin/*, venv scripts: scratch must not be noexec.
+    script = "; ".join(
+        f"printf '#!/bin/sh\\necho ran in {place}\\n' > {place}/x.sh; chmod +x {place}/x.sh; "
+        f"{place}/x.sh"
+        for place in ("/workspace", "/tmp", "/home/worker")
+    )
+    settings = _settings(database_url, network)
+    async with shell_tower(settings) as client:
+        record = await run_job(client, script)
+    assert record["status"] == "completed", describe(record)
+    assert record["result"].splitlines() == [
+        "ran in /workspace",
+        "ran in /tmp",
+        "ran in /home/worker",
+    ]
+
+
 async def test_result_over_max_result_size_fails_clearly(
     database_url: str, network: str, worker_image: str
 ) -> None:

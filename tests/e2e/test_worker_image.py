@@ -100,7 +100,7 @@ def test_idle_worker_announces_itself_and_stops_on_sigterm(
     )
     try:
         first_line = next(container.logs(stream=True, follow=True))
-        assert b"parpaing worker: idle" in first_line
+        assert b"parpaing-worker ready" in first_line
         # A generous grace period: 143 means our SIGTERM handler ran, 137 a forced kill.
         container.stop(timeout=60)
         assert container.wait()["StatusCode"] == 128 + 15

@@ -138,4 +138,6 @@ def _scratch_mounts(settings: Settings) -> dict[str, str]:
 
 
 def _tmpfs(size: str, *, mode: str) -> str:
-    return f"rw,nosuid,nodev,size={size},uid={WORKER_UID},gid={WORKER_UID},mode={mode}"
+    # `exec` spelled out: Docker's tmpfs default is noexec, and agents must be able to run
+    # what they build in /workspace (./configure, node_modules/.bin). nosuid keeps it harmless.
+    return f"rw,exec,nosuid,nodev,size={size},uid={WORKER_UID},gid={WORKER_UID},mode={mode}"
