@@ -216,6 +216,10 @@ def remove_bench_workers(network: str) -> None:
     try:
         for container in client.containers.list(all=True, filters={"network": network}):
             container.remove(force=True)
+        # Warm containers' bundle volumes outlive their containers: remove them by pool label.
+        for volume in client.volumes.list(filters={"label": f"parpaing.pool={network}"}):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                volume.remove(force=True)
         with contextlib.suppress(docker.errors.NotFound):
             client.networks.get(network).remove()
     finally:
