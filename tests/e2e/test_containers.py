@@ -8,12 +8,12 @@ tests. Every object made here carries the label TEST_LABEL and is removed by it.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
 import subprocess
 import tarfile
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,8 +21,13 @@ from typing import Any
 import docker
 import pytest
 
+from tower.db.pool import create_pool
 from tower.execution.docker import containers, hardening
-from tower.execution.docker.network import INHIBIT_IPV4, ensure_worker_network
+from tower.execution.docker.network import (
+    INHIBIT_IPV4,
+    ensure_worker_network,
+    ensure_worker_network_once,
+)
 from tower.execution.docker.slots import ContainerShape
 from tower.settings import Settings
 
@@ -342,34 +347,27 @@ def test_network_is_internal_and_the_host_has_no_address_on_it(
         containers.remove_worker(docker_client, container_id, slot)
 
 
-def test_ensure_network_is_idempotent_when_replicas_race(
-    docker_client: docker.DockerClient,
+async def test_replicas_racing_to_make_the_network_converge_on_one(
+    docker_client: docker.DockerClient, database_url: str
 ) -> None:
+    # Four "replicas": each its own database pool and Docker client, all at once.
     name = f"parpaing-test-race-{RUN}"
-    ids: list[str] = []
-    errors: list[BaseException] = []
-    gate = threading.Barrier(4)
-
-    def ensure() -> None:
-        client = docker.from_env()
-        try:
-            gate.wait()
-            ids.append(ensure_worker_network(client, name, LABELS))
-        except BaseException as exc:  # reported below, in the test thread
-            errors.append(exc)
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=ensure) for _ in range(4)]
+    pools = [await create_pool(database_url, 2) for _ in range(4)]
+    clients = [docker.from_env() for _ in range(4)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
-        assert len(set(ids)) == 1 and len(ids) == 4
+        ids = await asyncio.gather(
+            *(
+                ensure_worker_network_once(db, c, name, LABELS)
+                for db, c in zip(pools, clients, strict=True)
+            )
+        )
+        assert len(set(ids)) == 1
         assert len(docker_client.networks.list(names=[name])) == 1
         assert ensure_worker_network(docker_client, name) == ids[0]
     finally:
+        for db in pools:
+            await db.close()
+        for client in clients:
+            client.close()
         for net in docker_client.networks.list(names=[name]):
             net.remove()

@@ -108,8 +108,7 @@ def _create_bundle_volume(
     # it can. tmpfs-backed, so a bundle never touches the host's disk and is size-bounded.
     name = bundle_volume_name(slot_id)
     size = (
-        f"size={settings.bundle_volume_size},uid={WORKER_UID},gid={WORKER_UID},"
-        "nosuid,nodev,noexec"
+        f"size={settings.bundle_volume_size},uid={WORKER_UID},gid={WORKER_UID},nosuid,nodev,noexec"
     )
     client.volumes.create(
         name=name,

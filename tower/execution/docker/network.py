@@ -8,6 +8,7 @@ only peers a worker has are other containers on it (the gateway, in its own issu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 
+from tower.db.pool import Pool
+from tower.execution.docker import pool_queries
 from tower.execution.docker.containers import DockerFailure
 
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
@@ -28,14 +31,27 @@ class UnsafeWorkerNetwork(DockerFailure):
     """A network of that name exists but is not isolated; tower will not use it."""
 
 
+async def ensure_worker_network_once(
+    db: Pool, client: docker.DockerClient, name: str, labels: Mapping[str, str] | None = None
+) -> str:
+    """ensure_worker_network, one replica at a time (they share the database, and so
+    this lock), so that racing replicas never create two networks of one name."""
+    async with db.acquire() as connection:
+        await connection.execute(pool_queries.NETWORK_LOCK, name)
+        try:
+            return await asyncio.to_thread(ensure_worker_network, client, name, labels)
+        finally:
+            await connection.execute(pool_queries.NETWORK_UNLOCK, name)
+
+
 def ensure_worker_network(
     client: docker.DockerClient, name: str, labels: Mapping[str, str] | None = None
 ) -> str:
     """The id of the isolated workers network `name`, creating it if needed.
 
-    Safe when replicas race: Docker's duplicate-name check is not atomic, so two racers
-    may both create one. Every replica then keeps the oldest and removes the others, so
-    all converge on the same network."""
+    Replicas call it through ensure_worker_network_once. Should two networks of the name
+    exist anyway (made by hand, or by a tower of an older version), every caller keeps
+    the oldest and removes the others, so all converge on the same network."""
     try:
         found = _named(client, name)
         if not found:

@@ -88,6 +88,11 @@ DELETE_SLOT = "DELETE FROM pool_slots WHERE slot_id = $1"
 
 # Session-level, held for one pass on the pass's own connection: one replica per host
 # reconciles at a time; the others skip the round.
+# Docker's duplicate-name check for networks is not atomic: replicas creating the workers
+# network at once could each make one. They serialise on this lock (held for the call).
+NETWORK_LOCK = "SELECT pg_advisory_lock(hashtext('parpaing-network:' || $1))"
+NETWORK_UNLOCK = "SELECT pg_advisory_unlock(hashtext('parpaing-network:' || $1))"
+
 TRY_RECONCILE_LOCK = "SELECT pg_try_advisory_lock(hashtext('parpaing-reconcile:' || $1))"
 RECONCILE_UNLOCK = "SELECT pg_advisory_unlock(hashtext('parpaing-reconcile:' || $1))"
 

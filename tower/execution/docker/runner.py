@@ -19,7 +19,7 @@ from tower.errors import TowerError
 from tower.execution import bundle
 from tower.execution.docker import containers, hardening
 from tower.execution.docker.client import DockerCalls
-from tower.execution.docker.network import ensure_worker_network
+from tower.execution.docker.network import ensure_worker_network_once
 from tower.execution.docker.pool import WarmPool
 from tower.execution.docker.slots import ContainerShape, Slot, SlotSource
 from tower.execution.outcome import parse_outcome
@@ -166,7 +166,7 @@ async def start_docker_runner(
         log.error("%s; jobs will fail until tower restarts with Docker up", problem.message)
         return DockerDownRunner(problem.message)
     try:
-        await calls(ensure_worker_network, settings.worker_net)
+        await ensure_worker_network_once(state.pool, calls.client, settings.worker_net)
         slots = await _slot_source(settings, state, calls)
     except TowerError as problem:
         await calls.close()
