@@ -182,12 +182,19 @@ def wait_finished(
     client: docker.DockerClient, container_id: str, timeout: float
 ) -> ExitInfo | None:
     """Block until the worker announces it is done, or the container exits; None after
-    `timeout` seconds. Returns how it stands then (OOMKilled is set even while running,
-    when the engine was the process killed).
+    `timeout` seconds. Returns how it stands then (see exit_info_since)."""
+    started = time.time()
+    if not wait_done(client, container_id, timeout):
+        return None
+    return exit_info_since(client, container_id, started)
+
+
+def wait_done(client: docker.DockerClient, container_id: str, timeout: float) -> bool:
+    """Block until the worker announces it is done, or the container exits; False when
+    `timeout` seconds pass first.
 
     The worker must stay alive after writing its result: the bundle volume is a tmpfs
     that Docker unmounts when the container stops, and /bundle/out goes with it."""
-    started = time.time()
     stream = client.api.logs(container_id, stdout=True, stderr=False, stream=True, follow=True)
     expired = threading.Event()
 
@@ -203,12 +210,16 @@ def wait_finished(
     finally:
         deadline.cancel()
         stream.close()
-    if expired.is_set():
-        return None
+    return not expired.is_set()
+
+
+def exit_info_since(client: docker.DockerClient, container_id: str, since: float) -> ExitInfo:
+    """Exit code (-1 while running) and whether the OOM killer struck since `since`
+    (epoch seconds): OOMKilled is set even while running when the engine was killed."""
     info = running_exit_info(client, container_id)
     if info.oom_killed:
         return info
-    return ExitInfo(info.status_code, oom_killed_since(client, container_id, started))
+    return ExitInfo(info.status_code, oom_killed_since(client, container_id, since))
 
 
 def _read_until(stream: Iterable[bytes], line: bytes) -> bool:

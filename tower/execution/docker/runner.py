@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from tower.configs.models import Engine, Template
@@ -102,13 +103,9 @@ class DockerRunner:
 
     async def _execute(self, slot: Slot, plan: Plan) -> RunOutcome:
         spec = plan.spec
+        delivered_at = time.time()
         await self._calls(containers.deliver, slot.container_id, bundle.bundle_tar(spec))
-        ended = await self._calls(
-            containers.wait_finished, slot.container_id, float(spec.timeout_seconds)
-        )
-        if ended is None:
-            await self._calls(containers.kill, slot.container_id)
-        output = await self._calls(containers.collect, slot.container_id)
+        ended, output = await self._finish(slot.container_id, spec, delivered_at)
         return parse_outcome(
             bundle.read_output(output) if output else None,
             engine=plan.engine,
@@ -116,6 +113,20 @@ class DockerRunner:
             oom_killed=ended is not None and ended.oom_killed,
             timed_out=ended is None,
             max_result_size=self._settings.max_result_size,
+        )
+
+    async def _finish(
+        self, container_id: str, spec: JobSpec, delivered_at: float
+    ) -> tuple[containers.ExitInfo | None, bytes]:
+        """How the worker ended and what it left; None for a timeout (then killed)."""
+        timeout = float(spec.timeout_seconds)
+        if not await self._calls(containers.wait_done, container_id, timeout):
+            await self._calls(containers.kill, container_id)
+            return None, await self._calls(containers.collect, container_id)
+        # Both read a still-running container: side by side, on the latency's path.
+        return await asyncio.gather(
+            self._calls(containers.exit_info_since, container_id, delivered_at),
+            self._calls(containers.collect, container_id),
         )
 
     def _discard_soon(self, slot: Slot) -> None:
