@@ -7,13 +7,16 @@ from tower.queue.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
 # Longest result/error preview in list rows; GET /jobs/{id} has the whole text.
 LIST_TEXT_LIMIT = 2000
 
-INSERT_JOB = """
-INSERT INTO jobs (job_id, agent_id, engine, profile, request, priority, max_attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+# Insert and announce in one statement: one round trip, and the notification is
+# delivered only when the row commits, so dispatchers hear of it once it is visible.
+INSERT_JOB = f"""
+WITH inserted AS (
+    INSERT INTO jobs (job_id, agent_id, engine, profile, request, priority, max_attempts)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    RETURNING job_id
+)
+SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
 """
-
-# Sent in the submit transaction, so dispatchers hear of the job only once it is visible.
-NOTIFY_PENDING = f"SELECT pg_notify('{JOB_PENDING}', $1)"
 
 # A key younger than the TTL; older keys count as absent until retention deletes them.
 FIND_IDEMPOTENCY_KEY = """

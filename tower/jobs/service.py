@@ -101,24 +101,18 @@ async def _insert_job(
     job_id = new_job_id(request.agent_id)
     max_attempts = request.max_attempts or settings.max_attempts
     stored = request.model_dump(mode="json") | {"max_attempts": max_attempts}
+    values = (job_id, request.agent_id, request.engine, request.profile, stored)
+    insert = (queries.INSERT_JOB, *values, request.priority, max_attempts)
+    if key is None:
+        await pool.execute(*insert)  # one statement: its own transaction
+        return job_id
     async with transaction(pool) as connection:
-        await connection.execute(
-            queries.INSERT_JOB,
-            job_id,
-            request.agent_id,
-            request.engine,
-            request.profile,
-            stored,
-            request.priority,
-            max_attempts,
+        await connection.execute(*insert)
+        claimed = await connection.fetchrow(
+            queries.CLAIM_IDEMPOTENCY_KEY, *key, job_id, settings.idempotency_ttl_hours
         )
-        if key is not None:
-            claimed = await connection.fetchrow(
-                queries.CLAIM_IDEMPOTENCY_KEY, *key, job_id, settings.idempotency_ttl_hours
-            )
-            if claimed is None:
-                raise _KeyTaken
-        await connection.execute(queries.NOTIFY_PENDING, job_id)
+        if claimed is None:
+            raise _KeyTaken
     return job_id
 
 

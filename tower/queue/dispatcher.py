@@ -137,7 +137,8 @@ class Dispatcher:
         )
 
         async def write() -> bool:
-            async with transaction(self._pool) as connection:
+            # One statement (the write and its NOTIFY): no explicit transaction needed.
+            async with self._pool.acquire() as connection:
                 return await queries.finish(connection, job.job_id, job.lease_token, final)
 
         # A result is worth waiting for through a database restart; the write stays fenced.
