@@ -21,12 +21,10 @@ from typing import Any, TypeVar
 import asyncpg
 import docker
 import httpx
-import uvicorn
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
-from tower.app import create_app
-from tower.db.embedded import free_port
+from tests.support.live import live_tower
 from tower.settings import Settings
 
 T = TypeVar("T")
@@ -69,26 +67,9 @@ def docker_settings(database_url: str, network: str, **overrides: Any) -> Settin
 
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve a tower (its own Docker runner) in this event loop; yields a loopback URL.
-
-    `host` is where it listens: "0.0.0.0" puts it on every host address, as a careless
-    deployment would, for the tests that check workers still cannot reach it."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("tower exited during start-up")
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    """A tower with its own Docker runner, in this event loop; yields a loopback URL."""
+    async with live_tower(settings, host=host) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager

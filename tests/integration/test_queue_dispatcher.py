@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.towers import cancel_job, insert_job
 from tower.db.embedded import LocalPostgres
-from tower.db.pool import Pool, create_pool
+from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob, RunOutcome
 from tower.execution.simulated import SimulatedRunner
 from tower.queue.dispatcher import Dispatcher
@@ -53,19 +53,6 @@ class ObservedRunner:
 class CrashingRunner(ObservedRunner):
     async def run(self, job: ClaimedJob) -> RunOutcome:
         raise RuntimeError("runner bug")
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    pool = await create_pool(database_url, 6)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def db(pool: Pool) -> AsyncIterator[Any]:
-    async with pool.acquire() as connection:
-        yield connection
 
 
 @pytest.fixture

@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.support.towers import cancel_job, insert_job
-from tower.db.pool import Pool, create_pool
+from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob
 from tower.queue import channels, queries
 
 LEASE = 30.0
 DONE = queries.Finish("completed", 0, "ok", None, None, {"input_tokens": 3}, 12)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    pool = await create_pool(database_url, 4)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def db(pool: Pool) -> AsyncIterator[Any]:
-    async with pool.acquire() as connection:
-        yield connection
 
 
 async def _claim_one(db: Any, prompt: str = "print x", max_attempts: int = 1) -> ClaimedJob:

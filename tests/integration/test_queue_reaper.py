@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from tests.support.towers import insert_job
-from tower.db.pool import Pool, create_pool
+from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob
 from tower.queue import channels, queries
 from tower.queue.reaper import Reaper
@@ -18,19 +15,6 @@ from tower.settings import Settings
 
 LEASE = 30.0
 DONE = queries.Finish("completed", 0, "late", None, None, None, 1)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    pool = await create_pool(database_url, 8)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def db(pool: Pool) -> AsyncIterator[Any]:
-    async with pool.acquire() as connection:
-        yield connection
 
 
 def _reaper(database_url: str, pool: Pool, name: str = "reaper") -> Reaper:

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 
 from tests.support.towers import insert_job
-from tower.db.pool import Pool, create_pool
+from tower.db.pool import Pool
 from tower.queue import queries
 from tower.queue.retention import Cleaned, Retention
 from tower.settings import Settings
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    pool = await create_pool(database_url, 4)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def db(pool: Pool) -> AsyncIterator[Any]:
-    async with pool.acquire() as connection:
-        yield connection
 
 
 def _retention(database_url: str, pool: Pool, **settings: int) -> Retention:

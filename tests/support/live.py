@@ -16,12 +16,15 @@ from tower.settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def live_tower(settings: Settings, runner: Runner | None = None) -> AsyncIterator[str]:
-    """Serve a tower until the block ends; yields its base URL."""
+async def live_tower(
+    settings: Settings, runner: Runner | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """Serve a tower until the block ends; yields its loopback URL. `host` is where it
+    listens ("0.0.0.0": every host address, for tests that workers still cannot reach it)."""
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, runner),
-        host="127.0.0.1",
+        host=host,
         port=port,
         log_level="warning",
         lifespan="on",
