@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -54,6 +55,12 @@ jobs = Table(
     Column("failure_reason", Text),
     Column("usage", JSONB),
     Column("duration_ms", BigInteger),
+    # SHA-256 (hex) of the job's gateway token, set when an attempt starts: the gateway's
+    # auth check looks a token up by this, and only a running job's token passes.
+    Column("gateway_token_sha256", Text),
+    # The last job_events.seq handed out for this job. Every event bumps it in the same
+    # statement that writes the event, so the row lock orders a job's events.
+    Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint(
         "status IN ('pending', 'running', 'completed', 'failed', 'cancelled')",
         name="jobs_status_valid",
@@ -70,6 +77,12 @@ jobs = Table(
     Index("jobs_created", text("created_at DESC")),
     Index("jobs_status_created", "status", text("created_at DESC")),
     Index("jobs_agent_created", "agent_id", text("created_at DESC")),
+    Index(
+        "jobs_gateway_token",
+        "gateway_token_sha256",
+        unique=True,
+        postgresql_where=text("gateway_token_sha256 IS NOT NULL"),
+    ),
 )
 
 idempotency_keys = Table(
@@ -128,4 +141,79 @@ pool_slots = Table(
         postgresql_where=text("status = 'ready'"),
     ),
     Index("pool_slots_job", "job_id"),
+)
+
+EVENT_KINDS = ("state", "log")
+
+# Append-only: a job's state changes and log chunks, numbered per job by seq (from
+# jobs.event_seq). `id` orders every job's events together, for the all-jobs stream.
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False, unique=True),
+    Column(
+        "job_id",
+        Text,
+        ForeignKey("jobs.job_id", ondelete="CASCADE", name="job_events_job_fk"),
+        primary_key=True,
+    ),
+    Column("seq", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("kind IN ('state', 'log')", name="job_events_kind_valid"),
+    Index("job_events_states", "id", postgresql_where=text("kind = 'state'")),
+)
+
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "stopped")
+
+# The webhook outbox: one row per terminal state of a job that has a webhook_url, written
+# in the same transaction as that state. Any replica delivers a due row, holding it by
+# locked_until so a replica that dies mid-delivery hands it on.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", Text, primary_key=True),
+    Column(
+        "job_id",
+        Text,
+        ForeignKey("jobs.job_id", ondelete="CASCADE", name="webhook_deliveries_job_fk"),
+        nullable=False,
+    ),
+    Column("event_type", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("locked_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("delivered_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "status IN ('pending', 'delivered', 'failed', 'stopped')",
+        name="webhook_deliveries_status_valid",
+    ),
+    Index("webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    Index("webhook_deliveries_job", "job_id"),
+)
+
+# One row per HTTP attempt of a delivery: what the job's record shows as its history.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "delivery_id",
+        Text,
+        ForeignKey(
+            "webhook_deliveries.delivery_id",
+            ondelete="CASCADE",
+            name="webhook_attempts_delivery_fk",
+        ),
+        primary_key=True,
+    ),
+    Column("attempt", Integer, primary_key=True),
+    Column("attempted_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer, nullable=False),
 )
