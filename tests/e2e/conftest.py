@@ -5,6 +5,7 @@ These tests never skip: a machine without Docker fails them loudly, with the fix
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import docker
@@ -14,7 +15,8 @@ from docker.errors import DockerException
 from tower.execution.docker.images import build_images, default_ca_bundle
 from tower.settings import Settings
 
-WORKER_IMAGE = "parpaing-worker:latest"
+# A branch that changes worker/ can test its own image beside others' on a shared daemon.
+WORKER_IMAGE = os.environ.get("PARPAING_TEST_WORKER_IMAGE", "parpaing-worker:latest")
 SETUP_HINT = "Docker is required for tests/e2e: run scripts/setup-docker (as root), then retry."
 
 
