@@ -23,12 +23,17 @@ from tower.execution.runner import Runner
 from tower.jobs import routes as job_routes
 from tower.jobs.openapi import install_openapi
 from tower.observability import health, metrics
+from tower.observability.metrics import TowerMetrics
 from tower.queue.dispatcher import Dispatcher
 from tower.queue.notify import NotifyHub
 from tower.queue.reaper import Reaper
 from tower.queue.retention import Retention
 from tower.settings import Settings
 from tower.state import TowerState
+from tower.webhooks import routes as webhook_routes
+from tower.webhooks.deliverer import Deliverer
+from tower.webhooks.secret import webhook_secret
+from tower.webhooks.signing import signing_key
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -53,6 +58,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     app.middleware("http")(_security_headers)
     for router in (
         job_routes.router,
+        webhook_routes.router,
         config_routes.router,
         health.router,
         metrics.router,
@@ -90,17 +96,20 @@ async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStac
     configs = ConfigStore(pool, hub)
     stack.push_async_callback(configs.close)
     await configs.load()
-    state = TowerState(settings, replica_id(settings), pool, hub, configs)
+    name = replica_id(settings)
+    state = TowerState(settings, name, pool, hub, configs, TowerMetrics(name))
     await _start_background(state, runner or await build_runner(settings, state), stack)
     return state
 
 
 async def _start_background(state: TowerState, runner: Runner, stack: AsyncExitStack) -> None:
     stack.push_async_callback(runner.close)
+    key = signing_key(await webhook_secret(state.settings.webhook_secret, state.pool))
     for service in (
-        Dispatcher(state.settings, state.pool, state.hub, runner, state.replica_id),
-        Reaper(state.settings, state.pool, state.replica_id),
+        Dispatcher(state.settings, state.pool, state.hub, runner, state.replica_id, state.metrics),
+        Reaper(state.settings, state.pool, state.replica_id, state.metrics),
         Retention(state.settings, state.pool),
+        Deliverer(state.settings, state.pool, state.hub, key, state.metrics),
     ):
         await service.start()
         stack.push_async_callback(service.stop)

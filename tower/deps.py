@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
 from tower.errors import Unauthorized
+from tower.observability.metrics import TowerMetrics
 from tower.queue.notify import NotifyHub
 from tower.settings import Settings
 from tower.state import TowerState
@@ -39,6 +40,10 @@ async def get_configs(state: State) -> ConfigStore:
     return state.configs
 
 
+async def get_metrics(state: State) -> TowerMetrics:
+    return state.metrics
+
+
 async def require_key(
     request: Request, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
@@ -54,4 +59,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 Db = Annotated[Pool, Depends(get_pool)]
 Hub = Annotated[NotifyHub, Depends(get_hub)]
 Configs = Annotated[ConfigStore, Depends(get_configs)]
+Metrics = Annotated[TowerMetrics, Depends(get_metrics)]
 CurrentKey = Annotated[None, Depends(require_key)]

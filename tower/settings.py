@@ -29,6 +29,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "cleanup_interval": (1, 86400),
     "max_result_size": (1024, 1 << 30),
     "webhook_timeout": (1, 300),
+    "webhook_max_attempts": (1, 50),
+    "webhook_retry_base": (0.01, 3600),
+    "webhook_retry_max": (0.01, 86400),
+    "webhook_concurrency": (1, 256),
     "lease_seconds": (1, 3600),
     "poll_interval": (0.05, 60),
     "max_attempts": (1, 20),
@@ -65,6 +69,14 @@ class Settings(BaseSettings):
     cleanup_interval: int = 300
     max_result_size: int = 10 * 1024 * 1024
     webhook_timeout: int = 10
+    # Standard Webhooks signing key, `whsec_<base64>` (or any other string, used as raw
+    # bytes). Empty: one is generated at first start and kept in the database.
+    webhook_secret: str = ""
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = 10
+    webhook_retry_base: float = 30.0
+    webhook_retry_max: float = 14400.0
+    webhook_concurrency: int = 8
     gateway_url: str = "http://parpaing-gateway:8080"
     lease_seconds: float = 30.0
     poll_interval: float = 2.0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
+from tower.observability.metrics import TowerMetrics
 from tower.queue.notify import NotifyHub
 from tower.settings import Settings
 
@@ -17,3 +18,4 @@ class TowerState:
     pool: Pool
     hub: NotifyHub
     configs: ConfigStore
+    metrics: TowerMetrics

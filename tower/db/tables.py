@@ -217,3 +217,13 @@ webhook_attempts = Table(
     Column("error", Text),
     Column("duration_ms", Integer, nullable=False),
 )
+
+# Secrets tower makes for itself when the operator gave none (the webhook signing key),
+# shared by every replica: the first to start inserts, the others read the same row.
+tower_secrets = Table(
+    "tower_secrets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)

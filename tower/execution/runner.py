@@ -24,6 +24,8 @@ class ClaimedJob:
     request: dict[str, Any]
     attempt: int
     lease_token: UUID
+    # How long it waited claimable before this claim (the claim latency metric).
+    queued_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

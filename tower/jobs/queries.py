@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from tower.queue.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
+from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
+from tower.webhooks.queries import DELIVERIES_OF_JOB
 
 # Longest result/error preview in list rows; GET /jobs/{id} has the whole text.
 LIST_TEXT_LIMIT = 2000
@@ -49,19 +51,25 @@ exit_code, attempt, max_attempts, failure_reason, usage, duration_ms
 SELECT_JOB = f"""
 SELECT {_SUMMARY_COLUMNS}, result, error,
        request - 'prompt' - 'system_prompt' - 'mcp_config' AS echo,
-       coalesce(length(request ->> 'prompt'), 0) AS prompt_chars
+       coalesce(length(request ->> 'prompt'), 0) AS prompt_chars,
+       {DELIVERIES_OF_JOB} AS webhook_deliveries
 FROM jobs WHERE job_id = $1
 """
 
 SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1"
 
 # Only a live job can be cancelled; clearing the lease fences off its owner's writes.
-CANCEL_JOB = """
-UPDATE jobs
-SET status = 'cancelled', finished_at = now(),
-    lease_owner = NULL, lease_token = NULL, lease_until = NULL
-WHERE job_id = $1 AND status IN ('pending', 'running')
-RETURNING job_id
+# Its webhook is queued in the same statement.
+CANCEL_JOB = f"""
+WITH cancelled AS (
+    UPDATE jobs
+    SET status = 'cancelled', finished_at = now(),
+        lease_owner = NULL, lease_token = NULL, lease_until = NULL
+    WHERE job_id = $1 AND status IN ('pending', 'running')
+    RETURNING {TERMINAL_COLUMNS}
+),
+{outbox_cte("cancelled")}
+SELECT job_id, {WAKE_DELIVERERS} FROM cancelled
 """
 
 NOTIFY_CANCELLED = f"SELECT pg_notify('{JOB_CANCELLED}', $1), pg_notify('{JOB_FINISHED}', $1)"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from tower.deps import Configs, Db, Hub, SettingsDep, require_key
+from tower.deps import Configs, Db, Hub, Metrics, SettingsDep, require_key
 from tower.jobs import service
 from tower.jobs.openapi import SECURED
 from tower.jobs.schemas import (
@@ -42,9 +42,10 @@ async def submit(
     db: Db,
     configs: Configs,
     settings: SettingsDep,
+    metrics: Metrics,
     idempotency_key: IdempotencyKey = None,
 ) -> Submitted:
-    outcome = await service.submit_job(db, configs, settings, request, idempotency_key)
+    outcome = await service.submit_job(db, configs, settings, metrics, request, idempotency_key)
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return Submitted(job_id=outcome.job_id)
@@ -67,8 +68,8 @@ async def get_job(job_id: str, db: Db) -> JobRecord:
 
 
 @router.delete("/{job_id}", response_model=Cancelled, openapi_extra=SECURED)
-async def cancel_job(job_id: str, db: Db) -> Cancelled:
-    return await service.cancel_job(db, job_id)
+async def cancel_job(job_id: str, db: Db, metrics: Metrics) -> Cancelled:
+    return await service.cancel_job(db, metrics, job_id)
 
 
 @router.get("/{job_id}/wait", response_model=JobRecord, openapi_extra=SECURED)

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from tower.jobs.webhook_url import check_webhook_url
+from tower.jobs.webhook_url import check_url_shape
+from tower.webhooks.schemas import WebhookDelivery
 
 SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 MODEL_NAME = r"^[A-Za-z0-9._:/@+-]{1,200}$"
@@ -100,7 +101,9 @@ VarValue = Annotated[
 ]
 Vars = Annotated[dict[VarName, VarValue], Field(max_length=VARS_MAX)]
 Tool = Annotated[StorableText, Field(min_length=1, max_length=TOOL_MAX)]
-WebhookUrl = Annotated[str, AfterValidator(check_webhook_url)]
+# The shape is checked here; whether the host may be private depends on the operator's
+# WEBHOOK_ALLOW_PRIVATE, so the service checks that (still a 422 naming the field).
+WebhookUrl = Annotated[str, AfterValidator(check_url_shape)]
 
 
 class JobRequest(BaseModel):
@@ -180,6 +183,7 @@ class JobRecord(JobSummary):
     max_turns: int | None
     max_budget_usd: float | None
     prompt_chars: int
+    webhook_deliveries: list[WebhookDelivery] = Field(default_factory=list)
 
 
 class JobPage(BaseModel):

@@ -15,6 +15,8 @@ from tower.db.tables import TERMINAL_STATUSES
 from tower.errors import Conflict, Invalid, NotFound, Timeout
 from tower.jobs import queries, records
 from tower.jobs.schemas import JOB_ID, Cancelled, JobPage, JobRecord, JobRequest, JobStatus
+from tower.jobs.webhook_url import check_webhook_url
+from tower.observability.metrics import TowerMetrics
 from tower.queue.notify import NotifyHub
 from tower.settings import Settings
 
@@ -54,6 +56,31 @@ def request_hash(request: JobRequest) -> str:
 
 
 async def submit_job(
+    pool: Pool,
+    configs: ConfigStore,
+    settings: Settings,
+    metrics: TowerMetrics,
+    request: JobRequest,
+    idempotency_key: str | None,
+) -> SubmitOutcome:
+    _check_webhook_target(request, settings)
+    outcome = await _submit(pool, configs, settings, request, idempotency_key)
+    if not outcome.replayed:
+        metrics.job_submitted()
+    return outcome
+
+
+def _check_webhook_target(request: JobRequest, settings: Settings) -> None:
+    """Refuse private webhook hosts by the URL's text, unless the operator allows them."""
+    if request.webhook_url is None or settings.webhook_allow_private:
+        return
+    try:
+        check_webhook_url(request.webhook_url)
+    except ValueError as error:
+        raise Invalid(f"webhook_url {error}", field="webhook_url") from None
+
+
+async def _submit(
     pool: Pool,
     configs: ConfigStore,
     settings: Settings,
@@ -146,12 +173,13 @@ async def list_jobs(
 # --- cancel ---------------------------------------------------------------------------
 
 
-async def cancel_job(pool: Pool, job_id: str) -> Cancelled:
+async def cancel_job(pool: Pool, metrics: TowerMetrics, job_id: str) -> Cancelled:
     if not JOB_ID.match(job_id):
         raise NotFound(f"Job {job_id} not found")
     async with transaction(pool) as connection:
         if await connection.fetchval(queries.CANCEL_JOB, job_id) is not None:
             await connection.execute(queries.NOTIFY_CANCELLED, job_id)
+            metrics.job_finished("cancelled")
             return Cancelled(job_id=job_id)
         # Not live: either unknown, or terminal (and terminal states never change).
         status = await connection.fetchval(queries.SELECT_STATUS, job_id)

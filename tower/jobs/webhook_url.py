@@ -2,7 +2,9 @@
 
 Only the URL's own text is judged here, at submit time: IP literals by their
 address class, names by the suffixes reserved for private use. A public name that
-resolves to a private address is caught again when the webhook is sent.
+resolves to a private address is caught again when the webhook is sent
+(tower/webhooks/target.py). `check_url_shape` is the part that holds even when the
+operator allows private targets (WEBHOOK_ALLOW_PRIVATE).
 """
 
 from __future__ import annotations
@@ -30,14 +32,20 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def check_webhook_url(url: str) -> str:
     """Return `url` unchanged if it may receive webhooks; raise ValueError saying why not."""
-    if len(url) > MAX_URL_LENGTH:
-        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
-    host = _host_of(url)
+    host = _host_of(check_url_shape(url))
     address = _address_of(host)
     if address is not None:
-        _check_address(address)
+        check_address(address)
     else:
         _check_name(host)
+    return url
+
+
+def check_url_shape(url: str) -> str:
+    """Return `url` if it is an unambiguous http(s) URL with a host, whatever the host."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
+    _host_of(url)
     return url
 
 
@@ -72,9 +80,10 @@ def _address_of(host: str) -> Address | None:
     return None
 
 
-def _check_address(address: Address) -> None:
+def check_address(address: Address) -> None:
+    """Raise ValueError unless `address` is a public unicast address (whatever it embeds)."""
     for embedded in _embedded_ipv4(address):
-        _check_address(embedded)
+        check_address(embedded)
     if not address.is_global or address.is_multicast:
         raise ValueError(f"must not point to an internal address ({address})")
 

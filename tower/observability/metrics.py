@@ -1,35 +1,56 @@
-"""GET /metrics: Prometheus text, every name prefixed `tower_`.
+"""GET /metrics: Prometheus text, every name prefixed `tower_`. See docs/metrics.md.
+
+Two kinds of series, chosen per metric so that they are right under several replicas:
+- Gauges read from PostgreSQL at scrape time (jobs by status, queue depth and oldest
+  age, pool slots, webhook deliveries by status): the database is the truth, so every
+  replica reports the same values. Aggregate them with max(), never sum().
+- Counters and histograms kept by the replica that did the thing (jobs submitted and
+  finished, claim latency, run duration, warm/cold acquisitions, webhook attempts,
+  tokens, cost): each event is counted once, by one replica, so sum() across replicas
+  is the total. They restart from zero with their process, as Prometheus expects.
 
 Each app has its own CollectorRegistry, never the process-global one: several towers
 run in one test process, and a global registry would mix (or reject) their series.
-Queue figures are read from PostgreSQL at scrape time, because the database is the
-truth across replicas: any replica reports the same queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Info, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tower.db.pool import Pool
-from tower.db.tables import JOB_STATUSES
-from tower.deps import State
+from tower.db.tables import DELIVERY_STATUSES, JOB_STATUSES, POOL_STATUSES, TERMINAL_STATUSES
 from tower.observability import queries
 
 router = APIRouter(tags=["ops"])
 
+# Seconds. Claims are fast when workers are free and minutes when the queue is deep.
+CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+ATTEMPT_OUTCOMES = ("delivered", "retry", "failed", "stopped", "refused")
+
 
 @dataclass(frozen=True)
-class QueueSnapshot:
+class DatabaseSnapshot:
     jobs_by_status: dict[str, int]
     oldest_pending_age_seconds: float
+    slots_by_status: dict[str, int]
+    deliveries_by_status: dict[str, int]
 
     @property
     def depth(self) -> int:
@@ -37,61 +58,180 @@ class QueueSnapshot:
 
 
 class TowerMetrics:
-    """One replica's metrics. Process-lifetime counters register on `registry`."""
+    """One replica's metrics: its counters, and the database gauges read per scrape."""
 
     def __init__(self, replica_id: str) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        info = Info("tower", "This tower replica", registry=self.registry)
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        info = Info("tower", "This tower replica", registry=registry)
         info.info({"replica": replica_id, "version": version("parpaing")})
+        self._submitted = Counter(
+            "tower_jobs_submitted",
+            "Jobs accepted by this replica (replays excluded)",
+            registry=registry,
+        )
+        self._finished = Counter(
+            "tower_jobs_finished",
+            "Jobs this replica made terminal, by status",
+            ["status"],
+            registry=registry,
+        )
+        self._claim_latency = Histogram(
+            "tower_claim_latency_seconds",
+            "Time from a job becoming claimable to its claim by this replica",
+            buckets=CLAIM_BUCKETS,
+            registry=registry,
+        )
+        self._run_duration = Histogram(
+            "tower_job_run_duration_seconds",
+            "Run time of the jobs this replica ran, by status",
+            ["status"],
+            buckets=RUN_BUCKETS,
+            registry=registry,
+        )
+        self._acquisitions = Counter(
+            "tower_pool_acquisitions",
+            "Worker containers taken for a job: warm or cold",
+            ["kind"],
+            registry=registry,
+        )
+        self._webhook_attempts = Counter(
+            "tower_webhook_attempts",
+            "Webhook HTTP attempts made by this replica, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self._tokens = Counter(
+            "tower_tokens",
+            "LLM tokens used by the jobs this replica ran",
+            ["kind"],
+            registry=registry,
+        )
+        self._cost = Counter(
+            "tower_cost_usd", "LLM cost in USD of the jobs this replica ran", registry=registry
+        )
+        self._zero_series()
+
+    def _zero_series(self) -> None:
+        # Every label value shows from the start, so rate() sees the first increment.
+        for status in TERMINAL_STATUSES:
+            self._finished.labels(status)
+        for status in ("completed", "failed"):
+            self._run_duration.labels(status)
+        for kind in ("warm", "cold"):
+            self._acquisitions.labels(kind)
+        for outcome in ATTEMPT_OUTCOMES:
+            self._webhook_attempts.labels(outcome)
+        for kind in ("input", "output"):
+            self._tokens.labels(kind)
+
+    # --- events, counted by the replica where they happen ----------------------------
+
+    def job_submitted(self) -> None:
+        self._submitted.inc()
+
+    def job_finished(self, status: str, count: int = 1) -> None:
+        self._finished.labels(status).inc(count)
+
+    def job_claimed(self, queued_seconds: float) -> None:
+        self._claim_latency.observe(max(queued_seconds, 0.0))
+
+    def job_ran(self, status: str, seconds: float, usage: Mapping[str, Any] | None) -> None:
+        self._run_duration.labels(status).observe(seconds)
+        for kind in ("input", "output"):
+            self._tokens.labels(kind).inc(_non_negative(usage, f"{kind}_tokens"))
+        self._cost.inc(_non_negative(usage, "cost_usd"))
+
+    def container_taken(self, warm: bool) -> None:
+        self._acquisitions.labels("warm" if warm else "cold").inc()
+
+    def webhook_attempt(self, outcome: str) -> None:
+        self._webhook_attempts.labels(outcome).inc()
+
+    # --- scrape ---------------------------------------------------------------------
 
     async def render(self, pool: Pool) -> bytes:
-        snapshot = await read_queue(pool)
+        snapshot = await read_database(pool)
         return generate_latest(_Scrape(self.registry, snapshot))
 
 
+def _non_negative(usage: Mapping[str, Any] | None, key: str) -> float:
+    """A usage figure as a counter increment: numbers only, never negative."""
+    value = (usage or {}).get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return max(float(value), 0.0)
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request, state: State) -> Response:
-    body = await metrics_of(request, state.replica_id).render(state.pool)
+async def metrics(request: Request) -> Response:
+    state = request.app.state.tower
+    body = await state.metrics.render(state.pool)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def metrics_of(request: Request, replica_id: str) -> TowerMetrics:
-    """The app's TowerMetrics, made on first use (no await in between: no race)."""
-    existing: TowerMetrics | None = getattr(request.app.state, "metrics", None)
-    if existing is None:
-        existing = TowerMetrics(replica_id)
-        request.app.state.metrics = existing
-    return existing
-
-
-async def read_queue(pool: Pool) -> QueueSnapshot:
-    async with pool.acquire() as connection:
-        rows = await connection.fetch(queries.JOBS_BY_STATUS)
-    counts = {str(row["status"]): int(row["jobs"]) for row in rows}
-    oldest = next((float(r["oldest_age_seconds"]) for r in rows if r["status"] == "pending"), 0.0)
-    return QueueSnapshot(counts, oldest)
+async def read_database(pool: Pool) -> DatabaseSnapshot:
+    # One snapshot, so the figures of one scrape agree with each other.
+    async with (
+        pool.acquire() as connection,
+        connection.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        jobs = await connection.fetch(queries.JOBS_BY_STATUS)
+        slots = await connection.fetch(queries.SLOTS_BY_STATUS)
+        deliveries = await connection.fetch(queries.DELIVERIES_BY_STATUS)
+    oldest = next((float(r["oldest_age_seconds"]) for r in jobs if r["status"] == "pending"), 0.0)
+    return DatabaseSnapshot(
+        {str(row["status"]): int(row["jobs"]) for row in jobs},
+        oldest,
+        {str(row["status"]): int(row["slots"]) for row in slots},
+        {str(row["status"]): int(row["deliveries"]) for row in deliveries},
+    )
 
 
 class _Scrape(Collector):
-    """The registry's own metrics plus the queue figures of this one scrape."""
+    """The registry's own metrics plus the database figures of this one scrape."""
 
-    def __init__(self, registry: CollectorRegistry, snapshot: QueueSnapshot) -> None:
+    def __init__(self, registry: CollectorRegistry, snapshot: DatabaseSnapshot) -> None:
         self._registry = registry
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
         yield from self._registry.collect()
-        yield from _queue_families(self._snapshot)
+        yield from _database_families(self._snapshot)
 
 
-def _queue_families(snapshot: QueueSnapshot) -> Iterator[Metric]:
-    jobs = GaugeMetricFamily("tower_jobs", "Jobs in the database, by status", labels=["status"])
-    for status in JOB_STATUSES:  # every status, zeros included, so series never vanish
-        jobs.add_metric([status], snapshot.jobs_by_status.get(status, 0))
-    yield jobs
+def _by_status(
+    name: str, documentation: str, statuses: tuple[str, ...], counts: dict[str, int]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["status"])
+    for status in statuses:  # every status, zeros included, so series never vanish
+        family.add_metric([status], counts.get(status, 0))
+    return family
+
+
+def _database_families(snapshot: DatabaseSnapshot) -> Iterator[Metric]:
+    yield _by_status(
+        "tower_jobs", "Jobs in the database, by status", JOB_STATUSES, snapshot.jobs_by_status
+    )
     yield GaugeMetricFamily("tower_queue_depth", "Jobs waiting to be claimed", value=snapshot.depth)
     yield GaugeMetricFamily(
         "tower_queue_oldest_age_seconds",
         "Age of the oldest job waiting to be claimed (0 when none waits)",
         value=snapshot.oldest_pending_age_seconds,
+    )
+    yield GaugeMetricFamily(
+        "tower_pool_ready",
+        "Warm worker containers ready for a job, all Docker hosts",
+        value=snapshot.slots_by_status.get("ready", 0),
+    )
+    yield _by_status(
+        "tower_pool_slots",
+        "Worker container slots, by status",
+        POOL_STATUSES,
+        snapshot.slots_by_status,
+    )
+    yield _by_status(
+        "tower_webhook_deliveries",
+        "Webhook deliveries in the outbox, by status",
+        DELIVERY_STATUSES,
+        snapshot.deliveries_by_status,
     )

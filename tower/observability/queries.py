@@ -18,3 +18,11 @@ SELECT status,
 FROM jobs
 GROUP BY status
 """
+
+# Worker container slots per status, all Docker hosts (the warm pool's rows).
+SLOTS_BY_STATUS = "SELECT status, count(*) AS slots FROM pool_slots GROUP BY status"
+
+# Webhook outbox rows per status.
+DELIVERIES_BY_STATUS = (
+    "SELECT status, count(*) AS deliveries FROM webhook_deliveries GROUP BY status"
+)

@@ -4,5 +4,6 @@ JOB_PENDING = "parpaing_job_pending"  # payload: job_id; a job became claimable
 JOB_FINISHED = "parpaing_job_finished"  # payload: job_id; a job reached a terminal state
 JOB_CANCELLED = "parpaing_job_cancelled"  # payload: job_id; its owner should stop it
 CONFIGS_CHANGED = "parpaing_configs"  # payload: "kind/name"; reload that config
+WEBHOOK_DUE = "parpaing_webhook_due"  # payload: ""; a webhook delivery was queued
 
-ALL = (JOB_PENDING, JOB_FINISHED, JOB_CANCELLED, CONFIGS_CHANGED)
+ALL = (JOB_PENDING, JOB_FINISHED, JOB_CANCELLED, CONFIGS_CHANGED, WEBHOOK_DUE)

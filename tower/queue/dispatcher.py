@@ -15,6 +15,7 @@ import time
 
 from tower.db.pool import Pool, transaction
 from tower.execution.runner import ClaimedJob, Runner, RunOutcome
+from tower.observability.metrics import TowerMetrics
 from tower.queue import channels, queries
 from tower.queue.leases import Leases
 from tower.queue.notify import NotifyHub
@@ -29,9 +30,16 @@ FINISH_RETRY_FLOOR = 60.0  # seconds
 
 class Dispatcher:
     def __init__(
-        self, settings: Settings, pool: Pool, hub: NotifyHub, runner: Runner, replica_id: str
+        self,
+        settings: Settings,
+        pool: Pool,
+        hub: NotifyHub,
+        runner: Runner,
+        replica_id: str,
+        metrics: TowerMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or TowerMetrics(replica_id)
         self._pool = pool
         self._hub = hub
         self._runner = runner
@@ -96,6 +104,7 @@ class Dispatcher:
             log.warning("claim failed, retrying: %r", error)
             return
         for job in jobs:
+            self._metrics.job_claimed(job.queued_seconds)
             self._launch(job, claimed_at)
 
     def _launch(self, job: ClaimedJob, claimed_at: float) -> None:
@@ -145,6 +154,9 @@ class Dispatcher:
         deadline = time.monotonic() + max(3 * self._settings.lease_seconds, FINISH_RETRY_FLOOR)
         if not await write_with_retry(write, deadline):
             log.info("job %s: result discarded; lease gone (cancelled or reaped)", job.job_id)
+            return
+        self._metrics.job_finished(final.status)
+        self._metrics.job_ran(final.status, duration_ms / 1000, final.usage)
 
     async def _release(self, job: ClaimedJob) -> None:
         async def write() -> str | None:
@@ -154,6 +166,8 @@ class Dispatcher:
         # Stopping should not hang on a lost database: the reaper will hand the job back.
         deadline = time.monotonic() + self._settings.lease_seconds
         status = await write_with_retry(write, deadline)
+        if status == "failed":
+            self._metrics.job_finished(status)
         log.info("job %s: handed back on stop (%s)", job.job_id, status or "left to the reaper")
 
 

@@ -15,6 +15,7 @@ from tower.db.pool import Connection
 from tower.execution.runner import ClaimedJob
 from tower.jobs import queries as job_queries
 from tower.queue import channels
+from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
 
 TERMINAL = "('completed', 'failed', 'cancelled')"
 
@@ -38,7 +39,8 @@ UPDATE jobs SET
 FROM picked
 WHERE jobs.job_id = picked.job_id
 RETURNING jobs.job_id, jobs.agent_id, jobs.engine, jobs.profile, jobs.request,
-          jobs.attempt, jobs.lease_token
+          jobs.attempt, jobs.lease_token,
+          extract(epoch FROM now() - jobs.run_after)::float8 AS queued_seconds
 """
 
 # Tokens are unique, so the token alone fences; status keeps cancelled jobs out.
@@ -48,17 +50,19 @@ WHERE lease_token = ANY($1::uuid[]) AND status = 'running'
 RETURNING lease_token
 """
 
-# The NOTIFY is part of the same statement, so it is sent if and only if the row changed.
-FINISH = """
+# The NOTIFY is part of the same statement, so it is sent if and only if the row changed;
+# so is the webhook outbox row (see tower/webhooks/outbox.py).
+FINISH = f"""
 WITH finished AS (
     UPDATE jobs SET
         status = $3, exit_code = $4, result = $5, error = $6, failure_reason = $7,
         usage = $8, duration_ms = $9, finished_at = now(),
         lease_owner = NULL, lease_token = NULL, lease_until = NULL
     WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
-    RETURNING job_id
-)
-SELECT pg_notify($10, job_id) FROM finished
+    RETURNING {TERMINAL_COLUMNS}
+),
+{outbox_cte("finished")}
+SELECT pg_notify($10, job_id), {WAKE_DELIVERERS} FROM finished
 """
 
 # Give a running job back: to the queue if it has attempts left, else failed as
@@ -72,10 +76,13 @@ _RELEASE_SET = """
     lease_owner = NULL, lease_token = NULL, lease_until = NULL
 """
 
-# A requeued job wakes the dispatchers; a failed one wakes its waiters.
-_RELEASE_NOTIFY = """
+# A requeued job wakes the dispatchers; a failed one wakes its waiters (and gets its
+# webhook queued, in the same statement).
+_RELEASE_NOTIFY = f"""
+{outbox_cte("released")}
 SELECT job_id, status,
-       pg_notify(CASE WHEN status = 'pending' THEN $2 ELSE $3 END, job_id)
+       pg_notify(CASE WHEN status = 'pending' THEN $2 ELSE $3 END, job_id),
+       {WAKE_DELIVERERS}
 FROM released
 """
 
@@ -83,8 +90,8 @@ RELEASE = f"""
 WITH released AS (
     UPDATE jobs SET {_RELEASE_SET}
     WHERE job_id = $4 AND lease_token = $5 AND status = 'running'
-    RETURNING job_id, status
-)
+    RETURNING {TERMINAL_COLUMNS}
+),
 {_RELEASE_NOTIFY}
 """
 
@@ -94,8 +101,8 @@ REAP = f"""
 WITH released AS (
     UPDATE jobs SET {_RELEASE_SET}
     WHERE status = 'running' AND lease_until < now()
-    RETURNING job_id, status
-)
+    RETURNING {TERMINAL_COLUMNS}
+),
 {_RELEASE_NOTIFY}
 """
 

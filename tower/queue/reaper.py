@@ -19,6 +19,7 @@ import asyncio
 import logging
 
 from tower.db.pool import Pool, transaction
+from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
 from tower.queue.periodic import TRANSIENT_ERRORS, Periodic
 from tower.settings import Settings
@@ -27,8 +28,15 @@ log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, settings: Settings, pool: Pool, replica_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Pool,
+        replica_id: str,
+        metrics: TowerMetrics | None = None,
+    ) -> None:
         self._pool = pool
+        self._metrics = metrics or TowerMetrics(replica_id)
         self._replica_id = replica_id
         self._lease_seconds = settings.lease_seconds
         self._connected_since: float | None = None
@@ -46,6 +54,8 @@ class Reaper:
             reaped = await queries.reap(connection)
         for job_id, status in reaped.items():
             log.warning("job %s: lease expired; %s by %s", job_id, status, self._replica_id)
+            if status == "failed":
+                self._metrics.job_finished(status)
         return reaped
 
     async def run_round(self) -> None:

@@ -26,6 +26,7 @@ from tower.execution.docker.slots import ContainerShape, Slot, SlotSource
 from tower.execution.outcome import parse_outcome
 from tower.execution.runner import ClaimedJob, RunOutcome
 from tower.execution.spec import JobSpec, build_spec
+from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
 from tower.state import TowerState
 
@@ -49,12 +50,18 @@ def failed(message: str) -> RunOutcome:
 
 class DockerRunner:
     def __init__(
-        self, settings: Settings, configs: ConfigStore, calls: DockerCalls, slots: SlotSource
+        self,
+        settings: Settings,
+        configs: ConfigStore,
+        calls: DockerCalls,
+        slots: SlotSource,
+        metrics: TowerMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._configs = configs
         self._calls = calls
         self._slots = slots
+        self._metrics = metrics or TowerMetrics("")
         self._discards: set[asyncio.Task[None]] = set()
 
     async def run(self, job: ClaimedJob) -> RunOutcome:
@@ -64,6 +71,7 @@ class DockerRunner:
             slot = await self._slots.take(job, shape)
         except TowerError as problem:
             return failed(problem.message)
+        self._metrics.container_taken(slot.warm)
         try:
             return await self._execute(slot, plan)
         except asyncio.CancelledError:
@@ -186,7 +194,7 @@ async def start_docker_runner(
     except BaseException:
         await calls.close()
         raise
-    return DockerRunner(settings, state.configs, calls, slots)
+    return DockerRunner(settings, state.configs, calls, slots, state.metrics)
 
 
 async def _slot_source(settings: Settings, state: TowerState, calls: DockerCalls) -> SlotSource:

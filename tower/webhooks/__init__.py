@@ -1,0 +1,1 @@
+"""Signed, durable webhooks (Standard Webhooks) from an outbox in PostgreSQL."""

@@ -1,0 +1,55 @@
+"""Standard Webhooks signatures: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+
+The signing key is bytes. Standard Webhooks writes it `whsec_<base64>`; any other
+secret string is used as its UTF-8 bytes (its standard form is then
+`whsec_` + base64 of those bytes, which `standard_form` prints).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+
+PREFIX = "whsec_"
+GENERATED_KEY_BYTES = 32
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key a secret stands for; ValueError if a whsec_ secret is not base64."""
+    if not secret.startswith(PREFIX):
+        if not secret:
+            raise ValueError("WEBHOOK_SECRET must not be empty")
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret[len(PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("WEBHOOK_SECRET: the part after whsec_ must be base64") from None
+    if not key:
+        raise ValueError("WEBHOOK_SECRET: whsec_ must be followed by a key")
+    return key
+
+
+def standard_form(secret: str) -> str:
+    """The secret as Standard Webhooks libraries take it (whsec_<base64>)."""
+    return PREFIX + base64.b64encode(signing_key(secret)).decode()
+
+
+def new_secret() -> str:
+    return PREFIX + base64.b64encode(secrets.token_bytes(GENERATED_KEY_BYTES)).decode()
+
+
+def signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def headers(key: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(key, message_id, timestamp, body),
+    }
