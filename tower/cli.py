@@ -30,10 +30,13 @@ from tower.app import create_app
 from tower.cli_client import CliError, add_client_commands, run_client_command
 from tower.db.embedded import LocalPostgres
 from tower.db.migrate import alembic_config, migrate
+from tower.db.pool import create_pool
 from tower.errors import TowerError
 from tower.execution.docker import probe
 from tower.observability import queries
 from tower.settings import Settings
+from tower.webhooks.secret import webhook_secret
+from tower.webhooks.signing import standard_form
 
 PROBE_TIMEOUT = 5.0
 
@@ -191,6 +194,34 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+# --- webhook-secret ----------------------------------------------------------------------
+
+
+def webhook_secret_command(_args: argparse.Namespace) -> int:
+    """Print the signing secret in its Standard Webhooks form, for webhook receivers."""
+    settings = Settings()
+    with database(settings, owner=False) as url:
+        try:
+            secret = asyncio.run(_webhook_secret(settings, url))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise CliError(
+                f"reading the webhook secret from {redacted(url)} failed: {exc}"
+            ) from None
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    print(standard_form(secret))
+    return 0
+
+
+async def _webhook_secret(settings: Settings, url: str) -> str:
+    await migrate(url)
+    pool = await create_pool(url, 2)
+    try:
+        return await webhook_secret(settings.webhook_secret, pool)
+    finally:
+        await pool.close()
+
+
 # --- doctor ------------------------------------------------------------------------------
 
 
@@ -256,9 +287,7 @@ def _image_finding(settings: Settings, docker: Finding) -> Finding:
     result = probe.image_present(image, PROBE_TIMEOUT)
     if result.ok:
         return Finding("worker image", "ok", f"{image} ({result.detail})")
-    fix = (
-        "run `parpaing images build`, or set WORKER_IMAGE to an image you built"
-    )
+    fix = "run `parpaing images build`, or set WORKER_IMAGE to an image you built"
     return Finding("worker image", "FAIL", result.detail, fix)
 
 
@@ -298,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         handler=migrate_command
     )
     commands.add_parser("doctor", help="check this host can run tower").set_defaults(handler=doctor)
+    commands.add_parser(
+        "webhook-secret", help="print the webhook signing secret (whsec_...) for receivers"
+    ).set_defaults(handler=webhook_secret_command)
     imaging = commands.add_parser("images", help="build the worker image (`images build --help`)")
     imaging.add_argument("images_args", nargs=argparse.REMAINDER)
     imaging.set_defaults(handler=images_command)

@@ -64,9 +64,13 @@ async def insert_job(
     max_attempts: int = 1,
     delay_seconds: float = 0.0,
     agent_id: str = "a",
+    webhook_url: str | None = None,
 ) -> str:
     job_id = new_job_id(agent_id)
-    request = json.dumps({"agent_id": agent_id, "engine": "claude-code", "prompt": prompt})
+    fields = {"agent_id": agent_id, "engine": "claude-code", "prompt": prompt}
+    if webhook_url is not None:
+        fields["webhook_url"] = webhook_url
+    request = json.dumps(fields)
     await connection.execute(
         INSERT_JOB,
         job_id,

@@ -6,6 +6,7 @@ read one command a line:
     print <text>        append a line to the result
     exit <code>         end now; a non-zero code fails the job with the printed text
     fail <reason>       end as failed with that failure_reason (timeout, oom, ...)
+    usage <in> <out> <cost>   report that token usage and cost (USD) when the job ends
 Other lines are ignored. With SIMULATED_RUN_LOG set, every run appends
 "<job_id> <attempt> <pid>" to that file, so tests can count executions across processes.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import cast
+from typing import Any, cast
 
 from tower.execution.runner import ClaimedJob, FailureReason, RunOutcome
 
@@ -26,19 +27,21 @@ class SimulatedRunner:
     async def run(self, job: ClaimedJob) -> RunOutcome:
         self._record(job)
         printed: list[str] = []
+        usage: dict[str, Any] | None = None
         for line in str(job.request.get("prompt", "")).splitlines():
             verb, _, argument = line.strip().partition(" ")
             if verb == "sleep":
                 await asyncio.sleep(float(argument or 0))
             elif verb == "print":
                 printed.append(argument)
+            elif verb == "usage":
+                usage = _usage(argument)
             elif verb == "exit":
-                return _exit(int(argument or 0), printed)
+                return _exit(int(argument or 0), printed, usage)
             elif verb == "fail":
-                return RunOutcome(
-                    False, None, None, "\n".join(printed), cast(FailureReason, argument or "error")
-                )
-        return _exit(0, printed)
+                reason = cast(FailureReason, argument or "error")
+                return RunOutcome(False, None, None, "\n".join(printed), reason, usage)
+        return _exit(0, printed, usage)
 
     async def close(self) -> None:
         return None
@@ -54,8 +57,17 @@ class SimulatedRunner:
             os.close(descriptor)
 
 
-def _exit(code: int, printed: list[str]) -> RunOutcome:
+def _usage(argument: str) -> dict[str, Any]:
+    tokens_in, tokens_out, cost = argument.split()
+    return {
+        "input_tokens": int(tokens_in),
+        "output_tokens": int(tokens_out),
+        "cost_usd": float(cost),
+    }
+
+
+def _exit(code: int, printed: list[str], usage: dict[str, Any] | None = None) -> RunOutcome:
     text = "\n".join(printed)
     if code == 0:
-        return RunOutcome(True, 0, text)
-    return RunOutcome(False, code, None, text or f"exited with code {code}", "error")
+        return RunOutcome(True, 0, text, usage=usage)
+    return RunOutcome(False, code, None, text or f"exited with code {code}", "error", usage)
