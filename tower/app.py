@@ -20,6 +20,7 @@ from tower.db.pool import create_pool
 from tower.errors import install_error_handlers
 from tower.execution.factory import build_runner
 from tower.execution.runner import Runner
+from tower.gateway import listener as auth_listener
 from tower.jobs import routes as job_routes
 from tower.jobs.openapi import install_openapi
 from tower.observability import health, metrics
@@ -98,6 +99,10 @@ async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStac
     await configs.load()
     name = replica_id(settings)
     state = TowerState(settings, name, pool, hub, configs, TowerMetrics(name))
+    unix, tcp = auth_listener.wanted(settings)
+    if unix or tcp:
+        listeners = await auth_listener.AuthListeners.start(settings, pool, unix_socket=unix)
+        stack.push_async_callback(listeners.stop)
     await _start_background(state, runner or await build_runner(settings, state), stack)
     return state
 

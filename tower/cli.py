@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -22,7 +23,6 @@ from types import FrameType
 from typing import Literal
 
 import asyncpg
-import platformdirs
 import uvicorn
 from alembic.script import ScriptDirectory
 
@@ -34,7 +34,7 @@ from tower.db.pool import create_pool
 from tower.errors import TowerError
 from tower.execution.docker import probe
 from tower.observability import queries
-from tower.settings import Settings
+from tower.settings import Settings, gateway_container, state_dir
 from tower.webhooks.secret import webhook_secret
 from tower.webhooks.signing import standard_form
 
@@ -49,12 +49,7 @@ class Stopped(BaseException):
 
 
 def postgres_dir(settings: Settings) -> Path:
-    state = Path(settings.state_dir) if settings.state_dir else _xdg_state_dir()
-    return state / "postgres"
-
-
-def _xdg_state_dir() -> Path:
-    return Path(platformdirs.user_state_dir("parpaing"))
+    return state_dir(settings) / "postgres"
 
 
 @contextmanager
@@ -106,7 +101,8 @@ def serve(args: argparse.Namespace) -> int:
         with _sigterm_unwinds(), database(settings, owner=True) as url:
             _say_where(settings, url)
             _require_reachable(url)
-            _ensure_worker_image(settings)
+            _ensure_images(settings)
+            _show_gateway_progress()
             _say(f"serving on http://{host}:{port}")
             app = create_app(settings.model_copy(update={"database_url": url}))
             uvicorn.run(app, host=host, port=port, log_level="info")
@@ -130,22 +126,41 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _ensure_worker_image(settings: Settings) -> None:
-    """All-in-one: build the worker image on first start, showing the build as it goes."""
+def _ensure_images(settings: Settings) -> None:
+    """All-in-one: build the worker image on first start, and the gateway image when it is
+    missing or its sources changed (seconds), showing the builds as they go."""
     if settings.tower_runner != "docker":
         return
     if not probe.ping(PROBE_TIMEOUT).ok:
         _say("Docker is unreachable: jobs will fail until it answers (see `parpaing doctor`)")
         return
-    if probe.image_present(settings.worker_image, PROBE_TIMEOUT).ok:
-        return
-    _say(f"worker image {settings.worker_image} is missing: building it (a few minutes, once)")
     from tower.execution.docker import images  # the build code loads only when needed
 
+    which = []
+    if not probe.image_present(settings.worker_image, PROBE_TIMEOUT).ok:
+        _say(f"worker image {settings.worker_image} is missing: building it (a few minutes, once)")
+        which.append("worker")
+    if settings.gateway_managed and not images.image_is_current(
+        settings.gateway_image, images.GATEWAY_CONTEXT
+    ):
+        _say(f"gateway image {settings.gateway_image} is missing or outdated: building it")
+        which.append("gateway")
+    if not which:
+        return
     try:
-        images.build_images(settings, ca_bundle=images.default_ca_bundle())
+        images.build_images(settings, ca_bundle=images.default_ca_bundle(), which=which)
     except TowerError as exc:
-        raise CliError(f"could not build {settings.worker_image}: {exc.message}") from None
+        raise CliError(f"could not build the {' and '.join(which)} image: {exc.message}") from None
+
+
+def _show_gateway_progress() -> None:
+    """The tower starts (or replaces) the gateway container as it starts: say so here."""
+    logger = logging.getLogger("tower.execution.docker.gateway")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("parpaing: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _require_reachable(url: str) -> None:
@@ -292,19 +307,20 @@ def _image_finding(settings: Settings, docker: Finding) -> Finding:
 
 
 def _gateway_finding(settings: Settings) -> Finding:
-    url = settings.gateway_url.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT) as reply:
-            return Finding("gateway", "ok", f"{url} answered {reply.status}")
-    except urllib.error.HTTPError as exc:
-        detail = f"{url} answered {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        detail = f"{url} unreachable: {getattr(exc, 'reason', exc)}"
-    fix = (
-        "start the gateway (compose: `docker compose up -d gateway`; `parpaing serve` "
-        "starts it itself once the gateway lands) or set GATEWAY_URL"
-    )
-    return Finding("gateway", "FAIL", detail, fix)
+    from tower.execution.docker.gateway import probe_gateway
+
+    result = probe_gateway(settings, PROBE_TIMEOUT)
+    if result.ok:
+        return Finding("gateway", "ok", result.detail)
+    if settings.gateway_managed:
+        fix = (
+            "start `parpaing serve` (it builds and starts the gateway); if it is running, "
+            f"read `docker logs {gateway_container(settings)}` (a bad key or upstream stops it); "
+            "for a gateway of your own, set GATEWAY_URL and GATEWAY_MANAGED=false"
+        )
+    else:
+        fix = "start the gateway (compose: `docker compose up -d gateway`) or set GATEWAY_URL"
+    return Finding("gateway", "FAIL", result.detail, fix)
 
 
 def images_command(args: argparse.Namespace) -> int:

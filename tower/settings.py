@@ -6,9 +6,12 @@ Settings are read once, at start, and passed in; services never import a global.
 from __future__ import annotations
 
 import logging
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
-from pydantic import model_validator
+import platformdirs
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_attempts": (1, 20),
     "idempotency_ttl_hours": (1, 24 * 30),
     "db_pool_size": (2, 100),
+    "gateway_auth_cache_seconds": (0, 60),
 }
 
 
@@ -77,7 +81,29 @@ class Settings(BaseSettings):
     webhook_retry_base: float = 30.0
     webhook_retry_max: float = 14400.0
     webhook_concurrency: int = 8
+    # Where workers reach the gateway; its host name is also the gateway's container name
+    # and its alias on the workers network (unless GATEWAY_CONTAINER says otherwise).
     gateway_url: str = "http://parpaing-gateway:8080"
+    gateway_container: str = ""
+    # All-in-one: this tower builds, starts and updates the gateway container itself.
+    # Compose runs the gateway as a service and sets this to false.
+    gateway_managed: bool = True
+    gateway_image: str = "parpaing-gateway:latest"
+    # The gateway's way out to the providers (workers never join it).
+    gateway_egress_net: str = "parpaing-egress"
+    # Tower answers the gateway's token checks on a Unix socket (default: in the state
+    # dir, mounted into a managed gateway) and, when set, on host:port (compose).
+    gateway_auth_socket: str = ""
+    gateway_auth_listen: str = ""
+    gateway_auth_cache_seconds: int = 1
+    # Provider credentials and upstreams: handed to the managed gateway, never to a worker.
+    anthropic_api_key: SecretStr = SecretStr("")
+    claude_code_oauth_token: SecretStr = SecretStr("")
+    openai_api_key: SecretStr = SecretStr("")
+    gemini_api_key: SecretStr = SecretStr("")
+    anthropic_upstream: str = "https://api.anthropic.com"
+    openai_upstream: str = "https://api.openai.com"
+    gemini_upstream: str = "https://generativelanguage.googleapis.com"
     lease_seconds: float = 30.0
     poll_interval: float = 2.0
     max_attempts: int = 1
@@ -109,3 +135,26 @@ def _clamp_one(key: str, value: Any) -> Any:
             "%s=%s is out of range [%s, %s]; using %s", key.upper(), value, low, high, clamped
         )
     return clamped
+
+
+def state_dir(settings: Settings) -> Path:
+    """Where all-in-one state lives: STATE_DIR, else the XDG state dir."""
+    if settings.state_dir:
+        return Path(settings.state_dir)
+    return Path(platformdirs.user_state_dir("parpaing"))
+
+
+def gateway_auth_socket(settings: Settings) -> Path:
+    """The Unix socket tower answers the gateway's token checks on."""
+    if settings.gateway_auth_socket:
+        return Path(settings.gateway_auth_socket)
+    return state_dir(settings) / "gateway" / "auth.sock"
+
+
+def gateway_host(settings: Settings) -> str:
+    """The gateway's host name in GATEWAY_URL: what workers resolve."""
+    return urllib.parse.urlsplit(settings.gateway_url).hostname or ""
+
+
+def gateway_container(settings: Settings) -> str:
+    return settings.gateway_container or gateway_host(settings)

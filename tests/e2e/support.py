@@ -61,6 +61,9 @@ def docker_settings(database_url: str, network: str, **overrides: Any) -> Settin
         "worker_net": network,
         "pool_size": 0,
         "poll_interval": 0.2,
+        # No gateway unless a test asks for one (tests/e2e/gateway.py): it needs a name
+        # of its own on a shared daemon, and most tests never call a provider.
+        "gateway_managed": False,
     }
     return Settings(**{**values, **overrides})
 

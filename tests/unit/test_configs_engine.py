@@ -98,6 +98,28 @@ def test_file_flag_without_a_file_is_an_error() -> None:
 
 def test_environment_points_at_the_gateway_with_the_job_token() -> None:
     env = engine("claude-code").environment("http://gateway:8080", "job-token-1")
-    assert env["ANTHROPIC_BASE_URL"] == "http://gateway:8080"
+    assert env["ANTHROPIC_BASE_URL"] == "http://gateway:8080/anthropic"
     assert env["ANTHROPIC_API_KEY"] == "job-token-1"
-    assert engine("codex").environment("http://g", "t")["OPENAI_BASE_URL"] == "http://g/v1"
+    assert engine("codex").environment("http://g", "t")["OPENAI_BASE_URL"] == "http://g/openai/v1"
+
+
+# Each shipped engine reaches its provider through the gateway's route for it, and holds
+# the job token (never a key) in every variable its CLI reads a credential from.
+GATEWAY_ROUTES = {
+    "claude-code": {"ANTHROPIC_BASE_URL": "http://g/anthropic", "ANTHROPIC_API_KEY": "t"},
+    "opencode": {"ANTHROPIC_BASE_URL": "http://g/anthropic", "ANTHROPIC_API_KEY": "t"},
+    "codex": {"OPENAI_BASE_URL": "http://g/openai/v1", "OPENAI_API_KEY": "t"},
+    "gemini": {"GOOGLE_GEMINI_BASE_URL": "http://g/gemini", "GEMINI_API_KEY": "t"},
+    "aider": {
+        "ANTHROPIC_API_BASE": "http://g/anthropic",
+        "ANTHROPIC_API_KEY": "t",
+        "OPENAI_API_BASE": "http://g/openai/v1",
+        "OPENAI_API_KEY": "t",
+    },
+}
+
+
+@pytest.mark.parametrize("engine_id", sorted(GATEWAY_ROUTES))
+def test_every_shipped_engine_goes_through_its_gateway_route(engine_id: str) -> None:
+    env = engine(engine_id).environment("http://g", "t")
+    assert {key: env[key] for key in GATEWAY_ROUTES[engine_id]} == GATEWAY_ROUTES[engine_id]

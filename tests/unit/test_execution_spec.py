@@ -186,7 +186,7 @@ def test_no_claude_md_without_a_template() -> None:
 
 def test_env_carries_the_gateway_and_the_job_token_never_a_provider_key() -> None:
     job = spec(settings=Settings(gateway_url="http://gateway.test:8080"))
-    assert job.env["ANTHROPIC_BASE_URL"] == "http://gateway.test:8080"
+    assert job.env["ANTHROPIC_BASE_URL"] == "http://gateway.test:8080/anthropic"
     assert job.env["ANTHROPIC_API_KEY"] == TOKEN
 
 

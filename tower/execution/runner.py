@@ -26,6 +26,8 @@ class ClaimedJob:
     lease_token: UUID
     # How long it waited claimable before this claim (the claim latency metric).
     queued_seconds: float = 0.0
+    # This attempt's gateway token (tower.gateway.tokens): the worker's only credential.
+    gateway_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

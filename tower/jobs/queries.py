@@ -59,12 +59,14 @@ FROM jobs WHERE job_id = $1
 SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1"
 
 # Only a live job can be cancelled; clearing the lease fences off its owner's writes.
-# Its webhook is queued in the same statement.
+# Its webhook is queued in the same statement; clearing the gateway token's hash makes
+# the gateway refuse its worker's next call.
 CANCEL_JOB = f"""
 WITH cancelled AS (
     UPDATE jobs
     SET status = 'cancelled', finished_at = now(),
-        lease_owner = NULL, lease_token = NULL, lease_until = NULL
+        lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+        gateway_token_sha256 = NULL
     WHERE job_id = $1 AND status IN ('pending', 'running')
     RETURNING {TERMINAL_COLUMNS}
 ),

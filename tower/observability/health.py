@@ -4,8 +4,11 @@ Which checks decide the HTTP status (the others are reported, never fatal):
 - db is always required: without PostgreSQL a replica can neither accept nor run a job.
 - docker is required only when TOWER_RUNNER=docker, the runner that needs it. With the
   simulated runner (tests, benchmarks) an unreachable daemon is reported but harmless.
-- pool and gateway read "not configured" until the warm pool and the gateway arrive;
-  they will become required checks then.
+- gateway is required when this tower runs it (GATEWAY_MANAGED, all-in-one): without it
+  no agent reaches a provider. A gateway run by someone else (compose) is reported only,
+  so one gateway restart does not take every replica out of the load balancer.
+  With the simulated runner it reads "not configured".
+- pool reads "not configured" until the warm pool reports here.
 If a required check fails the answer is 503 with status "degraded", so a load balancer
 stops sending traffic to this replica; otherwise 200 with status "ok".
 """
@@ -23,11 +26,13 @@ from fastapi.responses import JSONResponse
 from tower.db.pool import Pool
 from tower.deps import State
 from tower.execution.docker import probe
+from tower.execution.docker.gateway import probe_gateway
 from tower.observability import queries
 from tower.settings import Settings
 
 DB_TIMEOUT = 2.0
 DOCKER_TIMEOUT = 2.0
+GATEWAY_TIMEOUT = 2.0
 NOT_CONFIGURED = "not configured"
 
 router = APIRouter(tags=["ops"])
@@ -60,9 +65,11 @@ async def health(state: State) -> JSONResponse:
 
 
 async def check_health(settings: Settings, pool: Pool) -> HealthReport:
-    db, docker = await asyncio.gather(check_db(pool), check_docker(settings))
+    db, docker, gateway = await asyncio.gather(
+        check_db(pool), check_docker(settings), check_gateway(settings)
+    )
     pending = Check(NOT_CONFIGURED, ok=True, required=False)
-    return HealthReport({"db": db, "docker": docker, "pool": pending, "gateway": pending})
+    return HealthReport({"db": db, "docker": docker, "pool": pending, "gateway": gateway})
 
 
 async def check_db(pool: Pool) -> Check:
@@ -83,6 +90,20 @@ async def check_docker(settings: Settings) -> Check:
         )
     except TimeoutError:
         result = probe.Probe(False, f"no answer within {DOCKER_TIMEOUT:g}s")
+    detail = "ok" if result.ok else f"error: {result.detail}"
+    return Check(detail, ok=result.ok, required=required)
+
+
+async def check_gateway(settings: Settings) -> Check:
+    if settings.tower_runner != "docker":
+        return Check(NOT_CONFIGURED, ok=True, required=False)
+    required = bool(settings.gateway_managed)
+    try:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(probe_gateway, settings, GATEWAY_TIMEOUT), GATEWAY_TIMEOUT * 2 + 0.5
+        )
+    except TimeoutError:
+        result = probe.Probe(False, f"no answer within {GATEWAY_TIMEOUT * 2:g}s")
     detail = "ok" if result.ok else f"error: {result.detail}"
     return Check(detail, ok=result.ok, required=required)
 

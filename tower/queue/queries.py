@@ -13,6 +13,7 @@ from uuid import UUID
 
 from tower.db.pool import Connection
 from tower.execution.runner import ClaimedJob
+from tower.gateway import tokens as gateway_tokens
 from tower.jobs import queries as job_queries
 from tower.queue import channels
 from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
@@ -21,6 +22,8 @@ TERMINAL = "('completed', 'failed', 'cancelled')"
 
 # The picked rows are MATERIALIZED so the LIMIT ... SKIP LOCKED subquery runs exactly
 # once: planned as a rescanned semi-join it could lock and update more than $3 rows.
+# Each claimed row gets the n-th of the gateway token hashes in $4 (tokens are minted
+# by tower, which keeps the plain tokens; row n of the claim is handed token n).
 CLAIM = """
 WITH picked AS MATERIALIZED (
     SELECT job_id FROM jobs
@@ -28,6 +31,8 @@ WITH picked AS MATERIALIZED (
     ORDER BY priority DESC, created_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT job_id, row_number() OVER () AS n FROM picked
 )
 UPDATE jobs SET
     status = 'running',
@@ -35,11 +40,12 @@ UPDATE jobs SET
     lease_token = gen_random_uuid(),
     lease_until = now() + make_interval(secs => $2),
     attempt = attempt + 1,
-    started_at = now()
-FROM picked
-WHERE jobs.job_id = picked.job_id
+    started_at = now(),
+    gateway_token_sha256 = ($4::text[])[numbered.n]
+FROM numbered
+WHERE jobs.job_id = numbered.job_id
 RETURNING jobs.job_id, jobs.agent_id, jobs.engine, jobs.profile, jobs.request,
-          jobs.attempt, jobs.lease_token,
+          jobs.attempt, jobs.lease_token, numbered.n,
           extract(epoch FROM now() - jobs.run_after)::float8 AS queued_seconds
 """
 
@@ -51,13 +57,15 @@ RETURNING lease_token
 """
 
 # The NOTIFY is part of the same statement, so it is sent if and only if the row changed;
-# so is the webhook outbox row (see tower/webhooks/outbox.py).
+# so is the webhook outbox row (see tower/webhooks/outbox.py). The gateway token dies with
+# the attempt: every write that ends one clears its hash.
 FINISH = f"""
 WITH finished AS (
     UPDATE jobs SET
         status = $3, exit_code = $4, result = $5, error = $6, failure_reason = $7,
         usage = $8, duration_ms = $9, finished_at = now(),
-        lease_owner = NULL, lease_token = NULL, lease_until = NULL
+        lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+        gateway_token_sha256 = NULL
     WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
     RETURNING {TERMINAL_COLUMNS}
 ),
@@ -73,7 +81,8 @@ _RELEASE_SET = """
     finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
     failure_reason = CASE WHEN attempt < max_attempts THEN NULL ELSE 'tower_lost' END,
     error = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END,
-    lease_owner = NULL, lease_token = NULL, lease_until = NULL
+    lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+    gateway_token_sha256 = NULL
 """
 
 # A requeued job wakes the dispatchers; a failed one wakes its waiters (and gets its
@@ -149,8 +158,16 @@ class Finish:
 async def claim(
     connection: Connection, owner: str, lease_seconds: float, limit: int
 ) -> list[ClaimedJob]:
-    rows = await connection.fetch(CLAIM, owner, lease_seconds, limit)
-    return [ClaimedJob(**dict(row)) for row in rows]
+    """Claim up to `limit` jobs, each with a fresh gateway token (only its hash is stored)."""
+    minted = [gateway_tokens.mint() for _ in range(limit)]
+    hashes = [gateway_tokens.digest(token) for token in minted]
+    rows = await connection.fetch(CLAIM, owner, lease_seconds, limit, hashes)
+    claimed = []
+    for row in rows:
+        fields = dict(row)
+        fields["gateway_token"] = minted[fields.pop("n") - 1]
+        claimed.append(ClaimedJob(**fields))
+    return claimed
 
 
 async def heartbeat(connection: Connection, tokens: list[UUID], lease_seconds: float) -> set[UUID]:

@@ -1,11 +1,11 @@
-"""Build the images tower runs: the Debian base, then the worker image on top of it.
+"""Build the images tower runs: the Debian base, then the worker and gateway images on it.
 
 The base is pulled when a registry answers; when none does (air-gapped or registry-less
 machines) the same Debian release is bootstrapped locally with debootstrap and imported
 under the same tag, so `FROM debian:bookworm-slim` builds unchanged either way.
 
-The worker image is built by the Docker CLI with BuildKit, because the SDK cannot pass
-BuildKit secrets: an optional CA bundle reaches apt/npm/pip as a build secret (for
+The worker and gateway images are built by the Docker CLI with BuildKit, because the SDK
+cannot pass BuildKit secrets: an optional CA bundle reaches apt/npm/pip as a build secret (for
 TLS-intercepting proxies) without ending up in any image layer.
 
 Usage: python -m tower.execution.docker.images build [--ca-bundle FILE] [--no-ca-bundle]
@@ -14,6 +14,7 @@ Usage: python -m tower.execution.docker.images build [--ca-bundle FILE] [--no-ca
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -38,6 +39,8 @@ SECURITY_SUITE = f"{DEBIAN_SUITE}-security"
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 WORKER_CONTEXT = Path(__file__).resolve().parents[3] / "worker"
+GATEWAY_CONTEXT = Path(__file__).resolve().parents[3] / "gateway"
+IMAGES = ("worker", "gateway")
 # Docker CLIs from 23.0 on delegate BuildKit to the buildx plugin; older ones embed it.
 LAST_CLI_WITH_EMBEDDED_BUILDKIT = 22
 
@@ -50,21 +53,56 @@ def print_line(line: str) -> None:
     print(line, flush=True)
 
 
+CONTEXT_LABEL = "parpaing.context_digest"
+
+
 @dataclass(frozen=True)
 class BuildRequest:
-    worker_image: str
+    image: str
     ca_bundle: Path | None = None
     context: Path = WORKER_CONTEXT
+    what: str = "worker image"
+
+
+def context_digest(context: Path) -> str:
+    """A digest of every file of a build context (names, modes, contents): the image is
+    labelled with it, so a changed context is seen without building."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(context)}\0{path.stat().st_mode & 0o777}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def image_is_current(image: str, context: Path) -> bool:
+    """Is `image` present and built from `context` as it is now?"""
+    client = _docker_client()
+    try:
+        labels = client.images.get(image).labels or {}
+    except ImageNotFound:
+        return False
+    finally:
+        client.close()
+    return labels.get(CONTEXT_LABEL) == context_digest(context)
 
 
 def build_images(
-    settings: Settings, *, ca_bundle: Path | None = None, log: Log = print_line
+    settings: Settings,
+    *,
+    ca_bundle: Path | None = None,
+    log: Log = print_line,
+    which: Sequence[str] = IMAGES,
 ) -> str:
-    """Make sure the base image exists and (re)build the worker image; returns its tag."""
-    request = BuildRequest(settings.worker_image, _checked_bundle(ca_bundle))
+    """Make sure the base image exists and (re)build the images named in `which` (worker,
+    gateway); returns the worker image's tag."""
+    bundle = _checked_bundle(ca_bundle)
     ensure_base_image(log)
-    build_worker_image(request, log)
-    return request.worker_image
+    if "worker" in which:
+        build_worker_image(BuildRequest(settings.worker_image, bundle), log)
+    if "gateway" in which:
+        gateway = BuildRequest(settings.gateway_image, bundle, GATEWAY_CONTEXT, "gateway image")
+        build_worker_image(gateway, log)
+    return settings.worker_image
 
 
 def _checked_bundle(ca_bundle: Path | None) -> Path | None:
@@ -284,19 +322,20 @@ def _import_rootfs(rootfs: Path, log: Log) -> None:
         raise ImageBuildError(f"base image: docker import failed: {imported.stderr.strip()}")
 
 
-# --- worker image -----------------------------------------------------------------------
+# --- worker and gateway images ----------------------------------------------------------
 
 
 def build_worker_image(request: BuildRequest, log: Log = print_line) -> None:
+    """Build one of our images (the worker's by default) from its Dockerfile's directory."""
     dockerfile = request.context / "Dockerfile"
     if not dockerfile.is_file():
-        raise ImageBuildError(f"worker image: no Dockerfile at {dockerfile}")
+        raise ImageBuildError(f"{request.what}: no Dockerfile at {dockerfile}")
     command, env = buildkit_command(request)
-    previous = _image_id(request.worker_image)
-    log(f"building {request.worker_image} from {dockerfile}" + _bundle_note(request))
-    _run_streamed(command, log, step=f"worker image {request.worker_image}", env=env)
-    log(f"built {request.worker_image}")
-    if previous is not None and previous != _image_id(request.worker_image):
+    previous = _image_id(request.image)
+    log(f"building {request.image} from {dockerfile}" + _bundle_note(request))
+    _run_streamed(command, log, step=f"{request.what} {request.image}", env=env)
+    log(f"built {request.image}")
+    if previous is not None and previous != _image_id(request.image):
         _remove_if_unused(previous, log)
 
 
@@ -333,10 +372,11 @@ def _bundle_note(request: BuildRequest) -> str:
 
 
 def buildkit_command(request: BuildRequest) -> tuple[list[str], dict[str, str]]:
-    """The CLI invocation that builds the worker image with BuildKit on this host."""
+    """The CLI invocation that builds the image with BuildKit on this host."""
     cli = _docker_cli()
     build = [cli, "buildx", "build", "--load"] if _has_buildx(cli) else [cli, "build"]
-    command = [*build, "--progress=plain", "-t", request.worker_image]
+    command = [*build, "--progress=plain", "-t", request.image]
+    command += ["--label", f"{CONTEXT_LABEL}={context_digest(request.context)}"]
     if request.ca_bundle is not None:
         command += ["--secret", f"id=ca,src={request.ca_bundle}"]
     command.append(str(request.context))
@@ -416,7 +456,7 @@ def _one_line(exc: BaseException) -> str:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="parpaing images")
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="build the base and worker images")
+    build = commands.add_parser("build", help="build the base, worker and gateway images")
     build.add_argument(
         "--ca-bundle",
         type=Path,
@@ -432,12 +472,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     bundle = None if args.no_ca_bundle else (args.ca_bundle or default_ca_bundle())
+    settings = Settings()
     try:
-        image = build_images(Settings(), ca_bundle=bundle)
+        build_images(settings, ca_bundle=bundle)
     except TowerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    print(f"ready: {image}")
+    print(f"ready: {settings.worker_image} {settings.gateway_image}")
     return 0
 
 

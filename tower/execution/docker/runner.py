@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from tower.errors import TowerError
 from tower.execution import bundle
 from tower.execution.docker import containers, hardening
 from tower.execution.docker.client import DockerCalls
+from tower.execution.docker.gateway import ensure_gateway_once
 from tower.execution.docker.network import ensure_worker_network_once
 from tower.execution.docker.pool import WarmPool
 from tower.execution.docker.slots import ContainerShape, Slot, SlotSource
@@ -92,10 +92,9 @@ class DockerRunner:
         if engine is None:
             raise TowerError(f"engine {job.engine!r} does not exist (or no longer parses)")
         templates = self._templates(profile.template_names())
-        # The gateway (its own issue) will accept this token, for this job only.
-        token = secrets.token_urlsafe(32)
+        # Minted at claim; the gateway accepts it while this attempt runs, and only then.
         spec = build_spec(
-            job.request, profile, engine, templates, self._settings, job.job_id, token
+            job.request, profile, engine, templates, self._settings, job.job_id, job.gateway_token
         )
         return Plan(spec, engine)
 
@@ -186,6 +185,7 @@ async def start_docker_runner(
         return DockerDownRunner(problem.message)
     try:
         await ensure_worker_network_once(state.pool, calls.client, settings.worker_net)
+        await _ensure_gateway(settings, state, calls)
         slots = await _slot_source(settings, state, calls)
     except TowerError as problem:
         await calls.close()
@@ -195,6 +195,15 @@ async def start_docker_runner(
         await calls.close()
         raise
     return DockerRunner(settings, state.configs, calls, slots, state.metrics)
+
+
+async def _ensure_gateway(settings: Settings, state: TowerState, calls: DockerCalls) -> None:
+    """Run (all-in-one) or attach (compose) the gateway. Without it jobs still run, but
+    their engines cannot reach a provider: that is reported (log, /health), not fatal."""
+    try:
+        await ensure_gateway_once(state.pool, calls.client, settings, settings.worker_net)
+    except TowerError as problem:
+        log.error("%s; agents cannot reach a provider until this is fixed", problem.message)
 
 
 async def _slot_source(settings: Settings, state: TowerState, calls: DockerCalls) -> SlotSource:

@@ -1,0 +1,303 @@
+"""The gateway container: created, updated and networked by tower (all-in-one mode).
+
+`parpaing serve` builds the gateway image when it is missing (images.py); tower then
+makes sure one container of it runs with the configuration this tower holds:
+- its name is GATEWAY_CONTAINER, else GATEWAY_URL's host, which is also its alias on the
+  workers network, so workers find it at GATEWAY_URL and nowhere else;
+- a label holds a digest of everything it was created with (image ID, environment,
+  mounts, options): when that differs from what tower would create now (a rebuilt image,
+  a new key), the container is replaced, otherwise it is left running;
+- it sits on an ordinary bridge network (GATEWAY_EGRESS_NET) to reach the providers,
+  and on the workers network (internal, the host not on it) to be reached by workers;
+- tower's token checks reach it through the Unix socket's directory, mounted read-only.
+Replicas sharing a Docker host do this one at a time (a PostgreSQL advisory lock).
+Compose runs the gateway itself (GATEWAY_MANAGED=false); tower then only attaches the
+container named by GATEWAY_CONTAINER/GATEWAY_URL to the workers network, if it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
+
+from tower.db.pool import Pool
+from tower.execution.docker import pool_queries
+from tower.execution.docker.containers import DockerFailure
+from tower.execution.docker.probe import Probe
+from tower.settings import Settings, gateway_auth_socket, gateway_container, gateway_host
+
+log = logging.getLogger(__name__)
+
+ROLE_LABEL = "parpaing.role"
+GATEWAY_ROLE = "gateway"
+HASH_LABEL = "parpaing.config_hash"
+# Bump when the container options below change, so running gateways are replaced.
+GATEWAY_OPTIONS_VERSION = 1
+PORT = 8080
+SOCKET_MOUNT = "/run/parpaing"
+HEALTH_TIMEOUT = 2.0
+READY_TIMEOUT = 20.0
+
+Say = Callable[[str], None]
+
+
+class GatewayFailure(DockerFailure):
+    """The gateway container could not be made to run; the message says why."""
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    name: str
+    alias: str
+    image: str
+    environment: Mapping[str, str]
+    socket_dir: str
+    egress_net: str
+
+    def digest(self) -> str:
+        fields = {
+            "name": self.name,
+            "alias": self.alias,
+            "image": self.image,
+            "environment": dict(sorted(self.environment.items())),
+            "socket_dir": self.socket_dir,
+            "egress_net": self.egress_net,
+            "options": GATEWAY_OPTIONS_VERSION,
+        }
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def gateway_environment(settings: Settings) -> dict[str, str]:
+    """What the gateway container's config is rendered from (gateway/render-config).
+    Unset credentials are left out, so the gateway answers 503 for that provider."""
+    socket_name = gateway_auth_socket(settings).name
+    env = {
+        "ANTHROPIC_UPSTREAM": settings.anthropic_upstream,
+        "OPENAI_UPSTREAM": settings.openai_upstream,
+        "GEMINI_UPSTREAM": settings.gemini_upstream,
+        "TOWER_AUTH_URL": f"http://unix:{SOCKET_MOUNT}/{socket_name}:/gateway/auth",
+        "GATEWAY_AUTH_CACHE_SECONDS": str(int(settings.gateway_auth_cache_seconds)),
+    }
+    secrets = {
+        "ANTHROPIC_API_KEY": settings.anthropic_api_key,
+        "CLAUDE_CODE_OAUTH_TOKEN": settings.claude_code_oauth_token,
+        "OPENAI_API_KEY": settings.openai_api_key,
+        "GEMINI_API_KEY": settings.gemini_api_key,
+    }
+    env.update({name: value.get_secret_value() for name, value in secrets.items() if value})
+    return env
+
+
+def gateway_spec(settings: Settings, image_id: str) -> GatewaySpec:
+    return GatewaySpec(
+        name=gateway_container(settings),
+        alias=gateway_host(settings),
+        image=image_id,
+        environment=gateway_environment(settings),
+        socket_dir=str(gateway_auth_socket(settings).parent),
+        egress_net=settings.gateway_egress_net,
+    )
+
+
+def container_options(spec: GatewaySpec) -> dict[str, Any]:
+    """Keyword arguments for containers.create: nginx as www-data, nothing writable but
+    /tmp, no capabilities, and only the socket's directory from the host."""
+    return {
+        "image": spec.image,
+        "name": spec.name,
+        "environment": dict(spec.environment),
+        "labels": {ROLE_LABEL: GATEWAY_ROLE, HASH_LABEL: spec.digest()},
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=64m"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": 256,
+        "mem_limit": "512m",
+        "init": True,
+        "restart_policy": {"Name": "unless-stopped"},
+        "volumes": {spec.socket_dir: {"bind": SOCKET_MOUNT, "mode": "ro"}},
+        "network": spec.egress_net,
+        "detach": True,
+    }
+
+
+# --- creating and updating ----------------------------------------------------------------
+
+
+async def ensure_gateway_once(
+    db: Pool, client: docker.DockerClient, settings: Settings, worker_net: str
+) -> str:
+    """ensure_gateway (or, unmanaged, attach_gateway) one replica at a time."""
+    async with db.acquire() as connection:
+        key = f"gateway:{gateway_container(settings)}"
+        await connection.execute(pool_queries.NETWORK_LOCK, key)
+        try:
+            if settings.gateway_managed:
+                return await asyncio.to_thread(ensure_gateway, client, settings, worker_net)
+            return await asyncio.to_thread(attach_gateway, client, settings, worker_net)
+        finally:
+            await connection.execute(pool_queries.NETWORK_UNLOCK, key)
+
+
+def ensure_gateway(
+    client: docker.DockerClient, settings: Settings, worker_net: str, say: Say = log.info
+) -> str:
+    """The running gateway container's id, created or replaced as needed, on both networks."""
+    try:
+        image_id = str(client.images.get(settings.gateway_image).id)
+        spec = gateway_spec(settings, image_id)
+        ensure_egress_network(client, spec.egress_net)
+        container = _current(client, spec, say) or _create(client, spec, say)
+        _join(client, container, worker_net, spec.alias)
+        return str(container.id)
+    except ImageNotFound as exc:
+        raise GatewayFailure(
+            f"gateway image {settings.gateway_image} is not present; "
+            "run `parpaing images build` (or restart `parpaing serve`, which builds it)"
+        ) from exc
+    except (DockerException, requests.RequestException) as exc:
+        raise GatewayFailure(f"gateway container: {_one_line(exc)}") from exc
+
+
+def attach_gateway(client: docker.DockerClient, settings: Settings, worker_net: str) -> str:
+    """Unmanaged gateway: put the existing container on the workers network, if it exists."""
+    name = gateway_container(settings)
+    try:
+        container = client.containers.get(name)
+        _join(client, container, worker_net, gateway_host(settings))
+        return str(container.id)
+    except NotFound:
+        log.warning("no gateway container %r to attach to %s", name, worker_net)
+        return ""
+    except (DockerException, requests.RequestException) as exc:
+        raise GatewayFailure(f"gateway container {name}: {_one_line(exc)}") from exc
+
+
+def ensure_egress_network(client: docker.DockerClient, name: str) -> None:
+    if any(n.get("Name") == name for n in client.api.networks(names=[name])):
+        return
+    try:
+        client.api.create_network(
+            name, driver="bridge", check_duplicate=True, labels={ROLE_LABEL: "gateway-egress"}
+        )
+    except APIError as exc:
+        if exc.status_code != 409:
+            raise
+
+
+def _current(client: docker.DockerClient, spec: GatewaySpec, say: Say) -> Container | None:
+    """The existing container when it was made from this spec; otherwise it is removed."""
+    try:
+        container = client.containers.get(spec.name)
+    except NotFound:
+        return None
+    if container.labels.get(HASH_LABEL) == spec.digest():
+        if container.status != "running":
+            say(f"starting the gateway container {spec.name}")
+            container.start()
+        return container
+    say(f"replacing the gateway container {spec.name} (its image or configuration changed)")
+    with contextlib.suppress(NotFound):
+        container.remove(force=True)
+    return None
+
+
+def _create(client: docker.DockerClient, spec: GatewaySpec, say: Say) -> Container:
+    say(f"starting the gateway container {spec.name} ({spec.image[:19]})")
+    Path(spec.socket_dir).mkdir(parents=True, exist_ok=True)
+    container: Container = client.containers.create(**container_options(spec))
+    try:
+        container.start()
+    except BaseException:
+        with contextlib.suppress(DockerException):
+            container.remove(force=True)
+        raise
+    return container
+
+
+def _join(client: docker.DockerClient, container: Container, network: str, alias: str) -> None:
+    """Attach the container to `network` under `alias`, unless it already is."""
+    container.reload()
+    attached = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    if network in attached and alias in (attached[network].get("Aliases") or []):
+        return
+    if network in attached:
+        client.api.disconnect_container_from_network(container.id, network)
+    try:
+        client.api.connect_container_to_network(container.id, network, aliases=[alias])
+    except APIError as exc:
+        # Another replica connected it between our look and our call.
+        if exc.status_code not in (403, 409) or "already exists" not in str(exc):
+            raise
+
+
+# --- health -------------------------------------------------------------------------------
+
+
+def probe_gateway(settings: Settings, timeout: float = HEALTH_TIMEOUT) -> Probe:
+    """Does the gateway answer /health? Blocking.
+
+    Tower on the host cannot resolve GATEWAY_URL's name (Docker's DNS serves containers
+    only), so a gateway container on this host is reached at its address on the egress
+    network; without such a container (compose, or Docker unreachable from here),
+    GATEWAY_URL is asked directly."""
+    try:
+        state, address = _container_address(settings, timeout)
+    except (DockerException, requests.RequestException):
+        state, address = "unknown", None
+    if settings.gateway_managed and state in ("absent", "stopped"):
+        return Probe(False, f"container {gateway_container(settings)} is {state}")
+    url = f"http://{address}:{PORT}/health" if address else f"{_base(settings)}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return Probe(reply.status == 200, f"{url} answered {reply.status}")
+    except OSError as exc:  # URLError and HTTPError are OSErrors
+        return Probe(False, f"{url}: {_one_line(exc)}")
+
+
+def _container_address(settings: Settings, timeout: float) -> tuple[str, str | None]:
+    """("absent" | "stopped" | "running", its address on the egress network)."""
+    client = docker.from_env(timeout=max(1, int(timeout)))
+    try:
+        container = client.containers.get(gateway_container(settings))
+    except NotFound:
+        return "absent", None
+    finally:
+        client.close()
+    if container.status != "running":
+        return "stopped", None
+    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    egress = networks.get(settings.gateway_egress_net) or {}
+    return "running", str(egress.get("IPAddress") or "") or None
+
+
+def wait_healthy(settings: Settings, timeout: float = READY_TIMEOUT) -> Probe:
+    """Poll /health until it answers (a fresh nginx takes a moment), up to `timeout`."""
+    end = time.monotonic() + timeout
+    result = probe_gateway(settings)
+    while not result.ok and time.monotonic() < end:
+        time.sleep(0.2)
+        result = probe_gateway(settings)
+    return result
+
+
+def _base(settings: Settings) -> str:
+    return settings.gateway_url.rstrip("/")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -1,0 +1,1 @@
+"""Per-job gateway tokens: minted at claim, checked for the gateway, dead with the attempt."""
