@@ -12,11 +12,18 @@ import docker
 import pytest
 from docker.errors import DockerException
 
-from tower.execution.docker.images import build_images, default_ca_bundle
+from tower.execution.docker.images import (
+    GATEWAY_CONTEXT,
+    build_images,
+    default_ca_bundle,
+    image_is_current,
+)
 from tower.settings import Settings
 
 # A branch that changes worker/ can test its own image beside others' on a shared daemon.
 WORKER_IMAGE = os.environ.get("PARPAING_TEST_WORKER_IMAGE", "parpaing-worker:latest")
+# Likewise for gateway/: PARPAING_TEST_GATEWAY_IMAGE.
+GATEWAY_IMAGE = os.environ.get("PARPAING_TEST_GATEWAY_IMAGE", "parpaing-gateway:latest")
 SETUP_HINT = "Docker is required for tests/e2e: run scripts/setup-docker (as root), then retry."
 
 
@@ -36,3 +43,12 @@ def worker_image(docker_client: docker.DockerClient) -> str:
     """Build (or refresh from the layer cache) the base and worker images once per session."""
     settings = Settings(worker_image=WORKER_IMAGE)
     return build_images(settings, ca_bundle=default_ca_bundle())
+
+
+@pytest.fixture(scope="session")
+def gateway_image(docker_client: docker.DockerClient) -> str:
+    """The gateway image, built unless an image of the current gateway/ sources exists."""
+    if not image_is_current(GATEWAY_IMAGE, GATEWAY_CONTEXT):
+        settings = Settings(gateway_image=GATEWAY_IMAGE)
+        build_images(settings, ca_bundle=default_ca_bundle(), which=("gateway",))
+    return GATEWAY_IMAGE

@@ -1,0 +1,355 @@
+"""The gateway, for real: Debian's nginx in its container, started by a real tower, asking
+that tower about tokens over the Unix socket, in front of a recording upstream.
+
+Requests come from this host to the gateway's address on the test's egress network (the
+jobs whose tokens they carry are rows the test put in the running state), or from a real
+worker container on the workers network, which reaches the gateway by its name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import docker
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from tests.e2e.gateway import (
+    FIRST_CHUNK,
+    LAST_CHUNK,
+    REAL_ANTHROPIC_KEY,
+    REAL_OPENAI_KEY,
+    GatewayNames,
+    Recorder,
+    anthropic_headers,
+    egress_host_address,
+    gateway_address,
+    gateway_names,
+    gateway_settings,
+    recording_upstream,
+    running_job,
+)
+from tests.e2e.support import (
+    isolated_network,
+    last_json_line,
+    python_script,
+    register_shell,
+    run_job,
+    serve,
+)
+from tower.db.pool import create_pool
+from tower.execution.docker.gateway import HASH_LABEL, ensure_gateway
+from tower.queue import queries
+from tower.settings import Settings
+
+# nginx counts cache lifetimes in whole seconds: a yes cached for 1 s may be served for
+# up to 2 s. Past this, a finished job's token is refused whatever was cached.
+CACHE_SECONDS = 1
+CACHE_BOUND = CACHE_SECONDS + 1.5
+
+
+@pytest.fixture
+def network(docker_client: docker.DockerClient) -> Iterator[str]:
+    yield from isolated_network(docker_client)
+
+
+@pytest.fixture
+def names(docker_client: docker.DockerClient) -> Iterator[GatewayNames]:
+    with gateway_names(docker_client) as found:
+        yield found
+
+
+@dataclass
+class Rig:
+    settings: Settings
+    recorder: Recorder
+    tower: httpx.AsyncClient
+    gateway: httpx.AsyncClient
+    upstream: str
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    image: str,
+    client: docker.DockerClient,
+    **overrides: object,
+) -> AsyncIterator[Rig]:
+    """A tower that runs its gateway, in front of a recording upstream."""
+    host = await asyncio.to_thread(egress_host_address, client, names)
+    with recording_upstream(host) as (recorder, upstream):
+        settings = gateway_settings(database_url, network, names, image, upstream, **overrides)
+        async with serve(settings) as url, httpx.AsyncClient(base_url=url, timeout=60) as tower:
+            base = await asyncio.to_thread(gateway_address, client, names)
+            async with httpx.AsyncClient(base_url=base, timeout=30) as gateway:
+                await _until_healthy(gateway)
+                yield Rig(settings, recorder, tower, gateway, upstream)
+
+
+async def _until_healthy(gateway: httpx.AsyncClient) -> None:
+    end = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if (await gateway.get("/health")).status_code == 200:
+                return
+        assert time.monotonic() < end, "the gateway never answered /health"
+        await asyncio.sleep(0.1)
+
+
+async def _finish(database_url: str, job_id: str, lease_token: object) -> None:
+    """End a held job the way its owner would: the fenced terminal write."""
+    pool = await create_pool(database_url, 2)
+    try:
+        async with pool.acquire() as connection:
+            final = queries.Finish("completed", 0, "done", None, None, None, 1)
+            assert await queries.finish(connection, job_id, lease_token, final)  # type: ignore[arg-type]
+    finally:
+        await pool.close()
+
+
+async def _call(r: Rig, token: str) -> httpx.Response:
+    return await r.gateway.post("/anthropic/v1/x", json={}, headers=anthropic_headers(token))
+
+
+# --- the token decides, the real key goes upstream -----------------------------------------
+
+
+async def test_a_running_jobs_token_reaches_the_upstream_with_the_real_key(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+        job = await running_job(database_url)
+        # Several megabytes: prompts can be large, and must arrive whole.
+        prompt = {"role": "user", "content": "x" * 6_000_000}
+        body = json.dumps({"model": "m", "messages": [prompt]})
+        reply = await r.gateway.post(
+            "/anthropic/v1/messages?beta=true", content=body, headers=anthropic_headers(job.token)
+        )
+        assert reply.status_code == 200, reply.text
+        openai = await r.gateway.post(
+            "/openai/v1/chat/completions",
+            json={"model": "m"},
+            headers={"authorization": f"Bearer {job.token}"},
+        )
+        assert openai.status_code == 200, openai.text
+
+        anthropic_call, openai_call = r.recorder.snapshot()
+        assert anthropic_call.path == "/v1/messages?beta=true"
+        assert anthropic_call.headers["x-api-key"] == REAL_ANTHROPIC_KEY
+        assert anthropic_call.headers["anthropic-version"] == "2023-06-01"
+        assert anthropic_call.headers["anthropic-beta"] == "tools-2024-04-04"
+        assert "authorization" not in anthropic_call.headers
+        assert anthropic_call.body == body.encode()
+        assert openai_call.path == "/v1/chat/completions"
+        assert openai_call.headers["authorization"] == f"Bearer {REAL_OPENAI_KEY}"
+        assert "x-api-key" not in openai_call.headers
+        for call in (anthropic_call, openai_call):
+            assert job.token not in json.dumps(call.headers), "the job token went upstream"
+        # Each call is attributed to its job in the gateway's log.
+        logs = docker_client.containers.get(names.container).logs().decode()
+        assert logs.count(f"job={job.job_id}") == 2, logs[-2000:]
+
+
+async def test_unknown_missing_and_malformed_tokens_get_401_and_never_reach_upstream(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+        await running_job(database_url)  # a live job exists: its token is not these
+        attempts = [
+            anthropic_headers("A" * 43),
+            anthropic_headers("not a token; with spaces"),
+            {"authorization": "Bearer " + "B" * 43},
+            {"authorization": "Basic Zm9vOmJhcg=="},
+            {},
+        ]
+        for headers in attempts:
+            for path in ("/anthropic/v1/messages", "/openai/v1/chat/completions"):
+                reply = await r.gateway.post(path, json={}, headers=headers)
+                assert reply.status_code == 401, (path, headers, reply.text)
+                assert reply.json()["error"]["type"] == "authentication_error"
+        assert r.recorder.snapshot() == []
+
+
+async def test_finished_and_cancelled_jobs_tokens_get_401_and_never_reach_upstream(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+        used, unused, cancelled = [await running_job(database_url) for _ in range(3)]
+        reply = await _call(r, used.token)
+        assert reply.status_code == 200, reply.text
+        answered_at = time.monotonic()
+
+        await _finish(database_url, used.job_id, used.lease_token)
+        await _finish(database_url, unused.job_id, unused.lease_token)
+        assert (await r.tower.delete(f"/jobs/{cancelled.job_id}")).status_code == 200
+        r.recorder.calls.clear()
+
+        # Never checked while running, so nothing cached: refused at once.
+        for job in (unused, cancelled):
+            reply = await _call(r, job.token)
+            assert reply.status_code == 401, reply.text
+        # Checked while running: the cached yes lives at most CACHE_BOUND (docs/gateway.md).
+        await asyncio.sleep(max(0.0, answered_at + CACHE_BOUND - time.monotonic()))
+        reply = await _call(r, used.token)
+        assert reply.status_code == 401, reply.text
+        assert r.recorder.snapshot() == []
+
+
+async def test_streaming_passes_through_unbuffered(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+        job = await running_job(database_url)
+        request = r.gateway.build_request(
+            "POST",
+            "/anthropic/v1/stream",
+            json={"stream": True},
+            headers=anthropic_headers(job.token),
+        )
+        response = await r.gateway.send(request, stream=True)
+        try:
+            assert response.status_code == 200
+            chunks = response.aiter_raw()
+            # The upstream holds the rest of its answer until this first event is here.
+            first = await asyncio.wait_for(anext(chunks), 20)
+            assert first == FIRST_CHUNK
+            r.recorder.release.set()
+            rest = b"".join([chunk async for chunk in chunks])
+        finally:
+            await response.aclose()
+        assert rest == LAST_CHUNK
+        assert r.recorder.released_in_time is True
+
+
+# --- from a real worker --------------------------------------------------------------------
+
+WORKER_PROBE = """
+import json, os, socket, urllib.request, urllib.error
+base, token = os.environ["ANTHROPIC_BASE_URL"], os.environ["ANTHROPIC_API_KEY"]
+request = urllib.request.Request(
+    base + "/v1/messages", data=b'{"model": "m"}', method="POST",
+    headers={"x-api-key": token, "anthropic-version": "2023-06-01",
+             "content-type": "application/json"})
+with urllib.request.urlopen(request, timeout=20) as reply:
+    through_gateway = reply.status
+def reaches(host, port):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+upstream_host, upstream_port = __UPSTREAM__
+print(json.dumps({
+    "base": base,
+    "token": token,
+    "through_gateway": through_gateway,
+    "upstream_directly": reaches(upstream_host, upstream_port),
+    "real_key_in_env": any(__REAL_KEY__ in value for value in os.environ.values()),
+}))
+"""
+
+
+async def test_a_worker_calls_through_the_gateway_only_and_never_holds_the_key(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    worker_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+        await register_shell(r.tower)
+        host, port = r.upstream.removeprefix("http://").split(":")
+        source = WORKER_PROBE.replace("__UPSTREAM__", repr((host, int(port)))).replace(
+            "__REAL_KEY__", repr(REAL_ANTHROPIC_KEY)
+        )
+        env = {"ANTHROPIC_BASE_URL": "{gateway_url}/anthropic", "ANTHROPIC_API_KEY": "{job_token}"}
+        engine = await r.tower.get("/configs/engine/shell")
+        content = (
+            engine.json()["content"]
+            + "\n[env]\n"
+            + "".join(f'{key} = "{value}"\n' for key, value in env.items())
+        )
+        assert (await r.tower.put("/configs/engine/shell", json={"content": content})).is_success
+        record = await run_job(r.tower, python_script(source))
+        report = last_json_line(record)
+
+        assert report["base"] == f"{names.url}/anthropic"
+        assert report["through_gateway"] == 200
+        assert report["upstream_directly"] is False
+        assert report["real_key_in_env"] is False
+        (call,) = r.recorder.snapshot()
+        assert call.headers["x-api-key"] == REAL_ANTHROPIC_KEY
+        # The job is over: its token, once the cached yes has lapsed, is refused.
+        await asyncio.sleep(CACHE_BOUND)
+        r.recorder.calls.clear()
+        assert (await _call(r, report["token"])).status_code == 401
+        assert r.recorder.snapshot() == []
+
+
+# --- tower runs the gateway ------------------------------------------------------------------
+
+
+async def test_health_reports_the_gateway_and_says_when_it_is_gone(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+        healthy = await r.tower.get("/health")
+        assert healthy.status_code == 200, healthy.text
+        assert healthy.json()["checks"]["gateway"] == "ok"
+        await asyncio.to_thread(docker_client.containers.get(names.container).stop, timeout=1)
+        degraded = await r.tower.get("/health")
+        assert degraded.status_code == 503, degraded.text
+        assert "stopped" in degraded.json()["checks"]["gateway"]
+
+
+def test_the_gateway_container_is_kept_when_unchanged_and_replaced_when_changed(
+    names: GatewayNames,
+    network: str,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    settings = gateway_settings("", network, names, gateway_image, "http://upstream.invalid")
+    docker_client.networks.create(network, driver="bridge", internal=True)
+    ensure = partial(ensure_gateway, docker_client, worker_net=network, say=lambda _: None)
+    first = ensure(settings)
+    assert ensure(settings) == first
+    rotated = settings.model_copy(update={"anthropic_api_key": SecretStr("sk-ant-rotated")})
+    second = ensure(rotated)
+    assert second != first
+    container = docker_client.containers.get(second)
+    assert container.status == "running"
+    assert "ANTHROPIC_API_KEY=sk-ant-rotated" in container.attrs["Config"]["Env"]
+    assert container.labels[HASH_LABEL]
+    attached = container.attrs["NetworkSettings"]["Networks"]
+    assert names.container in attached[network]["Aliases"]
+    assert set(attached) == {names.egress_net, network}
