@@ -15,6 +15,7 @@ from starlette.responses import Response
 from tower import docs
 from tower.configs import routes as config_routes
 from tower.configs.store import ConfigStore
+from tower.dashboard import install_dashboard
 from tower.db.migrate import migrate
 from tower.db.pool import create_pool
 from tower.errors import install_error_handlers
@@ -23,7 +24,7 @@ from tower.execution.runner import Runner
 from tower.gateway import listener as auth_listener
 from tower.jobs import routes as job_routes
 from tower.jobs.openapi import install_openapi
-from tower.observability import health, metrics
+from tower.observability import health, metrics, stats
 from tower.observability.metrics import TowerMetrics
 from tower.queue.dispatcher import Dispatcher
 from tower.queue.notify import NotifyHub
@@ -63,9 +64,11 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         config_routes.router,
         health.router,
         metrics.router,
+        stats.router,
         docs.router,
     ):
         app.include_router(router)
+    install_dashboard(app)
     install_openapi(app)
     return app
 

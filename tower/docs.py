@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from swagger_ui_bundle import swagger_ui_path
 
 from tower.errors import NotFound
@@ -46,11 +46,6 @@ PAGE = """<!DOCTYPE html>
 </body>
 </html>
 """
-
-
-@router.get("/")
-async def root() -> RedirectResponse:
-    return RedirectResponse("/docs", status_code=307)
 
 
 @router.get("/docs")

@@ -26,3 +26,56 @@ SLOTS_BY_STATUS = "SELECT status, count(*) AS slots FROM pool_slots GROUP BY sta
 DELIVERIES_BY_STATUS = (
     "SELECT status, count(*) AS deliveries FROM webhook_deliveries GROUP BY status"
 )
+
+# --- the dashboard's figures (GET /stats/...) --------------------------------------------
+
+# Jobs per status, optionally for one agent ($1 NULL: every agent). The agent filter
+# uses jobs_agent_created; without it this is one pass over jobs, like JOBS_BY_STATUS.
+JOB_COUNTS = """
+SELECT status, count(*) AS jobs
+FROM jobs
+WHERE $1::text IS NULL OR agent_id = $1
+GROUP BY status
+"""
+
+# One row per minute of the last $1 minutes, oldest first, empty minutes included:
+# jobs submitted in that minute, jobs that ended in it by outcome, and how long the
+# runs that ended in it took. Finished jobs are found by finished_at, which has no
+# index: a scan of jobs, bounded by retention (MAX_RETAINED_JOBS), on demand only.
+ACTIVITY_BY_MINUTE = """
+WITH minutes AS (
+    SELECT generate_series(
+        date_trunc('minute', now()) - make_interval(mins => $1 - 1),
+        date_trunc('minute', now()),
+        interval '1 minute'
+    ) AS minute
+),
+submitted AS (
+    SELECT date_trunc('minute', created_at) AS minute, count(*) AS jobs
+    FROM jobs
+    WHERE created_at >= date_trunc('minute', now()) - make_interval(mins => $1 - 1)
+    GROUP BY 1
+),
+finished AS (
+    SELECT date_trunc('minute', finished_at) AS minute,
+           count(*) FILTER (WHERE status = 'completed') AS completed,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+           avg(duration_ms)::float8 AS mean_duration_ms,
+           max(duration_ms) AS max_duration_ms
+    FROM jobs
+    WHERE finished_at >= date_trunc('minute', now()) - make_interval(mins => $1 - 1)
+    GROUP BY 1
+)
+SELECT m.minute,
+       coalesce(s.jobs, 0) AS submitted,
+       coalesce(f.completed, 0) AS completed,
+       coalesce(f.failed, 0) AS failed,
+       coalesce(f.cancelled, 0) AS cancelled,
+       f.mean_duration_ms,
+       f.max_duration_ms
+FROM minutes m
+LEFT JOIN submitted s USING (minute)
+LEFT JOIN finished f USING (minute)
+ORDER BY m.minute
+"""

@@ -1,0 +1,81 @@
+"""Browser tests: the dashboard in Debian's Chromium, driven by Playwright, against a
+real tower (uvicorn on loopback) on a real PostgreSQL, running jobs with the simulated
+runner. Each test saves a screenshot under test-output/screenshots/ (CI keeps it)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+
+from tests.support.live import live_tower
+from tower.execution.simulated import SimulatedRunner
+from tower.settings import Settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+# Generous bound for what should happen in well under a second: a liveness check only.
+UI_TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test does)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+def api_key() -> str:
+    """No key by default; a test that wants auth on overrides this fixture."""
+    return ""
+
+
+@pytest.fixture
+async def tower_url(database_url: str, api_key: str) -> AsyncIterator[str]:
+    settings = Settings(
+        database_url=database_url, tower_runner="simulated", tower_api_key=api_key
+    )
+    async with live_tower(settings, SimulatedRunner()) as url:
+        yield url
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh browser context per test; a script error on the page fails the test."""
+    context = await browser.new_context(viewport={"width": 1320, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: _keep_errors(message, errors))
+    yield page
+    await context.close()
+    assert not errors, f"errors on the page: {errors}"
+
+
+def _keep_errors(message: ConsoleMessage, errors: list[str]) -> None:
+    # A refused request (401, 422...) is logged by Chromium as a console error: expected.
+    if message.type == "error" and "Failed to load resource" not in message.text:
+        errors.append(message.text)
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path

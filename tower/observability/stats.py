@@ -1,0 +1,97 @@
+"""GET /stats/jobs and /stats/activity: the figures the dashboard shows, as JSON.
+
+/metrics has the same queue figures for Prometheus; these answer a browser, which
+wants counts per status for one agent and the last hour minute by minute, and cannot
+parse the text format cheaply. Like /metrics they are read from PostgreSQL, so every
+replica answers the same. They need the API key: they describe the jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from tower.db.pool import Pool
+from tower.db.tables import DELIVERY_STATUSES, JOB_STATUSES, POOL_STATUSES
+from tower.deps import Db, require_key
+from tower.jobs.openapi import SECURED
+from tower.jobs.schemas import SAFE_ID
+from tower.observability import queries
+from tower.observability.metrics import read_database
+
+router = APIRouter(prefix="/stats", tags=["ops"], dependencies=[Depends(require_key)])
+
+DEFAULT_MINUTES = 60
+
+
+class JobCounts(BaseModel):
+    agent_id: str | None
+    by_status: dict[str, int]
+    total: int
+
+
+class Minute(BaseModel):
+    minute: datetime
+    submitted: int
+    completed: int
+    failed: int
+    cancelled: int
+    mean_duration_ms: float | None
+    max_duration_ms: int | None
+
+
+class Queue(BaseModel):
+    depth: int
+    oldest_age_seconds: float
+
+
+class Activity(BaseModel):
+    queue: Queue
+    jobs_by_status: dict[str, int]
+    pool: dict[str, int]
+    webhook_deliveries: dict[str, int]
+    minutes: list[Minute]
+
+
+@router.get("/jobs", response_model=JobCounts, openapi_extra=SECURED)
+async def job_counts(
+    db: Db, agent_id: Annotated[str | None, Query(pattern=SAFE_ID)] = None
+) -> JobCounts:
+    """Jobs per status (every status, zeros included), for one agent or all."""
+    return await count_jobs(db, agent_id)
+
+
+@router.get("/activity", response_model=Activity, openapi_extra=SECURED)
+async def activity(
+    db: Db, minutes: Annotated[int, Query(ge=1, le=1440)] = DEFAULT_MINUTES
+) -> Activity:
+    """Queue depth and age, warm pool slots, webhook outbox, and jobs per minute over the
+    last `minutes`."""
+    return await read_activity(db, minutes)
+
+
+async def count_jobs(pool: Pool, agent_id: str | None) -> JobCounts:
+    rows = await pool.fetch(queries.JOB_COUNTS, agent_id)
+    found = {str(row["status"]): int(row["jobs"]) for row in rows}
+    by_status = {status: found.get(status, 0) for status in JOB_STATUSES}
+    return JobCounts(agent_id=agent_id, by_status=by_status, total=sum(by_status.values()))
+
+
+async def read_activity(pool: Pool, minutes: int) -> Activity:
+    snapshot = await read_database(pool)
+    rows = await pool.fetch(queries.ACTIVITY_BY_MINUTE, minutes)
+    return Activity(
+        queue=Queue(depth=snapshot.depth, oldest_age_seconds=snapshot.oldest_pending_age_seconds),
+        jobs_by_status=_every(JOB_STATUSES, snapshot.jobs_by_status),
+        pool=_every(POOL_STATUSES, snapshot.slots_by_status),
+        webhook_deliveries=_every(DELIVERY_STATUSES, snapshot.deliveries_by_status),
+        minutes=[Minute.model_validate(dict(row)) for row in rows],
+    )
+
+
+def _every(statuses: tuple[str, ...], found: dict[str, int]) -> dict[str, int]:
+    """Every status, zeros included, so a client never meets a missing key."""
+    return {status: found.get(status, 0) for status in statuses}
