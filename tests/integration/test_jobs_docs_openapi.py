@@ -22,10 +22,10 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def test_root_redirects_to_docs(client: httpx.AsyncClient) -> None:
+async def test_root_redirects_to_the_dashboard(client: httpx.AsyncClient) -> None:
     response = await client.get("/", follow_redirects=False)
     assert response.status_code == 307
-    assert response.headers["location"] == "/docs"
+    assert response.headers["location"] == "/ui/"
 
 
 async def test_docs_page_loads_only_local_assets(client: httpx.AsyncClient) -> None:
