@@ -7,11 +7,12 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
-from tests.support.live import live_tower
+from tests.support.live import client_for, live_tower
 from tower.execution.simulated import SimulatedRunner
 from tower.settings import Settings
 
@@ -47,31 +48,51 @@ def api_key() -> str:
 
 @pytest.fixture
 async def tower_url(database_url: str, api_key: str) -> AsyncIterator[str]:
-    settings = Settings(
-        database_url=database_url, tower_runner="simulated", tower_api_key=api_key
-    )
+    settings = Settings(database_url=database_url, tower_runner="simulated", tower_api_key=api_key)
     async with live_tower(settings, SimulatedRunner()) as url:
         yield url
 
 
 @pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh browser context per test; a script error on the page fails the test."""
+async def page(browser: Browser, tower_url: str) -> AsyncIterator[Page]:
+    """A fresh browser context per test. A script error on the page fails the test, and
+    so does a request to anywhere but the tower (the page must work with no internet)."""
     context = await browser.new_context(viewport={"width": 1320, "height": 900})
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = await context.new_page()
     errors: list[str] = []
+    elsewhere: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: _keep_errors(message, errors))
+    page.on("request", lambda r: None if r.url.startswith(tower_url) else elsewhere.append(r.url))
     yield page
     await context.close()
     assert not errors, f"errors on the page: {errors}"
+    assert not elsewhere, f"requests to other origins: {elsewhere}"
 
 
 def _keep_errors(message: ConsoleMessage, errors: list[str]) -> None:
     # A refused request (401, 422...) is logged by Chromium as a console error: expected.
     if message.type == "error" and "Failed to load resource" not in message.text:
         errors.append(message.text)
+
+
+async def submit_job(tower_url: str, api_key: str = "", **fields: Any) -> str:
+    """Submit through the API (not the page) and return the job id."""
+    body = {"agent_id": "browser", "engine": "claude-code", **fields}
+    async with client_for(tower_url, api_key) as client:
+        response = await client.post("/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+async def read_job(tower_url: str, job_id: str, api_key: str = "") -> dict[str, Any]:
+    async with client_for(tower_url, api_key) as client:
+        response = await client.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    return job
 
 
 async def screenshot(page: Page, name: str) -> Path:

@@ -18,7 +18,9 @@ from tower.settings import Settings
 
 API_KEY = "dashboard-key"
 REPO = Path(__file__).resolve().parents[2]
-UI_FILES = sorted(p.relative_to(REPO / "ui").as_posix() for p in (REPO / "ui").rglob("*") if p.is_file())
+UI_FILES = sorted(
+    path.relative_to(REPO / "ui").as_posix() for path in (REPO / "ui").rglob("*") if path.is_file()
+)
 
 
 @pytest.fixture
@@ -83,13 +85,21 @@ async def test_job_counts_by_status_and_agent(base_url: str) -> None:
         everyone = (await client.get("/stats/jobs")).json()
         one = (await client.get("/stats/jobs", params={"agent_id": "a1"})).json()
         bad = await client.get("/stats/jobs", params={"agent_id": "no spaces"})
-    assert everyone == {
-        "agent_id": None,
-        "by_status": {"pending": 0, "running": 0, "completed": 1, "failed": 1, "cancelled": 1},
-        "total": 3,
+    assert everyone["agent_id"] is None
+    assert everyone["by_status"] == {
+        "pending": 0,
+        "running": 0,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 1,
     }
+    assert everyone["total"] == 3
     assert one["by_status"] == {
-        "pending": 0, "running": 0, "completed": 1, "failed": 0, "cancelled": 1,
+        "pending": 0,
+        "running": 0,
+        "completed": 1,
+        "failed": 0,
+        "cancelled": 1,
     }
     assert one["total"] == 2
     assert bad.status_code == 422
@@ -124,7 +134,7 @@ async def test_activity_counts_this_minute(base_url: str) -> None:
 
 def test_a_built_wheel_carries_the_dashboard(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
         check=True,
         capture_output=True,
     )

@@ -38,6 +38,10 @@ WHERE $1::text IS NULL OR agent_id = $1
 GROUP BY status
 """
 
+# The newest state event's id: a client that reads the counts and then opens GET /events
+# after this id hears of every change made since (the partial index job_events_states covers it).
+LAST_STATE_EVENT_ID = "SELECT coalesce(max(id), 0) FROM job_events WHERE kind = 'state'"
+
 # One row per minute of the last $1 minutes, oldest first, empty minutes included:
 # jobs submitted in that minute, jobs that ended in it by outcome, and how long the
 # runs that ended in it took. Finished jobs are found by finished_at, which has no

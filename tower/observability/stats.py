@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tower.db.pool import Pool
 from tower.db.tables import DELIVERY_STATUSES, JOB_STATUSES, POOL_STATUSES
@@ -31,6 +31,10 @@ class JobCounts(BaseModel):
     agent_id: str | None
     by_status: dict[str, int]
     total: int
+    last_event_id: int = Field(
+        description="Id of the newest state event when counted: GET /events with this "
+        "Last-Event-ID tells of every change since, and nothing older."
+    )
 
 
 class Minute(BaseModel):
@@ -74,10 +78,17 @@ async def activity(
 
 
 async def count_jobs(pool: Pool, agent_id: str | None) -> JobCounts:
-    rows = await pool.fetch(queries.JOB_COUNTS, agent_id)
+    # The event id first: a change after it and before the count is then told twice
+    # (harmless for counts re-read on events), never missed.
+    async with pool.acquire() as connection:
+        last_event_id = await connection.fetchval(queries.LAST_STATE_EVENT_ID)
+        rows = await connection.fetch(queries.JOB_COUNTS, agent_id)
     found = {str(row["status"]): int(row["jobs"]) for row in rows}
     by_status = {status: found.get(status, 0) for status in JOB_STATUSES}
-    return JobCounts(agent_id=agent_id, by_status=by_status, total=sum(by_status.values()))
+    total = sum(by_status.values())
+    return JobCounts(
+        agent_id=agent_id, by_status=by_status, total=total, last_event_id=last_event_id
+    )
 
 
 async def read_activity(pool: Pool, minutes: int) -> Activity:

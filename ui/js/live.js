@@ -1,20 +1,28 @@
 // One connection to GET /events for the whole page; views subscribe to its state events.
 // The header's indicator says whether the page is live.
 
+import { get } from './api.js';
 import { subscribe } from './sse.js';
 
 const listeners = new Set();
 let stream = null;
+let started = 0;
 
 export function onJobEvent(listener) {
   listeners.add(listener);
   return () => listeners.delete(listener);
 }
 
-export function startLive(indicator) {
+// Starts after the newest event at the time of the call: the views read the current
+// state themselves, and /events without a Last-Event-ID would replay all history.
+export async function startLive(indicator) {
   stop();
   show(indicator, 'connecting', 'Connecting…');
+  const generation = ++started;
+  const lastEventId = await get('/stats/jobs').then((counts) => counts.last_event_id, () => null);
+  if (generation !== started) return; // started again meanwhile
   stream = subscribe('/events', {
+    lastEventId,
     onEvent(event) {
       if (event.event !== 'state' || typeof event.data !== 'object') return;
       for (const listener of listeners) listener(event.data);
