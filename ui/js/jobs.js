@@ -83,8 +83,7 @@ class JobList {
       this.renderPager(list.total);
       this.message.textContent = list.jobs.length ? '' : emptyText(this.filter);
     } catch (error) {
-      this.message.textContent = error instanceof ApiError && error.status === 422
-        ? `Cannot search for that: ${error.message}` : error.message;
+      this.message.textContent = listError(error);
     }
   }
 
@@ -159,6 +158,13 @@ function updateRow(row, job) {
   cells.profile.textContent = job.profile;
   replace(cells.created, h('time', { datetime: job.created_at, title: dateTime(job.created_at) }, ago(job.created_at)));
   cells.duration.textContent = duration(job.duration_ms);
+}
+
+function listError(error) {
+  if (!(error instanceof ApiError)) return `Cannot reach the tower: ${error.message}`;
+  if (error.status === 401) return 'Sign in with the API key to see the jobs.';
+  if (error.status === 422) return `Cannot search for that: ${error.message}`;
+  return error.message;
 }
 
 function emptyText({ status, agent }) {
