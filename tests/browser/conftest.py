@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 # Generous bound for what should happen in well under a second: a liveness check only.
-UI_TIMEOUT_MS = 15_000
+UI_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +53,21 @@ async def tower_url(database_url: str, api_key: str) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-async def page(browser: Browser, tower_url: str) -> AsyncIterator[Page]:
+async def page(
+    browser: Browser, tower_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Page]:
     """A fresh browser context per test. A script error on the page fails the test, and
     so does a request to anywhere but the tower (the page must work with no internet)."""
     context = await browser.new_context(viewport={"width": 1320, "height": 900})
@@ -66,6 +79,8 @@ async def page(browser: Browser, tower_url: str) -> AsyncIterator[Page]:
     page.on("console", lambda message: _keep_errors(message, errors))
     page.on("request", lambda r: None if r.url.startswith(tower_url) else elsewhere.append(r.url))
     yield page
+    if request.node.stash.get(FAILED, False):  # what the page showed when it failed
+        await screenshot(page, f"FAILED-{request.node.name}")
     await context.close()
     assert not errors, f"errors on the page: {errors}"
     assert not elsewhere, f"requests to other origins: {elsewhere}"
