@@ -3,9 +3,10 @@
 A benchmark, not a test: it prints figures and targets, and never fails on them.
 Run from the repository root:  .venv/bin/python bench/queue.py [--jobs 2000] [--clients 8]
 
-1. Throughput. A tower runs in this process with the simulated runner (an empty prompt is a
-   no-op job) on a private PostgreSQL. CLIENTS concurrent HTTP clients submit JOBS jobs;
-   the clock stops when every job is terminal. The baseline, measured in the same run on
+1. Throughput. TOWERS `parpaing serve` processes (as production runs them: uvloop,
+   httptools) with the simulated runner (an empty prompt is a no-op job) share a private
+   PostgreSQL. From another process, CLIENTS concurrent HTTP clients (spread over the
+   towers) submit JOBS jobs; the clock stops when every job is terminal. The baseline, measured in the same run on
    the same server, is pgbench with CLIENTS clients running the same row lifecycle on a copy
    of the jobs table (INSERT, UPDATE to running, UPDATE to completed: three transactions,
    as submit, claim and finish are). Target: tower / pgbench >= 0.3.
@@ -29,25 +30,26 @@ sys.path.insert(0, str(HERE.parent))
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
+import os
 import re
 import statistics
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
-import uvicorn
 
-from tower.app import create_app
 from tower.db.embedded import LocalPostgres, free_port
 from tower.db.migrate import migrate
 from tower.queue.channels import JOB_FINISHED
-from tower.settings import Settings
 
 THROUGHPUT_TARGET = 0.3
 P99_TARGET_MS = 50.0
@@ -93,38 +95,72 @@ NOTIFY_FINISHED = f"SELECT pg_notify('{JOB_FINISHED}', $1)"
 
 
 @contextlib.asynccontextmanager
-async def tower(database_url: str, concurrency: int) -> AsyncIterator[str]:
-    settings = Settings(
-        database_url=database_url,
-        tower_runner="simulated",
-        max_concurrent_jobs=concurrency,
-        db_pool_size=concurrency + 8,
-    )
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            raise RuntimeError("tower exited during start-up")
-        await asyncio.sleep(0.01)
+async def towers(database_url: str, count: int, concurrency: int) -> AsyncIterator[list[str]]:
+    """COUNT `parpaing serve` processes on one database, as replicas run in production
+    (uvloop, httptools, access log on); yields their base URLs."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TOWER_RUNNER": "simulated",
+        "TOWER_API_KEY": "",
+        "MAX_CONCURRENT_JOBS": str(concurrency),
+        "DB_POOL_SIZE": str(concurrency + 8),
+    }
+    logs = Path(tempfile.mkdtemp(prefix="parpaing-bench-towers-"))
+    started = [_spawn_tower(env, logs / f"tower-{index}.log") for index in range(count)]
     try:
-        yield f"http://127.0.0.1:{port}"
+        for tower in started:
+            await _until_serving(tower)
+        yield [tower.url for tower in started]
     finally:
-        server.should_exit = True
-        await task
+        for tower in started:
+            tower.process.terminate()
+        for tower in started:
+            await asyncio.to_thread(tower.process.wait)
+
+
+@dataclass(frozen=True)
+class Tower:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _spawn_tower(env: dict[str, str], log_path: Path) -> Tower:
+    port = free_port()
+    argv = [sys.executable, "-m", "tower.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            argv, cwd=HERE.parent, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    return Tower(f"http://127.0.0.1:{port}", process, log_path)
+
+
+async def _until_serving(tower: Tower) -> None:
+    async with httpx.AsyncClient(base_url=tower.url, timeout=5) as client:
+        for _ in range(600):
+            if tower.process.poll() is not None:
+                raise RuntimeError(f"tower exited during start-up:\n{tower.log()}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/openapi.json")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"tower did not answer within a minute:\n{tower.log()}")
 
 
 # --- 1. throughput -----------------------------------------------------------------------
 
 
-async def tower_throughput(base_url: str, database_url: str, jobs: int, clients: int) -> float:
+async def tower_throughput(
+    base_urls: list[str], database_url: str, jobs: int, clients: int
+) -> float:
     # The load comes from another process, as pgbench's does, so the clients do not
-    # take the tower's interpreter time.
+    # take the towers' interpreter time.
     load = multiprocessing.get_context("spawn").Process(
-        target=submit_jobs, args=(base_url, jobs, clients), daemon=True
+        target=submit_jobs, args=(base_urls, jobs, clients), daemon=True
     )
     load.start()
     await asyncio.to_thread(load.join)
@@ -136,23 +172,46 @@ async def tower_throughput(base_url: str, database_url: str, jobs: int, clients:
     return jobs / span
 
 
-def submit_jobs(base_url: str, jobs: int, clients: int) -> None:
-    """In the load process: CLIENTS concurrent clients share JOBS submissions."""
+def submit_jobs(base_urls: list[str], jobs: int, clients: int) -> None:
+    """In the load process: CLIENTS concurrent clients share JOBS submissions; client i
+    talks to tower i mod len(base_urls), as a load balancer would spread them."""
     per_client = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
-    asyncio.run(_submit_all(base_url, per_client))
+    asyncio.run(_submit_all(base_urls, per_client))
 
 
-async def _submit_all(base_url: str, per_client: list[int]) -> None:
-    body = {"agent_id": "bench", "engine": "claude-code", "prompt": ""}
-    limits = httpx.Limits(max_connections=len(per_client))
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-        await asyncio.gather(*(_submit_many(client, body, count) for count in per_client))
+async def _submit_all(base_urls: list[str], per_client: list[int]) -> None:
+    await asyncio.gather(
+        *(
+            _submit_many(base_urls[index % len(base_urls)], count)
+            for index, count in enumerate(per_client)
+        )
+    )
 
 
-async def _submit_many(client: httpx.AsyncClient, body: dict[str, str], count: int) -> None:
-    for _ in range(count):
-        response = await client.post("/jobs", json=body)
-        response.raise_for_status()
+SUBMIT_BODY = json.dumps({"agent_id": "bench", "engine": "claude-code", "prompt": ""}).encode()
+
+
+async def _submit_many(base_url: str, count: int) -> None:
+    """One keep-alive connection sending COUNT `POST /jobs`, one after the other, as a
+    pgbench client sends its transactions. A plain HTTP/1.1 exchange rather than a
+    full-featured client: the load generator should cost little CPU, as pgbench does,
+    because it shares the machine with what it measures. Every answer must be a 202."""
+    url = urllib.parse.urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    request = (
+        f"POST /jobs HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(SUBMIT_BODY)}\r\n\r\n"
+    ).encode() + SUBMIT_BODY
+    try:
+        for _ in range(count):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            body = await reader.readexactly(int(length.group(1)) if length else 0)
+            if not head.startswith(b"HTTP/1.1 202 "):
+                raise RuntimeError(f"POST /jobs answered {head!r} {body!r}")
+    finally:
+        writer.close()
 
 
 async def _first_submit_to_last_finish(database_url: str) -> float:
@@ -258,14 +317,17 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def _measure(server: LocalPostgres, args: argparse.Namespace) -> None:
-    print(f"throughput: {args.jobs} jobs, {args.clients} clients, concurrency {args.concurrency}")
-    async with tower(server.url, args.concurrency) as base_url:
-        jobs_per_second = await tower_throughput(base_url, server.url, args.jobs, args.clients)
+    print(
+        f"throughput: {args.jobs} jobs, {args.clients} clients, {args.towers} tower process(es), "
+        f"MAX_CONCURRENT_JOBS={args.concurrency} each"
+    )
+    async with towers(server.url, args.towers, args.concurrency) as base_urls:
+        jobs_per_second = await tower_throughput(base_urls, server.url, args.jobs, args.clients)
         baseline = await pgbench_throughput(server, args.jobs, args.clients)
         ratio = jobs_per_second / baseline
         verdict = "ok" if ratio >= THROUGHPUT_TARGET else "BELOW TARGET"
         print(f"  ratio:   {ratio:.2f} (target >= {THROUGHPUT_TARGET}) {verdict}")
-        latencies = await wait_latencies(base_url, server.url, args.waits)
+        latencies = await wait_latencies(base_urls[0], server.url, args.waits)
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
     verdict = "ok" if p99 <= P99_TARGET_MS else "ABOVE TARGET"
     print(f"/wait wake-up latency over {args.waits} waits (COMMIT sent -> response):")
@@ -278,6 +340,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=16, help="MAX_CONCURRENT_JOBS")
+    parser.add_argument("--towers", type=int, default=1, help="tower processes (replicas)")
     parser.add_argument("--waits", type=int, default=200)
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(run(parser.parse_args()))

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import Response
 
 from tower import docs
 from tower.configs import routes as config_routes
@@ -22,6 +20,7 @@ from tower.errors import install_error_handlers
 from tower.execution.factory import build_runner
 from tower.execution.runner import Runner
 from tower.gateway import listener as auth_listener
+from tower.headers import SECURITY_HEADERS, SecurityHeaders
 from tower.jobs import routes as job_routes
 from tower.jobs.openapi import install_openapi
 from tower.observability import health, metrics, stats
@@ -37,11 +36,7 @@ from tower.webhooks.deliverer import Deliverer
 from tower.webhooks.secret import webhook_secret
 from tower.webhooks.signing import signing_key
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
+__all__ = ["SECURITY_HEADERS", "create_app", "replica_id"]
 
 
 def replica_id(settings: Settings) -> str:
@@ -57,7 +52,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.middleware("http")(_security_headers)
+    app.add_middleware(SecurityHeaders)
     for router in (
         job_routes.router,
         webhook_routes.router,
@@ -71,13 +66,6 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     install_dashboard(app)
     install_openapi(app)
     return app
-
-
-async def _security_headers(request: Request, call_next: object) -> Response:
-    response: Response = await call_next(request)  # type: ignore[operator]
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
 
 
 def _lifespan(settings: Settings, runner: Runner | None):  # type: ignore[no-untyped-def]
