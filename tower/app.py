@@ -23,6 +23,7 @@ from tower.gateway import listener as auth_listener
 from tower.headers import SECURITY_HEADERS, SecurityHeaders
 from tower.jobs import routes as job_routes
 from tower.jobs.openapi import install_openapi
+from tower.jobs.service import job_inserts
 from tower.observability import health, metrics, stats
 from tower.observability.metrics import TowerMetrics
 from tower.queue.dispatcher import Dispatcher
@@ -89,7 +90,9 @@ async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStac
     stack.push_async_callback(configs.close)
     await configs.load()
     name = replica_id(settings)
-    state = TowerState(settings, name, pool, hub, configs, TowerMetrics(name))
+    inserts = job_inserts(pool)
+    stack.push_async_callback(inserts.close)
+    state = TowerState(settings, name, pool, hub, configs, TowerMetrics(name), inserts)
     unix, tcp = auth_listener.wanted(settings)
     if unix or tcp:
         listeners = await auth_listener.AuthListeners.start(settings, pool, unix_socket=unix)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
+from tower.jobs.service import JobInserts
 from tower.observability.metrics import TowerMetrics
 from tower.queue.notify import NotifyHub
 from tower.settings import Settings
@@ -19,3 +20,4 @@ class TowerState:
     hub: NotifyHub
     configs: ConfigStore
     metrics: TowerMetrics
+    job_inserts: JobInserts

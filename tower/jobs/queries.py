@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from tower.db.pool import Connection
 from tower.queue.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
 from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
 from tower.webhooks.queries import DELIVERIES_OF_JOB
@@ -19,6 +22,13 @@ WITH inserted AS (
 )
 SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
 """
+
+
+async def insert_jobs(connection: Connection, rows: list[tuple[Any, ...]]) -> list[None]:
+    """INSERT_JOB for each row (its parameters), atomically: one round trip, one commit."""
+    await connection.executemany(INSERT_JOB, rows)
+    return [None] * len(rows)
+
 
 # A key younger than the TTL; older keys count as absent until retention deletes them.
 FIND_IDEMPOTENCY_KEY = """

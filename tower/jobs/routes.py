@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from tower.deps import Configs, Db, Hub, Metrics, SettingsDep, require_key
+from tower.deps import Db, Hub, Metrics, State, require_key
 from tower.jobs import service
 from tower.jobs.openapi import SECURED
 from tower.jobs.schemas import (
@@ -39,13 +39,18 @@ IdempotencyKey = Annotated[
 async def submit(
     request: JobRequest,
     response: Response,
-    db: Db,
-    configs: Configs,
-    settings: SettingsDep,
-    metrics: Metrics,
+    state: State,
     idempotency_key: IdempotencyKey = None,
 ) -> Submitted:
-    outcome = await service.submit_job(db, configs, settings, metrics, request, idempotency_key)
+    outcome = await service.submit_job(
+        state.pool,
+        state.job_inserts,
+        state.configs,
+        state.settings,
+        state.metrics,
+        request,
+        idempotency_key,
+    )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return Submitted(job_id=outcome.job_id)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tower.configs.store import ConfigStore
+from tower.db.group_commit import GroupCommit
 from tower.db.pool import Pool, transaction
 from tower.db.tables import TERMINAL_STATUSES
 from tower.errors import Conflict, Invalid, NotFound, Timeout
@@ -36,6 +37,14 @@ class SubmitOutcome:
     replayed: bool
 
 
+# Plain submissions (no idempotency key) share commits with their concurrent neighbours.
+JobInserts = GroupCommit[tuple[Any, ...], None]
+
+
+def job_inserts(pool: Pool) -> JobInserts:
+    return GroupCommit(pool, queries.insert_jobs, "job-inserts")
+
+
 class _KeyTaken(Exception):
     """Another request committed the same idempotency key first; roll back and replay."""
 
@@ -57,6 +66,7 @@ def request_hash(request: JobRequest) -> str:
 
 async def submit_job(
     pool: Pool,
+    inserts: JobInserts,
     configs: ConfigStore,
     settings: Settings,
     metrics: TowerMetrics,
@@ -64,7 +74,7 @@ async def submit_job(
     idempotency_key: str | None,
 ) -> SubmitOutcome:
     _check_webhook_target(request, settings)
-    outcome = await _submit(pool, configs, settings, request, idempotency_key)
+    outcome = await _submit(pool, inserts, configs, settings, request, idempotency_key)
     if not outcome.replayed:
         metrics.job_submitted()
     return outcome
@@ -82,6 +92,7 @@ def _check_webhook_target(request: JobRequest, settings: Settings) -> None:
 
 async def _submit(
     pool: Pool,
+    inserts: JobInserts,
     configs: ConfigStore,
     settings: Settings,
     request: JobRequest,
@@ -89,7 +100,7 @@ async def _submit(
 ) -> SubmitOutcome:
     if idempotency_key is None:
         configs.validate_job(request.profile, request.engine, request.prompt_vars)
-        return SubmitOutcome(await _insert_job(pool, settings, request), replayed=False)
+        return SubmitOutcome(await _insert_job(inserts, settings, request), replayed=False)
     fingerprint = request_hash(request)
     # A replay returns the original job even if the configs changed since (Stripe semantics).
     replay = await _replay(pool, settings, idempotency_key, fingerprint)
@@ -97,7 +108,7 @@ async def _submit(
         return replay
     configs.validate_job(request.profile, request.engine, request.prompt_vars)
     try:
-        job_id = await _insert_job(pool, settings, request, (idempotency_key, fingerprint))
+        job_id = await _insert_keyed_job(pool, settings, request, (idempotency_key, fingerprint))
     except _KeyTaken:
         replay = await _replay(pool, settings, idempotency_key, fingerprint)
         if replay is None:
@@ -122,19 +133,33 @@ async def _replay(
     return SubmitOutcome(row["job_id"], replayed=True)
 
 
-async def _insert_job(
-    pool: Pool, settings: Settings, request: JobRequest, key: tuple[str, str] | None = None
-) -> str:
-    job_id = new_job_id(request.agent_id)
+def _insert_values(job_id: str, settings: Settings, request: JobRequest) -> tuple[Any, ...]:
+    """INSERT_JOB's parameters."""
     max_attempts = request.max_attempts or settings.max_attempts
     stored = request.model_dump(mode="json") | {"max_attempts": max_attempts}
-    values = (job_id, request.agent_id, request.engine, request.profile, stored)
-    insert = (queries.INSERT_JOB, *values, request.priority, max_attempts)
-    if key is None:
-        await pool.execute(*insert)  # one statement: its own transaction
-        return job_id
+    return (
+        job_id,
+        request.agent_id,
+        request.engine,
+        request.profile,
+        stored,
+        request.priority,
+        max_attempts,
+    )
+
+
+async def _insert_job(inserts: JobInserts, settings: Settings, request: JobRequest) -> str:
+    job_id = new_job_id(request.agent_id)
+    await inserts.write(_insert_values(job_id, settings, request))
+    return job_id
+
+
+async def _insert_keyed_job(
+    pool: Pool, settings: Settings, request: JobRequest, key: tuple[str, str]
+) -> str:
+    job_id = new_job_id(request.agent_id)
     async with transaction(pool) as connection:
-        await connection.execute(*insert)
+        await connection.execute(queries.INSERT_JOB, *_insert_values(job_id, settings, request))
         claimed = await connection.fetchrow(
             queries.CLAIM_IDEMPOTENCY_KEY, *key, job_id, settings.idempotency_ttl_hours
         )

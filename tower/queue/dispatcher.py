@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 
+from tower.db.group_commit import GroupCommit
 from tower.db.pool import Pool, transaction
 from tower.execution.runner import ClaimedJob, Runner, RunOutcome
 from tower.observability.metrics import TowerMetrics
@@ -45,6 +46,8 @@ class Dispatcher:
         self._runner = runner
         self._replica_id = replica_id
         self._leases = Leases(pool, settings.lease_seconds)
+        # Jobs that end together (a full slate of short jobs) share one commit.
+        self._finishes = GroupCommit(pool, queries.finish_many, "job-finishes")
         self._heartbeat = Periodic(
             "lease-heartbeat", self._leases.renew_interval, self._leases.heartbeat
         )
@@ -69,6 +72,7 @@ class Dispatcher:
             await self._claim_task
         self._leases.cancel_all()
         await asyncio.gather(*self._supervisors)
+        await self._finishes.close()
         await self._heartbeat.stop()
 
     # --- notifications ------------------------------------------------------------
@@ -146,9 +150,7 @@ class Dispatcher:
         )
 
         async def write() -> bool:
-            # One statement (the write and its NOTIFY): no explicit transaction needed.
-            async with self._pool.acquire() as connection:
-                return await queries.finish(connection, job.job_id, job.lease_token, final)
+            return await self._finishes.write(queries.FinishOf(job.job_id, job.lease_token, final))
 
         # A result is worth waiting for through a database restart; the write stays fenced.
         deadline = time.monotonic() + max(3 * self._settings.lease_seconds, FINISH_RETRY_FLOOR)

@@ -59,6 +59,7 @@ RETURNING lease_token
 # The NOTIFY is part of the same statement, so it is sent if and only if the row changed;
 # so is the webhook outbox row (see tower/webhooks/outbox.py). The gateway token dies with
 # the attempt: every write that ends one clears its hash.
+# It returns the job_id it finished, so a batch of them says which ones were written.
 FINISH = f"""
 WITH finished AS (
     UPDATE jobs SET
@@ -70,7 +71,7 @@ WITH finished AS (
     RETURNING {TERMINAL_COLUMNS}
 ),
 {outbox_cte("finished")}
-SELECT pg_notify($10, job_id), {WAKE_DELIVERERS} FROM finished
+SELECT job_id, pg_notify($10, job_id), {WAKE_DELIVERERS} FROM finished
 """
 
 # Give a running job back: to the queue if it has attempts left, else failed as
@@ -176,11 +177,33 @@ async def heartbeat(connection: Connection, tokens: list[UUID], lease_seconds: f
     return {row["lease_token"] for row in rows}
 
 
+@dataclass(frozen=True)
+class FinishOf:
+    """One owner's terminal write: the job, the lease token that fences it, the outcome."""
+
+    job_id: str
+    token: UUID
+    outcome: Finish
+
+
 async def finish(connection: Connection, job_id: str, token: UUID, outcome: Finish) -> bool:
-    rows = await connection.fetch(
-        FINISH,
-        job_id,
-        token,
+    """Write a terminal outcome; False when fenced off (lease lost, cancelled)."""
+    return (await finish_many(connection, [FinishOf(job_id, token, outcome)]))[0]
+
+
+async def finish_many(connection: Connection, writes: list[FinishOf]) -> list[bool]:
+    """FINISH for each write, atomically (one round trip, one commit); per write, whether
+    it changed the row."""
+    rows = await connection.fetchmany(FINISH, [_finish_args(write) for write in writes])
+    finished = {row["job_id"] for row in rows}
+    return [write.job_id in finished for write in writes]
+
+
+def _finish_args(write: FinishOf) -> tuple[Any, ...]:
+    outcome = write.outcome
+    return (
+        write.job_id,
+        write.token,
         outcome.status,
         outcome.exit_code,
         outcome.result,
@@ -190,7 +213,6 @@ async def finish(connection: Connection, job_id: str, token: UUID, outcome: Fini
         outcome.duration_ms,
         channels.JOB_FINISHED,
     )
-    return len(rows) == 1
 
 
 async def release(connection: Connection, job_id: str, token: UUID) -> str | None:
