@@ -16,6 +16,7 @@ from typing import Any
 import docker
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.support import (
     container_exists,
@@ -74,6 +75,11 @@ async def test_every_engine_dry_runs_from_the_warm_pool(
                 partial(_gone, docker_client, ready), f"{engine}'s job to use a warm container"
             )
             assert len(taken) == 1, f"{engine}: ready before {ready}, gone after {taken}"
+        taken_by_kind = await acquisitions(client)
+        await wait_pool_ready(database_url, POOL_SIZE)  # refilled; nothing takes any more
+        ready_gauge = await gauge(client, "tower_pool_ready")
+    assert taken_by_kind == {"warm": len(ENGINE_BINARIES), "cold": 0}
+    assert ready_gauge == POOL_SIZE
 
 
 async def test_every_engine_dry_runs_cold(
@@ -83,6 +89,27 @@ async def test_every_engine_dry_runs_cold(
     async with serve(settings) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
         for engine in ENGINE_BINARIES:
             assert_dry_run_of(engine, await dry_run(client, engine))
+        taken_by_kind = await acquisitions(client)
+    assert taken_by_kind == {"warm": 0, "cold": len(ENGINE_BINARIES)}
+
+
+async def metric_samples(client: httpx.AsyncClient) -> list[Any]:
+    text = (await client.get("/metrics")).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+async def acquisitions(client: httpx.AsyncClient) -> dict[str, float]:
+    """tower_pool_acquisitions_total by kind (warm, cold), as this replica counted them."""
+    return {
+        sample.labels["kind"]: sample.value
+        for sample in await metric_samples(client)
+        if sample.name == "tower_pool_acquisitions_total"
+    }
+
+
+async def gauge(client: httpx.AsyncClient, name: str) -> float:
+    (value,) = [s.value for s in await metric_samples(client) if s.name == name]
+    return float(value)
 
 
 async def _gone(client: docker.DockerClient, slots: list[dict[str, Any]]) -> list[str] | None:
