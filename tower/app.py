@@ -103,7 +103,9 @@ async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStac
 
 async def _start_background(state: TowerState, runner: Runner, stack: AsyncExitStack) -> None:
     stack.push_async_callback(runner.close)
-    key = signing_key(await webhook_secret(state.settings.webhook_secret, state.pool))
+    key = signing_key(
+        await webhook_secret(state.settings.webhook_secret.get_secret_value(), state.pool)
+    )
     for service in (
         Dispatcher(state.settings, state.pool, state.hub, runner, state.replica_id, state.metrics),
         Reaper(state.settings, state.pool, state.replica_id, state.metrics),

@@ -235,7 +235,7 @@ async def _webhook_secret(settings: Settings, url: str) -> str:
     await migrate(url)
     pool = await create_pool(url, 2)
     try:
-        return await webhook_secret(settings.webhook_secret, pool)
+        return await webhook_secret(settings.webhook_secret.get_secret_value(), pool)
     finally:
         await pool.close()
 

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tower.webhooks.signing import signing_key
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class Settings(BaseSettings):
     webhook_timeout: int = 10
     # Standard Webhooks signing key, `whsec_<base64>` (or any other string, used as raw
     # bytes). Empty: one is generated at first start and kept in the database.
-    webhook_secret: str = ""
+    webhook_secret: SecretStr = SecretStr("")
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 10
     webhook_retry_base: float = 30.0
@@ -111,6 +113,14 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     tower_runner: str = "docker"
     simulated_run_log: str = ""
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _usable_webhook_secret(cls, secret: SecretStr) -> SecretStr:
+        # A malformed whsec_ secret stops the start here, naming the variable.
+        if secret.get_secret_value():
+            signing_key(secret.get_secret_value())
+        return secret
 
     @model_validator(mode="before")
     @classmethod

@@ -66,3 +66,18 @@ def test_defaults_without_environment() -> None:
     assert settings.tower_port == 8080
     assert settings.database_url == ""
     assert settings.tower_runner == "docker"
+
+
+def test_a_malformed_webhook_secret_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", "whsec_not*base64")
+    with pytest.raises(ValidationError, match="webhook_secret"):
+        Settings()
+
+
+def test_the_webhook_secret_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", "whsec_c2VjcmV0LWtleS1ieXRlcw==")
+    settings = Settings()
+    assert "c2VjcmV0" not in repr(settings)
+    assert settings.webhook_secret.get_secret_value() == "whsec_c2VjcmV0LWtleS1ieXRlcw=="
