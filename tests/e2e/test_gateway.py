@@ -353,3 +353,74 @@ def test_the_gateway_container_is_kept_when_unchanged_and_replaced_when_changed(
     attached = container.attrs["NetworkSettings"]["Networks"]
     assert names.container in attached[network]["Aliases"]
     assert set(attached) == {names.egress_net, network}
+
+
+# --- the gateway is a worker's only peer, and no way out ---------------------------------------
+
+ESCAPE_PROBE = """
+import json, socket, urllib.request, urllib.error
+gateway_host = __GATEWAY_HOST__
+def connect(host, port):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return "connected"
+    except OSError as error:
+        return type(error).__name__
+def status(path, headers=None):
+    request = urllib.request.Request(f"http://{gateway_host}:8080{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status
+    except urllib.error.HTTPError as error:
+        return error.code
+def raw_status(request_line):
+    # A request line as written, which urllib would normalise.
+    with socket.create_connection((gateway_host, 8080), timeout=10) as conn:
+        conn.sendall(request_line.encode() + b"\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        return int(conn.recv(64).split()[1])
+print(json.dumps({
+    "gateway": connect(gateway_host, 8080),
+    "health": status("/health"),
+    "others": {f"{h}:{p}": connect(h, p) for h, p in __TARGETS__},
+    "auth_endpoint": status("/_parpaing_auth"),
+    "absolute_uri": raw_status("GET __UPSTREAM__/v1/messages HTTP/1.1"),
+    "traversal": raw_status("GET /anthropic/../openai/v1/models HTTP/1.1"),
+    "connect_method": raw_status("CONNECT 203.0.113.7:443 HTTP/1.1"),
+    "other_path": status("/v1/messages"),
+}))
+"""
+
+
+async def test_from_a_worker_the_gateway_is_the_only_peer_and_no_way_out(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    worker_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+        await register_shell(r.tower)
+        upstream_host, upstream_port = r.upstream.removeprefix("http://").split(":")
+        gateway_egress = str(r.gateway.base_url.host)
+        targets = [
+            (upstream_host, int(upstream_port)),  # the provider, seen from the gateway
+            (gateway_egress, 8080),  # the gateway's other leg
+            ("203.0.113.7", 443),  # a public-looking address (RFC 5737)
+        ]
+        source = (
+            ESCAPE_PROBE.replace("__GATEWAY_HOST__", repr(names.container))
+            .replace("__TARGETS__", repr(targets))
+            .replace("__UPSTREAM__", r.upstream)
+        )
+        report = last_json_line(await run_job(r.tower, python_script(source)))
+
+    # Controls: the gateway is there and answers.
+    assert report["gateway"] == "connected" and report["health"] == 200, report
+    assert all(outcome != "connected" for outcome in report["others"].values()), report
+    assert report["auth_endpoint"] == 404, report  # internal to nginx
+    assert report["absolute_uri"] == 404, report  # not an open proxy
+    assert report["traversal"] == 400, report
+    assert report["connect_method"] in (400, 405), report
+    assert report["other_path"] == 404, report
+    assert r.recorder.snapshot() == [], "a worker reached the upstream without a token"
