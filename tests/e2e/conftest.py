@@ -42,7 +42,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
 def worker_image(docker_client: docker.DockerClient) -> str:
     """Build (or refresh from the layer cache) the base and worker images once per session."""
     settings = Settings(worker_image=WORKER_IMAGE)
-    return build_images(settings, ca_bundle=default_ca_bundle())
+    return build_images(settings, ca_bundle=default_ca_bundle(), which=("worker",))
 
 
 @pytest.fixture(scope="session")

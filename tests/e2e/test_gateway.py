@@ -45,7 +45,7 @@ from tests.e2e.support import (
     serve,
 )
 from tower.db.pool import create_pool
-from tower.execution.docker.gateway import HASH_LABEL, ensure_gateway
+from tower.execution.docker.gateway import HASH_LABEL, GatewayFailure, ensure_gateway
 from tower.queue import queries
 from tower.settings import Settings
 
@@ -424,3 +424,17 @@ async def test_from_a_worker_the_gateway_is_the_only_peer_and_no_way_out(
     assert report["connect_method"] in (400, 405), report
     assert report["other_path"] == 404, report
     assert r.recorder.snapshot() == [], "a worker reached the upstream without a token"
+
+
+def test_a_bad_setting_fails_the_start_naming_the_variable_not_its_value(
+    names: GatewayNames, network: str, gateway_image: str, docker_client: docker.DockerClient
+) -> None:
+    bad = 'sk-ant"; return 200 "leak'
+    settings = gateway_settings(
+        "", network, names, gateway_image, "http://upstream.invalid", anthropic_api_key=bad
+    )
+    docker_client.networks.create(network, driver="bridge", internal=True)
+    with pytest.raises(GatewayFailure) as failure:
+        ensure_gateway(docker_client, settings, network, say=lambda _: None)
+    assert "ANTHROPIC_API_KEY is not valid" in failure.value.message
+    assert bad not in failure.value.message

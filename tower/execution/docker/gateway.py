@@ -161,7 +161,10 @@ def ensure_gateway(
         image_id = str(client.images.get(settings.gateway_image).id)
         spec = gateway_spec(settings, image_id)
         ensure_egress_network(client, spec.egress_net)
-        container = _current(client, spec, say) or _create(client, spec, say)
+        container = _current(client, spec, say)
+        if container is None:
+            container = _create(client, spec, say)
+            _wait_ready(container, settings, say)
         _join(client, container, worker_net, spec.alias)
         return str(container.id)
     except ImageNotFound as exc:
@@ -229,6 +232,25 @@ def _create(client: docker.DockerClient, spec: GatewaySpec, say: Say) -> Contain
     return container
 
 
+def _wait_ready(container: Container, settings: Settings, say: Say) -> None:
+    """Until the new gateway answers /health; if it exits instead (render-config refused a
+    setting), fail with its last words, which name the variable."""
+    end = time.monotonic() + READY_TIMEOUT
+    while True:
+        result = probe_gateway(settings)
+        if result.ok:
+            say(f"gateway {container.name} is ready")
+            return
+        container.reload()
+        if container.status in ("exited", "dead", "restarting") or time.monotonic() > end:
+            tail = container.logs(tail=5).decode(errors="replace").strip()
+            raise GatewayFailure(
+                f"gateway container {container.name} is {container.status}, not answering: "
+                f"{' | '.join(tail.splitlines()) or result.detail}"
+            )
+        time.sleep(0.1)
+
+
 def _join(client: docker.DockerClient, container: Container, network: str, alias: str) -> None:
     """Attach the container to `network` under `alias`, unless it already is."""
     container.reload()
@@ -283,16 +305,6 @@ def _container_address(settings: Settings, timeout: float) -> tuple[str, str | N
     networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
     egress = networks.get(settings.gateway_egress_net) or {}
     return "running", str(egress.get("IPAddress") or "") or None
-
-
-def wait_healthy(settings: Settings, timeout: float = READY_TIMEOUT) -> Probe:
-    """Poll /health until it answers (a fresh nginx takes a moment), up to `timeout`."""
-    end = time.monotonic() + timeout
-    result = probe_gateway(settings)
-    while not result.ok and time.monotonic() < end:
-        time.sleep(0.2)
-        result = probe_gateway(settings)
-    return result
 
 
 def _base(settings: Settings) -> str:

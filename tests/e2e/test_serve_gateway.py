@@ -1,0 +1,91 @@
+"""`parpaing serve` runs the gateway itself: builds its image when missing, starts its
+container, keeps it across restarts when nothing changed, replaces it when something did."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+from docker.errors import APIError, ImageNotFound, NotFound
+
+from tests.e2e.gateway import GatewayNames, gateway_names
+from tests.e2e.support import isolated_network
+from tests.integration.test_cli_serve import cli_env, collect_stdout, serve, stop
+from tower.execution.docker.gateway import HASH_LABEL
+
+
+@pytest.fixture
+def network(docker_client: docker.DockerClient) -> Iterator[str]:
+    yield from isolated_network(docker_client)
+
+
+@pytest.fixture
+def names(docker_client: docker.DockerClient) -> Iterator[GatewayNames]:
+    with gateway_names(docker_client) as found:
+        yield found
+
+
+@pytest.fixture
+def fresh_tag(docker_client: docker.DockerClient, names: GatewayNames) -> Iterator[str]:
+    """A gateway image tag nobody built: serve must build it."""
+    tag = f"parpaing-gateway:e2e-{names.suffix}"
+    yield tag
+    with contextlib.suppress(NotFound, APIError):
+        docker_client.containers.get(names.container).remove(force=True)
+    with contextlib.suppress(ImageNotFound, APIError):
+        docker_client.images.remove(tag)
+
+
+def test_serve_builds_starts_keeps_and_replaces_the_gateway(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    fresh_tag: str,
+    worker_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    env = cli_env(
+        DATABASE_URL=database_url,
+        TOWER_RUNNER="docker",
+        STATE_DIR=str(tmp_path / "state"),
+        WORKER_IMAGE=worker_image,
+        WORKER_NET=network,
+        POOL_SIZE="0",
+        GATEWAY_URL=names.url,
+        GATEWAY_IMAGE=fresh_tag,
+        GATEWAY_EGRESS_NET=names.egress_net,
+        GATEWAY_AUTH_SOCKET=f"{names.socket_dir}/auth.sock",
+        ANTHROPIC_API_KEY="sk-ant-first",
+    )
+    with serve(tmp_path, env) as first:
+        health = httpx.get(first.url + "/health", timeout=30).json()
+        assert stop(first, signal.SIGTERM) == 0, first.output()
+    assert f"gateway image {fresh_tag} is missing or outdated: building it" in first.output()
+    assert f"starting the gateway container {names.container}" in first.output()
+    assert health["checks"]["gateway"] == "ok", health
+    created = docker_client.containers.get(names.container)
+    assert created.status == "running"  # it outlives serve: workers of the next start use it
+    assert network in created.attrs["NetworkSettings"]["Networks"]
+
+    with serve(tmp_path, env) as second:
+        collect_stdout(second)
+        assert stop(second, signal.SIGTERM) == 0, second.output()
+    assert "building it" not in second.output()
+    assert "replacing" not in second.output()
+    assert docker_client.containers.get(names.container).id == created.id
+
+    with serve(tmp_path, {**env, "ANTHROPIC_API_KEY": "sk-ant-rotated"}) as third:
+        health = httpx.get(third.url + "/health", timeout=30).json()
+        assert stop(third, signal.SIGTERM) == 0, third.output()
+    assert f"replacing the gateway container {names.container}" in third.output()
+    replaced = docker_client.containers.get(names.container)
+    assert replaced.id != created.id
+    assert "ANTHROPIC_API_KEY=sk-ant-rotated" in replaced.attrs["Config"]["Env"]
+    assert replaced.labels[HASH_LABEL] != created.labels[HASH_LABEL]
+    assert health["checks"]["gateway"] == "ok", health
