@@ -177,6 +177,8 @@ def spawn(database_url: str, network: str, port: int, log: Path) -> subprocess.P
         "WORKER_NET": network,
         "POOL_SIZE": str(WARM_POOL),
         "TOWER_API_KEY": "",
+        # Dry runs call no provider: no gateway to start (and none to share on the daemon).
+        "GATEWAY_MANAGED": "false",
     }
     argv = [sys.executable, "-m", "tower.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as output:
@@ -253,7 +255,11 @@ async def measure(server: LocalPostgres, workdir: Path, args: argparse.Namespace
 def settings(server: LocalPostgres, name: str, network: str, pool_size: int) -> Settings:
     url = server.url.rsplit("/", 1)[0] + f"/{name}"
     return Settings(
-        database_url=url, tower_runner="docker", worker_net=network, pool_size=pool_size
+        database_url=url,
+        tower_runner="docker",
+        worker_net=network,
+        pool_size=pool_size,
+        gateway_managed=False,
     )
 
 

@@ -140,6 +140,9 @@ async def start_tower(
         "TOWER_ID": tower_id,
         "TOWER_RUNNER": "simulated",
         "TOWER_API_KEY": "",
+        # A tower that runs the gateway needs names of its own on a shared daemon
+        # (tests/e2e/gateway.py); these towers never call a provider.
+        "GATEWAY_MANAGED": "false",
         **{name.upper(): str(value) for name, value in settings.items()},
     }
     log_path = workdir / f"{tower_id}.log"
