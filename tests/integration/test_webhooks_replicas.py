@@ -181,7 +181,19 @@ async def test_metrics_agree_with_the_database_across_two_replicas(
             )
         finally:
             await connection.close()
-        scrapes = [await scrape(tower) for tower in pair]
+        finished_in_db = sum(int(row["jobs"]) for row in rows)
+
+        async def counted() -> list[dict[Any, float]] | None:
+            # A replica counts a job just after its terminal write commits, so a waiter
+            # can see the job finished an instant before the counter moves.
+            scrapes = [await scrape(tower) for tower in pair]
+            finished = sum(
+                total(scrapes, "tower_jobs_finished_total", status=status)
+                for status in ("completed", "failed", "cancelled")
+            )
+            return scrapes if finished >= finished_in_db else None
+
+        scrapes = await until(counted)
 
     db: dict[str, dict[str, float]] = defaultdict(dict)
     for row in rows:
