@@ -19,6 +19,7 @@ from functools import partial
 import docker
 import httpx
 import pytest
+from docker.errors import APIError, NotFound
 from pydantic import SecretStr
 
 from tests.e2e.gateway import (
@@ -45,7 +46,12 @@ from tests.e2e.support import (
     serve,
 )
 from tower.db.pool import create_pool
-from tower.execution.docker.gateway import HASH_LABEL, GatewayFailure, ensure_gateway
+from tower.execution.docker.gateway import (
+    HASH_LABEL,
+    GatewayFailure,
+    attach_gateway,
+    ensure_gateway,
+)
 from tower.queue import queries
 from tower.settings import Settings
 
@@ -438,3 +444,28 @@ def test_a_bad_setting_fails_the_start_naming_the_variable_not_its_value(
         ensure_gateway(docker_client, settings, network, say=lambda _: None)
     assert "ANTHROPIC_API_KEY is not valid" in failure.value.message
     assert bad not in failure.value.message
+
+
+def test_an_unmanaged_tower_attaches_only_the_gateway_it_is_told_to(
+    names: GatewayNames, network: str, gateway_image: str, docker_client: docker.DockerClient
+) -> None:
+    # A gateway run by someone else (compose), here one made by the managed path.
+    managed = gateway_settings("", network, names, gateway_image, "http://upstream.invalid")
+    docker_client.networks.create(network, driver="bridge", internal=True)
+    ensure_gateway(docker_client, managed, network, say=lambda _: None)
+    other = f"{network}-b"
+    docker_client.networks.create(other, driver="bridge", internal=True)
+    try:
+        unnamed = managed.model_copy(update={"gateway_managed": False})
+        assert attach_gateway(docker_client, unnamed, other) == ""
+        named = unnamed.model_copy(update={"gateway_container": names.container})
+        attached_id = attach_gateway(docker_client, named, other)
+        assert attach_gateway(docker_client, named, other) == attached_id  # idempotent
+        container = docker_client.containers.get(attached_id)
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        assert names.container in networks[other]["Aliases"]
+    finally:
+        with contextlib.suppress(NotFound, APIError):
+            docker_client.containers.get(names.container).remove(force=True)
+        with contextlib.suppress(NotFound, APIError):
+            docker_client.networks.get(other).remove()

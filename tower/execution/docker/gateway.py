@@ -12,7 +12,7 @@ makes sure one container of it runs with the configuration this tower holds:
 - tower's token checks reach it through the Unix socket's directory, mounted read-only.
 Replicas sharing a Docker host do this one at a time (a PostgreSQL advisory lock).
 Compose runs the gateway itself (GATEWAY_MANAGED=false); tower then only attaches the
-container named by GATEWAY_CONTAINER/GATEWAY_URL to the workers network, if it exists.
+container named by GATEWAY_CONTAINER (when set) to the workers network, if it exists.
 """
 
 from __future__ import annotations
@@ -177,8 +177,11 @@ def ensure_gateway(
 
 
 def attach_gateway(client: docker.DockerClient, settings: Settings, worker_net: str) -> str:
-    """Unmanaged gateway: put the existing container on the workers network, if it exists."""
-    name = gateway_container(settings)
+    """Unmanaged gateway: put the container GATEWAY_CONTAINER names on the workers network.
+    Only when named: a tower must not pull some other gateway into its network by chance."""
+    name = settings.gateway_container
+    if not name:
+        return ""
     try:
         container = client.containers.get(name)
         _join(client, container, worker_net, gateway_host(settings))
