@@ -18,8 +18,9 @@ the number of assistant turns already in the conversation it carries. So a retri
 request gets the same answer, and calls on the side (a CLI asking for a title, checking
 a command's prefix) do not eat the script: a request that offers no tools is a side call
 and gets `side_text`, unless `side_text` is None (every request then follows the script,
-for engines that never offer tools). Past the script's end, the last turn's text is
-repeated without tool calls, so an agent always gets to finish.
+for engines that never offer tools). `{tool_result}` in a turn's text is replaced by the
+output of the agent's last tool call, as the request carries it back. Past the script's
+end, the last turn's text is repeated without tool calls, so an agent always finishes.
 
 Use it in-process (`with FakeLLM(...) as fake: fake.url`), or run it as a program
 (`python3 fake_llm.py --host 0.0.0.0 --port 8000`), e.g. in a container built from the
@@ -37,13 +38,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_USAGE = {"input_tokens": 120, "output_tokens": 30}
 CONTROL = "/_fake/"
+TOOL_RESULT = "{tool_result}"
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,40 @@ def responses_turn(body: dict[str, Any]) -> int:
             turns += 1
         inside = made
     return turns
+
+
+def last_tool_result(body: dict[str, Any]) -> str:
+    """The text of the last tool result the request carries back (any API), or ""."""
+    found = ""
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if message.get("role") == "tool":
+            found = _plain(content)
+        elif isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    found = _plain(block.get("content"))
+    items = body.get("input")
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            found = _plain(item.get("output"))
+    return found
+
+
+def _plain(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(_plain(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else json.dumps(content)
+
+
+def with_tool_result(turn: Turn, result: str) -> Turn:
+    """`{tool_result}` in a turn's text becomes what the agent's last tool call returned:
+    the answer then shows what really happened in the worker."""
+    if TOOL_RESULT not in turn.text:
+        return turn
+    return replace(turn, text=turn.text.replace(TOOL_RESULT, result.strip()))
 
 
 def offers_tools(body: dict[str, Any]) -> bool:
@@ -555,7 +591,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _turn_for(self, recorded: Recorded, api: str, index: int, body: dict[str, Any]) -> Turn:
         script = self.fake.script
         side = script.side_text is not None and not offers_tools(body)
-        turn = script.answer(index, side)
+        turn = with_tool_result(script.answer(index, side), last_tool_result(body))
         recorded.api, recorded.turn, recorded.side = api, (None if side else index), side
         recorded.usage = script.usage_of(turn)
         return turn

@@ -197,3 +197,19 @@ def test_control_api_scripts_and_reads_the_record(fake: FakeLLM) -> None:
     assert record[0]["usage"] == {"input_tokens": 5, "output_tokens": 2}
     httpx.delete(fake.url + "/_fake/requests", timeout=5)
     assert fake.requests == []
+
+
+def test_tool_result_placeholder_shows_what_the_tool_returned() -> None:
+    turns = [BASH, text("the file says: {tool_result}")]
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "t1",
+        "content": [{"type": "text", "text": "hi\n"}],
+    }
+    history = [USER, ASSISTANT, {"role": "user", "content": [result]}]
+    chat_history = [USER, ASSISTANT, {"role": "tool", "tool_call_id": "c", "content": "from chat"}]
+    with FakeLLM(turns) as fake:
+        answer = post(fake, "/v1/messages", anthropic_request(history)).json()
+        chat = post(fake, "/v1/chat/completions", {"messages": chat_history, "tools": [{}]}).json()
+    assert answer["content"] == [{"type": "text", "text": "the file says: hi"}]
+    assert chat["choices"][0]["message"]["content"] == "the file says: from chat"
