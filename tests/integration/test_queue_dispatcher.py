@@ -162,6 +162,25 @@ async def test_a_notification_wakes_an_idle_dispatcher(
     assert (await _wait_finished(hub, db, job_id))["status"] == "completed"
 
 
+# A job row written without its NOTIFY, as when the hint is lost.
+INSERT_SILENTLY = """
+INSERT INTO jobs (job_id, agent_id, engine, profile, request)
+VALUES ($1, 'a', 'claude-code', 'default', '{"prompt": "print silent"}'::jsonb)
+"""
+
+
+async def test_a_job_whose_notification_was_lost_is_found_by_the_poll(
+    db: Any, hub: NotifyHub, dispatcher: Any, runner: ObservedRunner
+) -> None:
+    # First a notified job, so the dispatcher has claimed and seen the queue empty.
+    await dispatcher(poll_interval=0.2)
+    await _wait_finished(hub, db, await insert_job(db, "print first"))
+    silent = "a-5113e0700000"
+    await db.execute(INSERT_SILENTLY, silent)
+
+    assert (await _wait_finished(hub, db, silent))["result"] == "silent"
+
+
 async def test_capacity_is_never_exceeded(
     db: Any, hub: NotifyHub, dispatcher: Any, runner: ObservedRunner
 ) -> None:

@@ -1,8 +1,10 @@
 """The dispatcher: claims queued jobs up to the replica's capacity and runs them.
 
 It claims when it has a free slot and something may be claimable: at start, on a
-JOB_PENDING notification, when a local job ends, after the LISTEN connection comes
-back, and every `poll_interval` as a fallback (notifications are hints). Every write
+JOB_PENDING notification, after the LISTEN connection comes back, when a local job ends
+if the last claim filled every free slot (so more may be waiting), and at least every
+`poll_interval` as a fallback (notifications are hints). A slot freed while the queue
+was last seen empty costs no query: under load that was one wasted claim per job. Every write
 it makes about a job is fenced by the job's lease token (see queries.py).
 """
 
@@ -52,6 +54,10 @@ class Dispatcher:
             "lease-heartbeat", self._leases.renew_interval, self._leases.heartbeat
         )
         self._wake = asyncio.Event()
+        # Whether a claim may find something: set by hints, cleared by a claim that
+        # found less than it had room for.
+        self._maybe_claimable = True
+        self._last_claim = 0.0
         self._stopping = False
         self._claim_task: asyncio.Task[None] | None = None
         self._supervisors: set[asyncio.Task[None]] = set()
@@ -59,7 +65,7 @@ class Dispatcher:
     async def start(self) -> None:
         self._hub.on(channels.JOB_PENDING, self._on_pending)
         self._hub.on(channels.JOB_CANCELLED, self._on_cancelled)
-        self._hub.on_reconnect(self._wake.set)
+        self._hub.on_reconnect(self._on_reconnect)
         await self._heartbeat.start()
         self._claim_task = asyncio.create_task(self._claim_loop(), name="dispatcher")
 
@@ -78,6 +84,12 @@ class Dispatcher:
     # --- notifications ------------------------------------------------------------
 
     def _on_pending(self, _job_id: str) -> None:
+        self._maybe_claimable = True
+        self._wake.set()
+
+    def _on_reconnect(self) -> None:
+        # Notifications sent while the LISTEN connection was down are lost.
+        self._maybe_claimable = True
         self._wake.set()
 
     def _on_cancelled(self, job_id: str) -> None:
@@ -88,16 +100,23 @@ class Dispatcher:
     # --- claiming -----------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            # Cleared before claiming, so a wake-up that lands during the claim is kept.
+            # Cleared before claiming, so a wake-up or a hint that lands during the claim
+            # is kept.
             self._wake.clear()
             free = self._settings.max_concurrent_jobs - len(self._leases)
-            if free > 0:
-                await self._claim_and_launch(free)
+            overdue = loop.time() - self._last_claim >= self._settings.poll_interval
+            if free > 0 and (self._maybe_claimable or overdue):
+                self._maybe_claimable = False
+                self._last_claim = loop.time()
+                if await self._claim_and_launch(free):
+                    self._maybe_claimable = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
 
-    async def _claim_and_launch(self, free: int) -> None:
+    async def _claim_and_launch(self, free: int) -> bool:
+        """Claim up to `free` jobs and start them; whether more may be waiting."""
         claimed_at = asyncio.get_running_loop().time()
         try:
             async with self._pool.acquire() as connection:
@@ -106,10 +125,11 @@ class Dispatcher:
                 )
         except TRANSIENT_ERRORS as error:
             log.warning("claim failed, retrying: %r", error)
-            return
+            return True
         for job in jobs:
             self._metrics.job_claimed(job.queued_seconds)
             self._launch(job, claimed_at)
+        return len(jobs) == free
 
     def _launch(self, job: ClaimedJob, claimed_at: float) -> None:
         # Registered before the next claim computes free capacity.
