@@ -15,7 +15,7 @@ from tower.configs import routes as config_routes
 from tower.configs.store import ConfigStore
 from tower.dashboard import install_dashboard
 from tower.db.migrate import migrate
-from tower.db.pool import create_pool
+from tower.db.pool import create_pool, create_statement_pool
 from tower.errors import install_error_handlers
 from tower.execution.factory import build_runner
 from tower.execution.runner import Runner
@@ -90,9 +90,12 @@ async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStac
     stack.push_async_callback(configs.close)
     await configs.load()
     name = replica_id(settings)
-    inserts = job_inserts(pool)
+    statements = await create_statement_pool(settings.database_url)
+    stack.push_async_callback(statements.close)
+    inserts = job_inserts(statements)
     stack.push_async_callback(inserts.close)
-    state = TowerState(settings, name, pool, hub, configs, TowerMetrics(name), inserts)
+    metrics = TowerMetrics(name)
+    state = TowerState(settings, name, pool, hub, configs, metrics, inserts, statements)
     unix, tcp = auth_listener.wanted(settings)
     if unix or tcp:
         listeners = await auth_listener.AuthListeners.start(settings, pool, unix_socket=unix)
@@ -107,7 +110,15 @@ async def _start_background(state: TowerState, runner: Runner, stack: AsyncExitS
         await webhook_secret(state.settings.webhook_secret.get_secret_value(), state.pool)
     )
     for service in (
-        Dispatcher(state.settings, state.pool, state.hub, runner, state.replica_id, state.metrics),
+        Dispatcher(
+            state.settings,
+            state.pool,
+            state.hub,
+            runner,
+            state.replica_id,
+            state.metrics,
+            statement_pool=state.statement_pool,
+        ),
         Reaper(state.settings, state.pool, state.replica_id, state.metrics),
         Retention(state.settings, state.pool),
         Deliverer(state.settings, state.pool, state.hub, key, state.metrics),

@@ -21,3 +21,5 @@ class TowerState:
     configs: ConfigStore
     metrics: TowerMetrics
     job_inserts: JobInserts
+    # Single statements of the queue's hot path, without per-release reset (see pool.py).
+    statement_pool: Pool

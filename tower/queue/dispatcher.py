@@ -40,16 +40,20 @@ class Dispatcher:
         runner: Runner,
         replica_id: str,
         metrics: TowerMetrics | None = None,
+        *,
+        statement_pool: Pool | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics or TowerMetrics(replica_id)
         self._pool = pool
+        # Claims and finishes: single statements, so a pool without per-release reset.
+        self._statements = statement_pool or pool
         self._hub = hub
         self._runner = runner
         self._replica_id = replica_id
         self._leases = Leases(pool, settings.lease_seconds)
         # Jobs that end together (a full slate of short jobs) share one commit.
-        self._finishes = GroupCommit(pool, queries.finish_many, "job-finishes")
+        self._finishes = GroupCommit(self._statements, queries.finish_many, "job-finishes")
         self._heartbeat = Periodic(
             "lease-heartbeat", self._leases.renew_interval, self._leases.heartbeat
         )
@@ -119,7 +123,7 @@ class Dispatcher:
         """Claim up to `free` jobs and start them; whether more may be waiting."""
         claimed_at = asyncio.get_running_loop().time()
         try:
-            async with self._pool.acquire() as connection:
+            async with self._statements.acquire() as connection:
                 jobs = await queries.claim(
                     connection, self._replica_id, self._settings.lease_seconds, free
                 )
