@@ -716,17 +716,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _normalize(path: str) -> str:
-    """The route's own path: without a trailing slash, and with OpenAI's `/v1` optional
-    (clients disagree on whether the base URL carries it)."""
-    path = path.rstrip("/") or "/"
-    if not path.startswith("/v1/") and path.split("/")[1:2] in (
-        ["chat"],
-        ["responses"],
-        ["models"],
-        ["messages"],
-    ):
-        path = "/v1" + path
-    return path
+    """The route's own path, without a trailing slash. The version prefix is required, as
+    the real APIs require it: a client whose base URL misses `/v1` fails here too."""
+    return path.rstrip("/") or "/"
 
 
 ROUTES = {

@@ -7,6 +7,7 @@ import pytest
 from tower.configs.defaults import shipped_defaults
 from tower.configs.models import Engine
 from tower.configs.parse import parse_engine
+from tower.errors import Invalid
 
 SHIPPED = {name: content for kind, name, content in shipped_defaults() if kind == "engine"}
 
@@ -107,7 +108,7 @@ def test_environment_points_at_the_gateway_with_the_job_token() -> None:
 # the job token (never a key) in every variable its CLI reads a credential from.
 GATEWAY_ROUTES = {
     "claude-code": {"ANTHROPIC_BASE_URL": "http://g/anthropic", "ANTHROPIC_API_KEY": "t"},
-    "opencode": {"ANTHROPIC_BASE_URL": "http://g/anthropic", "ANTHROPIC_API_KEY": "t"},
+    "opencode": {"ANTHROPIC_BASE_URL": "http://g/anthropic/v1", "ANTHROPIC_API_KEY": "t"},
     "codex": {"OPENAI_BASE_URL": "http://g/openai/v1", "OPENAI_API_KEY": "t"},
     "gemini": {"GOOGLE_GEMINI_BASE_URL": "http://g/gemini", "GEMINI_API_KEY": "t"},
     "aider": {
@@ -123,3 +124,14 @@ GATEWAY_ROUTES = {
 def test_every_shipped_engine_goes_through_its_gateway_route(engine_id: str) -> None:
     env = engine(engine_id).environment("http://g", "t")
     assert {key: env[key] for key in GATEWAY_ROUTES[engine_id]} == GATEWAY_ROUTES[engine_id]
+
+
+def test_codex_gets_the_gateway_as_a_config_option_since_it_ignores_the_variable() -> None:
+    argv = engine("codex").command({}, {}, "/p", gateway_url="http://g:8080")
+    assert argv[argv.index("-c") + 1] == 'openai_base_url="http://g:8080/openai/v1"'
+
+
+def test_gateway_url_is_the_only_placeholder_fixed_args_take() -> None:
+    source = 'id = "x"\nname = "X"\nbinary = "x"\nargs = ["--base", "{job_token}"]\n'
+    with pytest.raises(Invalid, match="job_token"):
+        parse_engine("x", source)

@@ -223,3 +223,88 @@ def test_gemini_json_names_its_text_response() -> None:
     stdout = json.dumps({"response": "Done.", "stats": {}}).encode()
     got = outcome(worker_output(stdout), engine_name="gemini")
     assert (got.succeeded, got.result) == (True, "Done.")
+
+
+# Codex `exec --json` and OpenCode `run --format json`, as the real CLIs printed them
+# against the fake LLM (ids shortened).
+CODEX_EVENTS = [
+    {"type": "thread.started", "thread_id": "t1"},
+    {"type": "turn.started"},
+    {"type": "item.completed", "item": {"id": "item_0", "type": "error", "message": "fallback"}},
+    {"type": "item.completed", "item": {"id": "item_1", "type": "agent_message", "text": "one"}},
+    {
+        "type": "turn.completed",
+        "usage": {
+            "input_tokens": 120,
+            "cached_input_tokens": 0,
+            "output_tokens": 30,
+            "reasoning_output_tokens": 0,
+        },
+    },
+    {"type": "item.completed", "item": {"id": "item_2", "type": "agent_message", "text": "Done."}},
+    {"type": "turn.completed", "usage": {"input_tokens": 200, "output_tokens": 10}},
+]
+OPENCODE_EVENTS = [
+    {"type": "step_start", "part": {"type": "step-start"}},
+    {"type": "text", "part": {"type": "text", "text": "PONG from fake"}},
+    {
+        "type": "step_finish",
+        "part": {
+            "type": "step-finish",
+            "reason": "stop",
+            "cost": 0.00081,
+            "tokens": {"total": 150, "input": 120, "output": 30},
+        },
+    },
+]
+
+
+def jsonl(events: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(event) + "\n" for event in events).encode()
+
+
+def test_codex_result_is_its_last_agent_message_and_usage_the_sum_of_its_turns() -> None:
+    got = outcome(worker_output(jsonl(CODEX_EVENTS)), engine_name="codex")
+    assert (got.succeeded, got.result) == (True, "Done.")
+    assert got.usage == {"input_tokens": 320, "output_tokens": 40, "cost_usd": None}
+
+
+def test_opencode_result_and_usage_with_its_cost() -> None:
+    got = outcome(worker_output(jsonl(OPENCODE_EVENTS)), engine_name="opencode")
+    assert (got.succeeded, got.result) == (True, "PONG from fake")
+    assert got.usage == {"input_tokens": 120, "output_tokens": 30, "cost_usd": 0.00081}
+
+
+def test_a_jsonl_engine_asked_for_text_keeps_its_stdout() -> None:
+    got = outcome(
+        worker_output(b"plain\n"), engine_name="codex", spec=replace(SPEC, output_format="text")
+    )
+    assert (got.succeeded, got.result, got.usage) == (True, "plain\n", None)
+
+
+def test_a_jsonl_engine_without_known_events_completes_with_its_stdout() -> None:
+    stdout = jsonl([{"type": "something-new"}])
+    got = outcome(worker_output(stdout), engine_name="opencode")
+    assert (got.succeeded, got.result, got.usage) == (True, stdout.decode(), None)
+
+
+AIDER_OUTPUT = """Aider v0.86.2
+Model: openai/gpt-fake with whole edit format
+
+PONG from fake
+
+Tokens: 2.3k sent, 30 received. Cost: $0.0012 message, $0.0012 session.
+Applied edit to main.py
+Tokens: 1,200 sent, 1.5k received. Cost: $0.0030 message, $0.0042 session.
+"""
+
+
+def test_aider_usage_sums_its_token_lines_and_takes_the_session_cost() -> None:
+    got = outcome(worker_output(AIDER_OUTPUT.encode()), engine_name="aider")
+    assert (got.succeeded, got.result) == (True, AIDER_OUTPUT)
+    assert got.usage == {"input_tokens": 3500, "output_tokens": 1530, "cost_usd": 0.0042}
+
+
+def test_aider_without_a_cost_line_still_reports_tokens() -> None:
+    got = outcome(worker_output(b"Tokens: 120 sent, 30 received.\n"), engine_name="aider")
+    assert got.usage == {"input_tokens": 120, "output_tokens": 30, "cost_usd": None}

@@ -153,7 +153,8 @@ def test_chat_completions_stream_tool_call_then_usage_chunk(fake: FakeLLM) -> No
 
 def test_chat_completions_plain_answer(fake: FakeLLM) -> None:
     body = {"model": "gpt-x", "messages": [USER, ASSISTANT, USER], "tools": [{"type": "function"}]}
-    answer = post(fake, "/chat/completions", body).json()  # the /v1 prefix is optional
+    assert post(fake, "/chat/completions", body).status_code == 404  # as the real API: /v1
+    answer = post(fake, "/v1/chat/completions/", body).json()
     assert answer["choices"][0]["message"] == {"role": "assistant", "content": "finished"}
     assert answer["choices"][0]["finish_reason"] == "stop"
     assert answer["usage"]["completion_tokens"] == 30

@@ -195,12 +195,19 @@ class Engine(ConfigModel):
     env: dict[str, str] = {}
 
     def command(
-        self, options: Mapping[str, OptionValue | None], files: Mapping[str, str], prompt_file: str
+        self,
+        options: Mapping[str, OptionValue | None],
+        files: Mapping[str, str],
+        prompt_file: str,
+        gateway_url: str = "",
     ) -> list[str]:
         """argv for a job: binary, fixed args, the flags of the options set (in file
         order), then the prompt's args. `files` maps an option to the file holding its
-        value, for {file} flags; {prompt} is left for the worker (arg-from-file)."""
-        argv = [self.binary, *self.args]
+        value, for {file} flags; {prompt} is left for the worker (arg-from-file).
+        {gateway_url} in the fixed args is for CLIs that take their base URL only as an
+        option (Codex ignores OPENAI_BASE_URL)."""
+        fixed = [arg.replace("{gateway_url}", gateway_url) for arg in self.args]
+        argv = [self.binary, *fixed]
         for option, flag in self.flags.items():
             value = options.get(option)
             if value is not None:
@@ -213,7 +220,12 @@ class Engine(ConfigModel):
             for key, value in self.env.items()
         }
 
-    @field_validator("args", "version_args")
+    @field_validator("args")
+    @classmethod
+    def _fixed_args(cls, value: list[str]) -> list[str]:
+        return _check_placeholders(value, ("{gateway_url}",))
+
+    @field_validator("version_args")
     @classmethod
     def _literal_args(cls, value: list[str]) -> list[str]:
         return _check_placeholders(value, ())

@@ -12,6 +12,7 @@ from typing import Any
 
 from tower.configs.models import Engine
 from tower.execution.bundle import WorkerOutput
+from tower.execution.engine_output import read_aider, read_json, read_jsonl
 from tower.execution.runner import FailureReason, RunOutcome
 from tower.execution.spec import JobSpec
 
@@ -49,52 +50,20 @@ def parse_outcome(
 
 
 def _completed(stdout: bytes, engine: Engine, spec: JobSpec) -> RunOutcome:
+    """The engine's final text is the result (its whole output when it reports none, or
+    when the caller asked for text); its usage goes with it whatever the format."""
     text = stdout.decode("utf-8", errors="replace")
-    if engine.output != "json" or spec.output_format == "text":
-        return RunOutcome(True, 0, text)
-    report = _engine_report(text)
+    if engine.output == "text":
+        return RunOutcome(True, 0, text, usage=read_aider(text))
+    report = read_json(text) if engine.output == "json" else read_jsonl(text)
     if report is None:
         return RunOutcome(True, 0, text)
-    final = _final_text(report)
-    usage = _usage(report)
-    if report.get("is_error") is True:
-        return RunOutcome(False, 0, None, final or "the engine reported an error", "error", usage)
-    return RunOutcome(True, 0, final, usage=usage)
-
-
-def _engine_report(text: str) -> dict[str, Any] | None:
-    """The engine's JSON result: the whole output, or (stream-json) its last line of
-    `type: result`."""
-    whole = _json_object(text)
-    if whole is not None:
-        return whole
-    for line in reversed(text.splitlines()):
-        event = _json_object(line)
-        if event is not None and event.get("type") == "result":
-            return event
-    return None
-
-
-def _final_text(report: dict[str, Any]) -> str:
-    # Claude Code names it `result`; Gemini CLI, `response`.
-    for key in ("result", "response"):
-        value = report.get(key)
-        if isinstance(value, str):
-            return value
-    return json.dumps(report, ensure_ascii=False)
-
-
-def _usage(report: dict[str, Any]) -> dict[str, Any] | None:
-    usage = report.get("usage")
-    cost = report.get("total_cost_usd")
-    if not isinstance(usage, dict) and cost is None:
-        return None
-    counts = usage if isinstance(usage, dict) else {}
-    return {
-        "input_tokens": counts.get("input_tokens"),
-        "output_tokens": counts.get("output_tokens"),
-        "cost_usd": cost,
-    }
+    if report.is_error:
+        message = report.final_text or "the engine reported an error"
+        return RunOutcome(False, 0, None, message, "error", report.usage)
+    if spec.output_format == "text" or report.final_text is None:
+        return RunOutcome(True, 0, text, usage=report.usage)
+    return RunOutcome(True, 0, report.final_text, usage=report.usage)
 
 
 def _dry_run(result: dict[str, Any]) -> RunOutcome:
@@ -121,14 +90,6 @@ def _failed(message: str, reason: FailureReason, result: dict[str, Any] | None) 
     exit_code = result.get("exit_code") if result is not None else None
     code = exit_code if isinstance(exit_code, int) else None
     return RunOutcome(False, code, None, message, reason)
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _int(value: Any, default: int) -> int:

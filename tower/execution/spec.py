@@ -77,7 +77,7 @@ def build_spec(
     paths = {option: file.path for option, file in option_files.items()}
     return JobSpec(
         job_id=job_id,
-        argv=tuple(_command(engine, options, paths)),
+        argv=tuple(_command(engine, options, paths, settings.gateway_url)),
         env=engine.environment(settings.gateway_url, job_token),
         cwd=WORKSPACE,
         files=files,
@@ -143,10 +143,13 @@ def _option_files(options: Mapping[str, OptionValue | None], engine: Engine) -> 
 
 
 def _command(
-    engine: Engine, options: Mapping[str, OptionValue | None], paths: Mapping[str, str]
+    engine: Engine,
+    options: Mapping[str, OptionValue | None],
+    paths: Mapping[str, str],
+    gateway_url: str,
 ) -> list[str]:
     try:
-        return engine.command(options, paths, PROMPT_PATH)
+        return engine.command(options, paths, PROMPT_PATH, gateway_url)
     except ValueError as error:
         raise Invalid(f"engine {engine.id!r}: {error}", field="engine") from None
 
