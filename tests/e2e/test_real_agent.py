@@ -21,6 +21,7 @@ import pytest
 
 from tests.e2e.gateway import (
     REAL_ANTHROPIC_KEY,
+    REAL_OPENAI_KEY,
     GatewayNames,
     anthropic_headers,
     egress_host_address,
@@ -100,13 +101,7 @@ async def claude_job(rig: AgentRig, prompt: str, **fields: Any) -> dict[str, Any
     body = {"agent_id": "e2e", "engine": "claude-code", "prompt": prompt, **fields}
     response = await rig.tower.post("/jobs", json=body)
     assert response.status_code == 202, response.text
-    job_id = response.json()["job_id"]
-    waited = await rig.tower.get(
-        f"/jobs/{job_id}/wait", params={"timeout": JOB_DEADLINE}, timeout=JOB_DEADLINE + 30
-    )
-    assert waited.status_code == 200, waited.text
-    record: dict[str, Any] = waited.json()
-    return record
+    return await _wait(rig, response.json()["job_id"])
 
 
 def assert_real_key_on_every_call(fake: FakeLLM) -> None:
@@ -267,3 +262,65 @@ async def test_the_real_key_is_nowhere_in_a_worker_and_a_stale_token_is_refused(
     )
     assert stale.status_code == 401
     assert agent_rig.fake.requests == []
+
+
+# --- the other shipped engines that take a base URL -------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineCase:
+    engine: str
+    model: str
+    api: str  # the fake's name for the API the CLI calls
+    credential: str  # the header the real key must arrive in
+    real_key: str
+    # Engines that offer no tools (Aider), or offer them in a shape the fake does not
+    # read as tools, follow the script on every call.
+    side_text: str | None = "ok"
+
+
+OTHER_ENGINES = [
+    EngineCase(
+        "opencode", "anthropic/claude-sonnet-4-5", "messages", "x-api-key", REAL_ANTHROPIC_KEY
+    ),
+    EngineCase(
+        "codex", "gpt-fake", "responses", "authorization", f"Bearer {REAL_OPENAI_KEY}", None
+    ),
+    EngineCase(
+        "aider", "openai/gpt-fake", "chat", "authorization", f"Bearer {REAL_OPENAI_KEY}", None
+    ),
+]
+
+
+@pytest.mark.parametrize("case", OTHER_ENGINES, ids=lambda case: case.engine)
+async def test_another_engine_runs_a_job_through_the_gateway(
+    agent_rig: AgentRig, case: EngineCase
+) -> None:
+    answer = f"Scripted answer for {case.engine}."
+    agent_rig.fake.set_script(
+        [Turn(text=answer, usage={"input_tokens": 321, "output_tokens": 23})],
+        side_text=case.side_text,
+    )
+    body = {"agent_id": "e2e", "engine": case.engine, "model": case.model, "prompt": "Say it."}
+    response = await agent_rig.tower.post("/jobs", json=body)
+    assert response.status_code == 202, response.text
+    record = await _wait(agent_rig, response.json()["job_id"])
+
+    assert record["status"] == "completed", describe(record)
+    assert answer in record["result"]
+    calls = [call for call in main_calls(agent_rig.fake) if call.api == case.api]
+    assert calls, [(call.method, call.path) for call in agent_rig.fake.requests]
+    for call in agent_rig.fake.requests:
+        assert call.header(case.credential) == case.real_key, (call.path, call.headers)
+    # What the CLI reported: the tokens of its own turns (OpenCode leaves its title call out).
+    usage = record["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (321 * len(calls), 23 * len(calls))
+
+
+async def _wait(rig: AgentRig, job_id: str) -> dict[str, Any]:
+    waited = await rig.tower.get(
+        f"/jobs/{job_id}/wait", params={"timeout": JOB_DEADLINE}, timeout=JOB_DEADLINE + 30
+    )
+    assert waited.status_code == 200, waited.text
+    record: dict[str, Any] = waited.json()
+    return record

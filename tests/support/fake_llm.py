@@ -107,8 +107,9 @@ class Script:
             return Turn(text=self.side_text or "ok")
         if index < len(self.turns):
             return self.turns[index]
-        final = self.turns[-1].text if self.turns else "done"
-        return Turn(text=final)
+        if not self.turns:
+            return Turn(text="done")
+        return replace(self.turns[-1], tool_calls=())
 
     def usage_of(self, turn: Turn) -> dict[str, int]:
         return dict(turn.usage or self.usage)

@@ -109,7 +109,7 @@ def test_environment_points_at_the_gateway_with_the_job_token() -> None:
 GATEWAY_ROUTES = {
     "claude-code": {"ANTHROPIC_BASE_URL": "http://g/anthropic", "ANTHROPIC_API_KEY": "t"},
     "opencode": {"ANTHROPIC_BASE_URL": "http://g/anthropic/v1", "ANTHROPIC_API_KEY": "t"},
-    "codex": {"OPENAI_BASE_URL": "http://g/openai/v1", "OPENAI_API_KEY": "t"},
+    "codex": {"OPENAI_BASE_URL": "http://g/openai/v1", "OPENAI_API_KEY": "t", "CODEX_API_KEY": "t"},
     "gemini": {"GOOGLE_GEMINI_BASE_URL": "http://g/gemini", "GEMINI_API_KEY": "t"},
     "aider": {
         "ANTHROPIC_API_BASE": "http://g/anthropic",
