@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 
 from tests.e2e.gateway import GatewayNames, gateway_names
 from tests.e2e.support import isolated_network
-from tests.integration.test_cli_serve import cli_env, collect_stdout, serve, stop
+from tests.integration.test_cli_serve import PARPAING, cli_env, collect_stdout, serve, stop
 from tower.execution.docker.gateway import HASH_LABEL
 
 
@@ -72,6 +73,11 @@ def test_serve_builds_starts_keeps_and_replaces_the_gateway(
     created = docker_client.containers.get(names.container)
     assert created.status == "running"  # it outlives serve: workers of the next start use it
     assert network in created.attrs["NetworkSettings"]["Networks"]
+    doctor = subprocess.run(
+        [*PARPAING, "doctor"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    (line,) = [line for line in doctor.stdout.splitlines() if line[7:].startswith("gateway")]
+    assert line.startswith("[ ok ]") and "/health answered 200" in line, doctor.stdout
 
     with serve(tmp_path, env) as second:
         collect_stdout(second)
