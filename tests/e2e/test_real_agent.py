@@ -134,6 +134,8 @@ async def test_a_claude_code_job_completes_with_the_scripted_answer_and_its_usag
     # The CLI prices the tokens itself; a positive cost is what it reported.
     assert isinstance(usage["cost_usd"], float) and usage["cost_usd"] > 0
     assert_real_key_on_every_call(agent_rig.fake)
+    # With the engine's environment the CLI makes model calls only (no event logging).
+    assert {call.api for call in agent_rig.fake.requests} == {"messages"}
 
 
 async def test_a_scripted_tool_use_turn_runs_bash_in_the_workspace(agent_rig: AgentRig) -> None:
