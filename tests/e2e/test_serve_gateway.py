@@ -14,10 +14,11 @@ import httpx
 import pytest
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from tests.e2e.gateway import GatewayNames, gateway_names
+from tests.e2e.gateway import GatewayNames, gateway_address, gateway_names
 from tests.e2e.support import isolated_network
 from tests.integration.test_cli_serve import PARPAING, cli_env, collect_stdout, serve, stop
 from tower.execution.docker.gateway import HASH_LABEL
+from tower.gateway import tokens
 
 
 @pytest.fixture
@@ -80,8 +81,16 @@ def test_serve_builds_starts_keeps_and_replaces_the_gateway(
     assert line.startswith("[ ok ]") and "/health answered 200" in line, doctor.stdout
 
     with serve(tmp_path, env) as second:
+        # The kept gateway reaches the new tower through the socket it made again: an
+        # unknown token is refused by tower (401), not "cannot check" (503).
+        refused = httpx.post(
+            gateway_address(docker_client, names) + "/anthropic/v1/messages",
+            headers={"x-api-key": tokens.mint()},
+            timeout=30,
+        )
         collect_stdout(second)
         assert stop(second, signal.SIGTERM) == 0, second.output()
+    assert refused.status_code == 401, refused.text
     assert "building it" not in second.output()
     assert "replacing" not in second.output()
     assert docker_client.containers.get(names.container).id == created.id
