@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from tests.support.live import client_for, live_tower
+from tests.support.receiver import Receiver, receiver
 from tower.execution.simulated import SimulatedRunner
 from tower.settings import Settings
 
@@ -28,6 +29,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 # Generous bound for what should happen in well under a second: a liveness check only.
 UI_TIMEOUT_MS = 30_000
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +49,23 @@ def api_key() -> str:
 
 
 @pytest.fixture
+async def webhook_receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on loopback that fails the first delivery attempt."""
+    async with receiver([500]) as server:
+        yield server
+
+
+@pytest.fixture
 async def tower_url(database_url: str, api_key: str) -> AsyncIterator[str]:
-    settings = Settings(database_url=database_url, tower_runner="simulated", tower_api_key=api_key)
+    settings = Settings(
+        database_url=database_url,
+        tower_runner="simulated",
+        tower_api_key=api_key,
+        # The receiver is on loopback; retries come quickly so a test sees them.
+        webhook_allow_private=True,
+        webhook_retry_base=0.05,
+        webhook_retry_max=0.1,
+    )
     async with live_tower(settings, SimulatedRunner()) as url:
         yield url
 

@@ -29,6 +29,7 @@ export function ago(value, now = Date.now()) {
 
 export function duration(ms) {
   if (ms === null || ms === undefined) return '—';
+  if (ms < 10 && !Number.isInteger(ms)) return `${ms.toFixed(1)} ms`;
   if (ms < 1000) return `${Math.round(ms)} ms`;
   const seconds = ms / 1000;
   if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;

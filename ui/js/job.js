@@ -8,6 +8,9 @@ import { renderMarkdown } from './markdown.js';
 import { subscribe } from './sse.js';
 import { tabs } from './tabs.js';
 
+// How long after a delivery's due time to look at its outcome (an attempt takes a moment).
+const DELIVERY_GRACE_MS = 1000;
+
 export function showJob(jobId) {
   const view = new JobView(jobId);
   return { element: view.element, leave: () => view.leave() };
@@ -48,6 +51,7 @@ class JobView {
 
   leave() {
     this.stream.close();
+    clearTimeout(this.deliveryTimer);
   }
 
   async load() {
@@ -111,6 +115,17 @@ class JobView {
     renderUsage(this.usage, job.usage);
     renderResult(this.result, job);
     renderWebhooks(this.webhooks, job, () => this.redeliver());
+    this.followDeliveries(job);
+  }
+
+  // Webhook attempts make no job event: while a delivery is pending, read the job again
+  // once its next attempt is due (30 s or more apart with the default backoff).
+  followDeliveries(job) {
+    clearTimeout(this.deliveryTimer);
+    const pending = (job.webhook_deliveries || []).filter((d) => d.status === 'pending');
+    if (!pending.length) return;
+    const due = Math.min(...pending.map((d) => new Date(d.next_attempt_at || Date.now()).getTime()));
+    this.deliveryTimer = setTimeout(() => this.load(), Math.max(0, due - Date.now()) + DELIVERY_GRACE_MS);
   }
 
   async redeliver() {
@@ -180,29 +195,37 @@ function resultView(text) {
 }
 
 function renderWebhooks(card, job, redeliver) {
-  const deliveries = Array.isArray(job.webhook_deliveries) ? job.webhook_deliveries : null;
-  card.hidden = !job.webhook_url && !deliveries;
+  const deliveries = job.webhook_deliveries || [];
+  card.hidden = !job.webhook_url && !deliveries.length;
   if (card.hidden) return;
   const head = h('div', { class: 'card-head' }, h('h2', {}, 'Webhook deliveries'),
-    deliveries && TERMINAL.has(job.status) ? h('button', { type: 'button', onclick: redeliver }, 'Redeliver') : null);
+    job.webhook_url && TERMINAL.has(job.status) ? h('button', { type: 'button', onclick: redeliver }, 'Redeliver') : null);
   const target = h('p', { class: 'muted' }, 'To ', h('span', { class: 'mono' }, job.webhook_url || '—'));
-  if (!deliveries || !deliveries.length) {
+  if (!deliveries.length) {
     replace(card, head, target, h('p', { class: 'muted' }, 'No delivery yet: one is made when the job ends.'));
     return;
   }
   const rows = deliveries.flatMap((delivery) => {
-    const attempts = delivery.attempts && delivery.attempts.length ? delivery.attempts : [null];
-    return attempts.map((attempt, index) => h('tr', {},
+    const attempts = delivery.attempts.length ? delivery.attempts : [null];
+    return attempts.map((attempt, index) => h('tr', { dataset: index ? {} : { deliveryId: delivery.delivery_id } },
       h('td', { class: 'mono' }, index ? '' : delivery.delivery_id),
       h('td', {}, index ? '' : delivery.event_type),
       h('td', {}, index ? '' : statusBadge(delivery.status)),
       h('td', {}, attempt ? attempt.attempt : '—'),
-      h('td', {}, attempt ? dateTime(attempt.attempted_at) : '—'),
-      h('td', {}, attempt ? attempt.status_code ?? attempt.error ?? '—' : '—'),
+      h('td', {}, attempt ? dateTime(attempt.attempted_at) : delivery.status === 'pending' ? `due ${dateTime(delivery.next_attempt_at)}` : '—'),
+      h('td', {}, attempt ? attemptAnswer(attempt) : '—'),
       h('td', {}, attempt ? duration(attempt.duration_ms) : '—')));
   });
-  replace(card, head, target, h('div', { class: 'table-wrap' }, h('table', {},
+  replace(card, head, target, h('div', { class: 'table-wrap' }, h('table', { class: 'deliveries' },
     h('thead', {}, h('tr', {}, ['Delivery', 'Event', 'Status', 'Attempt', 'When', 'Answer', 'Took']
       .map((name) => h('th', { scope: 'col' }, name)))),
     h('tbody', {}, rows))));
+}
+
+function attemptAnswer(attempt) {
+  if (attempt.status_code !== null && attempt.status_code !== undefined) {
+    const answer = `HTTP ${attempt.status_code}`;
+    return attempt.error && attempt.error !== answer ? `${answer} (${attempt.error})` : answer;
+  }
+  return attempt.error || '—';
 }

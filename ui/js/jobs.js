@@ -4,7 +4,7 @@
 
 import { ApiError, get } from './api.js';
 import { h, replace, statusBadge } from './dom.js';
-import { STATUSES, ago, count, dateTime, duration } from './format.js';
+import { STATUSES, ago, count, dateTime, duration, usd } from './format.js';
 import { coalesce, onJobEvent } from './live.js';
 
 const PAGE_SIZE = 25;
@@ -36,7 +36,7 @@ class JobList {
       h('div', { class: 'table-wrap card' },
         h('table', { class: 'jobs-table' },
           h('caption', { class: 'visually-hidden' }, 'Jobs, newest first'),
-          h('thead', {}, h('tr', {}, ['Job', 'Status', 'Agent', 'Engine', 'Profile', 'Created', 'Duration']
+          h('thead', {}, h('tr', {}, ['Job', 'Status', 'Agent', 'Engine', 'Profile', 'Created', 'Duration', 'Cost']
             .map((name) => h('th', { scope: 'col' }, name)))),
           this.body),
         this.message),
@@ -136,7 +136,7 @@ class JobList {
 function newRow(jobId) {
   const cells = {};
   const row = h('tr', { dataset: { jobId } });
-  for (const name of ['job', 'status', 'agent', 'engine', 'profile', 'created', 'duration']) {
+  for (const name of ['job', 'status', 'agent', 'engine', 'profile', 'created', 'duration', 'cost']) {
     cells[name] = h('td', { class: `col-${name}` });
     row.append(cells[name]);
   }
@@ -158,6 +158,7 @@ function updateRow(row, job) {
   cells.profile.textContent = job.profile;
   replace(cells.created, h('time', { datetime: job.created_at, title: dateTime(job.created_at) }, ago(job.created_at)));
   cells.duration.textContent = duration(job.duration_ms);
+  cells.cost.textContent = job.usage && job.usage.cost_usd !== undefined ? usd(job.usage.cost_usd) : '—';
 }
 
 function listError(error) {

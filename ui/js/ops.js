@@ -17,13 +17,14 @@ class OpsView {
     this.health = h('div', { class: 'card' });
     this.queue = h('div', { class: 'card' });
     this.pool = h('div', { class: 'card' });
+    this.webhooks = h('div', { class: 'card' });
     this.charts = h('div', { class: 'card charts' });
     this.updated = h('span', { class: 'muted', role: 'status' });
     this.element = h('section', { class: 'view ops-view', 'aria-labelledby': 'ops-title' },
       h('div', { class: 'view-head' }, h('h1', { id: 'ops-title' }, 'Operations'),
         h('div', { class: 'spacer' }), this.updated,
         h('button', { type: 'button', onclick: () => this.load() }, 'Refresh')),
-      h('div', { class: 'ops-grid' }, this.health, this.queue, this.pool),
+      h('div', { class: 'ops-grid' }, this.health, this.queue, this.pool, this.webhooks),
       this.charts);
     this.refresh = coalesce(() => this.load(), 2000);
     this.unsubscribe = onJobEvent(() => this.refresh());
@@ -58,6 +59,7 @@ class OpsView {
       const activity = await get('/stats/activity');
       this.renderQueue(activity);
       this.renderPool(activity.pool);
+      this.renderWebhooks(activity.webhook_deliveries || {});
       this.renderCharts(activity.minutes);
     } catch (error) {
       replace(this.queue, h('h2', {}, 'Queue'), h('p', { class: 'form-error' }, error.message));
@@ -81,6 +83,13 @@ class OpsView {
         stat('Ready', count(pool.ready)), stat('Busy', count(pool.busy)), stat('Starting', count(pool.starting))));
   }
 
+  renderWebhooks(deliveries) {
+    replace(this.webhooks, h('h2', {}, 'Webhook outbox'),
+      h('div', { class: 'stats' },
+        stat('To deliver', count(deliveries.pending)), stat('Delivered', count(deliveries.delivered)),
+        stat('Failed', count(deliveries.failed)), stat('Stopped', count(deliveries.stopped))));
+  }
+
   renderCharts(minutes) {
     replace(this.charts, h('h2', {}, 'Last hour'),
       h('div', { class: 'chart-grid' },
@@ -88,15 +97,19 @@ class OpsView {
           { key: 'completed', label: 'completed', className: 's-completed' },
           { key: 'failed', label: 'failed', className: 's-failed' },
           { key: 'cancelled', label: 'cancelled', className: 's-cancelled' },
-        ], (v) => String(Math.round(v))),
+        ], perMinute),
         barChart('Submitted per minute', minutes, [
           { key: 'submitted', label: 'submitted', className: 's-submitted' },
-        ], (v) => String(Math.round(v))),
+        ], perMinute),
         lineChart('Run duration', minutes, [
           { key: 'mean_duration_ms', label: 'mean', className: 's-mean' },
           { key: 'max_duration_ms', label: 'max', className: 's-max' },
         ], (v) => duration(v))));
   }
+}
+
+function perMinute(value) {
+  return Number.isInteger(value) ? String(value) : value.toFixed(1);
 }
 
 function stat(label, value) {
