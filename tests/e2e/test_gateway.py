@@ -45,13 +45,18 @@ from tests.e2e.support import (
     run_job,
     serve,
 )
+from tower.db.embedded import free_port
 from tower.db.pool import create_pool
 from tower.execution.docker.gateway import (
     HASH_LABEL,
     GatewayFailure,
     attach_gateway,
+    container_options,
     ensure_gateway,
+    gateway_spec,
 )
+from tower.gateway import tokens
+from tower.gateway.listener import AuthListeners
 from tower.queue import queries
 from tower.settings import Settings
 
@@ -469,3 +474,42 @@ def test_an_unmanaged_tower_attaches_only_the_gateway_it_is_told_to(
             docker_client.containers.get(names.container).remove(force=True)
         with contextlib.suppress(NotFound, APIError):
             docker_client.networks.get(other).remove()
+
+
+async def test_compose_style_the_gateway_asks_tower_over_tcp(
+    database_url: str, names: GatewayNames, gateway_image: str, docker_client: docker.DockerClient
+) -> None:
+    # Compose: the gateway is its own service and reaches a tower's GATEWAY_AUTH_LISTEN
+    # over a private network (here, this host's address on the test's egress network).
+    host = await asyncio.to_thread(egress_host_address, docker_client, names)
+    port = free_port()
+    pool = await create_pool(database_url, 2)
+    listen = Settings(gateway_auth_listen=f"{host}:{port}")
+    listeners = await AuthListeners.start(listen, pool, unix_socket=False)
+    try:
+        with recording_upstream(host) as (recorder, upstream):
+            image_id = docker_client.images.get(gateway_image).id
+            spec = gateway_spec(
+                gateway_settings("", "unused", names, gateway_image, upstream), image_id
+            )
+            options = container_options(spec)
+            options["environment"]["TOWER_AUTH_URL"] = f"http://{host}:{port}/gateway/auth"
+            del options["volumes"]  # no socket to mount: tower is reached over TCP
+            await asyncio.to_thread(docker_client.containers.run, **options)
+            base = await asyncio.to_thread(gateway_address, docker_client, names)
+            async with httpx.AsyncClient(base_url=base, timeout=30) as gateway:
+                await _until_healthy(gateway)
+                job = await running_job(database_url)
+                allowed = await gateway.post(
+                    "/anthropic/v1/messages", json={}, headers=anthropic_headers(job.token)
+                )
+                refused = await gateway.post(
+                    "/anthropic/v1/messages", json={}, headers=anthropic_headers(tokens.mint())
+                )
+            assert allowed.status_code == 200, allowed.text
+            assert refused.status_code == 401, refused.text
+            (call,) = recorder.snapshot()
+            assert call.headers["x-api-key"] == REAL_ANTHROPIC_KEY
+    finally:
+        await listeners.stop()
+        await pool.close()
