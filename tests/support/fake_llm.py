@@ -7,6 +7,8 @@ job against it:
   `POST /v1/messages/count_tokens`, `GET /v1/models`;
 - OpenAI: `POST /v1/chat/completions` (stream or not), `POST /v1/responses` (the
   Responses API, streamed or not), `GET /v1/models`;
+- Gemini: `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (SSE),
+  `:countTokens`;
 - anything else is recorded and answered 404 (`/api/event_logging/*`: 200, so a CLI
   that logs events carries on; the record shows that it tried).
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -158,6 +161,12 @@ def last_tool_result(body: dict[str, Any]) -> str:
             for block in content:
                 if isinstance(block, dict) and block.get("type") == "tool_result":
                     found = _plain(block.get("content"))
+    for content in body.get("contents", []):
+        for part in content.get("parts", []) if isinstance(content, dict) else []:
+            response = part.get("functionResponse") if isinstance(part, dict) else None
+            if isinstance(response, dict):
+                output = (response.get("response") or {}).get("output", response.get("response"))
+                found = _plain(output)
     items = body.get("input")
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("type") == "function_call_output":
@@ -456,6 +465,33 @@ def response_events(turn: Turn, model: str, usage: dict[str, int]) -> Iterator[t
     )
 
 
+# --- Gemini API -----------------------------------------------------------------------
+
+GEMINI_MODEL_CALL = re.compile(r"^/v1beta/models/([^/:]+):([A-Za-z]+)$")
+
+
+def gemini_turn(body: dict[str, Any]) -> int:
+    return sum(1 for c in body.get("contents", []) if c.get("role") == "model")
+
+
+def gemini_response(turn: Turn, model: str, usage: dict[str, int]) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    if turn.text:
+        parts.append({"text": turn.text})
+    for call in turn.tool_calls:
+        parts.append({"functionCall": {"name": call.name, "args": call.input}})
+    candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": usage["input_tokens"],
+            "candidatesTokenCount": usage["output_tokens"],
+            "totalTokenCount": usage["input_tokens"] + usage["output_tokens"],
+        },
+        "modelVersion": model,
+    }
+
+
 # --- the server -----------------------------------------------------------------------
 
 
@@ -526,7 +562,7 @@ class FakeLLM:
 
     def model_calls(self) -> list[Recorded]:
         """Requests that asked for a completion (any API)."""
-        return [r for r in self.requests if r.api in ("messages", "chat", "responses")]
+        return [r for r in self.requests if r.api in ("messages", "chat", "responses", "gemini")]
 
     def clear(self) -> None:
         with self._lock:
@@ -578,6 +614,8 @@ class _Handler(BaseHTTPRequestHandler):
         recorded = Recorded(self.command, self.path, headers, body)
         self.fake.record(recorded)
         route = ROUTES.get((self.command, _normalize(path)))
+        if route is None and GEMINI_MODEL_CALL.match(path) and self.command == "POST":
+            route = _Handler.on_gemini
         if route is None:
             self._other(path, recorded)
             return
@@ -606,6 +644,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._sse(anthropic_events(turn, model, recorded.usage), named=True)
         else:
             self._json(200, anthropic_message(turn, model, recorded.usage))
+
+    def on_gemini(self, recorded: Recorded) -> None:
+        match = GEMINI_MODEL_CALL.match(urlsplit(self.path).path)
+        assert match is not None
+        model, method = match.groups()
+        body = _as_dict(recorded.body)
+        if method == "countTokens":
+            recorded.api = "count_tokens"
+            self._json(200, {"totalTokens": max(1, len(json.dumps(body)) // 4)})
+            return
+        if method not in ("generateContent", "streamGenerateContent"):
+            self._other(self.path, recorded)
+            return
+        turn = self._turn_for(recorded, "gemini", gemini_turn(body), body)
+        assert recorded.usage is not None
+        answer = gemini_response(turn, model, recorded.usage)
+        if method == "streamGenerateContent":
+            self._sse(iter([("", answer)]), named=False)
+        else:
+            self._json(200, answer)
 
     def on_count_tokens(self, recorded: Recorded) -> None:
         recorded.api = "count_tokens"

@@ -214,3 +214,21 @@ def test_tool_result_placeholder_shows_what_the_tool_returned() -> None:
         chat = post(fake, "/v1/chat/completions", {"messages": chat_history, "tools": [{}]}).json()
     assert answer["content"] == [{"type": "text", "text": "the file says: hi"}]
     assert chat["choices"][0]["message"]["content"] == "the file says: from chat"
+
+
+def test_gemini_generate_content_streamed_and_not() -> None:
+    tools = [{"functionDeclarations": [{"name": "run_shell_command"}]}]
+    first = {"contents": [{"role": "user", "parts": [{"text": "go"}]}], "tools": tools}
+    with FakeLLM([tool("run_shell_command", command="ls"), text("listed")]) as fake:
+        path = "/v1beta/models/gemini-x:streamGenerateContent?alt=sse"
+        (event,) = sse(post(fake, path, first))
+        history = first["contents"] + [{"role": "model", "parts": [{"text": "…"}]}]
+        second = post(
+            fake, "/v1beta/models/gemini-x:generateContent", {**first, "contents": history}
+        )
+        count = post(fake, "/v1beta/models/gemini-x:countTokens", first)
+    call = event[1]["candidates"][0]["content"]["parts"][0]["functionCall"]
+    assert call == {"name": "run_shell_command", "args": {"command": "ls"}}
+    assert event[1]["usageMetadata"]["promptTokenCount"] == 120
+    assert second.json()["candidates"][0]["content"]["parts"] == [{"text": "listed"}]
+    assert count.json()["totalTokens"] > 0
