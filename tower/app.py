@@ -17,6 +17,7 @@ from tower.dashboard import install_dashboard
 from tower.db.migrate import migrate
 from tower.db.pool import create_pool, create_statement_pool
 from tower.errors import install_error_handlers
+from tower.events import routes as event_routes
 from tower.execution.factory import build_runner
 from tower.execution.runner import Runner
 from tower.gateway import listener as auth_listener
@@ -57,6 +58,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     for router in (
         job_routes.router,
         webhook_routes.router,
+        event_routes.router,
         config_routes.router,
         health.router,
         metrics.router,

@@ -44,6 +44,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "idempotency_ttl_hours": (1, 24 * 30),
     "db_pool_size": (2, 100),
     "gateway_auth_cache_seconds": (0, 60),
+    "max_log_bytes": (1024, 1 << 30),
+    "events_keepalive_seconds": (1, 300),
 }
 
 
@@ -113,6 +115,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     tower_runner: str = "docker"
     simulated_run_log: str = ""
+    max_log_bytes: int = 32 * 1024 * 1024
+    events_keepalive_seconds: float = 15.0
 
     @field_validator("webhook_secret")
     @classmethod

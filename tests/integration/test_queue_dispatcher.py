@@ -15,7 +15,7 @@ import pytest
 from tests.support.towers import cancel_job, insert_job
 from tower.db.embedded import LocalPostgres
 from tower.db.pool import Pool
-from tower.execution.runner import ClaimedJob, RunOutcome
+from tower.execution.runner import ClaimedJob, Output, RunOutcome
 from tower.execution.simulated import SimulatedRunner
 from tower.queue.dispatcher import Dispatcher
 from tower.queue.notify import NotifyHub, running_hub
@@ -34,12 +34,12 @@ class ObservedRunner:
         self.running = 0
         self.peak = 0
 
-    async def run(self, job: ClaimedJob) -> RunOutcome:
+    async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         self.running += 1
         self.peak = max(self.peak, self.running)
         self.started[job.job_id].set()
         try:
-            return await self._inner.run(job)
+            return await self._inner.run(job, output)
         except asyncio.CancelledError:
             self.cancelled[job.job_id].set()
             raise
@@ -51,7 +51,7 @@ class ObservedRunner:
 
 
 class CrashingRunner(ObservedRunner):
-    async def run(self, job: ClaimedJob) -> RunOutcome:
+    async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         raise RuntimeError("runner bug")
 
 

@@ -4,6 +4,9 @@ The dispatcher owns the queue (claim, lease, fencing, final write); a runner onl
 executes. Cancellation is asyncio cancellation: when a job is cancelled, or its
 lease is lost, the dispatcher cancels the task running `run`, and the runner must
 stop the execution (kill the container) before re-raising CancelledError.
+
+While it runs, a runner hands the job's output to `output` as it is produced; the
+dispatcher stores it as the job's log (tower/events/log.py) before the final write.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, Literal, Protocol
 from uuid import UUID
 
 FailureReason = Literal["error", "timeout", "oom", "tower_lost", "result_too_large", "cancelled"]
+OutputStream = Literal["stdout", "stderr"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,15 @@ class RunOutcome:
     usage: dict[str, Any] | None = field(default=None)
 
 
+class Output(Protocol):
+    def write(self, stream: OutputStream, data: bytes) -> None:
+        """Take a piece of the job's output, in the order produced. Never blocks or
+        raises; call it on the event loop's thread."""
+        ...
+
+
 class Runner(Protocol):
-    async def run(self, job: ClaimedJob) -> RunOutcome:
+    async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         """Execute the job to its end and describe how it ended. Never raises for a job's
         own failure (that is a RunOutcome with succeeded=False); raises CancelledError
         only after the execution has been stopped."""

@@ -3,7 +3,8 @@
 It is selected with TOWER_RUNNER=simulated (tests and benchmarks). The job's prompt is
 read one command a line:
     sleep <seconds>     wait, as a long-running agent would
-    print <text>        append a line to the result
+    print <text>        append a line to the result, and write it to the job's stdout
+    warn <text>         write a line to the job's stderr (not part of the result)
     exit <code>         end now; a non-zero code fails the job with the printed text
     fail <reason>       end as failed with that failure_reason (timeout, oom, ...)
     usage <in> <out> <cost>   report that token usage and cost (USD) when the job ends
@@ -17,14 +18,14 @@ import asyncio
 import os
 from typing import Any, cast
 
-from tower.execution.runner import ClaimedJob, FailureReason, RunOutcome
+from tower.execution.runner import ClaimedJob, FailureReason, Output, RunOutcome
 
 
 class SimulatedRunner:
     def __init__(self, run_log: str = "") -> None:
         self._run_log = run_log
 
-    async def run(self, job: ClaimedJob) -> RunOutcome:
+    async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         self._record(job)
         printed: list[str] = []
         usage: dict[str, Any] | None = None
@@ -34,6 +35,9 @@ class SimulatedRunner:
                 await asyncio.sleep(float(argument or 0))
             elif verb == "print":
                 printed.append(argument)
+                output.write("stdout", f"{argument}\n".encode())
+            elif verb == "warn":
+                output.write("stderr", f"{argument}\n".encode())
             elif verb == "usage":
                 usage = _usage(argument)
             elif verb == "exit":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tower.db.pool import Connection
+from tower.events.queries import EVENT_SEQ, STATE_RETURNING, insert_state_event
 from tower.queue.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
 from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
 from tower.webhooks.queries import DELIVERIES_OF_JOB
@@ -12,14 +13,17 @@ from tower.webhooks.queries import DELIVERIES_OF_JOB
 # Longest result/error preview in list rows; GET /jobs/{id} has the whole text.
 LIST_TEXT_LIMIT = 2000
 
-# Insert and announce in one statement: one round trip, and the notification is
-# delivered only when the row commits, so dispatchers hear of it once it is visible.
+# Insert, record the 'pending' event and announce, in one statement: one round trip,
+# and the notification is delivered only when the row commits, so dispatchers (and
+# event streams) hear of it once it is visible.
 INSERT_JOB = f"""
 WITH inserted AS (
-    INSERT INTO jobs (job_id, agent_id, engine, profile, request, priority, max_attempts)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
-    RETURNING job_id
-)
+    INSERT INTO jobs (job_id, agent_id, engine, profile, request, priority, max_attempts,
+                      event_seq)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
+    RETURNING {STATE_RETURNING}
+),
+state_event AS ({insert_state_event("inserted")})
 SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
 """
 
@@ -69,17 +73,18 @@ FROM jobs WHERE job_id = $1
 SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1"
 
 # Only a live job can be cancelled; clearing the lease fences off its owner's writes.
-# Its webhook is queued in the same statement; clearing the gateway token's hash makes
-# the gateway refuse its worker's next call.
+# Its state event and its webhook are written in the same statement; clearing the
+# gateway token's hash makes the gateway refuse its worker's next call.
 CANCEL_JOB = f"""
 WITH cancelled AS (
     UPDATE jobs
-    SET status = 'cancelled', finished_at = now(),
+    SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1,
         lease_owner = NULL, lease_token = NULL, lease_until = NULL,
         gateway_token_sha256 = NULL
     WHERE job_id = $1 AND status IN ('pending', 'running')
-    RETURNING {TERMINAL_COLUMNS}
+    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
 ),
+state_event AS ({insert_state_event("cancelled")}),
 {outbox_cte("cancelled")}
 SELECT job_id, {WAKE_DELIVERERS} FROM cancelled
 """

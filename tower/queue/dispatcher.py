@@ -17,6 +17,7 @@ import time
 
 from tower.db.group_commit import GroupCommit
 from tower.db.pool import Pool, transaction
+from tower.events.log import JobLog
 from tower.execution.runner import ClaimedJob, Runner, RunOutcome
 from tower.observability.metrics import TowerMetrics
 from tower.queue import channels, queries
@@ -136,20 +137,29 @@ class Dispatcher:
         return len(jobs) == free
 
     def _launch(self, job: ClaimedJob, claimed_at: float) -> None:
+        output = JobLog(
+            self._pool, job, self._settings.max_log_bytes, self._settings.lease_seconds
+        )
         # Registered before the next claim computes free capacity.
-        run = asyncio.create_task(self._runner.run(job), name=f"run-{job.job_id}")
+        run = asyncio.create_task(self._runner.run(job, output), name=f"run-{job.job_id}")
         self._leases.add(job, run, claimed_at)
-        supervisor = asyncio.create_task(self._supervise(job, run), name=f"job-{job.job_id}")
+        supervisor = asyncio.create_task(
+            self._supervise(job, run, output), name=f"job-{job.job_id}"
+        )
         self._supervisors.add(supervisor)
         supervisor.add_done_callback(self._supervisors.discard)
 
     # --- running ------------------------------------------------------------------
 
-    async def _supervise(self, job: ClaimedJob, run: asyncio.Task[RunOutcome]) -> None:
+    async def _supervise(
+        self, job: ClaimedJob, run: asyncio.Task[RunOutcome], output: JobLog
+    ) -> None:
         started = time.monotonic()
         try:
             await asyncio.wait({run})
             duration_ms = int((time.monotonic() - started) * 1000)
+            # The log is stored before the final state, so it precedes the terminal event.
+            await output.close()
             await self._settle(job, run, duration_ms)
         finally:
             self._leases.remove(job.job_id)

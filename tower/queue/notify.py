@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -23,13 +23,46 @@ log = logging.getLogger(__name__)
 Callback = Callable[[str], None]
 ReconnectCallback = Callable[[], Awaitable[None] | None]
 
+# Any job's events may have changed: the key of state_events() subscribers.
+ANY_JOB = ""
+# Channels whose payload is a job_id whose state (and so its events) changed.
+_STATE_CHANNELS = (channels.JOB_PENDING, channels.JOB_FINISHED)
+
+
+class _Waiters:
+    """asyncio.Events by key, set when their key is announced."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    @contextlib.contextmanager
+    def subscribe(self, key: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._events[key].add(event)
+        try:
+            yield event
+        finally:
+            self._events[key].discard(event)
+            if not self._events[key]:
+                del self._events[key]
+
+    def wake(self, key: str) -> None:
+        for event in self._events.get(key, ()):
+            event.set()
+
+    def wake_all(self) -> None:
+        for events in self._events.values():
+            for event in events:
+                event.set()
+
 
 class NotifyHub:
     def __init__(self, database_url: str, *, check_interval: float = 1.0) -> None:
         self._url = database_url
         self._check_interval = check_interval
         self._callbacks: dict[str, list[Callback]] = defaultdict(list)
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._finished = _Waiters()
+        self._events = _Waiters()
         self._on_reconnect: list[ReconnectCallback] = []
         self._connection: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -44,17 +77,17 @@ class NotifyHub:
     def on_reconnect(self, callback: ReconnectCallback) -> None:
         self._on_reconnect.append(callback)
 
-    @contextlib.contextmanager
-    def finished_event(self, job_id: str) -> Any:
+    def finished_event(self, job_id: str) -> contextlib.AbstractContextManager[asyncio.Event]:
         """An event set when `job_id` is announced finished. Subscribe, then re-read the row."""
-        event = asyncio.Event()
-        self._waiters[job_id].add(event)
-        try:
-            yield event
-        finally:
-            self._waiters[job_id].discard(event)
-            if not self._waiters[job_id]:
-                del self._waiters[job_id]
+        return self._finished.subscribe(job_id)
+
+    def job_events(self, job_id: str) -> contextlib.AbstractContextManager[asyncio.Event]:
+        """An event set when `job_id` may have new events. Subscribe, then re-read them."""
+        return self._events.subscribe(job_id)
+
+    def state_events(self) -> contextlib.AbstractContextManager[asyncio.Event]:
+        """An event set when any job may have a new state event."""
+        return self._events.subscribe(ANY_JOB)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -131,19 +164,27 @@ class NotifyHub:
     def _wake_all_waiters(self) -> None:
         # Waiters re-read their row after waking, so a spurious wake is harmless
         # and a notification lost while disconnected is not.
-        for events in self._waiters.values():
-            for event in events:
-                event.set()
+        self._finished.wake_all()
+        self._events.wake_all()
 
     def _dispatch(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
         if channel == channels.JOB_FINISHED:
-            for event in self._waiters.get(payload, ()):
-                event.set()
+            self._finished.wake(payload)
+        if channel in _STATE_CHANNELS:
+            self._wake_events(payload, "state")
+        elif channel == channels.JOB_EVENT:
+            job_id, _, rest = payload.partition(" ")
+            self._wake_events(job_id, rest.rpartition(" ")[2])
         for callback in self._callbacks.get(channel, ()):
             try:
                 callback(payload)
             except Exception:
                 log.exception("notification callback failed on %s", channel)
+
+    def _wake_events(self, job_id: str, kind: str) -> None:
+        self._events.wake(job_id)
+        if kind == "state":
+            self._events.wake(ANY_JOB)
 
 
 @contextlib.asynccontextmanager

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from tower.db.pool import Connection
+from tower.events.queries import EVENT_SEQ, JOBS_STATE_RETURNING, insert_state_event
 from tower.execution.runner import ClaimedJob
 from tower.gateway import tokens as gateway_tokens
 from tower.jobs import queries as job_queries
@@ -23,8 +24,9 @@ TERMINAL = "('completed', 'failed', 'cancelled')"
 # The picked rows are MATERIALIZED so the LIMIT ... SKIP LOCKED subquery runs exactly
 # once: planned as a rescanned semi-join it could lock and update more than $3 rows.
 # Each claimed row gets the n-th of the gateway token hashes in $4 (tokens are minted
-# by tower, which keeps the plain tokens; row n of the claim is handed token n).
-CLAIM = """
+# by tower, which keeps the plain tokens; row n of the claim is handed token n), and
+# its 'running' event, announced on $5.
+CLAIM = f"""
 WITH picked AS MATERIALIZED (
     SELECT job_id FROM jobs
     WHERE status = 'pending' AND run_after <= now()
@@ -33,20 +35,25 @@ WITH picked AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ), numbered AS (
     SELECT job_id, row_number() OVER () AS n FROM picked
-)
-UPDATE jobs SET
-    status = 'running',
-    lease_owner = $1,
-    lease_token = gen_random_uuid(),
-    lease_until = now() + make_interval(secs => $2),
-    attempt = attempt + 1,
-    started_at = now(),
-    gateway_token_sha256 = ($4::text[])[numbered.n]
-FROM numbered
-WHERE jobs.job_id = numbered.job_id
-RETURNING jobs.job_id, jobs.agent_id, jobs.engine, jobs.profile, jobs.request,
-          jobs.attempt, jobs.lease_token, numbered.n,
-          extract(epoch FROM now() - jobs.run_after)::float8 AS queued_seconds
+), claimed AS (
+    UPDATE jobs SET
+        status = 'running',
+        lease_owner = $1,
+        lease_token = gen_random_uuid(),
+        lease_until = now() + make_interval(secs => $2),
+        attempt = attempt + 1,
+        started_at = now(),
+        gateway_token_sha256 = ($4::text[])[numbered.n],
+        event_seq = event_seq + 1
+    FROM numbered
+    WHERE jobs.job_id = numbered.job_id
+    RETURNING jobs.request, jobs.lease_token, numbered.n, {JOBS_STATE_RETURNING},
+              extract(epoch FROM now() - jobs.run_after)::float8 AS queued_seconds
+),
+state_event AS ({insert_state_event("claimed")})
+SELECT job_id, agent_id, engine, profile, request, attempt, lease_token, n, queued_seconds,
+       pg_notify($5, job_id || ' ' || event_seq || ' state')
+FROM claimed
 """
 
 # Tokens are unique, so the token alone fences; status keeps cancelled jobs out.
@@ -56,20 +63,21 @@ WHERE lease_token = ANY($1::uuid[]) AND status = 'running'
 RETURNING lease_token
 """
 
-# The NOTIFY is part of the same statement, so it is sent if and only if the row changed;
-# so is the webhook outbox row (see tower/webhooks/outbox.py). The gateway token dies with
-# the attempt: every write that ends one clears its hash.
+# The state event, the NOTIFY and the webhook outbox row (tower/webhooks/outbox.py) are
+# part of the same statement, so they happen if and only if the row changed. The gateway
+# token dies with the attempt: every write that ends one clears its hash.
 # It returns the job_id it finished, so a batch of them says which ones were written.
 FINISH = f"""
 WITH finished AS (
     UPDATE jobs SET
         status = $3, exit_code = $4, result = $5, error = $6, failure_reason = $7,
-        usage = $8, duration_ms = $9, finished_at = now(),
+        usage = $8, duration_ms = $9, finished_at = now(), event_seq = event_seq + 1,
         lease_owner = NULL, lease_token = NULL, lease_until = NULL,
         gateway_token_sha256 = NULL
     WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
-    RETURNING {TERMINAL_COLUMNS}
+    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
 ),
+state_event AS ({insert_state_event("finished")}),
 {outbox_cte("finished")}
 SELECT job_id, pg_notify($10, job_id), {WAKE_DELIVERERS} FROM finished
 """
@@ -82,13 +90,16 @@ _RELEASE_SET = """
     finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
     failure_reason = CASE WHEN attempt < max_attempts THEN NULL ELSE 'tower_lost' END,
     error = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END,
+    event_seq = event_seq + 1,
     lease_owner = NULL, lease_token = NULL, lease_until = NULL,
     gateway_token_sha256 = NULL
 """
 
-# A requeued job wakes the dispatchers; a failed one wakes its waiters (and gets its
-# webhook queued, in the same statement).
+# The state event of each job handed back (pending again, or failed). A requeued job
+# wakes the dispatchers; a failed one wakes its waiters (and gets its webhook queued,
+# in the same statement).
 _RELEASE_NOTIFY = f"""
+state_event AS ({insert_state_event("released")}),
 {outbox_cte("released")}
 SELECT job_id, status,
        pg_notify(CASE WHEN status = 'pending' THEN $2 ELSE $3 END, job_id),
@@ -100,7 +111,7 @@ RELEASE = f"""
 WITH released AS (
     UPDATE jobs SET {_RELEASE_SET}
     WHERE job_id = $4 AND lease_token = $5 AND status = 'running'
-    RETURNING {TERMINAL_COLUMNS}
+    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
 ),
 {_RELEASE_NOTIFY}
 """
@@ -111,7 +122,7 @@ REAP = f"""
 WITH released AS (
     UPDATE jobs SET {_RELEASE_SET}
     WHERE status = 'running' AND lease_until < now()
-    RETURNING {TERMINAL_COLUMNS}
+    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
 ),
 {_RELEASE_NOTIFY}
 """
@@ -145,6 +156,13 @@ DELETE FROM jobs WHERE job_id IN (
 DELETE_EXPIRED_IDEMPOTENCY_KEYS = job_queries.DELETE_EXPIRED_IDEMPOTENCY_KEYS
 
 
+# The claim's columns that make a ClaimedJob (the last, pg_notify's, does not).
+CLAIMED_FIELDS = (
+    "job_id", "agent_id", "engine", "profile", "request", "attempt", "lease_token",
+    "queued_seconds",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Finish:
     status: str
@@ -162,11 +180,11 @@ async def claim(
     """Claim up to `limit` jobs, each with a fresh gateway token (only its hash is stored)."""
     minted = [gateway_tokens.mint() for _ in range(limit)]
     hashes = [gateway_tokens.digest(token) for token in minted]
-    rows = await connection.fetch(CLAIM, owner, lease_seconds, limit, hashes)
+    rows = await connection.fetch(CLAIM, owner, lease_seconds, limit, hashes, channels.JOB_EVENT)
     claimed = []
     for row in rows:
-        fields = dict(row)
-        fields["gateway_token"] = minted[fields.pop("n") - 1]
+        fields = {field: row[field] for field in CLAIMED_FIELDS}
+        fields["gateway_token"] = minted[row["n"] - 1]
         claimed.append(ClaimedJob(**fields))
     return claimed
 

@@ -7,15 +7,19 @@ turns the SDK's failures into TowerErrors that say what went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.utils.socket import STDERR, frames_iter
 
 from tower.errors import Unavailable
 from tower.execution.docker.hardening import (
@@ -54,6 +58,10 @@ class WorkerStartFailed(DockerFailure):
 class ExitInfo:
     status_code: int
     oom_killed: bool
+
+
+# Receives the worker's output as it comes: ("stdout" | "stderr", bytes), on a Docker thread.
+Emit = Callable[[str, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,94 @@ def wait_done(client: docker.DockerClient, container_id: str, timeout: float) ->
         deadline.cancel()
         stream.close()
     return not expired.is_set()
+
+
+def attach_output(client: docker.DockerClient, container_id: str) -> Any:
+    """A live feed of the container's stdout and stderr from now on, without its backlog
+    (so not the ready line): attach before delivering, and no output of the job is missed.
+    Unlike the logs API, attach keeps the two streams apart and does not wait on the log
+    driver. Returns the attached socket, for follow_output."""
+    params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
+    try:
+        return client.api.attach_socket(container_id, params=params)
+    except (DockerException, requests.RequestException) as exc:
+        raise DockerFailure(f"attaching to the worker's output: {_one_line(exc)}") from exc
+
+
+def follow_output(_client: docker.DockerClient, feed: Any, timeout: float, emit: Emit) -> bool:
+    """Pass the worker's output to `emit` until the worker announces it is done (the
+    line itself is not output) or the container exits; False when `timeout` seconds
+    pass first. Closes the feed."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        close_output(feed)
+
+    deadline = threading.Timer(timeout, expire)
+    deadline.daemon = True
+    deadline.start()
+    stdout = _UntilDone(emit)
+    try:
+        for stream, data in frames_iter(feed, tty=False):
+            if stream == STDERR:
+                emit("stderr", data)
+            elif stdout.feed(data):
+                return not expired.is_set()
+    except (OSError, ValueError):
+        pass  # the feed was closed under us: the deadline passed
+    finally:
+        deadline.cancel()
+        close_output(feed)
+    stdout.flush()
+    return not expired.is_set()
+
+
+class _UntilDone:
+    """Stdout up to the done line. A tail that could be the start of that line is held
+    back until the next piece tells."""
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self._held = b""
+
+    def feed(self, data: bytes) -> bool:
+        window = self._held + data
+        end = window.find(DONE_LINE)
+        if end >= 0:
+            self._send(window[:end])
+            return True
+        keep = _partial_match(window, DONE_LINE)
+        self._send(window[: len(window) - keep])
+        self._held = window[len(window) - keep :]
+        return False
+
+    def flush(self) -> None:
+        self._send(self._held)
+        self._held = b""
+
+    def _send(self, data: bytes) -> None:
+        if data:
+            self._emit("stdout", data)
+
+
+def _partial_match(window: bytes, line: bytes) -> int:
+    """The length of the longest tail of `window` that is a proper prefix of `line`."""
+    for size in range(min(len(line) - 1, len(window)), 0, -1):
+        if window.endswith(line[:size]):
+            return size
+    return 0
+
+
+def close_output(feed: Any) -> None:
+    """Close an attached feed; wakes a thread blocked reading it (shutdown does, close
+    alone does not). Safe to call twice."""
+    raw = getattr(feed, "_sock", feed)
+    with contextlib.suppress(OSError):
+        raw.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        feed.close()
+        raw.close()
 
 
 def exit_info_since(client: docker.DockerClient, container_id: str, since: float) -> ExitInfo:

@@ -8,10 +8,12 @@ lost) kills the container before CancelledError goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from tower.configs.models import Engine, Template
 from tower.configs.store import ConfigStore
@@ -24,7 +26,7 @@ from tower.execution.docker.network import ensure_worker_network_once
 from tower.execution.docker.pool import WarmPool
 from tower.execution.docker.slots import ContainerShape, Slot, SlotSource
 from tower.execution.outcome import parse_outcome
-from tower.execution.runner import ClaimedJob, RunOutcome
+from tower.execution.runner import ClaimedJob, Output, OutputStream, RunOutcome
 from tower.execution.spec import JobSpec, build_spec
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
@@ -64,7 +66,7 @@ class DockerRunner:
         self._metrics = metrics or TowerMetrics("")
         self._discards: set[asyncio.Task[None]] = set()
 
-    async def run(self, job: ClaimedJob) -> RunOutcome:
+    async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         try:
             plan = self._plan(job)
             shape = await self._resolved(plan.spec.shape)
@@ -73,7 +75,7 @@ class DockerRunner:
             return failed(problem.message)
         self._metrics.container_taken(slot.warm)
         try:
-            return await self._execute(slot, plan)
+            return await self._execute(slot, plan, _emitter(output))
         except asyncio.CancelledError:
             # Shielded: a second cancellation must not leave the container running.
             await asyncio.shield(self._calls(containers.kill, slot.container_id))
@@ -108,11 +110,15 @@ class DockerRunner:
         image = await self._calls(containers.image_id, shape.image)
         return dataclasses.replace(shape, image=image)
 
-    async def _execute(self, slot: Slot, plan: Plan) -> RunOutcome:
+    async def _execute(self, slot: Slot, plan: Plan, emit: containers.Emit) -> RunOutcome:
         spec = plan.spec
-        delivered_at = time.time()
-        await self._calls(containers.deliver, slot.container_id, bundle.bundle_tar(spec))
-        ended, output = await self._finish(slot.container_id, spec, delivered_at)
+        feed = await self._calls(containers.attach_output, slot.container_id)
+        try:
+            delivered_at = time.time()
+            await self._calls(containers.deliver, slot.container_id, bundle.bundle_tar(spec))
+            ended, output = await self._finish(slot.container_id, spec, delivered_at, feed, emit)
+        finally:
+            containers.close_output(feed)  # already closed unless this was cut short
         return parse_outcome(
             bundle.read_output(output) if output else None,
             engine=plan.engine,
@@ -123,11 +129,17 @@ class DockerRunner:
         )
 
     async def _finish(
-        self, container_id: str, spec: JobSpec, delivered_at: float
+        self,
+        container_id: str,
+        spec: JobSpec,
+        delivered_at: float,
+        feed: object,
+        emit: containers.Emit,
     ) -> tuple[containers.ExitInfo | None, bytes]:
-        """How the worker ended and what it left; None for a timeout (then killed)."""
+        """How the worker ended and what it left; None for a timeout (then killed).
+        Its output goes to `emit` as it comes, until then."""
         timeout = float(spec.timeout_seconds)
-        if not await self._calls(containers.wait_done, container_id, timeout):
+        if not await self._calls(containers.follow_output, feed, timeout, emit):
             await self._calls(containers.kill, container_id)
             return None, await self._calls(containers.collect, container_id)
         # Both read a still-running container: side by side, on the latency's path.
@@ -157,6 +169,19 @@ class DockerRunner:
         await self._calls.close()
 
 
+def _emitter(output: Output) -> containers.Emit:
+    """`output.write` for Docker threads: each piece is handed to the event loop in order,
+    ahead of the follow call's own completion, so all of it is written before the run ends."""
+    loop = asyncio.get_running_loop()
+
+    def emit(stream: str, data: bytes) -> None:
+        # A run cut short may leave its reading thread a moment past the loop's end.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(output.write, cast(OutputStream, stream), data)
+
+    return emit
+
+
 async def _close_slots(slots: SlotSource) -> None:
     if isinstance(slots, WarmPool):
         await slots.stop()
@@ -168,7 +193,7 @@ class DockerDownRunner:
     def __init__(self, detail: str) -> None:
         self._message = DOCKER_DOWN.format(detail=detail)
 
-    async def run(self, job: ClaimedJob) -> RunOutcome:
+    async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         return failed(self._message)
 
     async def close(self) -> None:
