@@ -302,6 +302,8 @@ def close_output(feed: Any) -> None:
     """Close an attached feed; wakes a thread blocked reading it (shutdown does, close
     alone does not). Safe to call twice."""
     raw = getattr(feed, "_sock", feed)
+    if raw is None:
+        return  # a socket.SocketIO already closed
     with contextlib.suppress(OSError):
         raw.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
