@@ -7,12 +7,14 @@ The tower is found with --url / TOWER_URL and authenticated with --api-key / TOW
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,10 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 # so no proxy or server limit on request duration cuts a long wait short.
 WAIT_CHUNK_SECONDS = 30
 TERMINAL = ("completed", "failed", "cancelled")
+# Longer than the server's keep-alive interval (15 s): a silent stream is a dead one.
+STREAM_READ_TIMEOUT = 60.0
+STREAM_RETRIES = 5
+STREAM_RETRY_DELAY = 1.0
 
 
 class CliError(Exception):
@@ -55,6 +61,33 @@ class TowerClient:
                 f"cannot reach tower at {self.base_url}: {reason} "
                 "(is `parpaing serve` running? set TOWER_URL or --url)"
             ) from None
+
+    def events(self, path: str, last_event_id: str = "") -> Iterator[tuple[str, str, Any]]:
+        """(id, event, data) for each Server-Sent Event of `path`, until it closes."""
+        headers = self._headers(False) | {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        request = urllib.request.Request(self.base_url + path, headers=headers)
+        try:
+            reply = urllib.request.urlopen(request, timeout=STREAM_READ_TIMEOUT)
+        except urllib.error.HTTPError as exc:
+            raise CliError(_http_error_message(exc), exc.code) from None
+        except urllib.error.URLError as exc:
+            raise CliError(f"cannot reach tower at {self.base_url}: {exc.reason}") from None
+        with reply:
+            fields: dict[str, str] = {}
+            for raw in reply:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line and not line.startswith(":"):
+                    name, _, value = line.partition(":")
+                    fields[name] = value.removeprefix(" ")
+                elif not line and "data" in fields:
+                    yield (
+                        fields.get("id", ""),
+                        fields.get("event", "message"),
+                        json.loads(fields["data"]),
+                    )
+                    fields = {}
 
     def _headers(self, has_body: bool) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -118,15 +151,42 @@ def cancel(args: argparse.Namespace, client: TowerClient) -> int:
 
 
 def logs(args: argparse.Namespace, client: TowerClient) -> int:
-    job = client.call("GET", f"/jobs/{_quoted(args.job_id)}")
-    if job["status"] not in TERMINAL:
-        print(f"job {job['job_id']} is {job['status']}; no output yet", file=sys.stderr)
-        return 0
-    if job.get("result"):
-        print(job["result"])
-    if job.get("error"):
-        print(job["error"], file=sys.stderr)
-    return 0 if job["status"] == "completed" else 1
+    """Follow the job's output as it runs (its event stream), until it ends."""
+    path = f"/jobs/{_quoted(args.job_id)}"
+    status, printed = follow_log(client, f"{path}/events")
+    if status != "completed" or not printed:
+        job = client.call("GET", path)
+        status = job["status"]
+        if not printed and job.get("result"):
+            print(job["result"])  # a job that ran before job logs were kept
+        if status != "completed" and job.get("error"):
+            print(job["error"], file=sys.stderr)
+    return 0 if status == "completed" else 1
+
+
+def follow_log(client: TowerClient, path: str) -> tuple[str | None, bool]:
+    """Copy log events to stdout/stderr until the terminal state event, reconnecting
+    with Last-Event-ID when the connection drops. Returns (last status, any output)."""
+    last_id, status, printed, failures = "", None, False, 0
+    while status not in TERMINAL:
+        try:
+            for event_id, name, data in client.events(path, last_id):
+                last_id, failures = event_id, 0
+                if name == "log":
+                    out = sys.stdout if data["stream"] == "stdout" else sys.stderr
+                    out.write(data["text"])
+                    out.flush()
+                    printed = True
+                elif name == "state":
+                    status = data["status"]
+            if status not in TERMINAL:
+                return status, printed  # the job was deleted while we followed it
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            failures += 1
+            if failures > STREAM_RETRIES:
+                raise CliError(f"lost the event stream at {client.base_url}: {exc}") from None
+            time.sleep(STREAM_RETRY_DELAY)
+    return status, printed
 
 
 def submit_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,7 +277,10 @@ def add_client_commands(commands: Any, environ: dict[str, str]) -> None:
     listing.add_argument("--status", choices=("pending", "running", *TERMINAL))
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(client_handler=jobs)
-    for name, handler, text in (("cancel", cancel, "cancel a job"), ("logs", logs, "job output")):
+    for name, handler, text in (
+        ("cancel", cancel, "cancel a job"),
+        ("logs", logs, "follow a job's output until it ends"),
+    ):
         parser = commands.add_parser(name, parents=[common], help=text)
         parser.add_argument("job_id")
         parser.set_defaults(client_handler=handler)

@@ -84,6 +84,13 @@ async def test_prompt_file_then_wait_logs_and_list(tower: str, tmp_path: Path) -
     assert "1 of 1 jobs" in listed.stderr
 
 
+async def test_logs_follows_a_job_from_pending_to_its_end(tower: str) -> None:
+    script = "print one\nwarn to stderr\nsleep 0.5\nprint two"
+    submitted = await parpaing(tower, *submitting("--prompt", script))
+    logs = await parpaing(tower, "logs", submitted.stdout.strip())
+    assert (logs.code, logs.stdout, logs.stderr) == (0, "one\ntwo\n", "to stderr\n")
+
+
 async def test_a_failed_job_exits_non_zero_and_logs_its_error(tower: str) -> None:
     ran = await parpaing(tower, *submitting("--prompt", "print boom\nexit 3", "--wait"))
     job = finished_job(ran)
