@@ -6,21 +6,23 @@ later. So the stream delivers an id only once no transaction that may still inse
 smaller one is running:
 
 - Every statement that writes a job event first writes the job's row, so its
-  transaction holds a transaction id before it takes an event id. Hence when a read
-  sees ids up to N, any missing id below N belongs to a transaction that was running at
-  the read's snapshot (in its `running` list), or will never appear (rolled back, or
-  deleted by retention).
-- Once all the transactions running at that snapshot have ended (none of them is in a
-  later snapshot's `running` list), everything up to N is final: the cursor "settles" N.
-  With nothing running at all, everything the read saw is final at once.
+  transaction holds a transaction id (xid) before it takes an event id. Hence when a
+  read sees ids up to N, any missing id below N belongs to a transaction that already
+  had its xid when the read's snapshot was taken, or will never appear (rolled back,
+  or deleted by retention).
+- Right after such a read, the stream takes a "marker" xid of its own
+  (pg_current_xact_id(): xids are handed out in order, so the marker is greater than
+  every xid given out before the read). Once a later snapshot's oldest running xid is
+  above the marker, every transaction that could hold an id below N has ended: N is
+  "settled" and everything up to it can go out.
+(The snapshot's list of running xids is not enough: it leaves out transactions whose
+xid is newer than the newest finished one.)
 
-A transaction that runs long (anything holding a transaction id, not only ours) holds
-back the stream, never a job's own stream (whose seq is ordered by the job's row lock).
+A transaction that runs long (anything holding an xid, not only ours) holds back the
+all-jobs stream, never a job's own stream (whose seq is ordered by the job's row lock).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 
 class StateCursor:
@@ -29,27 +31,35 @@ class StateCursor:
         self.after = after
         # Every event with an id <= settled has committed, or never will.
         self._settled = after
-        # (an id seen, the transactions running then): settles that id once they end.
-        self._candidate: tuple[int, frozenset[int]] | None = None
+        # The newest id any read has returned.
+        self._seen = after
+        # A marker xid, and the newest id seen before it was taken: settled once every
+        # transaction older than the marker has ended.
+        self._marker: int | None = None
+        self._marked = after
 
     @property
     def waiting(self) -> bool:
-        """Rows were seen that cannot be delivered until running transactions end."""
-        return self._candidate is not None
+        """Rows were seen that cannot be delivered until older transactions end."""
+        return self._seen > self._settled
 
-    def advance(self, running: Iterable[int], ids: list[int], full_page: bool) -> int:
-        """Take one read (its snapshot's running transactions, the ids it returned in
-        order, whether it hit its limit); returns the id up to which its rows can go out."""
-        now_running = frozenset(running)
-        if self._candidate is not None and not self._candidate[1] & now_running:
-            self._settled = max(self._settled, self._candidate[0])
-            self._candidate = None
-        newest = ids[-1] if ids else self._settled
-        if not now_running:
-            self._settled = max(self._settled, newest)
-            self._candidate = None
-        elif newest > self._settled and self._candidate is None:
-            self._candidate = (newest, now_running)
+    @property
+    def needs_marker(self) -> bool:
+        return self.waiting and self._marker is None
+
+    def advance(self, oldest_running: int, ids: list[int], full_page: bool) -> int:
+        """Take one read (its snapshot's oldest running xid, the ids it returned in
+        order, whether it hit its limit); returns the id up to which rows can go out."""
+        if self._marker is not None and oldest_running > self._marker:
+            self._settled = max(self._settled, self._marked)
+            self._marker = None
+        if ids:
+            self._seen = max(self._seen, ids[-1])
         bound = min(self._settled, ids[-1]) if full_page and ids else self._settled
         self.after = max(self.after, bound)
         return self.after
+
+    def mark(self, xid: int) -> None:
+        """`xid` was assigned after the last read's snapshot was taken."""
+        self._marker = xid
+        self._marked = self._seen

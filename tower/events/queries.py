@@ -80,15 +80,14 @@ WHERE job.job_id = $1
 ORDER BY event.seq
 """
 
-# Every job's state events after an id, and the transactions in progress when the
-# statement's snapshot was taken (stream.py: why an event with a smaller id may still
+# Every job's state events after an id, and the oldest transaction running when the
+# statement's snapshot was taken (cursor.py: why an event with a smaller id may still
 # be to come). Always at least one row, for the snapshot.
 SELECT_STATE_EVENTS = """
-SELECT snapshot.running, event.id, event.job_id, event.seq, event.data, event.created_at
+SELECT snapshot.oldest_running, event.id, event.job_id, event.seq, event.data,
+       event.created_at
 FROM (
-    SELECT ARRAY(
-        SELECT xid::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS xid
-    ) AS running
+    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running
 ) AS snapshot
 LEFT JOIN LATERAL (
     SELECT id, job_id, seq, data, created_at FROM job_events
@@ -98,5 +97,9 @@ LEFT JOIN LATERAL (
 ) AS event ON true
 ORDER BY event.id
 """
+
+# A transaction id for the all-jobs stream's marker (cursor.py). Taking one makes this
+# statement's transaction a writer in name only: it commits at once, writing nothing.
+TAKE_MARKER = "SELECT pg_current_xact_id()::text::bigint"
 
 SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1"

@@ -78,11 +78,14 @@ async def state_events(
             events = [row for row in rows if row["id"] is not None]
             start = cursor.after
             bound = cursor.advance(
-                rows[0]["running"], [row["id"] for row in events], len(events) == PAGE
+                rows[0]["oldest_running"], [row["id"] for row in events], len(events) == PAGE
             )
             for row in events:
                 if start < row["id"] <= bound:
                     yield quiet.sent(sse.frame(row["id"], "state", _state_data(row)))
+            if cursor.needs_marker:
+                cursor.mark(await pool.fetchval(queries.TAKE_MARKER))
+                continue  # at once: the writers of what was seen have most likely ended
             if len(events) == PAGE and bound == events[-1]["id"]:
                 continue
             await _woken(
