@@ -40,6 +40,7 @@ from tests.e2e.support import (
 )
 from tests.support.fake_llm import FakeLLM, Turn, text, tool
 
+REAL_GEMINI_KEY = "real-gemini-" + "g" * 24
 # nginx may serve a cached yes for up to GATEWAY_AUTH_CACHE_SECONDS + 1 s (docs/gateway.md).
 CACHE_BOUND = 2.5
 JOB_DEADLINE = 240.0
@@ -76,7 +77,13 @@ async def agent_rig(
     host = await asyncio.to_thread(egress_host_address, docker_client, names)
     with FakeLLM(host=host) as fake:
         settings = gateway_settings(
-            database_url, network, names, gateway_image, fake.url, worker_image=worker_image
+            database_url,
+            network,
+            names,
+            gateway_image,
+            fake.url,
+            worker_image=worker_image,
+            gemini_api_key=REAL_GEMINI_KEY,
         )
         async with (
             serve(settings) as url,
@@ -288,6 +295,7 @@ OTHER_ENGINES = [
     EngineCase(
         "codex", "gpt-fake", "responses", "authorization", f"Bearer {REAL_OPENAI_KEY}", None
     ),
+    EngineCase("gemini", "gemini-2.5-flash", "gemini", "x-goog-api-key", REAL_GEMINI_KEY),
     EngineCase(
         "aider", "openai/gpt-fake", "chat", "authorization", f"Bearer {REAL_OPENAI_KEY}", None
     ),

@@ -308,3 +308,12 @@ def test_aider_usage_sums_its_token_lines_and_takes_the_session_cost() -> None:
 def test_aider_without_a_cost_line_still_reports_tokens() -> None:
     got = outcome(worker_output(b"Tokens: 120 sent, 30 received.\n"), engine_name="aider")
     assert got.usage == {"input_tokens": 120, "output_tokens": 30, "cost_usd": None}
+
+
+def test_gemini_usage_sums_the_tokens_of_its_models() -> None:
+    main = {"tokens": {"input": 120, "prompt": 120, "candidates": 30, "total": 150}}
+    router = {"tokens": {"prompt": 10, "candidates": 2}}
+    report = {"response": "PONG", "stats": {"models": {"gemini-2.5-flash": main, "lite": router}}}
+    got = outcome(worker_output(json.dumps(report).encode()), engine_name="gemini")
+    assert (got.succeeded, got.result) == (True, "PONG")
+    assert got.usage == {"input_tokens": 130, "output_tokens": 32, "cost_usd": None}

@@ -1,8 +1,9 @@
 """What an engine's own output says: its final text, and the tokens and cost it reported.
 
 Pure. One reader per output shape (the engine TOML's `output`):
-- `json` (Claude Code, Gemini CLI): one JSON object; Claude Code's stream-json ends with the
-  same object as its last `type: result` line;
+- `json` (Claude Code, Gemini CLI): one JSON object (Gemini's usage under
+  `stats.models`); Claude Code's stream-json ends with the same object as its last
+  `type: result` line;
 - `jsonl` (Codex CLI `--json`, OpenCode `--format json`): one event per line;
 - `text` (Aider): its closing `Tokens: … sent, … received. Cost: …` lines.
 `usage` is {input_tokens, output_tokens, cost_usd}, each None when the engine did not say.
@@ -61,6 +62,9 @@ def _final_text(report: dict[str, Any]) -> str:
 
 
 def _json_usage(report: dict[str, Any]) -> Usage | None:
+    stats = report.get("stats")
+    if isinstance(stats, dict) and isinstance(stats.get("models"), dict):
+        return _gemini_usage(stats["models"])
     counts = report.get("usage")
     counts = counts if isinstance(counts, dict) else {}
     return usage_of(
@@ -68,6 +72,18 @@ def _json_usage(report: dict[str, Any]) -> Usage | None:
         _number(counts.get("output_tokens")),
         _cost(report.get("total_cost_usd")),
     )
+
+
+def _gemini_usage(models: dict[str, Any]) -> Usage | None:
+    """Gemini CLI's `stats.models.<model>.tokens`, summed over its models (it reports no
+    cost)."""
+    totals: dict[str, float] = {}
+    for model in models.values():
+        tokens = model.get("tokens") if isinstance(model, dict) else None
+        if isinstance(tokens, dict):
+            counts = {"input": tokens.get("prompt"), "output": tokens.get("candidates")}
+            _add(totals, counts, input="input", output="output")
+    return _totals_usage(totals)
 
 
 # --- jsonl -----------------------------------------------------------------------------
