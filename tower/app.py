@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -71,17 +72,29 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     return app
 
 
+def begin_shutdown(app: FastAPI) -> None:
+    """Stop claiming jobs at once; safe from a signal handler. The server calls it on
+    SIGTERM, before it winds HTTP down: the lifespan's shutdown does the rest."""
+    drain = getattr(app.state, "drain", None)
+    if drain is not None:
+        drain()
+
+
 def _lifespan(settings: Settings, runner: Runner | None):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.tower = await _start(settings, runner, stack)
+            app.state.tower, dispatcher = await _start(settings, runner, stack)
+            loop = asyncio.get_running_loop()
+            app.state.drain = lambda: loop.call_soon_threadsafe(dispatcher.drain)
             yield
 
     return lifespan
 
 
-async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStack) -> TowerState:
+async def _start(
+    settings: Settings, runner: Runner | None, stack: AsyncExitStack
+) -> tuple[TowerState, Dispatcher]:
     await migrate(settings.database_url)
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     stack.push_async_callback(pool.close)
@@ -102,28 +115,30 @@ async def _start(settings: Settings, runner: Runner | None, stack: AsyncExitStac
     if unix or tcp:
         listeners = await auth_listener.AuthListeners.start(settings, pool, unix_socket=unix)
         stack.push_async_callback(listeners.stop)
-    await _start_background(state, runner or await build_runner(settings, state), stack)
-    return state
+    runner = runner or await build_runner(settings, state)
+    return state, await _start_background(state, runner, stack)
 
 
-async def _start_background(state: TowerState, runner: Runner, stack: AsyncExitStack) -> None:
+async def _start_background(state: TowerState, runner: Runner, stack: AsyncExitStack) -> Dispatcher:
     stack.push_async_callback(runner.close)
     key = signing_key(
         await webhook_secret(state.settings.webhook_secret.get_secret_value(), state.pool)
     )
+    dispatcher = Dispatcher(
+        state.settings,
+        state.pool,
+        state.hub,
+        runner,
+        state.replica_id,
+        state.metrics,
+        statement_pool=state.statement_pool,
+    )
     for service in (
-        Dispatcher(
-            state.settings,
-            state.pool,
-            state.hub,
-            runner,
-            state.replica_id,
-            state.metrics,
-            statement_pool=state.statement_pool,
-        ),
+        dispatcher,
         Reaper(state.settings, state.pool, state.replica_id, state.metrics),
         Retention(state.settings, state.pool),
         Deliverer(state.settings, state.pool, state.hub, key, state.metrics),
     ):
         await service.start()
         stack.push_async_callback(service.stop)
+    return dispatcher

@@ -23,7 +23,6 @@ from types import FrameType
 from typing import Literal
 
 import asyncpg
-import uvicorn
 from alembic.script import ScriptDirectory
 
 from tower.app import create_app
@@ -34,6 +33,7 @@ from tower.db.pool import create_pool
 from tower.errors import TowerError
 from tower.execution.docker import probe
 from tower.observability import queries
+from tower.server import run_server
 from tower.settings import Settings, gateway_container, state_dir
 from tower.webhooks.secret import webhook_secret
 from tower.webhooks.signing import standard_form
@@ -105,10 +105,7 @@ def serve(args: argparse.Namespace) -> int:
             _show_gateway_progress()
             _say(f"serving on http://{host}:{port}")
             app = create_app(settings.model_copy(update={"database_url": url}))
-            # uvloop and httptools: the event loop and HTTP parser in C, as production runs.
-            uvicorn.run(
-                app, host=host, port=port, log_level="info", loop="uvloop", http="httptools"
-            )
+            run_server(app, host, port)
     except (KeyboardInterrupt, Stopped):
         pass
     _say("stopped")

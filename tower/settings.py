@@ -46,6 +46,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "gateway_auth_cache_seconds": (0, 60),
     "max_log_bytes": (1024, 1 << 30),
     "events_keepalive_seconds": (1, 300),
+    "shutdown_grace_seconds": (0, 86400),
 }
 
 
@@ -113,6 +114,8 @@ class Settings(BaseSettings):
     max_attempts: int = 1
     idempotency_ttl_hours: int = 24
     db_pool_size: int = 10
+    # On SIGTERM: how long running jobs may go on finishing before they are handed back.
+    shutdown_grace_seconds: float = 30.0
     tower_runner: str = "docker"
     simulated_run_log: str = ""
     max_log_bytes: int = 32 * 1024 * 1024

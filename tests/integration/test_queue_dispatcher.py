@@ -77,7 +77,12 @@ async def dispatcher(
     started: list[Dispatcher] = []
 
     async def start(runner_: ObservedRunner = runner, **settings: Any) -> Dispatcher:
-        defaults = {"lease_seconds": 30, "poll_interval": 60, "max_concurrent_jobs": 4}
+        defaults = {
+            "lease_seconds": 30,
+            "poll_interval": 60,
+            "max_concurrent_jobs": 4,
+            "shutdown_grace_seconds": 0,
+        }
         config = Settings(database_url=database_url, **{**defaults, **settings})
         dispatcher = Dispatcher(config, pool, hub, runner_, "replica-1")
         await dispatcher.start()
@@ -254,6 +259,42 @@ async def test_stop_hands_running_jobs_back(
     assert (row["status"], row["attempt"], row["lease_token"]) == (status, 1, None)
     if status == "failed":
         assert row["failure_reason"] == "tower_lost"
+
+
+async def test_stop_lets_running_jobs_finish_within_the_grace(
+    db: Any, dispatcher: Any, runner: ObservedRunner
+) -> None:
+    stopping = await dispatcher(shutdown_grace_seconds=DEADLINE)
+    running = await insert_job(db, "sleep 0.3\nprint done")
+    async with _deadline():
+        await runner.started[running].wait()
+
+    stopping.drain()
+    queued = await insert_job(db, "print never claimed here")
+    async with _deadline():
+        await stopping.stop()
+
+    assert not runner.cancelled[running].is_set()
+    row = await _row(db, running)
+    assert (row["status"], row["result"], row["ran_by"]) == ("completed", "done", "replica-1")
+    row = await _row(db, queued)
+    assert (row["status"], row["attempt"], row["ran_by"]) == ("pending", 0, None)
+
+
+async def test_a_job_outliving_the_grace_is_handed_back(
+    db: Any, dispatcher: Any, runner: ObservedRunner
+) -> None:
+    stopping = await dispatcher(shutdown_grace_seconds=0.2)
+    job_id = await insert_job(db, "sleep 60", max_attempts=2)
+    async with _deadline():
+        await runner.started[job_id].wait()
+
+    async with _deadline():
+        await stopping.stop()
+
+    assert runner.cancelled[job_id].is_set()
+    row = await _row(db, job_id)
+    assert (row["status"], row["attempt"], row["lease_token"]) == ("pending", 1, None)
 
 
 async def test_a_run_stops_before_an_unrenewable_lease_lapses(

@@ -47,6 +47,9 @@ jobs = Table(
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
     Column("lease_owner", Text),
+    # The replica that claimed the latest attempt. Unlike lease_owner it outlives the
+    # lease, so a finished job still says which tower ran it.
+    Column("ran_by", Text),
     Column("lease_token", UUID(as_uuid=True)),
     Column("lease_until", DateTime(timezone=True)),
     Column("exit_code", Integer),

@@ -58,7 +58,7 @@ DELETE FROM idempotency_keys WHERE created_at <= now() - make_interval(hours => 
 
 _SUMMARY_COLUMNS = """
 job_id, status, agent_id, engine, profile, priority, created_at, started_at, finished_at,
-exit_code, attempt, max_attempts, failure_reason, usage, duration_ms
+exit_code, attempt, max_attempts, failure_reason, usage, duration_ms, ran_by
 """
 
 # The request's echoed fields come out of the jsonb; the prompt only as its length.

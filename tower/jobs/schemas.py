@@ -166,6 +166,9 @@ class JobSummary(BaseModel):
     failure_reason: str | None
     usage: dict[str, Any] | None
     duration_ms: int | None
+    ran_by: str | None = Field(
+        default=None, description="the tower replica that claimed the latest attempt"
+    )
     truncated: bool = False
 
 

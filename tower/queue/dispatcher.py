@@ -6,6 +6,12 @@ if the last claim filled every free slot (so more may be waiting), and at least 
 `poll_interval` as a fallback (notifications are hints). A slot freed while the queue
 was last seen empty costs no query: under load that was one wasted claim per job. Every write
 it makes about a job is fenced by the job's lease token (see queries.py).
+
+Shutting down is two steps. `drain()` (on SIGTERM, before the HTTP side winds down)
+stops claiming at once; `stop()` then gives the running jobs what is left of
+`shutdown_grace_seconds`, counted from the drain, to finish (leases still renewed,
+cancels still honoured), and hands back the rest through their leases: killed, then
+requeued if attempts remain, else failed as tower_lost, fenced like any write.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class Dispatcher:
         self._maybe_claimable = True
         self._last_claim = 0.0
         self._stopping = False
+        self._grace_ends: float | None = None
+        self._handing_back = False
         self._claim_task: asyncio.Task[None] | None = None
         self._supervisors: set[asyncio.Task[None]] = set()
 
@@ -74,17 +82,34 @@ class Dispatcher:
         await self._heartbeat.start()
         self._claim_task = asyncio.create_task(self._claim_loop(), name="dispatcher")
 
-    async def stop(self) -> None:
-        """Stop claiming, stop local runs and hand their jobs back at once (fenced),
-        rather than leaving them for the reaper after the lease lapses."""
+    def drain(self) -> None:
+        """Claim nothing more; the jobs running now go on (the grace starts here)."""
+        if self._grace_ends is None:
+            grace = self._settings.shutdown_grace_seconds
+            self._grace_ends = asyncio.get_running_loop().time() + grace
+            log.info("draining: no new claims; %d running job(s) get %gs", len(self._leases), grace)
         self._stopping = True
         self._wake.set()
+
+    async def stop(self) -> None:
+        """Drain, let running jobs finish within the grace, then stop the rest and hand
+        their jobs back at once (fenced), rather than leaving them for the reaper."""
+        self.drain()
         if self._claim_task is not None:
             await self._claim_task
-        self._leases.cancel_all()
+        await self._wait_for_running()
+        self._handing_back = True
+        if self._leases.cancel_all():
+            log.info("grace over: handing back %d job(s)", len(self._supervisors))
         await asyncio.gather(*self._supervisors)
         await self._finishes.close()
         await self._heartbeat.stop()
+
+    async def _wait_for_running(self) -> None:
+        assert self._grace_ends is not None
+        left = self._grace_ends - asyncio.get_running_loop().time()
+        if self._supervisors and left > 0:
+            await asyncio.wait(set(self._supervisors), timeout=left)
 
     # --- notifications ------------------------------------------------------------
 
@@ -168,7 +193,7 @@ class Dispatcher:
     async def _settle(self, job: ClaimedJob, run: asyncio.Task[RunOutcome], ms: int) -> None:
         if not run.cancelled():
             await self._finish(job, _outcome_of(job, run), ms)
-        elif self._stopping:
+        elif self._handing_back:
             await self._release(job)
         # Otherwise it was cancelled, or its lease was lost: the row is not ours to write.
 

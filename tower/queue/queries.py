@@ -39,6 +39,7 @@ WITH picked AS MATERIALIZED (
     UPDATE jobs SET
         status = 'running',
         lease_owner = $1,
+        ran_by = $1,
         lease_token = gen_random_uuid(),
         lease_until = now() + make_interval(secs => $2),
         attempt = attempt + 1,

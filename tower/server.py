@@ -1,0 +1,60 @@
+"""The HTTP server around the app, with a shutdown that loses no job.
+
+On SIGTERM (or Ctrl-C) uvicorn first closes its listeners and waits for open requests,
+and only then runs the app's lifespan shutdown. Claiming must stop before that wait,
+not after it, so the signal also drains the dispatcher at once (tower.app.begin_shutdown).
+Open requests get HTTP_DRAIN_SECONDS: long polls and event streams would otherwise hold
+the shutdown for as long as their clients like; their clients reconnect (to another
+replica, behind a load balancer).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from tower.app import begin_shutdown
+
+HTTP_DRAIN_SECONDS = 5
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        begin_shutdown(self._app)
+        super().handle_exit(sig, frame)
+
+
+def log_to_stderr() -> None:
+    """Tower's own INFO lines (claims handed back, draining, reaping) next to uvicorn's:
+    an operator reading `docker logs` needs them to follow a restart."""
+    logger = logging.getLogger("tower")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:  %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def run_server(app: FastAPI, host: str, port: int) -> None:
+    log_to_stderr()
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        # uvloop and httptools: the event loop and HTTP parser in C, as production runs.
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=HTTP_DRAIN_SECONDS,
+    )
+    DrainingServer(config, app).run()
