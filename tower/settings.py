@@ -51,7 +51,10 @@ RANGES: dict[str, tuple[float, float]] = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # An empty variable means "the default" (compose passes unset variables as empty).
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     tower_host: str = "127.0.0.1"
     tower_port: int = 8080
@@ -63,6 +66,9 @@ class Settings(BaseSettings):
     pool_size: int = 2
     pool_check_interval: int = 30
     pool_max_idle: int = 3600
+    # The last replica on a Docker host to stop removes the idle warm containers (compose
+    # sets it, so `docker compose down` leaves no worker behind).
+    pool_drain_on_last_stop: bool = False
     worker_image: str = "parpaing-worker:latest"
     worker_timeout_seconds: int = 1800
     worker_mem_limit: str = "2g"

@@ -8,7 +8,11 @@ The worker and gateway images are built by the Docker CLI with BuildKit, because
 cannot pass BuildKit secrets: an optional CA bundle reaches apt/npm/pip as a build secret (for
 TLS-intercepting proxies) without ending up in any image layer.
 
-Usage: python -m tower.execution.docker.images build [--ca-bundle FILE] [--no-ca-bundle]
+With --all it also builds the images of the compose deployment (docker-compose.yml): the
+tower image (TOWER_IMAGE, default parpaing-tower:latest) and the load balancer (LB_IMAGE,
+default parpaing-lb:latest), the same way, so a CA bundle reaches their builds too.
+
+Usage: python -m tower.execution.docker.images build [--all] [--ca-bundle FILE] [--no-ca-bundle]
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ DEBIAN_SUITE = "bookworm"
 SECURITY_SUITE = f"{DEBIAN_SUITE}-security"
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
-WORKER_CONTEXT = Path(__file__).resolve().parents[3] / "worker"
-GATEWAY_CONTEXT = Path(__file__).resolve().parents[3] / "gateway"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+WORKER_CONTEXT = REPO_ROOT / "worker"
+GATEWAY_CONTEXT = REPO_ROOT / "gateway"
 IMAGES = ("worker", "gateway")
 # Docker CLIs from 23.0 on delegate BuildKit to the buildx plugin; older ones embed it.
 LAST_CLI_WITH_EMBEDDED_BUILDKIT = 22
@@ -62,6 +67,10 @@ class BuildRequest:
     ca_bundle: Path | None = None
     context: Path = WORKER_CONTEXT
     what: str = "worker image"
+    dockerfile: Path | None = None  # default: the context's Dockerfile
+    # Label the image with a digest of its context (image_is_current). Off for images
+    # whose context is the whole repository, where only .dockerignore knows what counts.
+    label_context: bool = True
 
 
 def context_digest(context: Path) -> str:
@@ -86,15 +95,29 @@ def image_is_current(image: str, context: Path) -> bool:
     return labels.get(CONTEXT_LABEL) == context_digest(context)
 
 
+def deployment_requests(ca_bundle: Path | None) -> list[BuildRequest]:
+    """The compose deployment's own images (tags as docker-compose.yml names them)."""
+    tower = os.environ.get("TOWER_IMAGE") or "parpaing-tower:latest"
+    lb = os.environ.get("LB_IMAGE") or "parpaing-lb:latest"
+    return [
+        BuildRequest(tower, ca_bundle, REPO_ROOT, "tower image", label_context=False),
+        BuildRequest(
+            lb, ca_bundle, REPO_ROOT, "load balancer image", REPO_ROOT / "lb" / "Dockerfile", False
+        ),
+    ]
+
+
 def build_images(
     settings: Settings,
     *,
     ca_bundle: Path | None = None,
     log: Log = print_line,
     which: Sequence[str] = IMAGES,
+    deployment: bool = False,
 ) -> str:
     """Make sure the base image exists and (re)build the images named in `which` (worker,
-    gateway); returns the worker image's tag."""
+    gateway), and with `deployment` the compose deployment's (tower, load balancer);
+    returns the worker image's tag."""
     bundle = _checked_bundle(ca_bundle)
     ensure_base_image(log)
     if "worker" in which:
@@ -102,6 +125,8 @@ def build_images(
     if "gateway" in which:
         gateway = BuildRequest(settings.gateway_image, bundle, GATEWAY_CONTEXT, "gateway image")
         build_worker_image(gateway, log)
+    for extra in deployment_requests(bundle) if deployment else []:
+        build_worker_image(extra, log)
     return settings.worker_image
 
 
@@ -327,7 +352,7 @@ def _import_rootfs(rootfs: Path, log: Log) -> None:
 
 def build_worker_image(request: BuildRequest, log: Log = print_line) -> None:
     """Build one of our images (the worker's by default) from its Dockerfile's directory."""
-    dockerfile = request.context / "Dockerfile"
+    dockerfile = request.dockerfile or request.context / "Dockerfile"
     if not dockerfile.is_file():
         raise ImageBuildError(f"{request.what}: no Dockerfile at {dockerfile}")
     command, env = buildkit_command(request)
@@ -376,7 +401,10 @@ def buildkit_command(request: BuildRequest) -> tuple[list[str], dict[str, str]]:
     cli = _docker_cli()
     build = [cli, "buildx", "build", "--load"] if _has_buildx(cli) else [cli, "build"]
     command = [*build, "--progress=plain", "-t", request.image]
-    command += ["--label", f"{CONTEXT_LABEL}={context_digest(request.context)}"]
+    if request.label_context:
+        command += ["--label", f"{CONTEXT_LABEL}={context_digest(request.context)}"]
+    if request.dockerfile is not None:
+        command += ["-f", str(request.dockerfile)]
     if request.ca_bundle is not None:
         command += ["--secret", f"id=ca,src={request.ca_bundle}"]
     command.append(str(request.context))
@@ -466,6 +494,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     build.add_argument(
         "--no-ca-bundle", action="store_true", help="do not pass any CA bundle to the build"
     )
+    build.add_argument(
+        "--all",
+        action="store_true",
+        help="also build the compose deployment's tower and load balancer images",
+    )
     return parser.parse_args(argv)
 
 
@@ -474,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle = None if args.no_ca_bundle else (args.ca_bundle or default_ca_bundle())
     settings = Settings()
     try:
-        build_images(settings, ca_bundle=bundle)
+        build_images(settings, ca_bundle=bundle, deployment=args.all)
     except TowerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

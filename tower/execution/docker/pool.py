@@ -10,7 +10,10 @@ must use distinct worker networks anyway (workers of one must not be peers of th
 other's), so the network name is what tells one deployment's workers from another's.
 
 Stopping leaves ready containers running: the next start, or another replica, uses
-them, and the reconcile removes what nobody will.
+them, and the reconcile removes what nobody will. With POOL_DRAIN_ON_LAST_STOP, the
+last replica on the host to stop (presence locks, see pool_queries) removes the ready
+ones itself, so nothing of the deployment outlives it; busy slots of jobs still running
+are never touched.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import docker
 import requests
 from docker.errors import DockerException, NotFound
 
-from tower.db.pool import Pool
+from tower.db.pool import Connection, Pool
 from tower.execution.docker import pool_queries as q
 from tower.execution.docker.containers import (
     DockerFailure,
@@ -89,6 +92,7 @@ class WarmPool:
         self._creations = asyncio.Semaphore(FILL_CONCURRENCY)
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._presence: Connection | None = None
 
     @classmethod
     async def start(
@@ -102,6 +106,7 @@ class WarmPool:
         host = await asyncio.to_thread(docker_host_id, client)
         await asyncio.to_thread(ensure_worker_network, client, settings.worker_net)
         pool = cls(settings, db, client, default_shape, host)
+        await pool._announce()
         await pool._reconcile_round()
         pool._tasks = [
             asyncio.create_task(pool._fill_loop(), name="pool-fill"),
@@ -119,6 +124,30 @@ class WarmPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._leave()
+
+    async def _announce(self) -> None:
+        """Hold this replica's presence on the host for as long as the pool runs."""
+        if not self._settings.pool_drain_on_last_stop:
+            return
+        self._presence = await self._db.acquire()
+        await q.hold_presence(self._presence, self._host, self._settings.worker_net)
+
+    async def _leave(self) -> None:
+        """Drain the ready slots if this was the last replica on the host."""
+        presence, self._presence = self._presence, None
+        if presence is None:
+            return
+        try:
+            if await q.last_present(presence, self._host, self._settings.worker_net):
+                drained = await self._reconciler.run_once(max_idle=0)
+                log.info("pool: last replica on this host stopped; drained %s", drained)
+        except RECOVERABLE as exc:
+            # The next start's reconcile removes what this one could not.
+            log.warning("pool: drain on stop failed: %r", exc)
+        finally:
+            # Releasing resets the connection, which lets go of every advisory lock on it.
+            await self._db.release(presence)
 
     @property
     def docker_host(self) -> str:

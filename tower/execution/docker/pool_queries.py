@@ -93,6 +93,15 @@ DELETE_SLOT = "DELETE FROM pool_slots WHERE slot_id = $1"
 NETWORK_LOCK = "SELECT pg_advisory_lock(hashtext('parpaing-network:' || $1))"
 NETWORK_UNLOCK = "SELECT pg_advisory_unlock(hashtext('parpaing-network:' || $1))"
 
+# Presence: every replica with a running pool on a Docker host holds this lock *shared*,
+# on a connection kept for the pool's lifetime. When a replica stops, it lets go and tries
+# the *exclusive* form: only the last replica on the host (for this deployment) gets it.
+# $1 is the host, $2 the pool's scope (its workers network).
+_PRESENCE_KEY = "hashtext('parpaing-presence:' || $1 || ':' || $2)"
+PRESENCE_SHARED = f"SELECT pg_advisory_lock_shared({_PRESENCE_KEY})"
+PRESENCE_UNSHARE = f"SELECT pg_advisory_unlock_shared({_PRESENCE_KEY})"
+TRY_PRESENCE_ALONE = f"SELECT pg_try_advisory_lock({_PRESENCE_KEY})"
+
 TRY_RECONCILE_LOCK = "SELECT pg_try_advisory_lock(hashtext('parpaing-reconcile:' || $1))"
 RECONCILE_UNLOCK = "SELECT pg_advisory_unlock(hashtext('parpaing-reconcile:' || $1))"
 
@@ -221,3 +230,14 @@ def _key_args(key: PoolKey) -> tuple[str, str, str]:
 
 def _slot_rows(rows: Iterable[Record]) -> list[SlotRow]:
     return [SlotRow(r["slot_id"], r["status"], r["container_id"]) for r in rows]
+
+
+async def hold_presence(connection: Connection, docker_host: str, scope: str) -> None:
+    await connection.execute(PRESENCE_SHARED, docker_host, scope)
+
+
+async def last_present(connection: Connection, docker_host: str, scope: str) -> bool:
+    """Let go of this replica's presence; True if no other replica holds one."""
+    await connection.execute(PRESENCE_UNSHARE, docker_host, scope)
+    alone: bool = await connection.fetchval(TRY_PRESENCE_ALONE, docker_host, scope)
+    return alone

@@ -75,20 +75,22 @@ class Reconciler:
         self._host = docker_host
         self._scope = dict(scope)
 
-    async def run_once(self) -> Reconciled | None:
-        """One pass; None when another replica is reconciling this host right now."""
+    async def run_once(self, max_idle: float | None = None) -> Reconciled | None:
+        """One pass; None when another replica is reconciling this host right now.
+        `max_idle` overrides POOL_MAX_IDLE (0 removes every ready slot: a drain)."""
+        idle_limit = self._settings.pool_max_idle if max_idle is None else max_idle
         async with self._db.acquire() as connection:
             if not await q.try_reconcile_lock(connection, self._host):
                 return None
             try:
-                done = await self._pass(connection)
+                done = await self._pass(connection, idle_limit)
             finally:
                 await q.reconcile_unlock(connection, self._host)
         if done.total():
             log.info("pool reconcile on %s: %s", self._host[:12], done)
         return done
 
-    async def _pass(self, connection: Connection) -> Reconciled:
+    async def _pass(self, connection: Connection, idle_limit: float) -> Reconciled:
         seen = await self._inventory()
         rows = await q.host_rows(connection, self._host)
         row_ids = {row.slot_id for row in rows}
@@ -96,7 +98,7 @@ class Reconciler:
         stray_volumes = seen.volume_slots - row_ids - set(seen.containers)
         gone = await q.delete_gone(connection, self._host, await self._confirm_gone(rows, seen))
         exited = await q.delete_exited_ready(connection, self._host, _not_running(rows, seen))
-        idle = await q.delete_idle(connection, self._host, self._settings.pool_max_idle)
+        idle = await q.delete_idle(connection, self._host, idle_limit)
         orphaned = await q.delete_orphaned_busy(connection, self._host)
         stale = await q.delete_stale_starting(connection, self._host, START_DEADLINE)
         await self._remove([(w.container_id, w.slot_id) for w in strays])

@@ -1,0 +1,279 @@
+"""The compose deployment end to end: docker-compose.yml as users run it (three tower
+replicas behind the load balancer, PostgreSQL on a fresh volume, real worker containers),
+driven only through the load balancer and the Docker daemon.
+
+One stack, phases in order: every replica runs jobs; one tower stopped (SIGTERM) and one
+killed mid-run lose no job; scaling 3 -> 1 -> 3 loses nothing; `down` leaves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from tests.e2e.compose_stack import (
+    ComposeStack,
+    StackImages,
+    build_stack_images,
+    describe,
+    force_remove,
+    leftovers,
+    service_containers,
+)
+from tests.e2e.support import SHELL_ENGINE, SHELL_PROFILE
+
+pytestmark = pytest.mark.slow
+
+DEADLINE = 180.0  # a bound on waiting for the stack to settle, not an expectation of speed
+TERMINAL = ("completed", "failed", "cancelled")
+GRACE = 30  # SHUTDOWN_GRACE_SECONDS: longer than any job here, so a stopped tower finishes
+SETTINGS = {
+    "TOWER_REPLICAS": "3",
+    "MAX_CONCURRENT_JOBS": "2",
+    "POOL_SIZE": "1",
+    "POOL_CHECK_INTERVAL": "5",
+    "LEASE_SECONDS": "6",
+    "POLL_INTERVAL": "0.5",
+    "SHUTDOWN_GRACE_SECONDS": str(GRACE),
+    "TOWER_STOP_GRACE_PERIOD": f"{GRACE + 30}s",
+}
+
+
+@pytest.fixture(scope="module")
+def stack_images(worker_image: str) -> StackImages:
+    return build_stack_images(worker_image)
+
+
+@pytest.fixture
+def stack(docker_client: docker.DockerClient, stack_images: StackImages) -> Iterator[ComposeStack]:
+    stack = ComposeStack(stack_images, SETTINGS)
+    try:
+        stack.up()
+        yield stack
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        force_remove(docker_client, stack)
+
+
+async def test_compose_stack_loses_no_job(
+    stack: ComposeStack, docker_client: docker.DockerClient
+) -> None:
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as api:
+        await _until_serving(api)
+        await _register_shell(api)
+        try:
+            await _every_replica_runs_jobs(api, stack, docker_client)
+            await _stopped_and_killed_towers_lose_no_job(api, stack, docker_client)
+            await _scaling_down_and_up_loses_nothing(api, stack, docker_client)
+        except BaseException:
+            print(stack.logs())
+            raise
+
+    stack.down()
+    assert leftovers(docker_client, stack) == {
+        "workers": [],
+        "bundle volumes": [],
+        "networks": [],
+        "containers": [],
+        "volumes": [],
+    }
+
+
+# --- phases ------------------------------------------------------------------------------
+
+
+async def _every_replica_runs_jobs(
+    api: httpx.AsyncClient, stack: ComposeStack, client: docker.DockerClient
+) -> None:
+    """Dry runs through real workers until each replica has run some (claims race)."""
+    replicas = _replica_prefixes(client, stack)
+    assert len(replicas) == 3
+    ran_by: set[str] = set()
+    records: list[dict[str, Any]] = []
+    for _ in range(8):
+        batch = [await _submit_dry_run(api) for _ in range(6)]
+        records += [await _wait_terminal(api, job_id) for job_id in batch]
+        ran_by |= {_replica_of(record, replicas) for record in records}
+        if ran_by == set(replicas):
+            break
+    assert {r["status"] for r in records} == {"completed"}, [describe(r) for r in records]
+    assert {r["exit_code"] for r in records} == {0}
+    assert ran_by == set(replicas), [describe(r) for r in records]
+
+
+async def _stopped_and_killed_towers_lose_no_job(
+    api: httpx.AsyncClient, stack: ComposeStack, client: docker.DockerClient
+) -> None:
+    jobs = [await _submit_shell(api, "sleep 5; echo survived", max_attempts=2) for _ in range(6)]
+    replicas = _replica_prefixes(client, stack)
+    stopped, killed = await _two_replicas_running_jobs(api, jobs, replicas)
+
+    stop = asyncio.to_thread(client.api.stop, replicas[stopped], timeout=GRACE + 30)
+    kill = asyncio.to_thread(client.api.kill, replicas[killed])
+    await asyncio.gather(stop, kill)
+
+    records = {job_id: await _wait_terminal(api, job_id) for job_id in jobs}
+    assert {r["status"] for r in records.values()} == {"completed"}, [
+        describe(r) for r in records.values()
+    ]
+    assert {r["result"].strip() for r in records.values()} == {"survived"}
+    # The stopped tower finished its own jobs in the grace: none of them ran twice.
+    by_stopped = [r for r in records.values() if r["ran_by"].startswith(stopped)]
+    assert by_stopped and {r["attempt"] for r in by_stopped} == {1}
+    # The killed tower's jobs went back to the queue a lease later and ran again elsewhere.
+    assert any(r["attempt"] == 2 for r in records.values()), [
+        describe(r) for r in records.values()
+    ]
+    await _terminal_states_are_final(api, records)
+
+
+async def _scaling_down_and_up_loses_nothing(
+    api: httpx.AsyncClient, stack: ComposeStack, client: docker.DockerClient
+) -> None:
+    stack.up("--scale", "tower=3")
+    await _until_replicas(api, stack, client, 3)
+    jobs = [await _submit_shell(api, "sleep 3; echo scaled") for _ in range(6)]
+    await _until_any_running(api, jobs)
+
+    stack.up("--scale", "tower=1")
+    assert len(service_containers(client, stack.project, "tower")) == 1
+    more = [await _submit_dry_run(api) for _ in range(3)]
+    stack.up("--scale", "tower=3")
+    await _until_replicas(api, stack, client, 3)
+    more += [await _submit_dry_run(api) for _ in range(3)]
+
+    records = [await _wait_terminal(api, job_id) for job_id in jobs + more]
+    assert {r["status"] for r in records} == {"completed"}, [describe(r) for r in records]
+    assert {r["attempt"] for r in records} == {1}
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _replica_prefixes(client: docker.DockerClient, stack: ComposeStack) -> dict[str, str]:
+    """Running towers: the start of their replica id (the container's hostname) -> id."""
+    towers = service_containers(client, stack.project, "tower")
+    return {tower.attrs["Config"]["Hostname"]: tower.id for tower in towers}
+
+
+def _replica_of(record: dict[str, Any], replicas: dict[str, str]) -> str:
+    ran_by = str(record.get("ran_by"))
+    matches = [prefix for prefix in replicas if ran_by.startswith(f"{prefix}-")]
+    assert len(matches) == 1, (describe(record), list(replicas))
+    return matches[0]
+
+
+async def _until(check: Any, what: str, deadline: float = DEADLINE) -> Any:
+    """Poll until `check()` returns something truthy; there is no event across the LB."""
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"not within {deadline}s: {what}")
+
+
+async def _until_serving(api: httpx.AsyncClient) -> None:
+    async def serving() -> bool:
+        try:
+            return (await api.get("/openapi.json")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await _until(serving, "the load balancer answers")
+
+
+async def _until_replicas(
+    api: httpx.AsyncClient, stack: ComposeStack, client: docker.DockerClient, count: int
+) -> None:
+    async def healthy() -> bool:
+        towers = service_containers(client, stack.project, "tower")
+        states = [t.attrs["State"].get("Health", {}).get("Status") for t in towers]
+        return len(towers) == count and states == ["healthy"] * count
+
+    await _until(healthy, f"{count} healthy towers")
+    await _until_serving(api)
+
+
+async def _register_shell(api: httpx.AsyncClient) -> None:
+    for path, content in (
+        ("/configs/engine/shell", SHELL_ENGINE),
+        ("/configs/profile/shell", SHELL_PROFILE),
+    ):
+        response = await api.put(path, json={"content": content})
+        assert response.status_code in (200, 201), response.text
+
+
+async def _submit(api: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    response = await api.post("/jobs", json={"agent_id": "compose", **body})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+async def _submit_dry_run(api: httpx.AsyncClient) -> str:
+    return await _submit(api, {"engine": "claude-code", "prompt": "hello", "dry_run": True})
+
+
+async def _submit_shell(api: httpx.AsyncClient, script: str, max_attempts: int = 1) -> str:
+    body = {"engine": "shell", "profile": "shell", "prompt": script, "max_attempts": max_attempts}
+    return await _submit(api, body)
+
+
+async def _job(api: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    # Through the load balancer while towers come and go: a refused hop is retried there.
+    response = await api.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+async def _wait_terminal(api: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    async def terminal() -> dict[str, Any] | None:
+        try:
+            record = await _job(api, job_id)
+        except (httpx.HTTPError, AssertionError):
+            return None  # a tower went away under this request; ask again
+        return record if record["status"] in TERMINAL else None
+
+    found: dict[str, Any] = await _until(terminal, f"{job_id} terminal")
+    return found
+
+
+async def _two_replicas_running_jobs(
+    api: httpx.AsyncClient, jobs: list[str], replicas: dict[str, str]
+) -> tuple[str, str]:
+    async def two() -> tuple[str, str] | None:
+        running = [r for r in [await _job(api, j) for j in jobs] if r["status"] == "running"]
+        owners = sorted({_replica_of(r, replicas) for r in running})
+        return (owners[0], owners[1]) if len(owners) >= 2 else None
+
+    found: tuple[str, str] = await _until(two, "two replicas running jobs")
+    return found
+
+
+async def _until_any_running(api: httpx.AsyncClient, jobs: list[str]) -> None:
+    async def running() -> bool:
+        statuses = [(await _job(api, job_id))["status"] for job_id in jobs]
+        return "running" in statuses
+
+    await _until(running, "a job running")
+
+
+async def _terminal_states_are_final(
+    api: httpx.AsyncClient, records: dict[str, dict[str, Any]]
+) -> None:
+    """A lease and a reaper round later, no job's terminal record has changed."""
+    await asyncio.sleep(float(SETTINGS["LEASE_SECONDS"]) * 2)
+    for job_id, record in records.items():
+        assert await _job(api, job_id) == record
