@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,11 @@ import pytest
 
 from tests.support.postgres import create_database, start_server
 from tower.db.embedded import LocalPostgres
+
+# Towers stopped at a test's end hand their running jobs back at once, instead of giving
+# them the production default grace; tests of the grace set it explicitly. Read by every
+# Settings() in this process and inherited by the tower processes tests start.
+os.environ.setdefault("SHUTDOWN_GRACE_SECONDS", "0")
 
 
 @pytest.fixture(scope="session")

@@ -143,8 +143,6 @@ async def start_tower(
         # A tower that runs the gateway needs names of its own on a shared daemon
         # (tests/e2e/gateway.py); these towers never call a provider.
         "GATEWAY_MANAGED": "false",
-        # Stops hand jobs back at once unless a test gives them a grace to finish.
-        "SHUTDOWN_GRACE_SECONDS": "0",
         **{name.upper(): str(value) for name, value in settings.items()},
     }
     log_path = workdir / f"{tower_id}.log"
