@@ -31,12 +31,13 @@ RUN --mount=type=secret,id=ca \
  && with-ca pip install -q -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
-# Tower finds its migrations and shipped configs next to the package, as in a checkout.
+# Installed in place (editable): tower finds its migrations and shipped configs next to
+# the package, as in a checkout, and the distribution's metadata (its version) is there.
 COPY . /app
-RUN printf '#!/bin/sh\nexec python -m tower.cli "$@"\n' >/usr/local/bin/parpaing \
- && chmod 755 /usr/local/bin/parpaing
-ENV PYTHONPATH=/app \
-    TOWER_HOST=0.0.0.0 \
+RUN --mount=type=secret,id=ca \
+    --mount=type=bind,source=worker/build/with-ca,target=/usr/local/bin/with-ca \
+    with-ca pip install -q --no-deps -e /app
+ENV TOWER_HOST=0.0.0.0 \
     TOWER_PORT=8080
 WORKDIR /app
 EXPOSE 8080
