@@ -161,6 +161,7 @@ def _show_gateway_progress() -> None:
         handler.setFormatter(logging.Formatter("parpaing: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # said here once, not again by tower's own log handler
 
 
 def _require_reachable(url: str) -> None:

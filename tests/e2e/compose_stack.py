@@ -54,13 +54,14 @@ def _checkout_tag() -> str:
 @dataclass(frozen=True)
 class StackImages:
     worker: str
+    gateway: str
     tower: str
     lb: str
     postgres: str
 
 
-def build_stack_images(worker_image: str) -> StackImages:
-    """Tower, load balancer and test PostgreSQL images (the worker image is built already)."""
+def build_stack_images(worker_image: str, gateway_image: str) -> StackImages:
+    """Tower, load balancer and test PostgreSQL images (worker and gateway: built already)."""
     ca = default_ca_bundle()
     ensure_base_image()
     tag = _checkout_tag()
@@ -74,7 +75,7 @@ def build_stack_images(worker_image: str) -> StackImages:
         shutil.copytree(POSTGRES_CONTEXT, context)
         shutil.copy2(WITH_CA, context / "with-ca")
         build_worker_image(BuildRequest(postgres, ca, context, "test PostgreSQL image"))
-    return StackImages(worker_image, tower.image, lb.image, postgres)
+    return StackImages(worker_image, gateway_image, tower.image, lb.image, postgres)
 
 
 @contextlib.contextmanager
@@ -115,6 +116,7 @@ class ComposeStack:
             "TOWER_API_KEY": self.api_key,
             "WORKER_NET": self.worker_net,
             "WORKER_IMAGE": self.images.worker,
+            "GATEWAY_IMAGE": self.images.gateway,
             "TOWER_IMAGE": self.images.tower,
             "LB_IMAGE": self.images.lb,
             "POSTGRES_IMAGE": self.images.postgres,

@@ -2,13 +2,15 @@
 replicas behind the load balancer, PostgreSQL on a fresh volume, real worker containers),
 driven only through the load balancer and the Docker daemon.
 
-One stack, phases in order: every replica runs jobs; one tower stopped (SIGTERM) and one
-killed mid-run lose no job; scaling 3 -> 1 -> 3 loses nothing; `down` leaves nothing.
+One stack, phases in order: every replica runs jobs; workers reach the gateway, which asks
+the towers about tokens; one tower stopped (SIGTERM) and one killed mid-run lose no job;
+scaling 3 -> 1 -> 3 loses nothing; `down` leaves nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -46,8 +48,8 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def stack_images(worker_image: str) -> StackImages:
-    return build_stack_images(worker_image)
+def stack_images(worker_image: str, gateway_image: str) -> StackImages:
+    return build_stack_images(worker_image, gateway_image)
 
 
 @pytest.fixture
@@ -72,6 +74,7 @@ async def test_compose_stack_loses_no_job(
         await _register_shell(api)
         try:
             await _every_replica_runs_jobs(api, stack, docker_client)
+            await _workers_reach_the_gateway_and_it_asks_the_towers(api)
             await _stopped_and_killed_towers_lose_no_job(api, stack, docker_client)
             await _scaling_down_and_up_loses_nothing(api, stack, docker_client)
         except BaseException:
@@ -108,6 +111,34 @@ async def _every_replica_runs_jobs(
     assert {r["status"] for r in records} == {"completed"}, [describe(r) for r in records]
     assert {r["exit_code"] for r in records} == {0}
     assert ran_by == set(replicas), [describe(r) for r in records]
+
+
+# A worker's view of the gateway: its health, and a provider call with a token no job
+# holds. 401 means the gateway asked a tower over the compose network and heard no (it
+# says 503 when it cannot ask).
+GATEWAY_PROBE = """\
+import json, urllib.error, urllib.request
+def status(path, headers):
+    request = urllib.request.Request("http://parpaing-gateway:8080" + path, headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=20).status
+    except urllib.error.HTTPError as error:
+        return error.code
+print(json.dumps({
+    "health": status("/health", {}),
+    "stranger": status("/anthropic/v1/models", {"x-api-key": "x" * 43}),
+}))
+"""
+
+
+async def _workers_reach_the_gateway_and_it_asks_the_towers(api: httpx.AsyncClient) -> None:
+    script = f"python3 - <<'EOF'\n{GATEWAY_PROBE}EOF\n"
+    record = await _wait_terminal(api, await _submit_shell(api, script))
+    assert record["status"] == "completed", describe(record)
+    assert json.loads(record["result"].strip().splitlines()[-1]) == {
+        "health": 200,
+        "stranger": 401,
+    }
 
 
 async def _stopped_and_killed_towers_lose_no_job(

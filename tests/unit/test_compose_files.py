@@ -15,14 +15,29 @@ DEV = ROOT / "docker-compose.yml"
 PROD = ROOT / "docker-compose.prod.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 # Settings a compose tower does not take from .env: fixed by the image or the deployment,
-# or meant for tests and the all-in-one `parpaing serve`.
+# meant for tests and the all-in-one `parpaing serve`, or the gateway's alone (provider
+# credentials never reach a tower here: the gateway service holds them).
 NOT_FROM_ENV = {
     "tower_host",
     "tower_port",
     "tower_id",
     "state_dir",
     "simulated_run_log",
+    "gateway_url",
+    "gateway_container",
+    "gateway_image",
+    "gateway_egress_net",
+    "gateway_auth_socket",
+    "gateway_auth_cache_seconds",
+    "anthropic_api_key",
+    "claude_code_oauth_token",
+    "openai_api_key",
+    "gemini_api_key",
+    "anthropic_upstream",
+    "openai_upstream",
+    "gemini_upstream",
 }
+GATEWAY_ONLY = {name.upper() for name in NOT_FROM_ENV if name.endswith(("_key", "_token"))}
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -71,3 +86,13 @@ def test_docker_waits_longer_than_the_shutdown_grace() -> None:
     stop_after = _default(tower["stop_grace_period"])
     assert stop_after.endswith("s")
     assert float(stop_after[:-1]) >= grace + 20
+
+
+def test_provider_credentials_reach_the_gateway_only() -> None:
+    services = _load(DEV)["services"]
+    for name, service in services.items():
+        environment = set(service.get("environment") or {})
+        if name == "gateway":
+            assert environment >= GATEWAY_ONLY
+        else:
+            assert not GATEWAY_ONLY & environment, name
