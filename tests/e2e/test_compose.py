@@ -44,6 +44,10 @@ SETTINGS = {
     "POLL_INTERVAL": "0.5",
     "SHUTDOWN_GRACE_SECONDS": str(GRACE),
     "TOWER_STOP_GRACE_PERIOD": f"{GRACE + 30}s",
+    # A credential, so the gateway gets as far as asking a tower (without one it answers
+    # 503 first); an upstream nothing listens on, so no call could leave this host.
+    "ANTHROPIC_API_KEY": "sk-ant-not-a-real-key",
+    "ANTHROPIC_UPSTREAM": "http://127.0.0.1:9",
 }
 
 
