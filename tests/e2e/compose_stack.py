@@ -151,8 +151,8 @@ class ComposeStack:
     def up(self, *args: str) -> None:
         self.compose("up", "-d", "--no-build", *args)
 
-    def down(self) -> None:
-        self.compose("down", "--volumes", "--timeout", "90", timeout=COMPOSE_TIMEOUT + 90)
+    def down(self) -> str:
+        return self.compose("down", "--volumes", "--timeout", "90", timeout=COMPOSE_TIMEOUT + 90)
 
     def logs(self) -> str:
         try:

@@ -85,6 +85,7 @@ async def test_compose_stack_loses_no_job(
             print(stack.logs())
             raise
 
+    logs = stack.logs()  # the towers' side of the drain, should anything stay behind
     stack.down()
     assert leftovers(docker_client, stack) == {
         "workers": [],
@@ -92,7 +93,7 @@ async def test_compose_stack_loses_no_job(
         "networks": [],
         "containers": [],
         "volumes": [],
-    }
+    }, logs
 
 
 # --- phases ------------------------------------------------------------------------------

@@ -237,6 +237,38 @@ async def test_stopping_leaves_ready_containers_for_the_next_start(
     assert (await second.take(a_job(), second.default_shape)).slot_id == before[0][0]
 
 
+async def test_the_last_replica_to_stop_drains_the_pool_and_only_the_last(
+    start_pool: PoolFactory, db: Pool, docker_client: docker.DockerClient, worker_net: str
+) -> None:
+    first = await start_pool(pool_size=2, pool_drain_on_last_stop=True)
+    second = await start_pool(pool_size=2, pool_drain_on_last_stop=True)
+    running = a_job()
+    await insert_running_job(db, running.job_id, running.lease_token)
+    busy = await second.take(running, second.default_shape)
+    await until("refilled after the take", _two_ready_one_busy(db))
+
+    await first.stop()  # another replica still runs: its warm containers are its to use
+    assert len(await ready_slots(db)) == 2
+    # A fresh reservation whose creator died (killed mid-fill): only the last one may drop it.
+    await db.execute(
+        "INSERT INTO pool_slots (slot_id, docker_host, image, config_hash, status)"
+        " VALUES ($1, $2, 'gone', 'gone', 'starting')",
+        new_slot_id(),
+        second.docker_host,
+    )
+
+    await second.stop()  # the last one: the idle go, the running job's container stays
+    assert await slot_counts(db) == {"busy": 1}
+    assert pool_containers(docker_client, worker_net) == {busy.slot_id: "running"}
+
+
+def _two_ready_one_busy(db: Pool) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await slot_counts(db) == {"ready": 2, "busy": 1}
+
+    return check
+
+
 # --- take --------------------------------------------------------------------------------
 
 

@@ -140,7 +140,7 @@ class WarmPool:
             return
         try:
             if await q.last_present(presence, self._host, self._settings.worker_net):
-                drained = await self._reconciler.run_once(max_idle=0)
+                drained = await self._reconciler.drain_once()
                 log.info("pool: last replica on this host stopped; drained %s", drained)
         except RECOVERABLE as exc:
             # The next start's reconcile removes what this one could not.

@@ -103,6 +103,7 @@ PRESENCE_UNSHARE = f"SELECT pg_advisory_unlock_shared({_PRESENCE_KEY})"
 TRY_PRESENCE_ALONE = f"SELECT pg_try_advisory_lock({_PRESENCE_KEY})"
 
 TRY_RECONCILE_LOCK = "SELECT pg_try_advisory_lock(hashtext('parpaing-reconcile:' || $1))"
+RECONCILE_LOCK = "SELECT pg_advisory_lock(hashtext('parpaing-reconcile:' || $1))"
 RECONCILE_UNLOCK = "SELECT pg_advisory_unlock(hashtext('parpaing-reconcile:' || $1))"
 
 HOST_ROWS = "SELECT slot_id, status, container_id FROM pool_slots WHERE docker_host = $1"
@@ -190,6 +191,10 @@ async def delete_slot(pool: Pool, slot_id: str) -> None:
 async def try_reconcile_lock(connection: Connection, docker_host: str) -> bool:
     locked: bool = await connection.fetchval(TRY_RECONCILE_LOCK, docker_host)
     return locked
+
+
+async def reconcile_lock(connection: Connection, docker_host: str) -> None:
+    await connection.execute(RECONCILE_LOCK, docker_host)
 
 
 async def reconcile_unlock(connection: Connection, docker_host: str) -> None:

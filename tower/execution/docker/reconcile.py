@@ -53,6 +53,14 @@ class Reconciled:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Ages (seconds) past which a ready slot is idle and a reservation stale."""
+
+    max_idle: float
+    start_deadline: float
+
+
+@dataclass(frozen=True)
 class Inventory:
     """This pool's worker containers and bundle volumes on the daemon, by slot id."""
 
@@ -75,22 +83,32 @@ class Reconciler:
         self._host = docker_host
         self._scope = dict(scope)
 
-    async def run_once(self, max_idle: float | None = None) -> Reconciled | None:
-        """One pass; None when another replica is reconciling this host right now.
-        `max_idle` overrides POOL_MAX_IDLE (0 removes every ready slot: a drain)."""
-        idle_limit = self._settings.pool_max_idle if max_idle is None else max_idle
+    async def run_once(self) -> Reconciled | None:
+        """One pass; None when another replica is reconciling this host right now."""
+        limits = Limits(self._settings.pool_max_idle, START_DEADLINE)
         async with self._db.acquire() as connection:
             if not await q.try_reconcile_lock(connection, self._host):
                 return None
             try:
-                done = await self._pass(connection, idle_limit)
+                done = await self._pass(connection, limits)
             finally:
                 await q.reconcile_unlock(connection, self._host)
         if done.total():
             log.info("pool reconcile on %s: %s", self._host[:12], done)
         return done
 
-    async def _pass(self, connection: Connection, idle_limit: float) -> Reconciled:
+    async def drain_once(self) -> Reconciled:
+        """A pass by the last replica on the host: nobody else will take a ready slot or
+        finish a reservation, so every one goes (busy slots of running jobs stay). It waits
+        for a pass still under way elsewhere rather than skip."""
+        async with self._db.acquire() as connection:
+            await q.reconcile_lock(connection, self._host)
+            try:
+                return await self._pass(connection, Limits(max_idle=0, start_deadline=0))
+            finally:
+                await q.reconcile_unlock(connection, self._host)
+
+    async def _pass(self, connection: Connection, limits: Limits) -> Reconciled:
         seen = await self._inventory()
         rows = await q.host_rows(connection, self._host)
         row_ids = {row.slot_id for row in rows}
@@ -98,9 +116,9 @@ class Reconciler:
         stray_volumes = seen.volume_slots - row_ids - set(seen.containers)
         gone = await q.delete_gone(connection, self._host, await self._confirm_gone(rows, seen))
         exited = await q.delete_exited_ready(connection, self._host, _not_running(rows, seen))
-        idle = await q.delete_idle(connection, self._host, idle_limit)
+        idle = await q.delete_idle(connection, self._host, limits.max_idle)
         orphaned = await q.delete_orphaned_busy(connection, self._host)
-        stale = await q.delete_stale_starting(connection, self._host, START_DEADLINE)
+        stale = await q.delete_stale_starting(connection, self._host, limits.start_deadline)
         await self._remove([(w.container_id, w.slot_id) for w in strays])
         await self._remove([(None, slot) for slot in stray_volumes])
         await self._remove([(row.container_id, row.slot_id) for row in gone])
