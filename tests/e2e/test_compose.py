@@ -86,7 +86,10 @@ async def test_compose_stack_loses_no_job(
             raise
 
     logs = stack.logs()  # the towers' side of the drain, should anything stay behind
-    stack.down()
+    try:
+        stack.down()
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{logs}") from None
     assert leftovers(docker_client, stack) == {
         "workers": [],
         "bundle volumes": [],
