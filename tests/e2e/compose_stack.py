@@ -115,6 +115,7 @@ class ComposeStack:
             "PARPAING_PORT": str(self.port),
             "TOWER_API_KEY": self.api_key,
             "WORKER_NET": self.worker_net,
+            "GATEWAY_CONTAINER": f"{self.project}-gateway",
             "WORKER_IMAGE": self.images.worker,
             "GATEWAY_IMAGE": self.images.gateway,
             "TOWER_IMAGE": self.images.tower,

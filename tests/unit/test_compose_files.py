@@ -24,7 +24,6 @@ NOT_FROM_ENV = {
     "state_dir",
     "simulated_run_log",
     "gateway_url",
-    "gateway_container",
     "gateway_image",
     "gateway_egress_net",
     "gateway_auth_socket",

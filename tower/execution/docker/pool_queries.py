@@ -98,6 +98,13 @@ NETWORK_UNLOCK = "SELECT pg_advisory_unlock(hashtext('parpaing-network:' || $1))
 # the *exclusive* form: only the last replica on the host (for this deployment) gets it.
 # $1 is the host, $2 the pool's scope (its workers network).
 _PRESENCE_KEY = "hashtext('parpaing-presence:' || $1 || ':' || $2)"
+# A replica killed with its container (docker kill) sends no FIN: its backend, and the
+# shared lock with it, would outlive it by the kernel's two hours of TCP idle. Keepalive
+# probes on this connection end it within about 20 s of the peer vanishing.
+PRESENCE_KEEPALIVE = (
+    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 5; "
+    "SET tcp_keepalives_count = 3"
+)
 PRESENCE_SHARED = f"SELECT pg_advisory_lock_shared({_PRESENCE_KEY})"
 PRESENCE_UNSHARE = f"SELECT pg_advisory_unlock_shared({_PRESENCE_KEY})"
 TRY_PRESENCE_ALONE = f"SELECT pg_try_advisory_lock({_PRESENCE_KEY})"
@@ -238,6 +245,7 @@ def _slot_rows(rows: Iterable[Record]) -> list[SlotRow]:
 
 
 async def hold_presence(connection: Connection, docker_host: str, scope: str) -> None:
+    await connection.execute(PRESENCE_KEEPALIVE)
     await connection.execute(PRESENCE_SHARED, docker_host, scope)
 
 
