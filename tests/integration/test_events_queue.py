@@ -5,6 +5,7 @@ event exactly once even when transactions commit out of id order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import AsyncIterator
@@ -237,3 +238,30 @@ def _event_id(text: str) -> int:
     first = text.splitlines()[0]
     assert first.startswith("id: "), text
     return int(first.removeprefix("id: "))
+
+
+async def test_claims_and_log_writes_wake_the_streams_of_their_jobs(
+    db: Any, pool: Pool, hub: NotifyHub
+) -> None:
+    # Inserted without a NOTIFY, so no hint can come from the submits.
+    jobs = [new_job_id("q") for _ in range(70)]  # more than one NOTIFY's worth of ids
+    await db.executemany(
+        "INSERT INTO jobs (job_id, agent_id, engine, profile, request) "
+        "VALUES ($1, 'q', 'e', 'p', '{}')",
+        [(job_id,) for job_id in jobs],
+    )
+    with contextlib.ExitStack() as stack:
+        hints = {job_id: stack.enter_context(hub.job_events(job_id)) for job_id in jobs}
+        everything = stack.enter_context(hub.state_events())
+        claimed = await queries.claim(db, "owner", LEASE, len(jobs))
+        async with asyncio.timeout(DEADLINE):
+            await asyncio.gather(*(hint.wait() for hint in hints.values()))
+            await everything.wait()
+        for hint in hints.values():
+            hint.clear()
+        log = JobLog(pool, claimed[0], max_bytes=1024, close_deadline=5)
+        log.write("stdout", b"hi\n")
+        await log.close()
+        async with asyncio.timeout(DEADLINE):
+            await hints[claimed[0].job_id].wait()
+    assert len(claimed) == len(jobs)

@@ -60,8 +60,7 @@ written AS (
     FROM owner, unnest($3::text[], $4::text[]) WITH ORDINALITY AS chunk(stream, text, n)
     RETURNING job_id, seq
 )
-SELECT pg_notify('{JOB_EVENT}', job_id || ' ' || max(seq) || ' log')
-FROM written GROUP BY job_id
+SELECT pg_notify('{JOB_EVENT}', 'log ' || job_id) FROM written GROUP BY job_id
 """
 
 # The job's status with its events after a seq, in one snapshot: when the status is

@@ -5,9 +5,9 @@ JOB_FINISHED = "parpaing_job_finished"  # payload: job_id; a job reached a termi
 JOB_CANCELLED = "parpaing_job_cancelled"  # payload: job_id; its owner should stop it
 CONFIGS_CHANGED = "parpaing_configs"  # payload: "kind/name"; reload that config
 WEBHOOK_DUE = "parpaing_webhook_due"  # payload: ""; a webhook delivery was queued
-# payload: "<job_id> <seq> <kind>"; the job has events up to seq. Statements that already
-# announce a job on JOB_PENDING or JOB_FINISHED do not repeat it here: event streams
-# take those as hints too.
+# payload: "<kind> <job_id> [<job_id> ...]"; those jobs have new events of that kind
+# (state, log). Statements that already announce a job on JOB_PENDING or JOB_FINISHED
+# do not repeat it here: event streams take those as hints too.
 JOB_EVENT = "parpaing_job_event"
 
 ALL = (JOB_PENDING, JOB_FINISHED, JOB_CANCELLED, CONFIGS_CHANGED, WEBHOOK_DUE, JOB_EVENT)

@@ -173,8 +173,9 @@ class NotifyHub:
         if channel in _STATE_CHANNELS:
             self._wake_events(payload, "state")
         elif channel == channels.JOB_EVENT:
-            job_id, _, rest = payload.partition(" ")
-            self._wake_events(job_id, rest.rpartition(" ")[2])
+            kind, *job_ids = payload.split(" ")
+            for job_id in job_ids:
+                self._wake_events(job_id, kind)
         for callback in self._callbacks.get(channel, ()):
             try:
                 callback(payload)

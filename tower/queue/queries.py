@@ -20,12 +20,15 @@ from tower.queue import channels
 from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
 
 TERMINAL = "('completed', 'failed', 'cancelled')"
+# Job ids per NOTIFY payload: 64 of at most 78 characters stay under PostgreSQL's 8000 bytes.
+ANNOUNCE_BATCH = 64
 
 # The picked rows are MATERIALIZED so the LIMIT ... SKIP LOCKED subquery runs exactly
 # once: planned as a rescanned semi-join it could lock and update more than $3 rows.
 # Each claimed row gets the n-th of the gateway token hashes in $4 (tokens are minted
 # by tower, which keeps the plain tokens; row n of the claim is handed token n), and
-# its 'running' event, announced on $5.
+# its 'running' event. The events are announced on $5 by the batch (one NOTIFY per
+# ANNOUNCE_BATCH jobs: each NOTIFY is work for every replica's listener).
 CLAIM = f"""
 WITH picked AS MATERIALIZED (
     SELECT job_id FROM jobs
@@ -51,9 +54,13 @@ WITH picked AS MATERIALIZED (
     RETURNING jobs.request, jobs.lease_token, numbered.n, {JOBS_STATE_RETURNING},
               extract(epoch FROM now() - jobs.run_after)::float8 AS queued_seconds
 ),
-state_event AS ({insert_state_event("claimed")})
+state_event AS ({insert_state_event("claimed")}),
+announced AS (
+    SELECT pg_notify($5, 'state ' || string_agg(job_id, ' ')) FROM claimed
+    GROUP BY (n - 1) / {ANNOUNCE_BATCH}
+)
 SELECT job_id, agent_id, engine, profile, request, attempt, lease_token, n, queued_seconds,
-       pg_notify($5, job_id || ' ' || event_seq || ' state')
+       (SELECT count(*) FROM announced) AS announcements
 FROM claimed
 """
 
