@@ -108,17 +108,19 @@ async def towers(database_url: str, count: int, concurrency: int) -> AsyncIterat
         "MAX_CONCURRENT_JOBS": str(concurrency),
         "DB_POOL_SIZE": str(concurrency + 8),
     }
-    logs = Path(tempfile.mkdtemp(prefix="parpaing-bench-towers-"))
-    started = [_spawn_tower(env, logs / f"tower-{index}.log") for index in range(count)]
-    try:
-        for tower in started:
-            await _until_serving(tower)
-        yield [tower.url for tower in started]
-    finally:
-        for tower in started:
-            tower.process.terminate()
-        for tower in started:
-            await asyncio.to_thread(tower.process.wait)
+    with tempfile.TemporaryDirectory(prefix="parpaing-bench-towers-") as logs:
+        started = [
+            _spawn_tower(env, Path(logs) / f"tower-{index}.log") for index in range(count)
+        ]
+        try:
+            for tower in started:
+                await _until_serving(tower)
+            yield [tower.url for tower in started]
+        finally:
+            for tower in started:
+                tower.process.terminate()
+            for tower in started:
+                await asyncio.to_thread(tower.process.wait)
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ async def create_baseline_table(database_url: str) -> None:
 
 
 async def pgbench_throughput(server: LocalPostgres, jobs: int, clients: int) -> float:
-    script = Path(tempfile.mkdtemp()) / "lifecycle.sql"
+    script = server.datadir.parent / "lifecycle.sql"  # in the run's temporary directory
     script.write_text(PGBENCH_SCRIPT)
     argv = [server.binary("pgbench"), "-n", "-f", str(script), "-c", str(clients)]
     argv += ["-j", str(clients), "-t", str(max(1, jobs // clients))]
