@@ -15,10 +15,11 @@ import contextlib
 import logging
 import time
 
+import asyncpg
+
 from tower.db.pool import Pool
 from tower.events import queries
 from tower.execution.runner import ClaimedJob, OutputStream
-from tower.queue.periodic import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,16 @@ FLUSH_DELAY = 0.05  # seconds a chunk may wait for others to share its write
 BATCH_BYTES = 64 * 1024  # pending this much, write at once
 CHUNK_CHARS = 64 * 1024  # one event's text at most; longer output is several events
 RETRY_DELAY = 0.5
+# A write that failed for one of these is tried again; any other failure (a statement the
+# database refuses) drops that batch, loudly, rather than hold up the job's end.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
 TRUNCATED = "\n[parpaing: log truncated: the job wrote more than {limit} bytes of output]\n"
 
 
@@ -69,7 +80,10 @@ class JobLog:
         self._closing = True
         if self._task is not None:
             self._full.set()
-            await self._task
+            try:
+                await self._task
+            except Exception:  # a bug here must not keep the job from finishing
+                log.exception("job %s: its log writer failed", self._job.job_id)
         deadline = time.monotonic() + self._close_deadline
         while self._pending and not self._fenced and time.monotonic() < deadline:
             if not await self._flush():
@@ -120,10 +134,13 @@ class JobLog:
                     [stream for stream, _ in batch],
                     [text for _, text in batch],
                 )
-        except TRANSIENT_ERRORS as error:
+        except RETRYABLE as error:
             log.warning("job %s: storing its log failed, will retry: %r", self._job.job_id, error)
             self._pending[:0] = batch
             self._pending_chars = sum(len(text) for _, text in self._pending)
             return False
+        except asyncpg.PostgresError:
+            log.exception("job %s: %d log chunks refused and dropped", self._job.job_id, len(batch))
+            return True
         self._fenced = not stored  # the job is no longer ours: its log is not ours to add to
         return True
