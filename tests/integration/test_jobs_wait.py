@@ -72,7 +72,8 @@ async def until_parked(app: FastAPI, job_id: str, task: asyncio.Task[Any]) -> No
     moment, so this looks at the hub's subscriptions and the event's waiters.
     """
     deadline = asyncio.get_running_loop().time() + 10
-    while not any(event._waiters for event in app.state.tower.hub._waiters.get(job_id, ())):
+    subscribed = app.state.tower.hub._finished._events
+    while not any(event._waiters for event in subscribed.get(job_id, ())):
         assert not task.done(), "the wait ended before the job finished"
         assert asyncio.get_running_loop().time() < deadline, "no request waited on the job"
         await asyncio.sleep(0.01)
