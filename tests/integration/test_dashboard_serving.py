@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -143,3 +146,26 @@ def test_a_built_wheel_carries_the_dashboard(tmp_path: Path) -> None:
         names = set(archive.namelist())
     assert {f"tower/ui/{name}" for name in UI_FILES} <= names
     assert "tower/dashboard.py" in names
+
+
+async def test_last_event_id_starts_the_stream_after_what_was_counted(base_url: str) -> None:
+    async with client_for(base_url, API_KEY) as client:
+        old = await client.post("/jobs", json={"agent_id": "old", "engine": "claude-code"})
+        await client.get(f"/jobs/{old.json()['job_id']}/wait")
+        counted = (await client.get("/stats/jobs")).json()
+        assert counted["last_event_id"] > 0  # the old job's submit, claim and finish
+        headers = {"Last-Event-ID": str(counted["last_event_id"])}
+        async with client.stream("GET", "/events", headers=headers) as stream:
+            new = await client.post("/jobs", json={"agent_id": "new", "engine": "claude-code"})
+            first = await asyncio.wait_for(_first_data(stream), 30)
+    # The first event told is the new job's submission: nothing from before the count.
+    assert first["job_id"] == new.json()["job_id"]
+    assert first["status"] == "pending"
+
+
+async def _first_data(stream: httpx.Response) -> dict[str, Any]:
+    async for line in stream.aiter_lines():
+        if line.startswith("data:"):
+            data: dict[str, Any] = json.loads(line.removeprefix("data:"))
+            return data
+    raise AssertionError("the stream ended without an event")
