@@ -86,7 +86,13 @@ def _lifespan(settings: Settings, runner: Runner | None):  # type: ignore[no-unt
         async with AsyncExitStack() as stack:
             app.state.tower, dispatcher = await _start(settings, runner, stack)
             loop = asyncio.get_running_loop()
-            app.state.drain = lambda: loop.call_soon_threadsafe(dispatcher.drain)
+            state: TowerState = app.state.tower
+
+            def drain() -> None:
+                state.stopping.set()
+                dispatcher.drain()
+
+            app.state.drain = lambda: loop.call_soon_threadsafe(drain)
             yield
 
     return lifespan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Annotated
 
@@ -56,8 +57,13 @@ async def require_key(
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def get_stopping(state: State) -> asyncio.Event:
+    return state.stopping
+
+
 Db = Annotated[Pool, Depends(get_pool)]
 Hub = Annotated[NotifyHub, Depends(get_hub)]
+Stopping = Annotated[asyncio.Event, Depends(get_stopping)]
 Configs = Annotated[ConfigStore, Depends(get_configs)]
 Metrics = Annotated[TowerMetrics, Depends(get_metrics)]
 CurrentKey = Annotated[None, Depends(require_key)]

@@ -3,9 +3,9 @@
 On SIGTERM (or Ctrl-C) uvicorn first closes its listeners and waits for open requests,
 and only then runs the app's lifespan shutdown. Claiming must stop before that wait,
 not after it, so the signal also drains the dispatcher at once (tower.app.begin_shutdown).
-Open requests get HTTP_DRAIN_SECONDS: long polls and event streams would otherwise hold
-the shutdown for as long as their clients like; their clients reconnect (to another
-replica, behind a load balancer).
+Long polls end at once with a 503 (they watch TowerState.stopping); other open requests
+get HTTP_DRAIN_SECONDS, as event streams would otherwise hold the shutdown for as long as
+their clients like; their clients reconnect (to another replica, behind a load balancer).
 """
 
 from __future__ import annotations

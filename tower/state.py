@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
@@ -23,3 +24,6 @@ class TowerState:
     job_inserts: JobInserts
     # Single statements of the queue's hot path, without per-release reset (see pool.py).
     statement_pool: Pool
+    # Set when the replica begins shutting down: long polls end with a 503 at once, so
+    # their clients ask again (another replica, behind a load balancer).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)

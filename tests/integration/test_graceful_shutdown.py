@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.towers import TowerProcess, cancel_job, insert_job, start_tower
+from tower.jobs.service import SHUTTING_DOWN
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ async def _exit_code(tower: TowerProcess) -> int:
 
 
 async def _hold_a_long_poll(tower: TowerProcess, job_id: str) -> asyncio.Task[Any]:
-    """An open /wait request: it keeps uvicorn's HTTP side busy while the tower stops."""
+    """An open /wait request, held until the tower begins to stop."""
     client = httpx.AsyncClient(base_url=tower.base_url, timeout=DEADLINE)
 
     async def wait() -> Any:
@@ -91,9 +92,12 @@ async def test_sigterm_lets_the_running_job_finish_and_claims_nothing_new(
         await _sigterm_and_wait_for_drain(tower)
         # The HTTP side is still winding down (the open long poll): claims must be over.
         queued = await insert_job(db, "print for another tower")
+        # The long poll is answered at once: its client asks again, elsewhere.
+        answer = await long_poll
+        assert isinstance(answer, httpx.Response), answer
+        assert (answer.status_code, answer.json()["detail"]) == (503, SHUTTING_DOWN)
         assert await cancel_job(db, blocker)  # a cancel during the grace still stops its run
         assert await _exit_code(tower) == 0
-        await long_poll
 
         row = await _row(database_url, running)
         assert (row["status"], row["result"], row["ran_by"]) == (

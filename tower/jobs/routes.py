@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from tower.deps import Db, Hub, Metrics, State, require_key
+from tower.deps import Db, Hub, Metrics, State, Stopping, require_key
 from tower.jobs import service
 from tower.jobs.openapi import SECURED
 from tower.jobs.schemas import (
@@ -82,8 +82,9 @@ async def wait_for_job(
     job_id: str,
     db: Db,
     hub: Hub,
+    stopping: Stopping,
     seconds: Annotated[
         float, Query(alias="timeout", gt=0, le=3600, description="Seconds to wait")
     ] = 30,
 ) -> JobRecord:
-    return await service.wait_for_job(db, hub, job_id, seconds)
+    return await service.wait_for_job(db, hub, job_id, seconds, stopping)

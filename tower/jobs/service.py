@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from tower.configs.store import ConfigStore
 from tower.db.group_commit import GroupCommit
 from tower.db.pool import Pool, transaction
 from tower.db.tables import TERMINAL_STATUSES
-from tower.errors import Conflict, Invalid, NotFound, Timeout
+from tower.errors import Conflict, Invalid, NotFound, Timeout, Unavailable
 from tower.jobs import queries, records
 from tower.jobs.schemas import JOB_ID, Cancelled, JobPage, JobRecord, JobRequest, JobStatus
 from tower.jobs.webhook_url import check_webhook_url
@@ -216,25 +217,39 @@ async def cancel_job(pool: Pool, metrics: TowerMetrics, job_id: str) -> Cancelle
 # --- wait -----------------------------------------------------------------------------
 
 
-async def wait_for_job(pool: Pool, hub: NotifyHub, job_id: str, seconds: float) -> JobRecord:
-    """Return the job once terminal. Subscribes before reading, so no notice is missed."""
+SHUTTING_DOWN = "This tower is shutting down; ask again (any replica answers)"
+
+
+async def wait_for_job(
+    pool: Pool,
+    hub: NotifyHub,
+    job_id: str,
+    seconds: float,
+    stopping: asyncio.Event | None = None,
+) -> JobRecord:
+    """Return the job once terminal. Subscribes before reading, so no notice is missed.
+    A replica that begins to shut down answers 503 instead of holding the wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
+    stopping = stopping or asyncio.Event()
     with hub.finished_event(job_id) as finished:
         while True:
             job = await get_job(pool, job_id)
             if job.status in TERMINAL_STATUSES:
                 return job
-            if not await _until(finished, deadline - loop.time()):
+            if stopping.is_set():
+                raise Unavailable(SHUTTING_DOWN)
+            if not await _until_either(finished, stopping, deadline - loop.time()):
                 raise Timeout(f"Job {job_id} did not finish within {seconds:g} seconds")
             finished.clear()
 
 
-async def _until(event: asyncio.Event, seconds: float) -> bool:
+async def _until_either(first: asyncio.Event, second: asyncio.Event, seconds: float) -> bool:
+    """Whether either event was set within `seconds`."""
     if seconds <= 0:
         return False
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
+    waits = {asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())}
+    done, pending = await asyncio.wait(waits, timeout=seconds, return_when=FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return bool(done)
