@@ -180,6 +180,8 @@ async def _scaling_down_and_up_loses_nothing(
     await _until_replicas(api, stack, client, 3)
     jobs = [await _submit_shell(api, "sleep 3; echo scaled") for _ in range(6)]
     await _until_any_running(api, jobs)
+    # Long polls held through the load balancer while replicas go: none sees an error.
+    waits = [asyncio.create_task(_long_poll(api, job_id)) for job_id in jobs]
 
     stack.up("--scale", "tower=1")
     assert len(service_containers(client, stack.project, "tower")) == 1
@@ -191,6 +193,7 @@ async def _scaling_down_and_up_loses_nothing(
     records = [await _wait_terminal(api, job_id) for job_id in jobs + more]
     assert {r["status"] for r in records} == {"completed"}, [describe(r) for r in records]
     assert {r["attempt"] for r in records} == {1}
+    assert [await wait for wait in waits] == [200] * len(jobs)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -297,6 +300,13 @@ async def _two_replicas_running_jobs(
 
     found: tuple[str, str] = await _until(two, "two replicas running jobs")
     return found
+
+
+async def _long_poll(api: httpx.AsyncClient, job_id: str) -> int:
+    response = await api.get(
+        f"/jobs/{job_id}/wait", params={"timeout": DEADLINE}, timeout=DEADLINE + 30
+    )
+    return response.status_code
 
 
 async def _until_any_running(api: httpx.AsyncClient, jobs: list[str]) -> None:
