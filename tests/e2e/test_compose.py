@@ -79,6 +79,7 @@ async def test_compose_stack_loses_no_job(
         try:
             await _every_replica_runs_jobs(api, stack, docker_client)
             await _workers_reach_the_gateway_and_it_asks_the_towers(api)
+            await _event_streams_pass_the_load_balancer_unbuffered(api)
             await _stopped_and_killed_towers_lose_no_job(api, stack, docker_client)
             await _scaling_down_and_up_loses_nothing(api, stack, docker_client)
         except BaseException:
@@ -145,6 +146,28 @@ async def _workers_reach_the_gateway_and_it_asks_the_towers(api: httpx.AsyncClie
     assert record["status"] == "completed", describe(record)
     seen = json.loads(record["result"].strip().splitlines()[-1])
     assert (seen["health"], str(seen["stranger"])[:3]) == (200, "401"), seen
+
+
+async def _event_streams_pass_the_load_balancer_unbuffered(api: httpx.AsyncClient) -> None:
+    """A job's first line reaches a client through the load balancer while it still runs."""
+    job_id = await _submit_shell(api, "echo first; sleep 5; echo second")
+    seen: list[tuple[str, dict[str, Any]]] = []
+    status_at_first_line = None
+    async with api.stream("GET", f"/jobs/{job_id}/events", timeout=DEADLINE) as stream:
+        assert stream.status_code == 200
+        kind = ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                seen.append((kind, json.loads(line.removeprefix("data: "))))
+                if kind == "log" and "first" in seen[-1][1]["text"] and not status_at_first_line:
+                    status_at_first_line = (await _job(api, job_id))["status"]
+                if kind == "state" and seen[-1][1]["status"] in TERMINAL:
+                    break
+    assert status_at_first_line == "running", seen
+    text = "".join(data["text"] for kind, data in seen if kind == "log")
+    assert (text, seen[-1][1]["status"]) == ("first\nsecond\n", "completed"), seen
 
 
 async def _stopped_and_killed_towers_lose_no_job(
