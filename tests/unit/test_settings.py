@@ -81,3 +81,14 @@ def test_the_webhook_secret_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = Settings()
     assert "c2VjcmV0" not in repr(settings)
     assert settings.webhook_secret.get_secret_value() == "whsec_c2VjcmV0LWtleS1ieXRlcw=="
+
+
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker-compose.yml passes every setting as ${NAME:-}: unset in .env arrives empty.
+    for name in ("MAX_CONCURRENT_JOBS", "SHUTDOWN_GRACE_SECONDS", "POOL_DRAIN_ON_LAST_STOP"):
+        monkeypatch.setenv(name, "")
+    settings = Settings()
+    defaults = Settings.model_fields
+    assert settings.max_concurrent_jobs == defaults["max_concurrent_jobs"].default
+    assert settings.shutdown_grace_seconds == defaults["shutdown_grace_seconds"].default
+    assert settings.pool_drain_on_last_stop is False
