@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import create_database, start_server
+from tests.support.postgres import create_database, create_empty_database, start_server
 from tower.db.embedded import LocalPostgres
 
 # Towers stopped at a test's end hand their running jobs back at once, instead of giving
@@ -25,3 +25,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgre
 @pytest.fixture
 async def database_url(pg_server: LocalPostgres) -> str:
     return await create_database(pg_server)
+
+
+@pytest.fixture
+async def empty_database(pg_server: LocalPostgres) -> str:
+    return await create_empty_database(pg_server)

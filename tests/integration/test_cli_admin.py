@@ -7,15 +7,12 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.support.postgres import database_url as url_of
 from tower.cli import current_revision, head_revision
 from tower.db.embedded import LocalPostgres, free_port
 
@@ -32,17 +29,6 @@ def parpaing(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
-
-
-@pytest.fixture
-async def empty_database(pg_server: LocalPostgres) -> str:
-    name = f"empty_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server.url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    return url_of(pg_server, name)
 
 
 class _Healthy(BaseHTTPRequestHandler):

@@ -27,13 +27,14 @@ OLDER = [
 
 @pytest.mark.parametrize("revision", sorted(OLDER))
 async def test_a_starting_tower_upgrades_the_database_and_runs_its_queued_jobs(
-    database_url: str, tmp_path: Path, revision: str
+    empty_database: str, tmp_path: Path, revision: str
 ) -> None:
-    await migrate(database_url, revision)
-    db = await asyncpg.connect(database_url)
+    await migrate(empty_database, revision)
+    db = await asyncpg.connect(empty_database)
     try:
+        assert await db.fetchval("SELECT version_num FROM alembic_version") == revision
         job_id = await insert_job(db, "print queued before the upgrade")
-        tower = await start_tower(database_url, tmp_path, "upgraded", poll_interval=0.2)
+        tower = await start_tower(empty_database, tmp_path, "upgraded", poll_interval=0.2)
         try:
             await _until_completed(db, job_id)
         finally:

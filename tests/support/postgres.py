@@ -42,6 +42,18 @@ async def create_database(server: LocalPostgres) -> str:
     return database_url(server, name)
 
 
+async def create_empty_database(server: LocalPostgres) -> str:
+    """A database with no schema at all, for tests of migrating from nothing or from
+    an older revision."""
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    return database_url(server, name)
+
+
 def start_server(root: Path) -> LocalPostgres:
     server = LocalPostgres(root / "pgdata").start()
     asyncio.run(prepare_template(server))
