@@ -13,6 +13,7 @@ import pytest
 from tower.configs import service
 from tower.configs.defaults import shipped_defaults
 from tower.configs.store import ConfigStore
+from tower.db.migrate import migrate
 from tower.db.pool import create_pool
 from tower.errors import Conflict, Invalid, NotFound
 from tower.queue.notify import NotifyHub
@@ -109,6 +110,87 @@ async def test_a_newly_shipped_file_reaches_a_running_replica(
         async with replica(database_url, root=tmp_path):
             await wait_for(seen)
         assert "new-engine" in running.engine_names()
+
+
+def shipped_root(tmp_path: Path, **files: str) -> Path:
+    """A defaults root shipping only the given files (`"profiles/researcher.toml"=...`)."""
+    for directory in ("profiles", "engines", "templates"):
+        (tmp_path / directory).mkdir(parents=True, exist_ok=True)
+    for relative, content in files.items():
+        (tmp_path / relative).write_text(content)
+    return tmp_path
+
+
+def researcher_version(description: str) -> dict[str, str]:
+    original = next(c for k, n, c in SHIPPED if (k, n) == ("profile", "researcher"))
+    marker = original.splitlines()[0]
+    return {"profiles/researcher.toml": original.replace(marker, f"# {description}\n{marker}")}
+
+
+def seeded_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "keeps the operator's edit" in r.getMessage()]
+
+
+async def test_an_unedited_shipped_config_follows_an_upgrade_on_every_replica(
+    database_url: str, tmp_path: Path
+) -> None:
+    newer = researcher_version("fixed in a later release")
+    async with replica(database_url) as running:
+        seen = change_event(running, "profile", "researcher")
+        async with replica(database_url, root=shipped_root(tmp_path, **newer)):
+            await wait_for(seen)
+        entry = running.entry("profile", "researcher")
+        assert entry is not None
+        assert entry.content == newer["profiles/researcher.toml"]
+
+
+async def test_an_edited_config_survives_upgrades_with_one_warning_until_reverted(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    edited = 'description = "edited by the operator"\n'
+    async with replica(database_url) as store:
+        await service.put_config(store.pool, store, "profile", "researcher", edited)
+    second, third = researcher_version("second release"), researcher_version("third release")
+    async with replica(database_url, root=shipped_root(tmp_path / "2", **second)):
+        pass
+    async with replica(database_url, root=shipped_root(tmp_path / "2b", **second)):
+        pass
+    assert await fetch_content(database_url, "profile", "researcher") == edited
+    assert seeded_warnings(caplog) == [
+        "profile 'researcher' keeps the operator's edit; a newer version of it ships with this"
+        " tower (docs/configs.md says how to take it)"
+    ]
+    # Taking the shipped version back makes the row follow the next release.
+    async with replica(database_url, root=shipped_root(tmp_path / "2c", **second)) as store:
+        shipped = second["profiles/researcher.toml"]
+        await service.put_config(store.pool, store, "profile", "researcher", shipped)
+    async with replica(database_url, root=shipped_root(tmp_path / "3", **third)):
+        pass
+    followed = await fetch_content(database_url, "profile", "researcher")
+    assert followed == third["profiles/researcher.toml"]
+    assert len(seeded_warnings(caplog)) == 1
+
+
+async def test_rows_from_before_shipped_versions_were_tracked_follow_unless_edited(
+    empty_database: str,
+) -> None:
+    await migrate(empty_database, "0005")
+    connection = await asyncpg.connect(empty_database)
+    try:
+        old = "# as an older release shipped it\n"
+        await connection.executemany(
+            "INSERT INTO configs (kind, name, content, created_at, updated_at)"
+            " VALUES ($1, $2, $3, now() - interval '1 day', now() - make_interval(hours => $4))",
+            [("engine", "codex", old, 24), ("profile", "researcher", old, 1)],
+        )
+    finally:
+        await connection.close()
+    await migrate(empty_database)
+    async with replica(empty_database):
+        pass
+    codex = next(c for k, n, c in SHIPPED if (k, n) == ("engine", "codex"))
+    assert await fetch_content(empty_database, "engine", "codex") == codex  # never written
+    assert await fetch_content(empty_database, "profile", "researcher") == old  # PUT once
 
 
 # --- propagation -----------------------------------------------------------------------

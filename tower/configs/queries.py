@@ -4,17 +4,29 @@ from __future__ import annotations
 
 from tower.queue.channels import CONFIGS_CHANGED
 
-# Seeds the shipped defaults. Replicas start together, so a (kind, name) already there
-# (seeded by another replica, or edited by an operator) is left alone; the rows this
-# call did insert are announced so replicas already running pick them up.
+# Seeds the shipped defaults. `shipped_content` is the latest shipped version this
+# database has seen; a row whose content still equals it is unedited. For each shipped
+# file: absent, it is inserted; present, when a version the database has not seen ships,
+# an unedited row takes it and an edited one keeps its content (the statement reports it,
+# once per shipped version, for the log). Replicas start together: a version already seen
+# is not written again, so concurrent seeds of one version write each row once. Written
+# rows are announced so replicas already running pick them up.
 SEED_DEFAULTS = f"""
-WITH inserted AS (
-    INSERT INTO configs (kind, name, content)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-    ON CONFLICT (kind, name) DO NOTHING
-    RETURNING kind, name
+WITH written AS (
+    INSERT INTO configs AS c (kind, name, content, shipped_content)
+    SELECT kind, name, content, content
+    FROM unnest($1::text[], $2::text[], $3::text[]) AS shipped (kind, name, content)
+    ON CONFLICT (kind, name) DO UPDATE SET
+        content = CASE WHEN c.content = c.shipped_content
+                       THEN EXCLUDED.content ELSE c.content END,
+        updated_at = CASE WHEN c.content = c.shipped_content
+                          THEN now() ELSE c.updated_at END,
+        shipped_content = EXCLUDED.content
+    WHERE c.shipped_content IS DISTINCT FROM EXCLUDED.content
+    RETURNING c.kind, c.name, c.content <> c.shipped_content AS kept_edit
 )
-SELECT pg_notify('{CONFIGS_CHANGED}', kind || '/' || name) FROM inserted
+SELECT kind, name, kept_edit, pg_notify('{CONFIGS_CHANGED}', kind || '/' || name) AS notified
+FROM written
 """
 
 SELECT_ALL = "SELECT kind, name, content, updated_at FROM configs"

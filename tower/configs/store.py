@@ -70,11 +70,19 @@ class ConfigStore:
     # --- lifecycle -------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Seed the shipped defaults where (kind, name) is absent, then fill the cache."""
+        """Seed the shipped defaults (absent or unedited rows), then fill the cache."""
         defaults = shipped_defaults(self._defaults_root)
         columns = [[row[i] for row in defaults] for i in range(3)]
         async with self.pool.acquire() as connection:
-            await connection.execute(queries.SEED_DEFAULTS, *columns)
+            written = await connection.fetch(queries.SEED_DEFAULTS, *columns)
+        for row in written:
+            if row["kept_edit"]:
+                log.warning(
+                    "%s %r keeps the operator's edit; a newer version of it ships with this"
+                    " tower (docs/configs.md says how to take it)",
+                    row["kind"],
+                    row["name"],
+                )
         await self.reload_all()
 
     async def close(self) -> None:

@@ -109,6 +109,9 @@ configs = Table(
     Column("kind", Text, primary_key=True),
     Column("name", Text, primary_key=True),
     Column("content", Text, nullable=False),
+    # The shipped file this row was last seeded from. While `content` equals it, no
+    # operator has edited the row, so a newer shipped version may replace it at start.
+    Column("shipped_content", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("kind IN ('profile', 'engine', 'template')", name="configs_kind_valid"),
