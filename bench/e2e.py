@@ -213,19 +213,34 @@ async def throughput(urls: list[str], jobs: int) -> float:
 # --- main ----------------------------------------------------------------------------------
 
 
-def remove_bench_workers(network: str) -> None:
+def remove_bench_workers(network: str, attempts: int = 5) -> None:
+    """Remove the run's workers, volumes and network. A worker still being created when
+    the list was read keeps the network busy: then the sweep runs again."""
     client = docker.from_env()
     try:
-        for container in client.containers.list(all=True, filters={"network": network}):
-            container.remove(force=True)
-        # Warm containers' bundle volumes outlive their containers: remove them by pool label.
-        for volume in client.volumes.list(filters={"label": f"parpaing.pool={network}"}):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                volume.remove(force=True)
-        with contextlib.suppress(docker.errors.NotFound):
-            client.networks.get(network).remove()
+        for attempt in range(attempts):
+            _remove_workers_and_volumes(client, network)
+            try:
+                client.networks.get(network).remove()
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1)
     finally:
         client.close()
+
+
+def _remove_workers_and_volumes(client: docker.DockerClient, network: str) -> None:
+    for container in client.containers.list(all=True, filters={"network": network}):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+    # Warm containers' bundle volumes outlive their containers: remove them by pool label.
+    for volume in client.volumes.list(filters={"label": f"parpaing.pool={network}"}):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            volume.remove(force=True)
 
 
 async def measure(server: LocalPostgres, workdir: Path, args: argparse.Namespace) -> None:

@@ -8,6 +8,9 @@ Contract: docs/execution.md. Standard library only (the image's python3, 3.11).
    nothing), copying their output to our stdout/stderr for the container's logs.
 3. Write /bundle/out/stdout, /bundle/out/stderr, then result.json, last and atomically:
    its presence means the worker finished.
+4. Send a tar of /bundle/out on stdout, framed: `parpaing-worker output <size>`, a
+   newline, <size> bytes. Tower reads it from the output it follows (cheaper than
+   copying it out of the container); the files stay for when no frame arrives.
 SIGTERM before a job exits at once; during one it is forwarded to the running process
 group, then the worker exits without a result.
 
@@ -18,6 +21,7 @@ path of the spec; empty in containers) let tests run the worker on a host.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import selectors
@@ -25,11 +29,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 READY = "parpaing-worker ready"
+OUTPUT_HEADER = "parpaing-worker output {size}\n"
+OUTPUT_FILES = ("stdout", "stderr", "result.json")
 HOME = "/home/worker"
 HOOK_DIR = "/tmp/parpaing/hooks"
 PROMPT_PLACEHOLDER = "{prompt}"
@@ -294,6 +301,20 @@ def _write_atomically(path: Path, content: bytes) -> None:
     os.replace(partial, path)
 
 
+def send_output(out_dir: Path) -> None:
+    """Frame /bundle/out onto our stdout, after all the job printed (see step 4)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name in OUTPUT_FILES:
+            if (out_dir / name).is_file():
+                tar.add(out_dir / name, arcname=f"out/{name}")
+    payload = archive.getvalue()
+    header = OUTPUT_HEADER.format(size=len(payload)).encode("ascii")
+    with contextlib.suppress(OSError):  # nobody reads: tower copies the files instead
+        sys.stdout.buffer.write(header + payload)
+        sys.stdout.buffer.flush()
+
+
 # --- signals ------------------------------------------------------------------------------
 
 
@@ -327,7 +348,9 @@ def main() -> int:
     if not wait_for_bundle():
         return 128 + signal.SIGTERM
     handle_signals_while_running()
-    run_bundle(Path(os.environ.get("PARPAING_BUNDLE_DIR", "/bundle")))
+    bundle = Path(os.environ.get("PARPAING_BUNDLE_DIR", "/bundle"))
+    run_bundle(bundle)
+    send_output(bundle / "out")
     return 0
 
 

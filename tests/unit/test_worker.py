@@ -26,8 +26,9 @@ import pytest
 from tower.configs.defaults import shipped_defaults
 from tower.configs.models import Engine, Profile, Template
 from tower.configs.parse import parse_engine, parse_profile, parse_template
-from tower.execution.bundle import bundle_tar
+from tower.execution.bundle import bundle_tar, read_output
 from tower.execution.docker.slots import ContainerShape
+from tower.execution.docker.worker_stdout import DONE_LINE, WorkerStdout
 from tower.execution.spec import PROMPT_PATH, JobSpec, SpecFile, build_spec
 from tower.settings import Settings
 
@@ -165,6 +166,20 @@ def test_result_json_is_the_last_thing_written(
     assert names == ["result.json", "stderr", "stdout"]  # no partial file left behind
     newest = max(finished.out.iterdir(), key=lambda path: path.stat().st_mtime_ns)
     assert newest.name == "result.json"
+
+
+def test_out_is_sent_on_stdout_as_a_frame_after_the_job_output(
+    tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    finished = run(tmp_path, workers, base_spec())
+    log: list[bytes] = []
+    stdout = WorkerStdout(lambda _stream, data: log.append(data), 1 << 20)
+    stdout.feed(finished.stdout + DONE_LINE)  # the worker's shell prints the done line
+    assert stdout.output is not None
+    sent = read_output(stdout.output)
+    assert sent.result == finished.result
+    assert (sent.stdout, sent.stderr) == (finished.file("stdout"), finished.file("stderr").decode())
+    assert b"".join(log) == b"hello worker\n"  # the frame is not output
 
 
 def test_a_5_mb_prompt_reaches_the_engine_byte_identical(

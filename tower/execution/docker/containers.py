@@ -33,10 +33,10 @@ from tower.execution.docker.hardening import (
     worker_labels,
 )
 from tower.execution.docker.slots import ContainerShape
+from tower.execution.docker.worker_stdout import DONE_LINE, WorkerStdout
 from tower.settings import Settings
 
 READY_LINE = b"parpaing-worker ready"
-DONE_LINE = b"parpaing-worker done"
 READY_TIMEOUT = 30.0
 OUTPUT_PATH = f"{BUNDLE_PATH}/out"
 LOG_TAIL_CHARS = 2000
@@ -233,10 +233,21 @@ def attach_output(client: docker.DockerClient, container_id: str) -> Any:
         raise DockerFailure(f"attaching to the worker's output: {_one_line(exc)}") from exc
 
 
-def follow_output(_client: docker.DockerClient, feed: Any, timeout: float, emit: Emit) -> bool:
-    """Pass the worker's output to `emit` until the worker announces it is done (the
-    line itself is not output) or the container exits; False when `timeout` seconds
-    pass first. Closes the feed."""
+@dataclass(frozen=True)
+class Followed:
+    """How following a worker's output ended: `finished` is False when the deadline
+    passed first; `output` is the tar of /bundle/out the worker sent, if it sent one."""
+
+    finished: bool
+    output: bytes | None
+
+
+def follow_output(
+    _client: docker.DockerClient, feed: Any, timeout: float, emit: Emit, max_frame: int
+) -> Followed:
+    """Pass the worker's output to `emit` until the worker announces it is done (its
+    frames are not output, see worker_stdout) or the container exits, for at most
+    `timeout` seconds. Closes the feed."""
     expired = threading.Event()
 
     def expire() -> None:
@@ -246,56 +257,20 @@ def follow_output(_client: docker.DockerClient, feed: Any, timeout: float, emit:
     deadline = threading.Timer(timeout, expire)
     deadline.daemon = True
     deadline.start()
-    stdout = _UntilDone(emit)
+    stdout = WorkerStdout(emit, max_frame)
     try:
         for stream, data in frames_iter(feed, tty=False):
             if stream == STDERR:
                 emit("stderr", data)
             elif stdout.feed(data):
-                return not expired.is_set()
+                return Followed(not expired.is_set(), stdout.output)
     except (OSError, ValueError):
         pass  # the feed was closed under us: the deadline passed
     finally:
         deadline.cancel()
         close_output(feed)
     stdout.flush()
-    return not expired.is_set()
-
-
-class _UntilDone:
-    """Stdout up to the done line. A tail that could be the start of that line is held
-    back until the next piece tells."""
-
-    def __init__(self, emit: Emit) -> None:
-        self._emit = emit
-        self._held = b""
-
-    def feed(self, data: bytes) -> bool:
-        window = self._held + data
-        end = window.find(DONE_LINE)
-        if end >= 0:
-            self._send(window[:end])
-            return True
-        keep = _partial_match(window, DONE_LINE)
-        self._send(window[: len(window) - keep])
-        self._held = window[len(window) - keep :]
-        return False
-
-    def flush(self) -> None:
-        self._send(self._held)
-        self._held = b""
-
-    def _send(self, data: bytes) -> None:
-        if data:
-            self._emit("stdout", data)
-
-
-def _partial_match(window: bytes, line: bytes) -> int:
-    """The length of the longest tail of `window` that is a proper prefix of `line`."""
-    for size in range(min(len(line) - 1, len(window)), 0, -1):
-        if window.endswith(line[:size]):
-            return size
-    return 0
+    return Followed(not expired.is_set(), stdout.output)
 
 
 def close_output(feed: Any) -> None:

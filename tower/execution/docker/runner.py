@@ -34,6 +34,10 @@ from tower.state import TowerState
 
 log = logging.getLogger(__name__)
 
+# Room in the worker's output frame beyond the job's stdout: its stderr tail and
+# result.json. A larger frame is not kept, and /bundle/out is copied instead.
+FRAME_MARGIN = 8 * 1024 * 1024
+
 DOCKER_DOWN = (
     "Docker is unavailable on this tower, so jobs cannot run ({detail}). "
     "Start the Docker daemon (scripts/setup-docker) and restart tower; /health reports it."
@@ -139,10 +143,16 @@ class DockerRunner:
         """How the worker ended and what it left; None for a timeout (then killed).
         Its output goes to `emit` as it comes, until then."""
         timeout = float(spec.timeout_seconds)
-        if not await self._calls(containers.follow_output, feed, timeout, emit):
+        max_frame = spec.output_limit + FRAME_MARGIN
+        followed = await self._calls(containers.follow_output, feed, timeout, emit, max_frame)
+        if not followed.finished:
             await self._calls(containers.kill, container_id)
             return None, await self._calls(containers.collect, container_id)
-        # Both read a still-running container: side by side, on the latency's path.
+        if followed.output is not None:
+            ended = await self._calls(containers.exit_info_since, container_id, delivered_at)
+            return ended, followed.output
+        # No frame (the worker died first): copy what it left. Both read a still-running
+        # container, side by side.
         return await asyncio.gather(
             self._calls(containers.exit_info_since, container_id, delivered_at),
             self._calls(containers.collect, container_id),
