@@ -6,18 +6,21 @@ not after it, so the signal also drains the dispatcher at once (tower.app.begin_
 Long polls end at once with a 503 (they watch TowerState.stopping); other open requests
 get HTTP_DRAIN_SECONDS, as event streams would otherwise hold the shutdown for as long as
 their clients like; their clients reconnect (to another replica, behind a load balancer).
+A second signal ends the running jobs' grace: they are handed back at once, and the
+process exits as soon as that is done.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
-from tower.app import begin_shutdown
+from tower.app import begin_shutdown, hurry_shutdown
 
 HTTP_DRAIN_SECONDS = 5
 
@@ -28,8 +31,18 @@ class DrainingServer(uvicorn.Server):
         self._app = app
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        begin_shutdown(self._app)
+        if self.should_exit:
+            hurry_shutdown(self._app)  # asked again: no grace for the running jobs
+        else:
+            begin_shutdown(self._app)
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:
+            # A second Ctrl-C makes uvicorn skip the lifespan's shutdown; tower's hands
+            # the running jobs back and removes their containers, so it must still run.
+            await self.lifespan.shutdown()
 
 
 def log_to_stderr() -> None:

@@ -4,6 +4,7 @@ within SHUTDOWN_GRACE_SECONDS, hands back the rest through their leases, and exi
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -140,6 +141,31 @@ async def test_sigterm_hands_back_a_job_that_outlives_the_grace(
             assert row["failure_reason"] == "tower_lost"
         # Handed back on stop, not left for the reaper a lease later; a loose liveness bound.
         assert stopped_after < grace + 20
+        assert "handing back 1 job(s)" in tower.log()
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("again", [signal.SIGTERM, signal.SIGINT])
+async def test_a_second_signal_hands_the_running_job_back_without_its_grace(
+    database_url: str, tmp_path: Path, again: signal.Signals
+) -> None:
+    # A second Ctrl-C makes uvicorn skip the app's shutdown: the hand-back must still run.
+    db = await asyncpg.connect(database_url)
+    try:
+        tower = await start_tower(
+            database_url, tmp_path, "tower-a", shutdown_grace_seconds=3600, poll_interval=0.2
+        )
+        job_id = await insert_job(db, "sleep 600", max_attempts=2)
+        await _status_is(database_url, job_id, "running")
+
+        await _sigterm_and_wait_for_drain(tower)
+        tower.process.send_signal(again)
+        await _exit_code(tower)  # within DEADLINE, so not after the hour of grace
+
+        row = await _row(database_url, job_id)
+        assert (row["status"], row["attempt"], row["lease_token"]) == ("pending", 1, None)
+        assert "stop asked again" in tower.log()
         assert "handing back 1 job(s)" in tower.log()
     finally:
         await db.close()

@@ -12,6 +12,7 @@ stops claiming at once; `stop()` then gives the running jobs what is left of
 `shutdown_grace_seconds`, counted from the drain, to finish (leases still renewed,
 cancels still honoured), and hands back the rest through their leases: killed, then
 requeued if attempts remain, else failed as tower_lost, fenced like any write.
+`hurry()` (a second signal) ends the grace at once.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Dispatcher:
         self._last_claim = 0.0
         self._stopping = False
         self._grace_ends: float | None = None
+        self._hurried = asyncio.Event()
         self._handing_back = False
         self._claim_task: asyncio.Task[None] | None = None
         self._supervisors: set[asyncio.Task[None]] = set()
@@ -91,6 +93,13 @@ class Dispatcher:
         self._stopping = True
         self._wake.set()
 
+    def hurry(self) -> None:
+        """Stop asked for again: the grace ends now, the running jobs are handed back."""
+        self.drain()
+        self._grace_ends = asyncio.get_running_loop().time()
+        self._hurried.set()
+        log.info("stop asked again: no more grace for %d running job(s)", len(self._leases))
+
     async def stop(self) -> None:
         """Drain, let running jobs finish within the grace, then stop the rest and hand
         their jobs back at once (fenced), rather than leaving them for the reaper."""
@@ -108,8 +117,14 @@ class Dispatcher:
     async def _wait_for_running(self) -> None:
         assert self._grace_ends is not None
         left = self._grace_ends - asyncio.get_running_loop().time()
-        if self._supervisors and left > 0:
-            await asyncio.wait(set(self._supervisors), timeout=left)
+        if not self._supervisors or left <= 0 or self._hurried.is_set():
+            return
+        finished = asyncio.ensure_future(asyncio.wait(set(self._supervisors)))
+        hurried = asyncio.ensure_future(self._hurried.wait())
+        # Cancelling these waits leaves the jobs themselves running.
+        await asyncio.wait({finished, hurried}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finished.cancel()
+        hurried.cancel()
 
     # --- notifications ------------------------------------------------------------
 
