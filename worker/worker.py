@@ -1,9 +1,11 @@
-"""The in-container runner: waits for a job bundle, runs it, leaves the result in /bundle/out.
+"""The in-container runner: reads a job bundle on stdin, runs it, leaves the result in /bundle/out.
 
 Contract: docs/execution.md. Standard library only (the image's python3, 3.11).
 
-1. Block SIGUSR1, print the ready line, and wait in sigwait: an idle warm container
-   costs no CPU. Tower put_archive's the bundle into /bundle, then sends SIGUSR1.
+1. Print the ready line and block reading stdin (no CPU while idle) for the bundle,
+   framed: `parpaing-bundle <size>`, a newline, <size> bytes of tar, which tower writes
+   on the attach socket it also reads our output from. Unpack it into /bundle,
+   refusing anything that would land outside it.
 2. Place the bundle's files, then run pre-hook, engine, post-hook (or, for a dry run,
    nothing), copying their output to our stdout/stderr for the container's logs.
 3. Write /bundle/out/stdout, /bundle/out/stderr, then result.json, last and atomically:
@@ -11,8 +13,8 @@ Contract: docs/execution.md. Standard library only (the image's python3, 3.11).
 4. Send a tar of /bundle/out on stdout, framed: `parpaing-worker output <size>`, a
    newline, <size> bytes. Tower reads it from the output it follows (cheaper than
    copying it out of the container); the files stay for when no frame arrives.
-SIGTERM before a job exits at once; during one it is forwarded to the running process
-group, then the worker exits without a result.
+SIGTERM/SIGINT, idle or not, are forwarded to the running process group (if any), then
+the worker exits without a result; so does stdin ending before a whole bundle.
 
 PARPAING_BUNDLE_DIR (default /bundle) and PARPAING_ROOT (a prefix for every absolute
 path of the spec; empty in containers) let tests run the worker on a host.
@@ -35,6 +37,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 READY = "parpaing-worker ready"
+BUNDLE_MARK = b"parpaing-bundle "
+# The header line: the mark, at most 12 digits, a newline.
+BUNDLE_HEADER_MAX = len(BUNDLE_MARK) + 13
 OUTPUT_HEADER = "parpaing-worker output {size}\n"
 OUTPUT_FILES = ("stdout", "stderr", "result.json")
 HOME = "/home/worker"
@@ -47,7 +52,6 @@ MAX_ARG_STRLEN = 32 * 4096
 # While a process runs, how often to check whether it exited with its pipes still open
 # (held by a background child): a check, not a busy loop.
 EXIT_CHECK_SECONDS = 1.0
-WAKE_SIGNALS = {signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}
 
 # Process groups of what is running now, for SIGTERM to forward to.
 _running_groups: set[int] = set()
@@ -55,6 +59,10 @@ _running_groups: set[int] = set()
 
 class WorkerError(Exception):
     """A job the worker cannot run as specified (reported in result.json as `error`)."""
+
+
+class NoBundle(Exception):
+    """Stdin ended (or was not a bundle frame) before a whole bundle arrived."""
 
 
 # --- output sinks ----------------------------------------------------------------------
@@ -281,8 +289,7 @@ def run_bundle(bundle: Path) -> None:
     started = time.monotonic()
     out_dir = bundle / "out"
     out_dir.mkdir(exist_ok=True)
-    report: dict[str, Any] = {"version": 1, "exit_code": None, "phase": "worker", "argv": []}
-    report |= {"files": [], "stdout_bytes": 0, "stderr_tail": "", "error": None}
+    report = worker_report(None)
     try:
         spec = json.loads((bundle / "job" / "spec.json").read_text(encoding="utf-8"))
         job = Job(spec, bundle / "job", os.environ.get("PARPAING_ROOT", ""))
@@ -293,6 +300,12 @@ def run_bundle(bundle: Path) -> None:
         report["error"] = f"{type(error).__name__}: {error}"
     report["duration_ms"] = round((time.monotonic() - started) * 1000)
     _write_atomically(out_dir / "result.json", json.dumps(report).encode("utf-8"))
+
+
+def worker_report(error: str | None) -> dict[str, Any]:
+    """result.json before the job decides anything: the worker's own outcome."""
+    report: dict[str, Any] = {"version": 1, "exit_code": None, "phase": "worker", "argv": []}
+    return report | {"files": [], "stdout_bytes": 0, "stderr_tail": "", "error": error}
 
 
 def _write_atomically(path: Path, content: bytes) -> None:
@@ -315,27 +328,86 @@ def send_output(out_dir: Path) -> None:
         sys.stdout.buffer.flush()
 
 
+# --- receiving the bundle -----------------------------------------------------------------
+
+
+class Exactly:
+    """A reader of the next `size` bytes of `source`: NoBundle if it ends sooner."""
+
+    def __init__(self, source: BinaryIO, size: int) -> None:
+        self._source = source
+        self.left = size
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self.left if size < 0 else min(size, self.left)
+        data = self._source.read(wanted) if wanted else b""
+        if len(data) < wanted:
+            raise NoBundle(f"stdin ended {self.left - len(data)} bytes short of the bundle")
+        self.left -= len(data)
+        return data
+
+
+def receive_bundle(source: BinaryIO, bundle: Path) -> None:
+    """Read one framed bundle from `source` and unpack it into `bundle`, streaming (the
+    tar is never held whole in memory). Raises NoBundle on a short or garbled frame,
+    WorkerError on a member that would land outside `bundle`."""
+    header = source.readline(BUNDLE_HEADER_MAX)
+    if not header:
+        raise NoBundle("stdin ended before a bundle")
+    digits = header.removeprefix(BUNDLE_MARK).removesuffix(b"\n")
+    if not header.startswith(BUNDLE_MARK) or not header.endswith(b"\n") or not digits.isdigit():
+        raise NoBundle(f"stdin did not start with a bundle frame: {header[:40]!r}")
+    payload = Exactly(source, int(digits))
+    try:
+        with tarfile.open(fileobj=payload, mode="r|") as tar:
+            for member in tar:
+                _unpack_member(tar, member, bundle)
+    except tarfile.TarError as error:
+        raise NoBundle(f"the bundle is not a whole tar: {error}") from None
+    while payload.left:  # the tar's end padding: the frame is whole only once it is read
+        payload.read(CHUNK)
+
+
+def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: Path) -> None:
+    """Directories and regular files only, at relative paths without `..`: the bundle
+    never holds anything else, and a link or an escaping path could write outside it.
+    Everything is created private to the worker user (only the worker reads it)."""
+    parts = Path(member.name).parts
+    if not parts or member.name.startswith("/") or ".." in parts:
+        raise WorkerError(f"bundle member {member.name!r} is outside the bundle; refused")
+    target = bundle.joinpath(*parts)
+    if member.isdir():
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return
+    if not member.isreg():
+        raise WorkerError(f"bundle member {member.name!r} is not a file or directory; refused")
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # O_NOFOLLOW: never write through a link, whatever the directory already held.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    source = tar.extractfile(member)
+    assert source is not None  # a regular file always has content, if empty
+    with open(os.open(target, flags, 0o600), "wb") as writer:
+        shutil.copyfileobj(source, writer, 1 << 20)
+
+
+def refused_bundle(bundle: Path, error: WorkerError) -> None:
+    """The job cannot run: say why in result.json, as for any worker error."""
+    out_dir = bundle / "out"
+    out_dir.mkdir(exist_ok=True)
+    report = worker_report(str(error)) | {"duration_ms": 0}
+    _write_atomically(out_dir / "result.json", json.dumps(report).encode("utf-8"))
+
+
 # --- signals ------------------------------------------------------------------------------
 
 
-def wait_for_bundle() -> bool:
-    """Announce readiness and sleep until told: True for SIGUSR1 (the bundle is in
-    place), False for SIGTERM/SIGINT. The signals are blocked first, so one sent right
-    after the ready line is never lost."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, WAKE_SIGNALS)
-    print(READY, flush=True)
-    received = signal.sigwait(WAKE_SIGNALS)
-    return received == signal.SIGUSR1
-
-
-def handle_signals_while_running() -> None:
-    """Unblock what wait_for_bundle blocked (children inherit the mask, and an engine
-    with SIGTERM blocked could not be stopped), forward SIGTERM, ignore repeat SIGUSR1s.
-    Handlers, unlike the mask, are reset when a child execs."""
-    signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
+def handle_stop_signals() -> None:
+    """SIGTERM/SIGINT stop the worker at once, idle or not. Installed before the ready
+    line, so none sent after it is lost. A handler, not a blocked mask: a blocking read
+    is resumed after a handler returns (PEP 475), so the handler exits itself; and
+    handlers, unlike a mask, are reset when a child execs."""
     signal.signal(signal.SIGTERM, _forward_and_exit)
     signal.signal(signal.SIGINT, _forward_and_exit)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, WAKE_SIGNALS)
 
 
 def _forward_and_exit(signum: int, _frame: object) -> None:
@@ -345,11 +417,18 @@ def _forward_and_exit(signum: int, _frame: object) -> None:
 
 
 def main() -> int:
-    if not wait_for_bundle():
-        return 128 + signal.SIGTERM
-    handle_signals_while_running()
+    handle_stop_signals()
     bundle = Path(os.environ.get("PARPAING_BUNDLE_DIR", "/bundle"))
-    run_bundle(bundle)
+    print(READY, flush=True)
+    try:
+        receive_bundle(sys.stdin.buffer, bundle)
+    except NoBundle as error:
+        print(f"parpaing-worker: no job: {error}", file=sys.stderr, flush=True)
+        return 1  # no result.json: tower reports the worker's failure
+    except WorkerError as error:
+        refused_bundle(bundle, error)
+    else:
+        run_bundle(bundle)
     send_output(bundle / "out")
     return 0
 

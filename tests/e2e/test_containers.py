@@ -36,13 +36,14 @@ RUN = uuid.uuid4().hex[:8]
 LABELS = {TEST_LABEL: f"containers-{RUN}"}
 STAND_IN_IMAGE = f"parpaing-test-standin:{RUN}"
 
-# Blocks SIGUSR1, says ready, waits; on the signal copies the delivered spec to
-# /bundle/out and exits, or never ends when the spec asks it to hang.
+# Says ready, reads the framed bundle on stdin and unpacks it into /bundle, copies the
+# delivered spec to /bundle/out and exits, or never ends when the spec asks it to hang.
 STAND_IN = """
-import json, os, signal, shutil
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+import io, json, os, shutil, signal, sys, tarfile
 print('parpaing-worker ready', flush=True)
-signal.sigwait({signal.SIGUSR1})
+mark, size = sys.stdin.buffer.readline().split()
+assert mark == b'parpaing-bundle', mark
+tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read(int(size)))).extractall('/bundle')
 spec = json.load(open('/bundle/job/spec.json'))
 os.makedirs('/bundle/out', exist_ok=True)
 shutil.copy('/bundle/job/spec.json', '/bundle/out/echo.json')
@@ -265,8 +266,10 @@ def test_deliver_wait_collect_round_trip_then_remove(
         docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
     )
     spec = {"version": 1, "job_id": "a-round-trip", "argv": ["true"]}
-    containers.deliver(docker_client, container_id, _bundle(spec))
+    feed = containers.attach(docker_client, container_id)
+    containers.deliver(docker_client, feed, _bundle(spec))
     ended = containers.wait_finished(docker_client, container_id, timeout=30)
+    containers.close_output(feed)
     # The worker has exited, the container stays up so that /bundle survives.
     assert ended == containers.ExitInfo(status_code=-1, oom_killed=False)
     members = _members(containers.collect(docker_client, container_id))
@@ -285,8 +288,10 @@ def test_wait_gives_up_at_the_timeout_and_kill_stops_the_worker(
     container_id = containers.create_worker(
         docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
     )
-    containers.deliver(docker_client, container_id, _bundle({"hang": True}))
+    feed = containers.attach(docker_client, container_id)
+    containers.deliver(docker_client, feed, _bundle({"hang": True}))
     assert containers.wait_finished(docker_client, container_id, timeout=1) is None
+    containers.close_output(feed)
     containers.kill(docker_client, container_id)
     assert containers.wait_exit(docker_client, container_id, timeout=10) is not None
     containers.kill(docker_client, container_id)  # killing a stopped worker is fine

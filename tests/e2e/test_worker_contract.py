@@ -2,16 +2,15 @@
 
 Each test starts the worker image the way tower does (uid 1000, read-only root, no
 capabilities, no network, a tmpfs volume at /bundle, Docker's init), waits for the
-ready line, put_archive's a bundle, sends SIGUSR1, waits for the exit, and reads
-/bundle/out back with get_archive: the same calls the Docker runner makes.
+ready line, attaches, writes the framed bundle on the container's stdin, follows its
+output to the done line, and reads /bundle/out back both ways the runner does: the
+worker's output frame and get_archive, which must agree.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -23,6 +22,7 @@ from tests.unit.test_worker import big_prompt, shipped_profile, shipped_template
 from tower.configs.models import Engine, Template
 from tower.configs.parse import parse_engine
 from tower.execution.bundle import WorkerOutput, bundle_tar, read_output
+from tower.execution.docker import containers
 from tower.execution.docker.hardening import container_options
 from tower.execution.docker.slots import ContainerShape
 from tower.execution.outcome import parse_outcome
@@ -31,7 +31,6 @@ from tower.settings import Settings
 
 LABEL = "parpaing.test"
 READY = b"parpaing-worker ready"
-DONE = b"parpaing-worker done"
 # Bounds on each wait, so a broken worker fails the test instead of hanging the run.
 EXIT_DEADLINE = 120
 
@@ -80,27 +79,22 @@ def wait_for_line(container: Container, line: bytes) -> None:
     pytest.fail(f"the container exited before {line!r}; the end of its logs:\n{logs}")
 
 
-def run_job(container: Container, spec: JobSpec) -> WorkerOutput:
-    """Deliver, start, wait for the worker's end, collect: the runner's steps. The
+def run_job(client: docker.DockerClient, container: Container, spec: JobSpec) -> WorkerOutput:
+    """Attach, deliver, follow to the done line, collect: the runner's steps. The
     container stays up after the worker (its tmpfs /bundle would empty on exit)."""
-    assert container.put_archive("/bundle", bundle_tar(spec))
-    container.kill(signal="SIGUSR1")
-    with deadline(container, EXIT_DEADLINE):
-        wait_for_line(container, DONE)
-    stream, _ = container.get_archive("/bundle/out")
-    return read_output(b"".join(stream))
-
-
-@contextlib.contextmanager
-def deadline(container: Container, seconds: float) -> Iterator[None]:
-    """Kill the container if the block outlasts `seconds`, so a hung worker fails the test
-    (its log stream ends) instead of hanging the run."""
-    timer = threading.Timer(seconds, lambda: container.kill())
-    timer.start()
+    feed = containers.attach(client, str(container.id))
     try:
-        yield
+        containers.deliver(client, feed, bundle_tar(spec))
+        followed = containers.follow_output(
+            client, feed, EXIT_DEADLINE, lambda _stream, _data: None, 1 << 30
+        )
     finally:
-        timer.cancel()
+        containers.close_output(feed)
+    assert followed.finished, container.logs(tail=20)
+    assert followed.output is not None, "the worker sent no output frame"
+    collected = read_output(containers.collect(client, str(container.id)))
+    assert read_output(followed.output) == collected
+    return collected
 
 
 def spec_for(request: dict[str, object], engine: Engine, settings: Settings) -> JobSpec:
@@ -128,7 +122,7 @@ def test_a_5_mb_prompt_reaches_the_engine_byte_identical(
     )
     container = start_worker(docker_client, worker_image, run_label)
 
-    output = run_job(container, spec)
+    output = run_job(docker_client, container, spec)
 
     assert output.result is not None
     assert output.result["exit_code"] == 0, output.result
@@ -155,7 +149,7 @@ def test_dry_run_reports_the_exact_argv_and_runs_nothing(
     spec = spec_for(request, engine, settings)
     container = start_worker(docker_client, worker_image, run_label)
 
-    output = run_job(container, spec)
+    output = run_job(docker_client, container, spec)
 
     outcome = parse_outcome(
         output,
@@ -192,7 +186,7 @@ def test_the_engine_runs_as_the_worker_user_with_its_files_in_place(
     spec = spec_for({"prompt": "hi"}, engine, Settings())
     container = start_worker(docker_client, worker_image, run_label)
 
-    output = run_job(container, spec)
+    output = run_job(docker_client, container, spec)
 
     assert output.result is not None and output.result["exit_code"] == 0, output
     assert output.stdout.decode().split() == [
@@ -200,7 +194,7 @@ def test_the_engine_runs_as_the_worker_user_with_its_files_in_place(
         "/home/worker",
         *("1000", "600"),  # the prompt: the worker's, private
         *("1000", "644"),  # CLAUDE.md
-        "1000",  # the bundle's entries kept their owner through put_archive
+        "1000",  # the worker unpacked the bundle as itself
     ]
 
 

@@ -1,8 +1,9 @@
 """The in-container worker, run on this host as a real process with a bundle in a temp dir.
 
-Each test writes a bundle with bundle_tar, starts worker/worker.py, waits for its ready
-line, sends SIGUSR1 and reads what it left in out/. PARPAING_ROOT maps the spec's
-absolute paths (/tmp/parpaing/..., /workspace) under the test's temp dir.
+Each test makes a bundle with bundle_tar, starts worker/worker.py, waits for its ready
+line, writes the framed bundle on its stdin as tower does, and reads what it left in
+out/. PARPAING_ROOT maps the spec's absolute paths (/tmp/parpaing/..., /workspace) under
+the test's temp dir.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 from tower.configs.defaults import shipped_defaults
 from tower.configs.models import Engine, Profile, Template
 from tower.configs.parse import parse_engine, parse_profile, parse_template
-from tower.execution.bundle import bundle_tar, read_output
+from tower.execution.bundle import bundle_tar, frame_header, read_output
 from tower.execution.docker.slots import ContainerShape
 from tower.execution.docker.worker_stdout import DONE_LINE, WorkerStdout
 from tower.execution.spec import PROMPT_PATH, JobSpec, SpecFile, build_spec
@@ -36,8 +37,9 @@ WORKER = Path(__file__).resolve().parents[2] / "worker" / "worker.py"
 READY = b"parpaing-worker ready\n"
 # A bound on each wait, so a broken worker fails the test instead of hanging it.
 DEADLINE = 60.0
-SIGUSR1_BIT = 1 << (signal.SIGUSR1 - 1)
+# SigBlk and SigIgn in /proc/<pid>/status: one bit per signal.
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+SIGINT_BIT = 1 << (signal.SIGINT - 1)
 
 
 def base_spec(**changes: Any) -> JobSpec:
@@ -79,14 +81,13 @@ class Finished:
 
 
 class WorkerProcess:
-    """worker.py with its bundle unpacked in `tmp`, waiting for SIGUSR1."""
+    """worker.py with an empty bundle dir in `tmp`, ready and reading its stdin."""
 
-    def __init__(self, tmp: Path, spec: JobSpec) -> None:
+    def __init__(self, tmp: Path) -> None:
         self.bundle = tmp / "bundle"
         self.root = tmp / "root"
         self.bundle.mkdir()
         self.root.mkdir()
-        unpack(bundle_tar(spec), self.bundle)
         env = os.environ | {
             "PARPAING_BUNDLE_DIR": str(self.bundle),
             "PARPAING_ROOT": str(self.root),
@@ -94,6 +95,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER)],
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -101,8 +103,14 @@ class WorkerProcess:
         first = self.process.stdout.readline()
         assert first == READY, first
 
-    def start(self) -> None:
-        self.process.send_signal(signal.SIGUSR1)
+    def send(self, data: bytes) -> None:
+        """Write on the worker's stdin; it stays open, as a container's does."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def start(self, spec: JobSpec) -> None:
+        self.send(framed(bundle_tar(spec)))
 
     def finish(self) -> Finished:
         stdout, stderr = self.process.communicate(timeout=DEADLINE)
@@ -114,9 +122,8 @@ class WorkerProcess:
             self.process.communicate()
 
 
-def unpack(tar_bytes: bytes, target: Path) -> None:
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-        tar.extractall(target, filter="fully_trusted")
+def framed(tar_bytes: bytes) -> bytes:
+    return frame_header(len(tar_bytes)) + tar_bytes
 
 
 @pytest.fixture
@@ -127,10 +134,15 @@ def workers() -> Iterator[list[WorkerProcess]]:
         worker.kill()
 
 
-def run(tmp: Path, workers: list[WorkerProcess], spec: JobSpec) -> Finished:
-    worker = WorkerProcess(tmp, spec)
+def started(tmp: Path, workers: list[WorkerProcess]) -> WorkerProcess:
+    worker = WorkerProcess(tmp)
     workers.append(worker)
-    worker.start()
+    return worker
+
+
+def run(tmp: Path, workers: list[WorkerProcess], spec: JobSpec) -> Finished:
+    worker = started(tmp, workers)
+    worker.start(spec)
     return worker.finish()
 
 
@@ -255,14 +267,17 @@ def test_a_background_child_holding_stdout_does_not_hang_the_job(
     assert finished.file("stdout") == b"started\n"
 
 
-def test_the_engine_runs_with_no_signal_blocked(
+def test_the_engine_runs_with_no_signal_blocked_and_its_own_stdin(
     tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    """The worker waits with SIGUSR1 and SIGTERM blocked; the engine must not inherit that."""
-    finished = run(tmp_path, workers, base_spec(argv=("grep", "SigBlk", "/proc/self/status")))
-    blocked = int(finished.file("stdout").split()[1], 16)
-    assert blocked & SIGUSR1_BIT == 0
-    assert blocked & SIGTERM_BIT == 0
+    """The engine must not inherit a blocked mask (an engine with SIGTERM blocked could
+    not be stopped), nor the worker's stdin (the container's, which tower writes on)."""
+    script = "grep -E 'SigBlk|SigIgn' /proc/self/status; readlink /proc/self/fd/0"
+    finished = run(tmp_path, workers, base_spec(argv=shell(script), stdin=None))
+    blocked, ignored, stdin = finished.file("stdout").decode().splitlines()
+    assert int(blocked.split()[1], 16) == 0
+    assert int(ignored.split()[1], 16) & (SIGTERM_BIT | SIGINT_BIT) == 0
+    assert stdin == os.devnull
 
 
 def test_the_engine_gets_the_spec_env_home_and_cwd(
@@ -389,15 +404,80 @@ def test_dry_run_places_files_reports_argv_and_runs_nothing(
 # --- signals ------------------------------------------------------------------------------
 
 
-def test_sigterm_while_idle_exits_without_a_result(
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_while_idle_exits_at_once_without_a_result(
+    tmp_path: Path, workers: list[WorkerProcess], signum: int
+) -> None:
+    worker = started(tmp_path, workers)  # ready, blocked reading its stdin
+    worker.process.send_signal(signum)
+    assert worker.process.wait(timeout=DEADLINE) == 128 + signum
+    finished = worker.finish()
+    assert not (finished.out / "result.json").exists()
+
+
+@pytest.mark.parametrize("cut", [0, 10, len(b"parpaing-bundle ") + 3, 1500, -700, -1])
+def test_stdin_ending_before_a_whole_bundle_exits_without_a_result(
+    tmp_path: Path, workers: list[WorkerProcess], cut: int
+) -> None:
+    """Cut in the header, in a member, or in the tar's end padding: no job runs."""
+    worker = started(tmp_path, workers)
+    frame = framed(bundle_tar(base_spec(argv=shell("touch engine-ran"))))
+    worker.send(frame[:cut])
+    finished = worker.finish()  # closes stdin
+    assert finished.returncode == 1
+    assert b"no job" in finished.stderr
+    assert not (finished.out / "result.json").exists()
+    assert not (finished.root / "workspace/engine-ran").exists()
+
+
+def test_stdin_that_is_not_a_bundle_frame_runs_nothing(
     tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    worker = WorkerProcess(tmp_path, base_spec())
-    workers.append(worker)
-    worker.process.send_signal(signal.SIGTERM)
+    worker = started(tmp_path, workers)
+    worker.send(b"hello\n" + bundle_tar(base_spec()))
     finished = worker.finish()
-    assert finished.returncode == 128 + signal.SIGTERM
+    assert finished.returncode == 1
+    assert b"did not start with a bundle frame" in finished.stderr
     assert not (finished.out / "result.json").exists()
+
+
+def escaping(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> bytes:
+    """A bundle with a good spec, then one member `name` meant to land outside it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=io.BytesIO(bundle_tar(base_spec()))) as good:
+            for member in good:
+                tar.addfile(member, good.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname, info.size = kind, link, 4 if kind == tarfile.REGTYPE else 0
+        tar.addfile(info, io.BytesIO(b"pwnd") if kind == tarfile.REGTYPE else None)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "link"),
+    [
+        ("../escaped", tarfile.REGTYPE, ""),
+        ("job/../../escaped", tarfile.REGTYPE, ""),
+        ("{tmp}/escaped", tarfile.REGTYPE, ""),  # absolute
+        ("job/link", tarfile.SYMTYPE, "{tmp}"),
+        ("job/hard", tarfile.LNKTYPE, "{tmp}/escaped"),
+    ],
+)
+def test_a_bundle_member_escaping_the_bundle_dir_is_refused(
+    tmp_path: Path, workers: list[WorkerProcess], name: str, kind: bytes, link: str
+) -> None:
+    worker = started(tmp_path, workers)
+    tmp = str(tmp_path)
+    worker.send(framed(escaping(name.format(tmp=tmp), kind, link.format(tmp=tmp))))
+    finished = worker.finish()
+    assert finished.returncode == 0
+    result = finished.result
+    assert (result["phase"], result["exit_code"]) == ("worker", None)
+    assert "refused" in result["error"]
+    assert not (tmp_path / "escaped").exists()
+    assert not (finished.out.parent / "job/link").is_symlink()
+    assert not (finished.root / "workspace").exists()  # the job never ran
 
 
 def test_sigterm_during_a_job_reaches_the_engine_and_the_worker_exits(
@@ -405,9 +485,8 @@ def test_sigterm_during_a_job_reaches_the_engine_and_the_worker_exits(
 ) -> None:
     mark = tmp_path / "engine-got-term"
     script = f'trap "echo term > {mark}; exit 0" TERM; echo started; sleep 600 & wait'
-    worker = WorkerProcess(tmp_path, base_spec(argv=shell(script)))
-    workers.append(worker)
-    worker.start()
+    worker = started(tmp_path, workers)
+    worker.start(base_spec(argv=shell(script)))
     assert worker.process.stdout is not None
     assert worker.process.stdout.readline() == b"started\n"  # the engine is running
     worker.process.send_signal(signal.SIGTERM)

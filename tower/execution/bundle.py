@@ -1,11 +1,13 @@
 """The tar that carries a job into its worker, and the tar its results come back in.
 
-Delivered with put_archive into the container's /bundle volume (docs/execution.md):
+Written on the worker container's stdin (docs/execution.md), framed as
+`parpaing-bundle <size>`, a newline and <size> bytes of tar; the worker unpacks it
+into its /bundle volume:
     job/spec.json     what to run (version 1)
     job/files/<n>     the files the worker places, byte for byte
-Entries are owned by the worker's uid, as Docker keeps a tar's owners when it unpacks.
-Collected with get_archive of /bundle/out, which Docker returns as out/result.json,
-out/stdout and out/stderr.
+Only directories and regular files at relative paths: the worker refuses anything else.
+The results come back as a tar of out/result.json, out/stdout and out/stderr: framed on
+the worker's stdout, or copied with get_archive of /bundle/out when no frame arrived.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from tower.execution.spec import JobSpec
 
 SPEC_VERSION = 1
+BUNDLE_HEADER = "parpaing-bundle {size}\n"
 WORKER_UID = 1000
 OUT_DIR = "out"
 
@@ -68,9 +71,14 @@ def bundle_tar(spec: JobSpec) -> bytes:
     return buffer.getvalue()
 
 
+def frame_header(tar_size: int) -> bytes:
+    """The line the worker reads before exactly `tar_size` bytes of bundle."""
+    return BUNDLE_HEADER.format(size=tar_size).encode("ascii")
+
+
 def read_output(tar_bytes: bytes) -> WorkerOutput:
-    """Parse get_archive's tar of /bundle/out. Missing or unreadable members read as
-    empty: the outcome parser decides what their absence means."""
+    """Parse the tar of /bundle/out (the worker's frame or get_archive's). Missing or
+    unreadable members read as empty: the outcome parser decides what their absence means."""
     members = _members(tar_bytes)
     stderr = members.get("stderr", b"").decode("utf-8", errors="replace")
     return WorkerOutput(_result(members.get("result.json")), members.get("stdout", b""), stderr)

@@ -22,6 +22,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import STDERR, frames_iter
 
 from tower.errors import Unavailable
+from tower.execution import bundle
 from tower.execution.docker.hardening import (
     BUNDLE_PATH,
     ROLE_LABEL,
@@ -112,8 +113,9 @@ def _create_bundle_volume(
     slot_id: str,
     labels: Mapping[str, str] | None,
 ) -> str:
-    # put_archive cannot write into a read-only rootfs, tmpfs mounts included; a volume
-    # it can. tmpfs-backed, so a bundle never touches the host's disk and is size-bounded.
+    # The worker unpacks the bundle and writes /bundle/out here; collect's fallback
+    # (get_archive) copies from it. tmpfs-backed, so a bundle never touches the host's
+    # disk and is size-bounded.
     name = bundle_volume_name(slot_id)
     size = (
         f"size={settings.bundle_volume_size},uid={WORKER_UID},gid={WORKER_UID},nosuid,nodev,noexec"
@@ -162,13 +164,15 @@ def _raise_not_ready(
 # --- one job ---------------------------------------------------------------------------
 
 
-def deliver(client: docker.DockerClient, container_id: str, tar: bytes) -> None:
-    """Put the job bundle into /bundle, then wake the worker. The tar is whole before the
-    signal, so the worker never sees half a bundle."""
+def deliver(_client: docker.DockerClient, feed: Any, tar: bytes) -> None:
+    """Write the framed job bundle on the worker's stdin, through the socket `attach`
+    returned: a few milliseconds, where put_archive cost Docker a helper process. The
+    worker reads exactly the framed size, so it never acts on half a bundle."""
+    raw = getattr(feed, "_sock", feed)  # socket.SocketIO has no sendall; its socket has
     try:
-        client.api.put_archive(container_id, BUNDLE_PATH, tar)
-        client.api.kill(container_id, signal="SIGUSR1")
-    except (DockerException, requests.RequestException) as exc:
+        raw.sendall(bundle.frame_header(len(tar)))
+        raw.sendall(tar)
+    except OSError as exc:
         raise DockerFailure(f"delivering the job to its worker: {_one_line(exc)}") from exc
 
 
@@ -221,16 +225,17 @@ def wait_done(client: docker.DockerClient, container_id: str, timeout: float) ->
     return not expired.is_set()
 
 
-def attach_output(client: docker.DockerClient, container_id: str) -> Any:
-    """A live feed of the container's stdout and stderr from now on, without its backlog
-    (so not the ready line): attach before delivering, and no output of the job is missed.
-    Unlike the logs API, attach keeps the two streams apart and does not wait on the log
-    driver. Returns the attached socket, for follow_output."""
-    params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
+def attach(client: docker.DockerClient, container_id: str) -> Any:
+    """One socket to the container's stdin and from its stdout and stderr, from now on
+    and without their backlog (so not the ready line): attach before delivering, and no
+    output of the job is missed. Unlike the logs API, attach keeps the two streams apart
+    and does not wait on the log driver. Returns the socket, for deliver and
+    follow_output."""
+    params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
     try:
         return client.api.attach_socket(container_id, params=params)
     except (DockerException, requests.RequestException) as exc:
-        raise DockerFailure(f"attaching to the worker's output: {_one_line(exc)}") from exc
+        raise DockerFailure(f"attaching to the worker: {_one_line(exc)}") from exc
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,22 @@ SLOT_LABEL = "parpaing.slot"
 HASH_LABEL = "parpaing.config_hash"
 WORKER_ROLE = "worker"
 # Bump when the options below change in a way that makes older warm containers unfit.
-HARDENING_VERSION = 2
+# 3: the bundle comes on stdin (stdin_open), no longer put_archive + SIGUSR1.
+HARDENING_VERSION = 3
 
 # The worker runs under a shell that outlives it. Its output is on the bundle volume, a
 # tmpfs that Docker unmounts (and so empties) when the container stops: the container
 # must stay up until tower has collected /bundle/out, so the shell announces the worker's
-# end and then idles until tower kills it. SIGUSR1/SIGTERM are passed on to the worker
-# (tini, PID 1, signals only its own child: this shell). The traps are set before the
-# worker starts, and the worker blocks SIGUSR1 before it says ready, so none is lost.
+# end and then idles until tower kills it. SIGTERM/SIGINT are passed on to the worker
+# (tini, PID 1, signals only its own child: this shell); the trap is set before the
+# worker starts, and the worker handles them before it says ready, so none is lost.
+# The worker reads its bundle from the container's stdin, but dash gives a background
+# job /dev/null as stdin before applying its redirections (so `<&0` is /dev/null too):
+# the real stdin is kept as fd 3 first and handed over from there.
 WORKER_SCRIPT = """\
-trap 'kill -USR1 "$worker" 2>/dev/null' USR1
 trap 'kill -TERM "$worker" 2>/dev/null; exit 143' TERM INT
-python3 /opt/parpaing/worker.py & worker=$!
+exec 3<&0
+python3 /opt/parpaing/worker.py <&3 3<&- & worker=$!
 while kill -0 "$worker" 2>/dev/null; do wait "$worker"; done
 echo "parpaing-worker done"
 exec sleep infinity
@@ -117,9 +121,12 @@ def container_options(
         "memswap_limit": shape.memory,
         "nano_cpus": round(shape.cpus * 1e9),
         "network": shape.network,
-        # tini as PID 1 forwards SIGUSR1 to the worker and reaps the engine's orphans.
+        # tini as PID 1 forwards SIGTERM to the worker's shell and reaps the engine's orphans.
         "init": True,
         "command": ["sh", "-c", WORKER_SCRIPT],
+        # The bundle comes on stdin (containers.deliver); no tty, so output stays framed
+        # as stdout and stderr apart.
+        "stdin_open": True,
         "labels": worker_labels(shape, slot_id, labels),
         "detach": True,
     }

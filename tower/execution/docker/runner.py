@@ -116,10 +116,10 @@ class DockerRunner:
 
     async def _execute(self, slot: Slot, plan: Plan, emit: containers.Emit) -> RunOutcome:
         spec = plan.spec
-        feed = await self._calls(containers.attach_output, slot.container_id)
+        feed = await self._calls(containers.attach, slot.container_id)
         try:
             delivered_at = time.time()
-            await self._calls(containers.deliver, slot.container_id, bundle.bundle_tar(spec))
+            await self._calls(containers.deliver, feed, bundle.bundle_tar(spec))
             ended, output = await self._finish(slot.container_id, spec, delivered_at, feed, emit)
         finally:
             containers.close_output(feed)  # already closed unless this was cut short
