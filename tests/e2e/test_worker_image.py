@@ -95,11 +95,18 @@ def test_build_only_inputs_leave_no_trace_in_the_image(
 def test_idle_worker_announces_itself_and_stops_on_sigterm(
     docker_client: docker.DockerClient, worker_image: str
 ) -> None:
+    # stdin_open as tower sets it: the idle worker waits on its stdin for a bundle (with
+    # stdin closed it would leave at once, having no job).
     container = docker_client.containers.run(
-        worker_image, detach=True, read_only=True, network_disabled=True, cap_drop=["ALL"]
+        worker_image,
+        detach=True,
+        stdin_open=True,
+        read_only=True,
+        network_disabled=True,
+        cap_drop=["ALL"],
     )
     try:
-        first_line = next(container.logs(stream=True, follow=True))
+        first_line = next(container.logs(stream=True, follow=True, stderr=False))
         assert b"parpaing-worker ready" in first_line
         # A generous grace period: 143 means our SIGTERM handler ran, 137 a forced kill.
         container.stop(timeout=60)
