@@ -300,6 +300,25 @@ def test_wait_gives_up_at_the_timeout_and_kill_stops_the_worker(
     assert _leftovers(docker_client, slot) == []
 
 
+def test_deliver_to_a_worker_that_does_not_read_fails_instead_of_hanging(
+    docker_client: docker.DockerClient, stand_in_image: str, network: str
+) -> None:
+    settings = _settings(network)
+    slot = _slot()
+    container_id = containers.create_worker(
+        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
+    )
+    feed = containers.attach(docker_client, container_id)
+    try:
+        containers.deliver(docker_client, feed, _bundle({"hang": True}))
+        # The stand-in reads no more: far more than the pipes hold cannot be written.
+        with pytest.raises(containers.DockerFailure, match="delivering the job"):
+            containers.deliver(docker_client, feed, bytes(64 << 20), timeout=1)
+    finally:
+        containers.close_output(feed)
+        containers.remove_worker(docker_client, container_id, slot)
+
+
 def test_remove_by_slot_finds_the_container_without_its_id(
     docker_client: docker.DockerClient, stand_in_image: str, network: str
 ) -> None:

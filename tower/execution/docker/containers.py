@@ -39,6 +39,8 @@ from tower.settings import Settings
 
 READY_LINE = b"parpaing-worker ready"
 READY_TIMEOUT = 30.0
+# Writing a bundle into a reading worker takes milliseconds, even for tens of MB.
+DELIVER_TIMEOUT = 30.0
 OUTPUT_PATH = f"{BUNDLE_PATH}/out"
 LOG_TAIL_CHARS = 2000
 
@@ -164,16 +166,24 @@ def _raise_not_ready(
 # --- one job ---------------------------------------------------------------------------
 
 
-def deliver(_client: docker.DockerClient, feed: Any, tar: bytes) -> None:
+def deliver(
+    _client: docker.DockerClient, feed: Any, tar: bytes, timeout: float = DELIVER_TIMEOUT
+) -> None:
     """Write the framed job bundle on the worker's stdin, through the socket `attach`
     returned: a few milliseconds, where put_archive cost Docker a helper process. The
     worker reads exactly the framed size, so it never acts on half a bundle."""
     raw = getattr(feed, "_sock", feed)  # socket.SocketIO has no sendall; its socket has
+    # A worker that is not reading (it died idle; its shell keeps the container up)
+    # would block the write once the pipes are full, before the job's timeout runs.
+    raw.settimeout(timeout)
     try:
         raw.sendall(bundle.frame_header(len(tar)))
         raw.sendall(tar)
     except OSError as exc:
         raise DockerFailure(f"delivering the job to its worker: {_one_line(exc)}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            raw.settimeout(None)  # following the output waits as long as the job runs
 
 
 def wait_exit(client: docker.DockerClient, container_id: str, timeout: float) -> ExitInfo | None:
