@@ -33,22 +33,20 @@ async def prepare_template(server: LocalPostgres) -> None:
 
 
 async def create_database(server: LocalPostgres) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server.url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    finally:
-        await admin.close()
-    return database_url(server, name)
+    """A database cloned from the migrated template."""
+    return await _create(server, f"t_{uuid.uuid4().hex[:12]}", f"TEMPLATE {TEMPLATE}")
 
 
 async def create_empty_database(server: LocalPostgres) -> str:
     """A database with no schema at all, for tests of migrating from nothing or from
     an older revision."""
-    name = f"empty_{uuid.uuid4().hex[:12]}"
+    return await _create(server, f"empty_{uuid.uuid4().hex[:12]}")
+
+
+async def _create(server: LocalPostgres, name: str, options: str = "") -> str:
     admin = await asyncpg.connect(server.url)
     try:
-        await admin.execute(f"CREATE DATABASE {name}")
+        await admin.execute(f"CREATE DATABASE {name} {options}".rstrip())
     finally:
         await admin.close()
     return database_url(server, name)
