@@ -350,7 +350,8 @@ class Exactly:
 def receive_bundle(source: BinaryIO, bundle: Path) -> None:
     """Read one framed bundle from `source` and unpack it into `bundle`, streaming (the
     tar is never held whole in memory). Raises NoBundle on a short or garbled frame,
-    WorkerError on a member that would land outside `bundle`."""
+    WorkerError on a member that would land outside `bundle` or one that does not fit.
+    The frame is read to its end in every case, so tower's write of it completes."""
     header = source.readline(BUNDLE_HEADER_MAX)
     if not header:
         raise NoBundle("stdin ended before a bundle")
@@ -359,13 +360,25 @@ def receive_bundle(source: BinaryIO, bundle: Path) -> None:
         raise NoBundle(f"stdin did not start with a bundle frame: {header[:40]!r}")
     payload = Exactly(source, int(digits))
     try:
+        _unpack(payload, bundle)
+    finally:
+        while payload.left:  # the tar's end padding, or what a refused bundle left unread
+            payload.read(CHUNK)
+
+
+def _unpack(payload: Exactly, bundle: Path) -> None:
+    try:
         with tarfile.open(fileobj=payload, mode="r|") as tar:
             for member in tar:
                 _unpack_member(tar, member, bundle)
     except tarfile.TarError as error:
         raise NoBundle(f"the bundle is not a whole tar: {error}") from None
-    while payload.left:  # the tar's end padding: the frame is whole only once it is read
-        payload.read(CHUNK)
+    except OSError as error:
+        # Most likely the bundle volume is full: BUNDLE_VOLUME_SIZE bounds a job's files.
+        raise WorkerError(
+            f"unpacking the job's bundle into {bundle} failed: {error.strerror or error}"
+            " (its size is bounded by BUNDLE_VOLUME_SIZE)"
+        ) from None
 
 
 def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: Path) -> None:
@@ -391,7 +404,9 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: Path) 
 
 
 def refused_bundle(bundle: Path, error: WorkerError) -> None:
-    """The job cannot run: say why in result.json, as for any worker error."""
+    """The job cannot run: say why in result.json, as for any worker error. What was
+    unpacked goes first: a bundle that filled the volume leaves no room for the report."""
+    shutil.rmtree(bundle / "job", ignore_errors=True)
     out_dir = bundle / "out"
     out_dir.mkdir(exist_ok=True)
     report = worker_report(str(error)) | {"duration_ms": 0}

@@ -133,6 +133,21 @@ async def test_result_over_max_result_size_fails_clearly(
     assert record["result"] in (None, "")
 
 
+async def test_a_bundle_larger_than_its_volume_fails_naming_the_setting(
+    database_url: str, network: str, worker_image: str
+) -> None:
+    # The worker reads the whole frame even when it cannot keep it, so tower's write
+    # completes and the job fails with the worker's reason, not a stuck delivery.
+    settings = _settings(database_url, network, bundle_volume_size="1m")
+    async with serve(settings) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        body = {"engine": "claude-code", "profile": "default", "dry_run": True}
+        record = await run_job(client, "x" * (3 * 1024 * 1024), **body)
+    assert record["status"] == "failed", describe(record)
+    assert record["failure_reason"] == "error"
+    assert "BUNDLE_VOLUME_SIZE" in record["error"], describe(record)
+    assert "No space left" in record["error"], describe(record)
+
+
 # --- jobs tower stops -------------------------------------------------------------------
 
 
