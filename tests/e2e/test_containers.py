@@ -103,6 +103,18 @@ def _slot() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+def _attached_worker(
+    client: docker.DockerClient, image: str, network: str
+) -> tuple[str, str, Any]:
+    """A fresh worker with its stdin and output attached: (container id, slot, feed)."""
+    settings = _settings(network)
+    slot = _slot()
+    container_id = containers.create_worker(
+        client, _shape(settings, image), settings, slot, LABELS
+    )
+    return container_id, slot, containers.attach(client, container_id)
+
+
 def _bundle(spec: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -260,13 +272,8 @@ def test_worker_that_never_gets_ready_fails_with_its_output_and_leaves_nothing(
 def test_deliver_wait_collect_round_trip_then_remove(
     docker_client: docker.DockerClient, stand_in_image: str, network: str
 ) -> None:
-    settings = _settings(network)
-    slot = _slot()
-    container_id = containers.create_worker(
-        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
-    )
+    container_id, slot, feed = _attached_worker(docker_client, stand_in_image, network)
     spec = {"version": 1, "job_id": "a-round-trip", "argv": ["true"]}
-    feed = containers.attach(docker_client, container_id)
     containers.deliver(docker_client, feed, _bundle(spec))
     ended = containers.wait_finished(docker_client, container_id, timeout=30)
     containers.close_output(feed)
@@ -283,12 +290,7 @@ def test_deliver_wait_collect_round_trip_then_remove(
 def test_wait_gives_up_at_the_timeout_and_kill_stops_the_worker(
     docker_client: docker.DockerClient, stand_in_image: str, network: str
 ) -> None:
-    settings = _settings(network)
-    slot = _slot()
-    container_id = containers.create_worker(
-        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
-    )
-    feed = containers.attach(docker_client, container_id)
+    container_id, slot, feed = _attached_worker(docker_client, stand_in_image, network)
     containers.deliver(docker_client, feed, _bundle({"hang": True}))
     assert containers.wait_finished(docker_client, container_id, timeout=1) is None
     containers.close_output(feed)
@@ -303,12 +305,7 @@ def test_wait_gives_up_at_the_timeout_and_kill_stops_the_worker(
 def test_deliver_to_a_worker_that_does_not_read_fails_instead_of_hanging(
     docker_client: docker.DockerClient, stand_in_image: str, network: str
 ) -> None:
-    settings = _settings(network)
-    slot = _slot()
-    container_id = containers.create_worker(
-        docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
-    )
-    feed = containers.attach(docker_client, container_id)
+    container_id, slot, feed = _attached_worker(docker_client, stand_in_image, network)
     try:
         containers.deliver(docker_client, feed, _bundle({"hang": True}))
         # The stand-in reads no more: far more than the pipes hold cannot be written.
