@@ -109,9 +109,7 @@ async def towers(database_url: str, count: int, concurrency: int) -> AsyncIterat
         "DB_POOL_SIZE": str(concurrency + 8),
     }
     with tempfile.TemporaryDirectory(prefix="parpaing-bench-towers-") as logs:
-        started = [
-            _spawn_tower(env, Path(logs) / f"tower-{index}.log") for index in range(count)
-        ]
+        started = [_spawn_tower(env, Path(logs) / f"tower-{index}.log") for index in range(count)]
         try:
             for tower in started:
                 await _until_serving(tower)

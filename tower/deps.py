@@ -57,6 +57,8 @@ async def require_key(
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
 async def get_stopping(state: State) -> asyncio.Event:
     return state.stopping
 

@@ -103,15 +103,11 @@ def _slot() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-def _attached_worker(
-    client: docker.DockerClient, image: str, network: str
-) -> tuple[str, str, Any]:
+def _attached_worker(client: docker.DockerClient, image: str, network: str) -> tuple[str, str, Any]:
     """A fresh worker with its stdin and output attached: (container id, slot, feed)."""
     settings = _settings(network)
     slot = _slot()
-    container_id = containers.create_worker(
-        client, _shape(settings, image), settings, slot, LABELS
-    )
+    container_id = containers.create_worker(client, _shape(settings, image), settings, slot, LABELS)
     return container_id, slot, containers.attach(client, container_id)
 
 

@@ -177,9 +177,7 @@ class Dispatcher:
         return len(jobs) == free
 
     def _launch(self, job: ClaimedJob, claimed_at: float) -> None:
-        output = JobLog(
-            self._pool, job, self._settings.max_log_bytes, self._settings.lease_seconds
-        )
+        output = JobLog(self._pool, job, self._settings.max_log_bytes, self._settings.lease_seconds)
         # Registered before the next claim computes free capacity.
         run = asyncio.create_task(self._runner.run(job, output), name=f"run-{job.job_id}")
         self._leases.add(job, run, claimed_at)

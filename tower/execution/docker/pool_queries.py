@@ -102,8 +102,7 @@ _PRESENCE_KEY = "hashtext('parpaing-presence:' || $1 || ':' || $2)"
 # shared lock with it, would outlive it by the kernel's two hours of TCP idle. Keepalive
 # probes on this connection end it within about 20 s of the peer vanishing.
 PRESENCE_KEEPALIVE = (
-    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 5; "
-    "SET tcp_keepalives_count = 3"
+    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
 )
 PRESENCE_SHARED = f"SELECT pg_advisory_lock_shared({_PRESENCE_KEY})"
 PRESENCE_UNSHARE = f"SELECT pg_advisory_unlock_shared({_PRESENCE_KEY})"
