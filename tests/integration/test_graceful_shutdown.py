@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.support.metrics import until_open_streams
 from tests.support.towers import TowerProcess, cancel_job, insert_job, start_tower
 from tower.jobs.service import SHUTTING_DOWN
 
@@ -63,7 +64,9 @@ async def _exit_code(tower: TowerProcess) -> int:
 
 
 async def _hold_a_long_poll(tower: TowerProcess, job_id: str) -> asyncio.Task[Any]:
-    """An open /wait request, held until the tower begins to stop."""
+    """An open /wait request, held until the tower begins to stop. Returns once the tower
+    holds it: a request still in flight when the signal lands is closed unanswered, as
+    uvicorn closes idle connections, and its client retries on a new one."""
     client = httpx.AsyncClient(base_url=tower.base_url, timeout=DEADLINE)
 
     async def wait() -> Any:
@@ -73,7 +76,10 @@ async def _hold_a_long_poll(tower: TowerProcess, job_id: str) -> asyncio.Task[An
             except httpx.HTTPError as error:
                 return error
 
-    return asyncio.create_task(wait())
+    task = asyncio.create_task(wait())
+    async with httpx.AsyncClient(base_url=tower.base_url, timeout=DEADLINE) as probe:
+        await until_open_streams(probe, {"wait": 1, "events": 0}, DEADLINE)
+    return task
 
 
 async def test_sigterm_lets_the_running_job_finish_and_claims_nothing_new(

@@ -8,9 +8,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.live import client_for, live_tower
+from tests.support.metrics import open_streams, samples, until_open_streams
 from tower.db.embedded import LocalPostgres
 from tower.settings import Settings
 
@@ -98,14 +98,6 @@ async def insert_jobs(database_url: str, rows: list[tuple[str, float]]) -> None:
         await connection.close()
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 async def test_metrics_agree_with_the_database(database_url: str) -> None:
     rows = [("pending", 100.0), ("pending", 5.0), ("running", 1.0)]
     rows += [("completed", 1.0)] * 3 + [("failed", 1.0)] * 2
@@ -143,3 +135,23 @@ async def test_two_towers_in_one_process_keep_their_own_registry(database_url: s
     assert 'replica="one"' in one and 'replica="two"' not in one
     assert 'replica="two"' in two and 'replica="one"' not in two
     assert one_again.count("tower_info{") == 1
+
+
+async def test_open_long_polls_and_event_streams_are_counted_while_held(
+    database_url: str,
+) -> None:
+    job_id = f"metrics-{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(INSERT_JOB, job_id, "pending", 0.0)
+    finally:
+        await connection.close()
+    async with live_tower(simulated(database_url)) as url, client_for(url) as client:
+        assert await open_streams(client) == {"wait": 0, "events": 0}
+        wait = asyncio.create_task(client.get(f"/jobs/{job_id}/wait", params={"timeout": 600}))
+        async with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+            await until_open_streams(client, {"wait": 1, "events": 1})
+            assert (await client.delete(f"/jobs/{job_id}")).status_code == 200
+            assert (await wait).json()["status"] == "cancelled"
+            assert b'"cancelled"' in await stream.aread()
+        await until_open_streams(client, {"wait": 0, "events": 0})

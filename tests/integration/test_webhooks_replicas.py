@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
+from tests.support.metrics import Samples, samples
 from tests.support.receiver import HOLD, receiver
 from tests.support.towers import TowerProcess, start_tower
 from tower.webhooks.queries import UNANSWERED
@@ -120,15 +120,7 @@ FROM jobs GROUP BY status
 """
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-async def scrape(tower: TowerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def scrape(tower: TowerProcess) -> Samples:
     async with httpx.AsyncClient(base_url=tower.base_url, timeout=30) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from tower.deps import Db, Hub, SettingsDep, require_key
+from tower.deps import Db, Hub, Metrics, SettingsDep, require_key
 from tower.events import service, sse
 from tower.jobs.openapi import SECURED
 
@@ -44,18 +45,31 @@ def _after(header: str | None, query: int | None) -> int:
     return int(header) if header is not None else query or 0
 
 
+def _respond(stream: AsyncIterator[str], metrics: Metrics) -> StreamingResponse:
+    return StreamingResponse(
+        _counted(stream, metrics), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
+    )
+
+
+async def _counted(stream: AsyncIterator[str], metrics: Metrics) -> AsyncIterator[str]:
+    with metrics.holding("events"):
+        async for frame in stream:
+            yield frame
+
+
 @router.get("/jobs/{job_id}/events", **STREAM)  # type: ignore[arg-type]
 async def job_events(
     job_id: str,
     db: Db,
     hub: Hub,
     settings: SettingsDep,
+    metrics: Metrics,
     last_event_id_header: LastEventHeader = None,
     last_event_id: LastEventQuery = None,
 ) -> StreamingResponse:
     after = _after(last_event_id_header, last_event_id)
     stream = await service.job_events(db, hub, job_id, after, settings.events_keepalive_seconds)
-    return StreamingResponse(stream, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    return _respond(stream, metrics)
 
 
 @router.get("/events", **STREAM)  # type: ignore[arg-type]
@@ -63,9 +77,10 @@ async def state_events(
     db: Db,
     hub: Hub,
     settings: SettingsDep,
+    metrics: Metrics,
     last_event_id_header: LastEventHeader = None,
     last_event_id: LastEventQuery = None,
 ) -> StreamingResponse:
     after = _after(last_event_id_header, last_event_id)
     stream = service.state_events(db, hub, after, settings.events_keepalive_seconds)
-    return StreamingResponse(stream, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    return _respond(stream, metrics)

@@ -83,8 +83,10 @@ async def wait_for_job(
     db: Db,
     hub: Hub,
     stopping: Stopping,
+    metrics: Metrics,
     seconds: Annotated[
         float, Query(alias="timeout", gt=0, le=3600, description="Seconds to wait")
     ] = 30,
 ) -> JobRecord:
-    return await service.wait_for_job(db, hub, job_id, seconds, stopping)
+    with metrics.holding("wait"):
+        return await service.wait_for_job(db, hub, job_id, seconds, stopping)

@@ -16,6 +16,7 @@ run in one test process, and a global registry would mix (or reject) their serie
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -26,6 +27,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     Info,
     generate_latest,
@@ -43,6 +45,7 @@ router = APIRouter(tags=["ops"])
 CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 ATTEMPT_OUTCOMES = ("delivered", "retry", "failed", "stopped", "refused")
+STREAM_KINDS = ("wait", "events")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,12 @@ class TowerMetrics:
         self._cost = Counter(
             "tower_cost_usd", "LLM cost in USD of the jobs this replica ran", registry=registry
         )
+        self._open_streams = Gauge(
+            "tower_open_streams",
+            "Long-lived requests this replica holds open: /wait long polls and event streams",
+            ["kind"],
+            registry=registry,
+        )
         self._zero_series()
 
     def _zero_series(self) -> None:
@@ -123,6 +132,8 @@ class TowerMetrics:
             self._webhook_attempts.labels(outcome)
         for kind in ("input", "output"):
             self._tokens.labels(kind)
+        for kind in STREAM_KINDS:
+            self._open_streams.labels(kind)
 
     # --- events, counted by the replica where they happen ----------------------------
 
@@ -146,6 +157,10 @@ class TowerMetrics:
 
     def webhook_attempt(self, outcome: str) -> None:
         self._webhook_attempts.labels(outcome).inc()
+
+    def holding(self, kind: str) -> AbstractContextManager[object]:
+        """Counts a request of `kind` (STREAM_KINDS) as open while the block runs."""
+        return self._open_streams.labels(kind).track_inprogress()
 
     # --- scrape ---------------------------------------------------------------------
 
