@@ -8,6 +8,7 @@ Two kinds of series, chosen per metric so that they are right under several repl
   finished, claim latency, run duration, warm/cold acquisitions, webhook attempts,
   tokens, cost): each event is counted once, by one replica, so sum() across replicas
   is the total. They restart from zero with their process, as Prometheus expects.
+- One replica gauge, the long-lived requests it holds open: sum() is the fleet's.
 
 Each app has its own CollectorRegistry, never the process-global one: several towers
 run in one test process, and a global registry would mix (or reject) their series.
@@ -19,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -45,7 +46,8 @@ router = APIRouter(tags=["ops"])
 CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 ATTEMPT_OUTCOMES = ("delivered", "retry", "failed", "stopped", "refused")
-STREAM_KINDS = ("wait", "events")
+StreamKind = Literal["wait", "events"]
+STREAM_KINDS: tuple[StreamKind, ...] = get_args(StreamKind)
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,8 @@ class TowerMetrics:
     def webhook_attempt(self, outcome: str) -> None:
         self._webhook_attempts.labels(outcome).inc()
 
-    def holding(self, kind: str) -> AbstractContextManager[object]:
-        """Counts a request of `kind` (STREAM_KINDS) as open while the block runs."""
+    def holding(self, kind: StreamKind) -> AbstractContextManager[object]:
+        """Counts a request of `kind` as open while the block runs."""
         return self._open_streams.labels(kind).track_inprogress()
 
     # --- scrape ---------------------------------------------------------------------
