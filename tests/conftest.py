@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import hygiene
 from tests.support.postgres import create_database, create_empty_database, start_server
 from tower.db.embedded import LocalPostgres
 
@@ -30,3 +31,26 @@ async def database_url(pg_server: LocalPostgres) -> str:
 @pytest.fixture
 async def empty_database(pg_server: LocalPostgres) -> str:
     return await create_empty_database(pg_server)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Runs after the session's fixtures are torn down: whatever is left, leaked."""
+    leftovers = hygiene.descendants(os.getpid())
+    threads = hygiene.blocking_threads()
+    say = session.config.get_terminal_writer().line
+    if threads or leftovers:
+        say()
+    if threads:
+        say(f"threads still running at the session's end: {', '.join(threads)}", yellow=True)
+    if not leftovers:
+        return
+    for pid in leftovers:
+        say(f"left running by the tests, now killed: {hygiene.command_line(pid)}", red=True)
+    hygiene.kill_all(leftovers)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure() -> None:
+    hygiene.bound_the_exit()
