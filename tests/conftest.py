@@ -36,7 +36,7 @@ async def empty_database(pg_server: LocalPostgres) -> str:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Runs after the session's fixtures are torn down: whatever is left, leaked."""
-    leftovers = hygiene.descendants(os.getpid())
+    leftovers = hygiene.leftovers(os.getpid())
     threads = hygiene.blocking_threads()
     say = session.config.get_terminal_writer().line
     if threads or leftovers:

@@ -20,6 +20,12 @@ EXIT_GRACE_SECONDS = 120
 STDERR_FD = 2
 
 
+def leftovers(root: int) -> list[int]:
+    """Processes the tests left running: below `root`, or holding its output."""
+    below = descendants(root)
+    return below + [pid for pid in holders_of_our_output(root) if pid not in below]
+
+
 def descendants(root: int) -> list[int]:
     """Every live process below `root`, from /proc (children before their own)."""
     children: dict[int, list[int]] = {}
@@ -34,15 +40,51 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def _parents() -> dict[int, int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def holders_of_our_output(root: int) -> list[int]:
+    """Processes started after `root` that are not below it yet hold its stdout or stderr
+    (orphans of a test, reparented away): the run's reader waits for them too."""
+    outputs = {_link(f"/proc/{root}/fd/{fd}") for fd in (1, 2)} - {None}
+    born = _stats()[root].started
+    return [
+        pid
+        for pid, stat in _stats().items()
+        if stat.started > born and pid != root and outputs & _open_files(pid)
+    ]
+
+
+class _Stat:
+    def __init__(self, line: str) -> None:
+        # The command name, in parentheses, may hold spaces: fields follow its end.
+        fields = line.rsplit(")", 1)[1].split()
+        self.zombie = fields[0] == "Z"
+        self.parent = int(fields[1])
+        self.started = int(fields[19])  # clock ticks after boot
+
+
+def _stats() -> dict[int, _Stat]:
+    stats: dict[int, _Stat] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
-            # The command name, in parentheses, may hold spaces: fields follow its end.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z":  # a zombie is only waiting for its parent to reap it
-                parents[int(stat.parent.name)] = int(fields[1])
-    return parents
+            stat = _Stat(path.read_text())
+            if not stat.zombie:  # a zombie only waits for its parent to reap it
+                stats[int(path.parent.name)] = stat
+    return stats
+
+
+def _parents() -> dict[int, int]:
+    return {pid: stat.parent for pid, stat in _stats().items()}
+
+
+def _open_files(pid: int) -> set[str | None]:
+    with contextlib.suppress(OSError):
+        return {_link(str(fd)) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    return set()
+
+
+def _link(path: str) -> str | None:
+    with contextlib.suppress(OSError):
+        return os.readlink(path)
+    return None
 
 
 def command_line(pid: int) -> str:
