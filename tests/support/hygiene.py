@@ -41,14 +41,16 @@ def descendants(root: int) -> list[int]:
 
 
 def holders_of_our_output(root: int) -> list[int]:
-    """Processes started after `root` that are not below it yet hold its stdout or stderr
-    (orphans of a test, reparented away): the run's reader waits for them too."""
-    outputs = {_link(f"/proc/{root}/fd/{fd}") for fd in (1, 2)} - {None}
+    """Processes started after `root`, not below it, that can still write to the pipe or
+    socket of its stdout or stderr (orphans of a test, reparented away): whoever reads the
+    run's output waits for them too. A reader such as `tee` only reads, so it is spared."""
+    outputs = {_link(f"/proc/{root}/fd/{fd}") for fd in (1, 2)}
+    streams = {link for link in outputs if link and link.startswith(("pipe:", "socket:"))}
     born = _stats()[root].started
     return [
         pid
         for pid, stat in _stats().items()
-        if stat.started > born and pid != root and outputs & _open_files(pid)
+        if stat.started > born and pid != root and streams & _writable_files(pid)
     ]
 
 
@@ -75,10 +77,22 @@ def _parents() -> dict[int, int]:
     return {pid: stat.parent for pid, stat in _stats().items()}
 
 
-def _open_files(pid: int) -> set[str | None]:
+def _writable_files(pid: int) -> set[str]:
+    found: set[str] = set()
     with contextlib.suppress(OSError):
-        return {_link(str(fd)) for fd in Path(f"/proc/{pid}/fd").iterdir()}
-    return set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            link = _link(str(fd))
+            if link and _writable(pid, fd.name):
+                found.add(link)
+    return found
+
+
+def _writable(pid: int, fd: str) -> bool:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY
+    return False
 
 
 def _link(path: str) -> str | None:
