@@ -14,6 +14,7 @@ import faulthandler
 import os
 import signal
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 EXIT_GRACE_SECONDS = 120
@@ -22,15 +23,16 @@ STDERR_FD = 2
 
 def leftovers(root: int) -> list[int]:
     """Processes the tests left running: below `root`, or holding its output."""
-    below = descendants(root)
-    return below + [pid for pid in holders_of_our_output(root) if pid not in below]
+    stats = _stats()  # one reading of /proc for both questions
+    below = descendants(root, stats)
+    return below + [pid for pid in holders_of_our_output(root, stats) if pid not in below]
 
 
-def descendants(root: int) -> list[int]:
-    """Every live process below `root`, from /proc (children before their own)."""
+def descendants(root: int, stats: Mapping[int, _Stat]) -> list[int]:
+    """Every live process below `root` (children before their own)."""
     children: dict[int, list[int]] = {}
-    for pid, parent in _parents().items():
-        children.setdefault(parent, []).append(pid)
+    for pid, stat in stats.items():
+        children.setdefault(stat.parent, []).append(pid)
     found: list[int] = []
     pending = [root]
     while pending:
@@ -40,16 +42,16 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def holders_of_our_output(root: int) -> list[int]:
+def holders_of_our_output(root: int, stats: Mapping[int, _Stat]) -> list[int]:
     """Processes started after `root`, not below it, that can still write to the pipe or
     socket of its stdout or stderr (orphans of a test, reparented away): whoever reads the
     run's output waits for them too. A reader such as `tee` only reads, so it is spared."""
     outputs = {_link(f"/proc/{root}/fd/{fd}") for fd in (1, 2)}
     streams = {link for link in outputs if link and link.startswith(("pipe:", "socket:"))}
-    born = _stats()[root].started
+    born = stats[root].started
     return [
         pid
-        for pid, stat in _stats().items()
+        for pid, stat in stats.items()
         if stat.started > born and pid != root and streams & _writable_files(pid)
     ]
 
@@ -71,10 +73,6 @@ def _stats() -> dict[int, _Stat]:
             if not stat.zombie:  # a zombie only waits for its parent to reap it
                 stats[int(path.parent.name)] = stat
     return stats
-
-
-def _parents() -> dict[int, int]:
-    return {pid: stat.parent for pid, stat in _stats().items()}
 
 
 def _writable_files(pid: int) -> set[str]:
