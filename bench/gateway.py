@@ -45,9 +45,9 @@ from docker.errors import APIError, NotFound
 from tower.db.embedded import LocalPostgres
 from tower.db.migrate import migrate
 from tower.db.pool import Pool, create_pool
-from tower.execution.docker.gateway import ensure_egress_network, ensure_gateway
 from tower.execution.docker.network import ensure_worker_network
 from tower.gateway import tokens
+from tower.gateway.container import ensure_egress_network, ensure_gateway
 from tower.gateway.listener import AuthListeners
 from tower.settings import Settings
 

@@ -49,9 +49,9 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 
+from tower.db.channels import JOB_FINISHED
 from tower.db.embedded import LocalPostgres, free_port
 from tower.db.migrate import migrate
-from tower.queue.channels import JOB_FINISHED
 
 THROUGHPUT_TARGET = 0.3
 P99_TARGET_MS = 50.0

@@ -11,29 +11,30 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from tower import docs
 from tower.configs import routes as config_routes
 from tower.configs.store import ConfigStore
-from tower.dashboard import install_dashboard
 from tower.db.migrate import migrate
+from tower.db.notify import NotifyHub
 from tower.db.pool import create_pool, create_statement_pool
 from tower.errors import install_error_handlers
 from tower.events import routes as event_routes
-from tower.execution.factory import build_runner
 from tower.execution.runner import Runner
 from tower.gateway import listener as auth_listener
-from tower.headers import SECURITY_HEADERS, SecurityHeaders
 from tower.jobs import routes as job_routes
-from tower.jobs.openapi import install_openapi
 from tower.jobs.service import job_inserts
-from tower.observability import health, metrics, stats
+from tower.observability import metrics
 from tower.observability.metrics import TowerMetrics
+from tower.ops import health, stats
 from tower.queue.dispatcher import Dispatcher
-from tower.queue.notify import NotifyHub
 from tower.queue.reaper import Reaper
 from tower.queue.retention import Retention
+from tower.runners import build_runner
 from tower.settings import Settings
 from tower.state import TowerState
+from tower.web import docs
+from tower.web.dashboard import install_dashboard
+from tower.web.headers import SECURITY_HEADERS, SecurityHeaders
+from tower.web.openapi import install_openapi
 from tower.webhooks import routes as webhook_routes
 from tower.webhooks.deliverer import Deliverer
 from tower.webhooks.secret import webhook_secret
@@ -130,7 +131,7 @@ async def _start(
     if unix or tcp:
         listeners = await auth_listener.AuthListeners.start(settings, pool, unix_socket=unix)
         stack.push_async_callback(listeners.stop)
-    runner = runner or await build_runner(settings, state)
+    runner = runner or await build_runner(settings, pool, configs, metrics)
     return state, await _start_background(state, runner, stack)
 
 

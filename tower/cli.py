@@ -134,7 +134,7 @@ def _ensure_images(settings: Settings) -> None:
     if not probe.ping(PROBE_TIMEOUT).ok:
         _say("Docker is unreachable: jobs will fail until it answers (see `parpaing doctor`)")
         return
-    from tower.execution.docker import images  # the build code loads only when needed
+    from tower.images import build as images  # the build code loads only when needed
 
     which = []
     if not probe.image_present(settings.worker_image, PROBE_TIMEOUT).ok:
@@ -155,7 +155,7 @@ def _ensure_images(settings: Settings) -> None:
 
 def _show_gateway_progress() -> None:
     """The tower starts (or replaces) the gateway container as it starts: say so here."""
-    logger = logging.getLogger("tower.execution.docker.gateway")
+    logger = logging.getLogger("tower.gateway.container")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("parpaing: %(message)s"))
@@ -308,7 +308,7 @@ def _image_finding(settings: Settings, docker: Finding) -> Finding:
 
 
 def _gateway_finding(settings: Settings) -> Finding:
-    from tower.execution.docker.gateway import probe_gateway
+    from tower.gateway.container import probe_gateway
 
     result = probe_gateway(settings, PROBE_TIMEOUT)
     if result.ok:
@@ -325,7 +325,7 @@ def _gateway_finding(settings: Settings) -> Finding:
 
 
 def images_command(args: argparse.Namespace) -> int:
-    from tower.execution.docker import images  # the Docker SDK loads only when asked for
+    from tower.images import build as images  # the Docker SDK loads only when asked for
 
     return images.main(args.images_args or ["--help"])
 

@@ -1,4 +1,4 @@
-"""What one running replica holds: built in the app's lifespan, reached through tower.deps."""
+"""What one running replica holds: built in the app's lifespan, reached through tower.web.deps."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 from dataclasses import dataclass, field
 
 from tower.configs.store import ConfigStore
+from tower.db.notify import NotifyHub
 from tower.db.pool import Pool
 from tower.jobs.service import JobInserts
 from tower.observability.metrics import TowerMetrics
-from tower.queue.notify import NotifyHub
 from tower.settings import Settings
 
 

@@ -27,7 +27,7 @@ import pytest
 from docker.errors import APIError, NotFound
 
 from tower.db.embedded import free_port
-from tower.execution.docker.images import (
+from tower.images.build import (
     BuildRequest,
     build_worker_image,
     default_ca_bundle,

@@ -12,7 +12,7 @@ import docker
 import pytest
 from docker.errors import DockerException
 
-from tower.execution.docker.images import (
+from tower.images.build import (
     GATEWAY_CONTEXT,
     build_images,
     default_ca_bundle,

@@ -27,8 +27,8 @@ import docker
 from docker.errors import APIError, NotFound
 
 from tests.e2e.support import docker_settings
-from tower.execution.docker.gateway import ensure_egress_network
 from tower.gateway import tokens
+from tower.gateway.container import ensure_egress_network
 from tower.settings import Settings
 
 REAL_ANTHROPIC_KEY = "sk-ant-real-" + "k" * 24

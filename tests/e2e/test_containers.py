@@ -28,7 +28,7 @@ from tower.execution.docker.network import (
     ensure_worker_network,
     ensure_worker_network_once,
 )
-from tower.execution.docker.slots import ContainerShape
+from tower.execution.slots import ContainerShape
 from tower.settings import Settings
 
 TEST_LABEL = "parpaing.test"

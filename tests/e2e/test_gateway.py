@@ -47,7 +47,8 @@ from tests.e2e.support import (
 )
 from tower.db.embedded import free_port
 from tower.db.pool import create_pool
-from tower.execution.docker.gateway import (
+from tower.gateway import tokens
+from tower.gateway.container import (
     HASH_LABEL,
     GatewayFailure,
     attach_gateway,
@@ -55,7 +56,6 @@ from tower.execution.docker.gateway import (
     ensure_gateway,
     gateway_spec,
 )
-from tower.gateway import tokens
 from tower.gateway.listener import AuthListeners
 from tower.queue import queries
 from tower.settings import Settings

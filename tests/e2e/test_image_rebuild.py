@@ -11,7 +11,7 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
-from tower.execution.docker.images import BASE_IMAGE, BuildRequest, build_worker_image
+from tower.images.build import BASE_IMAGE, BuildRequest, build_worker_image
 
 TAG = "parpaing-e2e-rebuild:test"
 

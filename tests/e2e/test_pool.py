@@ -18,13 +18,14 @@ import pytest
 from docker.errors import NotFound
 
 from tower.db.pool import Pool, create_pool
-from tower.execution.docker import containers, pool_queries
+from tower.execution.docker import containers
 from tower.execution.docker.hardening import bundle_volume_name, shape_from_settings
 from tower.execution.docker.network import ensure_worker_network
-from tower.execution.docker.pool import POOL_LABEL, WarmPool, new_slot_id, pool_scope
-from tower.execution.docker.reconcile import Reconciled
-from tower.execution.docker.slots import ContainerShape, Slot
+from tower.execution.pool import queries as pool_queries
+from tower.execution.pool.reconcile import Reconciled
+from tower.execution.pool.warm import POOL_LABEL, WarmPool, new_slot_id, pool_scope
 from tower.execution.runner import ClaimedJob
+from tower.execution.slots import ContainerShape, Slot
 from tower.settings import Settings
 
 DEADLINE = 90.0  # seconds: generous, the host is small and shared

@@ -17,8 +17,8 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from tests.e2e.gateway import GatewayNames, gateway_address, gateway_names
 from tests.e2e.support import isolated_network
 from tests.integration.test_cli_serve import PARPAING, cli_env, collect_stdout, serve, stop
-from tower.execution.docker.gateway import HASH_LABEL
 from tower.gateway import tokens
+from tower.gateway.container import HASH_LABEL
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from tower.configs.parse import parse_engine
 from tower.execution.bundle import WorkerOutput, bundle_tar, read_output
 from tower.execution.docker import containers
 from tower.execution.docker.hardening import container_options
-from tower.execution.docker.slots import ContainerShape
 from tower.execution.outcome import parse_outcome
+from tower.execution.slots import ContainerShape
 from tower.execution.spec import CLAUDE_MD_PATH, PROMPT_PATH, JobSpec, build_spec
 from tower.settings import Settings
 

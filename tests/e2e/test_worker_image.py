@@ -9,7 +9,7 @@ import docker
 import pytest
 from docker.errors import ContainerError
 
-from tower.execution.docker.images import apt_mirrors
+from tower.images.build import apt_mirrors
 
 VERSION = re.compile(r"\b\d+\.\d+\.\d+\b")
 ENGINE_VERSION_COMMANDS = {

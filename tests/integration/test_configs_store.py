@@ -14,9 +14,9 @@ from tower.configs import service
 from tower.configs.defaults import shipped_defaults
 from tower.configs.store import ConfigStore
 from tower.db.migrate import migrate
+from tower.db.notify import NotifyHub
 from tower.db.pool import create_pool
 from tower.errors import Conflict, Invalid, NotFound
-from tower.queue.notify import NotifyHub
 
 EVENT_DEADLINE = 10.0
 SHIPPED = shipped_defaults()

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from tests.support.live import client_for, live_tower
-from tower.dashboard import CONTENT_SECURITY_POLICY
 from tower.execution.simulated import SimulatedRunner
 from tower.settings import Settings
+from tower.web.dashboard import CONTENT_SECURITY_POLICY
 
 API_KEY = "dashboard-key"
 REPO = Path(__file__).resolve().parents[2]
@@ -145,7 +145,7 @@ def test_a_built_wheel_carries_the_dashboard(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert {f"tower/ui/{name}" for name in UI_FILES} <= names
-    assert "tower/dashboard.py" in names
+    assert "tower/web/dashboard.py" in names
 
 
 async def test_last_event_id_starts_the_stream_after_what_was_counted(base_url: str) -> None:

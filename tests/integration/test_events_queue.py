@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tower.db.notify import NotifyHub, running_hub
 from tower.db.pool import Pool
 from tower.events import queries as event_queries
 from tower.events import service
@@ -23,7 +24,6 @@ from tower.execution.runner import ClaimedJob
 from tower.jobs import queries as job_queries
 from tower.jobs.service import new_job_id
 from tower.queue import queries
-from tower.queue.notify import NotifyHub, running_hub
 
 LEASE = 30.0
 DEADLINE = 30.0  # a bound on waiting, never an expectation of speed

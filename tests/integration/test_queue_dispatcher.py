@@ -14,11 +14,11 @@ import pytest
 
 from tests.support.towers import cancel_job, insert_job
 from tower.db.embedded import LocalPostgres
+from tower.db.notify import NotifyHub, running_hub
 from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob, Output, RunOutcome
 from tower.execution.simulated import SimulatedRunner
 from tower.queue.dispatcher import Dispatcher
-from tower.queue.notify import NotifyHub, running_hub
 from tower.settings import Settings
 
 DEADLINE = 15.0  # a bound on waiting for an event, never an expectation of speed

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from tests.support.towers import cancel_job, insert_job
+from tower.db import channels
 from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob
-from tower.queue import channels, queries
+from tower.queue import queries
 
 LEASE = 30.0
 DONE = queries.Finish("completed", 0, "ok", None, None, {"input_tokens": 3}, 12)

@@ -7,9 +7,10 @@ from collections import Counter
 from typing import Any
 
 from tests.support.towers import insert_job
+from tower.db import channels
 from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob
-from tower.queue import channels, queries
+from tower.queue import queries
 from tower.queue.reaper import Reaper
 from tower.settings import Settings
 

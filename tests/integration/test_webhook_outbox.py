@@ -12,9 +12,10 @@ import asyncpg
 import pytest
 
 from tests.support.towers import insert_job
+from tower.db import channels
 from tower.db.pool import Pool
 from tower.jobs import queries as job_queries
-from tower.queue import channels, queries
+from tower.queue import queries
 from tower.webhooks import queries as hooks
 from tower.webhooks.queries import Answer
 

@@ -22,8 +22,8 @@ from typing import Any
 import asyncpg
 import httpx
 
+from tower.db import channels
 from tower.db.embedded import free_port
-from tower.queue import channels
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE = 60.0

@@ -7,7 +7,7 @@ import json
 import tarfile
 
 from tower.execution.bundle import bundle_tar, read_output, spec_document
-from tower.execution.docker.slots import ContainerShape
+from tower.execution.slots import ContainerShape
 from tower.execution.spec import JobSpec, SpecFile
 
 PROMPT = "/tmp/parpaing/prompt.md"

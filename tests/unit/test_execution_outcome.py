@@ -10,9 +10,9 @@ from tower.configs.defaults import shipped_defaults
 from tower.configs.models import Engine
 from tower.configs.parse import parse_engine
 from tower.execution.bundle import WorkerOutput
-from tower.execution.docker.slots import ContainerShape
 from tower.execution.outcome import parse_outcome
 from tower.execution.runner import RunOutcome
+from tower.execution.slots import ContainerShape
 from tower.execution.spec import JobSpec
 
 SHIPPED = {name: content for kind, name, content in shipped_defaults() if kind == "engine"}

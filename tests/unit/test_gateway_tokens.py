@@ -6,12 +6,12 @@ import hashlib
 
 from pydantic import SecretStr
 
-from tower.execution.docker.gateway import (
+from tower.gateway import tokens
+from tower.gateway.container import (
     container_options,
     gateway_environment,
     gateway_spec,
 )
-from tower.gateway import tokens
 from tower.gateway.listener import wanted
 from tower.settings import Settings, gateway_auth_socket, gateway_container
 

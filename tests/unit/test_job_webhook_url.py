@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tower.jobs.webhook_url import MAX_URL_LENGTH, check_webhook_url
+from tower.webhooks.url import MAX_URL_LENGTH, check_webhook_url
 
 ACCEPTED = [
     "https://example.com/hook",

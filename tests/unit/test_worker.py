@@ -28,8 +28,8 @@ from tower.configs.defaults import shipped_defaults
 from tower.configs.models import Engine, Profile, Template
 from tower.configs.parse import parse_engine, parse_profile, parse_template
 from tower.execution.bundle import bundle_tar, frame_header, read_output
-from tower.execution.docker.slots import ContainerShape
 from tower.execution.docker.worker_stdout import DONE_LINE, WorkerStdout
+from tower.execution.slots import ContainerShape
 from tower.execution.spec import PROMPT_PATH, JobSpec, SpecFile, build_spec
 from tower.settings import Settings
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tower.queue.channels import CONFIGS_CHANGED
+from tower.db.channels import CONFIGS_CHANGED
 
 # Seeds the shipped defaults. `shipped_content` is the latest shipped version this
 # database has seen; a row whose content still equals it is unedited. For each shipped

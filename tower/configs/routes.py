@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
 
 from tower.configs import service
 from tower.configs.schemas import ConfigBody, ConfigNames, ConfigOut, EngineList, ProfileList
-from tower.deps import Configs, CurrentKey, Db
+from tower.configs.store import ConfigStore
+from tower.web.deps import CurrentKey, Db, held
+
+Configs = Annotated[ConfigStore, Depends(held("configs"))]
 
 router = APIRouter(tags=["configs"])
 

@@ -20,8 +20,8 @@ from tower.configs.defaults import ROOT, shipped_defaults
 from tower.configs.models import Config, Engine, Profile, Template
 from tower.configs.parse import parse_config
 from tower.configs.values import resolve_vars
+from tower.db.channels import CONFIGS_CHANGED
 from tower.errors import Invalid, TowerError
-from tower.queue.channels import CONFIGS_CHANGED
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ relies on that order (see stream.py).
 
 from __future__ import annotations
 
-from tower.queue.channels import JOB_EVENT
+from tower.db.channels import JOB_EVENT
 
 # The columns a state event is made of; a state-changing CTE returns them.
 STATE_COLUMNS = (

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from tower.deps import Db, Hub, Metrics, SettingsDep, require_key
 from tower.events import service, sse
-from tower.jobs.openapi import SECURED
+from tower.web.deps import Db, Hub, Metrics, SettingsDep, require_key
+from tower.web.openapi import SECURED
 
 router = APIRouter(tags=["events"], dependencies=[Depends(require_key)])
 

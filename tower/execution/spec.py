@@ -16,7 +16,7 @@ from typing import Any
 from tower.configs.models import Engine, OptionValue, Profile, Template
 from tower.configs.render import render_claude_md, render_prompt
 from tower.errors import Invalid
-from tower.execution.docker.slots import ContainerShape
+from tower.execution.slots import ContainerShape
 from tower.settings import Settings
 
 WORKSPACE = "/workspace"

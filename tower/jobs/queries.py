@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tower.db.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
 from tower.db.pool import Connection
 from tower.events.queries import EVENT_SEQ, STATE_RETURNING, insert_state_event
-from tower.queue.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
 from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
 from tower.webhooks.queries import DELIVERIES_OF_JOB
 

@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from tower.deps import Db, Hub, Metrics, State, Stopping, require_key
+from tower.configs.store import ConfigStore
 from tower.jobs import service
-from tower.jobs.openapi import SECURED
 from tower.jobs.schemas import (
     IDEMPOTENCY_KEY,
     SAFE_ID,
@@ -19,6 +18,8 @@ from tower.jobs.schemas import (
     JobStatus,
     Submitted,
 )
+from tower.web.deps import Db, Hub, Metrics, SettingsDep, Stopping, held, require_key
+from tower.web.openapi import SECURED
 
 # OFFSET is a bigint in PostgreSQL; a larger number is a 422, not a failed query.
 BIGINT_MAX = 2**63 - 1
@@ -34,20 +35,27 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+Inserts = Annotated[service.JobInserts, Depends(held("job_inserts"))]
+Configs = Annotated[ConfigStore, Depends(held("configs"))]
+
 
 @router.post("", status_code=202, response_model=Submitted, openapi_extra=SECURED)
 async def submit(
     request: JobRequest,
     response: Response,
-    state: State,
+    db: Db,
+    inserts: Inserts,
+    configs: Configs,
+    settings: SettingsDep,
+    metrics: Metrics,
     idempotency_key: IdempotencyKey = None,
 ) -> Submitted:
     outcome = await service.submit_job(
-        state.pool,
-        state.job_inserts,
-        state.configs,
-        state.settings,
-        state.metrics,
+        db,
+        inserts,
+        configs,
+        settings,
+        metrics,
         request,
         idempotency_key,
     )

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from tower.jobs.webhook_url import check_url_shape
 from tower.webhooks.schemas import WebhookDelivery
+from tower.webhooks.url import check_url_shape
 
 SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 MODEL_NAME = r"^[A-Za-z0-9._:/@+-]{1,200}$"

@@ -12,15 +12,15 @@ from typing import Any
 
 from tower.configs.store import ConfigStore
 from tower.db.group_commit import GroupCommit
+from tower.db.notify import NotifyHub
 from tower.db.pool import Pool, transaction
 from tower.db.tables import TERMINAL_STATUSES
 from tower.errors import Conflict, Invalid, NotFound, Timeout, Unavailable
 from tower.jobs import queries, records
 from tower.jobs.schemas import JOB_ID, Cancelled, JobPage, JobRecord, JobRequest, JobStatus
-from tower.jobs.webhook_url import check_webhook_url
 from tower.observability.metrics import TowerMetrics
-from tower.queue.notify import NotifyHub
 from tower.settings import Settings
+from tower.webhooks.url import check_webhook_url
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 

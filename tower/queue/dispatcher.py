@@ -22,16 +22,17 @@ import contextlib
 import logging
 import time
 
+from tower.db import channels
 from tower.db.group_commit import GroupCommit
+from tower.db.notify import NotifyHub
+from tower.db.periodic import TRANSIENT_ERRORS, Periodic
 from tower.db.pool import Pool, transaction
+from tower.db.writes import write_with_retry
 from tower.events.log import JobLog
 from tower.execution.runner import ClaimedJob, Runner, RunOutcome
 from tower.observability.metrics import TowerMetrics
-from tower.queue import channels, queries
+from tower.queue import queries
 from tower.queue.leases import Leases
-from tower.queue.notify import NotifyHub
-from tower.queue.periodic import TRANSIENT_ERRORS, Periodic
-from tower.queue.writes import write_with_retry
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from tower.db import channels
 from tower.db.pool import Connection
 from tower.events.queries import EVENT_SEQ, JOBS_STATE_RETURNING, insert_state_event
 from tower.execution.runner import ClaimedJob
 from tower.gateway import tokens as gateway_tokens
 from tower.jobs import queries as job_queries
-from tower.queue import channels
 from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
 
 TERMINAL = "('completed', 'failed', 'cancelled')"

@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tower.db.periodic import TRANSIENT_ERRORS, Periodic
 from tower.db.pool import Pool, transaction
 from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
-from tower.queue.periodic import TRANSIENT_ERRORS, Periodic
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from tower.db.periodic import Periodic
 from tower.db.pool import Pool, transaction
 from tower.queue import queries
-from tower.queue.periodic import Periodic
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ import logging
 
 import httpx
 
+from tower.db import channels
+from tower.db.notify import NotifyHub
+from tower.db.periodic import TRANSIENT_ERRORS
 from tower.db.pool import Pool
 from tower.observability.metrics import TowerMetrics
-from tower.queue import channels
-from tower.queue.notify import NotifyHub
-from tower.queue.periodic import TRANSIENT_ERRORS
 from tower.settings import Settings
 from tower.webhooks import queries, sender
 from tower.webhooks.queries import Answer, Claimed

@@ -9,7 +9,7 @@ the rows it just returned. WAKE_DELIVERERS sends NOTIFY only when a row was inse
 
 from __future__ import annotations
 
-from tower.queue.channels import WEBHOOK_DUE
+from tower.db.channels import WEBHOOK_DUE
 
 # What a terminal UPDATE (or the redeliver SELECT) returns for the outbox to read.
 TERMINAL_COLUMNS = """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from tower.deps import Db, require_key
-from tower.jobs.openapi import SECURED
+from tower.web.deps import Db, require_key
+from tower.web.openapi import SECURED
 from tower.webhooks import service
 from tower.webhooks.schemas import Redelivery
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tower.jobs.webhook_url import Address, check_address, check_url_shape
+from tower.webhooks.url import Address, check_address, check_url_shape
 
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")

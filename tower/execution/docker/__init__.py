@@ -1,4 +1,5 @@
-"""Everything that talks to Docker: images now; container lifecycle and the warm pool next.
+"""The Docker runtime: the client, hardened worker containers, their network and output.
 
-This package is the only one allowed to import the Docker SDK.
+With the warm pool (tower/execution/pool/), the gateway container and image builds, the only
+code that imports the Docker SDK.
 """

@@ -33,8 +33,8 @@ from tower.execution.docker.hardening import (
     container_options,
     worker_labels,
 )
-from tower.execution.docker.slots import ContainerShape
 from tower.execution.docker.worker_stdout import DONE_LINE, WorkerStdout
+from tower.execution.slots import ContainerShape
 from tower.settings import Settings
 
 READY_LINE = b"parpaing-worker ready"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tower.execution.docker.slots import ContainerShape
+from tower.execution.slots import ContainerShape
 from tower.settings import Settings
 
 MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

@@ -19,7 +19,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 
 from tower.db.pool import Pool
-from tower.execution.docker import pool_queries
+from tower.execution.docker import queries as docker_queries
 from tower.execution.docker.containers import DockerFailure
 
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
@@ -37,11 +37,11 @@ async def ensure_worker_network_once(
     """ensure_worker_network, one replica at a time (they share the database, and so
     this lock), so that racing replicas never create two networks of one name."""
     async with db.acquire() as connection:
-        await connection.execute(pool_queries.NETWORK_LOCK, name)
+        await connection.execute(docker_queries.NETWORK_LOCK, name)
         try:
             return await asyncio.to_thread(ensure_worker_network, client, name, labels)
         finally:
-            await connection.execute(pool_queries.NETWORK_UNLOCK, name)
+            await connection.execute(docker_queries.NETWORK_UNLOCK, name)
 
 
 def ensure_worker_network(

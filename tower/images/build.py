@@ -12,7 +12,7 @@ With --all it also builds the images of the compose deployment (docker-compose.y
 tower image (TOWER_IMAGE, default parpaing-tower:latest) and the load balancer (LB_IMAGE,
 default parpaing-lb:latest), the same way, so a CA bundle reaches their builds too.
 
-Usage: python -m tower.execution.docker.images build [--all] [--ca-bundle FILE] [--no-ca-bundle]
+Usage: python -m tower.images.build build [--all] [--ca-bundle FILE] [--no-ca-bundle]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ DEBIAN_SUITE = "bookworm"
 SECURITY_SUITE = f"{DEBIAN_SUITE}-security"
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_CONTEXT = REPO_ROOT / "worker"
 GATEWAY_CONTEXT = REPO_ROOT / "gateway"
 IMAGES = ("worker", "gateway")

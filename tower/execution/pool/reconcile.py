@@ -23,9 +23,9 @@ import requests
 from docker.errors import DockerException
 
 from tower.db.pool import Connection, Pool
-from tower.execution.docker import pool_queries as q
 from tower.execution.docker.containers import DockerFailure, WorkerInfo, remove_worker
 from tower.execution.docker.hardening import ROLE_LABEL, SLOT_LABEL, WORKER_ROLE
+from tower.execution.pool import queries as q
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)

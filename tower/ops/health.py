@@ -24,11 +24,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tower.db.pool import Pool
-from tower.deps import State
 from tower.execution.docker import probe
-from tower.execution.docker.gateway import probe_gateway
+from tower.gateway.container import probe_gateway
 from tower.observability import queries
 from tower.settings import Settings
+from tower.web.deps import Db, SettingsDep
 
 DB_TIMEOUT = 2.0
 DOCKER_TIMEOUT = 2.0
@@ -59,8 +59,8 @@ class HealthReport:
 
 
 @router.get("/health", summary="Replica health")
-async def health(state: State) -> JSONResponse:
-    report = await check_health(state.settings, state.pool)
+async def health(settings: SettingsDep, db: Db) -> JSONResponse:
+    report = await check_health(settings, db)
     return JSONResponse(report.body(), status_code=200 if report.healthy else 503)
 
 

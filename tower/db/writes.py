@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tower.queue.periodic import TRANSIENT_ERRORS
+from tower.db.periodic import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

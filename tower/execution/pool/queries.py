@@ -86,13 +86,6 @@ DELETE_SLOT = "DELETE FROM pool_slots WHERE slot_id = $1"
 
 # --- reconcile ------------------------------------------------------------------------
 
-# Session-level, held for one pass on the pass's own connection: one replica per host
-# reconciles at a time; the others skip the round.
-# Docker's duplicate-name check for networks is not atomic: replicas creating the workers
-# network at once could each make one. They serialise on this lock (held for the call).
-NETWORK_LOCK = "SELECT pg_advisory_lock(hashtext('parpaing-network:' || $1))"
-NETWORK_UNLOCK = "SELECT pg_advisory_unlock(hashtext('parpaing-network:' || $1))"
-
 # Presence: every replica with a running pool on a Docker host holds this lock *shared*,
 # on a connection kept for the pool's lifetime. When a replica stops, it lets go and tries
 # the *exclusive* form: only the last replica on the host (for this deployment) gets it.
@@ -108,6 +101,8 @@ PRESENCE_SHARED = f"SELECT pg_advisory_lock_shared({_PRESENCE_KEY})"
 PRESENCE_UNSHARE = f"SELECT pg_advisory_unlock_shared({_PRESENCE_KEY})"
 TRY_PRESENCE_ALONE = f"SELECT pg_try_advisory_lock({_PRESENCE_KEY})"
 
+# Session-level, held for one pass on the pass's own connection: one replica per host
+# reconciles at a time; the others skip the round.
 TRY_RECONCILE_LOCK = "SELECT pg_try_advisory_lock(hashtext('parpaing-reconcile:' || $1))"
 RECONCILE_LOCK = "SELECT pg_advisory_lock(hashtext('parpaing-reconcile:' || $1))"
 RECONCILE_UNLOCK = "SELECT pg_advisory_unlock(hashtext('parpaing-reconcile:' || $1))"

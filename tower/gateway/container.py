@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from tower.db.pool import Pool
-from tower.execution.docker import pool_queries
+from tower.errors import TowerError
+from tower.execution.docker import queries as docker_queries
 from tower.execution.docker.containers import DockerFailure
 from tower.execution.docker.probe import Probe
 from tower.settings import Settings, gateway_auth_socket, gateway_container, gateway_host
@@ -138,19 +139,33 @@ def container_options(spec: GatewaySpec) -> dict[str, Any]:
 # --- creating and updating ----------------------------------------------------------------
 
 
+def host_setup(db: Pool, settings: Settings) -> Callable[[docker.DockerClient], Awaitable[None]]:
+    """The Docker runner's host setup: run (all-in-one) or attach (compose) the gateway.
+    Without it jobs still run, but their engines cannot reach a provider: that is
+    reported (log, /health), not fatal."""
+
+    async def setup(client: docker.DockerClient) -> None:
+        try:
+            await ensure_gateway_once(db, client, settings, settings.worker_net)
+        except TowerError as problem:
+            log.error("%s; agents cannot reach a provider until this is fixed", problem.message)
+
+    return setup
+
+
 async def ensure_gateway_once(
     db: Pool, client: docker.DockerClient, settings: Settings, worker_net: str
 ) -> str:
     """ensure_gateway (or, unmanaged, attach_gateway) one replica at a time."""
     async with db.acquire() as connection:
         key = f"gateway:{gateway_container(settings)}"
-        await connection.execute(pool_queries.NETWORK_LOCK, key)
+        await connection.execute(docker_queries.NETWORK_LOCK, key)
         try:
             if settings.gateway_managed:
                 return await asyncio.to_thread(ensure_gateway, client, settings, worker_net)
             return await asyncio.to_thread(attach_gateway, client, settings, worker_net)
         finally:
-            await connection.execute(pool_queries.NETWORK_UNLOCK, key)
+            await connection.execute(docker_queries.NETWORK_UNLOCK, key)
 
 
 def ensure_gateway(

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from tower.queue import channels
+from tower.db import channels
 
 log = logging.getLogger(__name__)
 

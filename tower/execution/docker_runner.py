@@ -12,25 +12,25 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from tower.configs.models import Engine, Template
 from tower.configs.store import ConfigStore
+from tower.db.pool import Pool
 from tower.errors import TowerError
 from tower.execution import bundle
 from tower.execution.docker import containers, hardening
 from tower.execution.docker.client import DockerCalls
-from tower.execution.docker.gateway import ensure_gateway_once
 from tower.execution.docker.network import ensure_worker_network_once
-from tower.execution.docker.pool import WarmPool
-from tower.execution.docker.slots import ContainerShape, Slot, SlotSource
 from tower.execution.outcome import parse_outcome
+from tower.execution.pool.warm import WarmPool
 from tower.execution.runner import ClaimedJob, Output, OutputStream, RunOutcome
+from tower.execution.slots import ContainerShape, Slot, SlotSource
 from tower.execution.spec import JobSpec, build_spec
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
-from tower.state import TowerState
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +210,17 @@ class DockerDownRunner:
         return None
 
 
+# What the runner's host needs besides workers (the gateway container), given the Docker
+# client once it answers. The wiring passes it in: execution knows nothing of the gateway.
+HostSetup = Callable[[Any], Awaitable[None]]
+
+
 async def start_docker_runner(
-    settings: Settings, state: TowerState
+    settings: Settings,
+    pool: Pool,
+    configs: ConfigStore,
+    metrics: TowerMetrics,
+    host_setup: HostSetup | None = None,
 ) -> DockerRunner | DockerDownRunner:
     try:
         calls = await DockerCalls.open(int(settings.max_concurrent_jobs))
@@ -219,9 +228,10 @@ async def start_docker_runner(
         log.error("%s; jobs will fail until tower restarts with Docker up", problem.message)
         return DockerDownRunner(problem.message)
     try:
-        await ensure_worker_network_once(state.pool, calls.client, settings.worker_net)
-        await _ensure_gateway(settings, state, calls)
-        slots = await _slot_source(settings, state, calls)
+        await ensure_worker_network_once(pool, calls.client, settings.worker_net)
+        if host_setup is not None:
+            await host_setup(calls.client)
+        slots = await _slot_source(settings, pool, calls)
     except TowerError as problem:
         await calls.close()
         log.error("%s; jobs will fail until tower restarts", problem.message)
@@ -229,20 +239,11 @@ async def start_docker_runner(
     except BaseException:
         await calls.close()
         raise
-    return DockerRunner(settings, state.configs, calls, slots, state.metrics)
+    return DockerRunner(settings, configs, calls, slots, metrics)
 
 
-async def _ensure_gateway(settings: Settings, state: TowerState, calls: DockerCalls) -> None:
-    """Run (all-in-one) or attach (compose) the gateway. Without it jobs still run, but
-    their engines cannot reach a provider: that is reported (log, /health), not fatal."""
-    try:
-        await ensure_gateway_once(state.pool, calls.client, settings, settings.worker_net)
-    except TowerError as problem:
-        log.error("%s; agents cannot reach a provider until this is fixed", problem.message)
-
-
-async def _slot_source(settings: Settings, state: TowerState, calls: DockerCalls) -> SlotSource:
+async def _slot_source(settings: Settings, pool: Pool, calls: DockerCalls) -> SlotSource:
     """The warm pool, whose default shape is the configured one with the image's ID."""
     image = await calls(containers.image_id, settings.worker_image)
     shape = hardening.shape_from_settings(settings, image)
-    return await WarmPool.start(settings, state.pool, calls.client, shape)
+    return await WarmPool.start(settings, pool, calls.client, shape)

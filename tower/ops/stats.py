@@ -16,11 +16,11 @@ from pydantic import BaseModel, Field
 
 from tower.db.pool import Pool
 from tower.db.tables import DELIVERY_STATUSES, JOB_STATUSES, POOL_STATUSES
-from tower.deps import Db, require_key
-from tower.jobs.openapi import SECURED
 from tower.jobs.schemas import SAFE_ID
 from tower.observability import queries
 from tower.observability.metrics import read_database
+from tower.web.deps import Db, require_key
+from tower.web.openapi import SECURED
 
 router = APIRouter(prefix="/stats", tags=["ops"], dependencies=[Depends(require_key)])
 

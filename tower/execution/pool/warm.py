@@ -29,8 +29,8 @@ import docker
 import requests
 from docker.errors import DockerException, NotFound
 
+from tower.db.periodic import TRANSIENT_ERRORS
 from tower.db.pool import Connection, Pool
-from tower.execution.docker import pool_queries as q
 from tower.execution.docker.containers import (
     DockerFailure,
     create_worker,
@@ -39,10 +39,10 @@ from tower.execution.docker.containers import (
 )
 from tower.execution.docker.hardening import bundle_volume_name, config_hash
 from tower.execution.docker.network import ensure_worker_network
-from tower.execution.docker.reconcile import Reconciled, Reconciler
-from tower.execution.docker.slots import ContainerShape, Slot
+from tower.execution.pool import queries as q
+from tower.execution.pool.reconcile import Reconciled, Reconciler
 from tower.execution.runner import ClaimedJob
-from tower.queue.periodic import TRANSIENT_ERRORS
+from tower.execution.slots import ContainerShape, Slot
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)
