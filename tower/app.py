@@ -16,15 +16,13 @@ from tower.configs.store import ConfigStore
 from tower.db.migrate import migrate
 from tower.db.notify import NotifyHub
 from tower.db.pool import create_pool, create_statement_pool
-from tower.errors import install_error_handlers
 from tower.events import routes as event_routes
 from tower.execution.runner import Runner
 from tower.gateway import listener as auth_listener
 from tower.jobs import routes as job_routes
 from tower.jobs.service import job_inserts
-from tower.observability import metrics
 from tower.observability.metrics import TowerMetrics
-from tower.ops import health, stats
+from tower.ops import health, metrics, stats
 from tower.queue.dispatcher import Dispatcher
 from tower.queue.reaper import Reaper
 from tower.queue.retention import Retention
@@ -33,6 +31,7 @@ from tower.settings import Settings
 from tower.state import TowerState
 from tower.web import docs
 from tower.web.dashboard import install_dashboard
+from tower.web.errors import install_error_handlers
 from tower.web.headers import SECURITY_HEADERS, SecurityHeaders
 from tower.web.openapi import install_openapi
 from tower.webhooks import routes as webhook_routes

@@ -5,6 +5,8 @@ Settings are read once, at start, and passed in; services never import a global.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import urllib.parse
 from pathlib import Path
@@ -14,9 +16,9 @@ import platformdirs
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tower.webhooks.signing import signing_key
-
 log = logging.getLogger(__name__)
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 # name -> (low, high): values outside are clamped with a warning, not rejected,
 # so an operator's typo degrades gracefully instead of stopping the service.
@@ -181,3 +183,18 @@ def gateway_host(settings: Settings) -> str:
 
 def gateway_container(settings: Settings) -> str:
     return settings.gateway_container or gateway_host(settings)
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key a secret stands for; ValueError if a whsec_ secret is not base64."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        if not secret:
+            raise ValueError("WEBHOOK_SECRET must not be empty")
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("WEBHOOK_SECRET: the part after whsec_ must be base64") from None
+    if not key:
+        raise ValueError("WEBHOOK_SECRET: whsec_ must be followed by a key")
+    return key

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tower.db import lifecycle
 from tower.db.notify import NotifyHub, running_hub
 from tower.db.pool import Pool
 from tower.events import queries as event_queries
@@ -21,7 +22,6 @@ from tower.events import service
 from tower.events.cursor import StateCursor
 from tower.events.log import JobLog
 from tower.execution.runner import ClaimedJob
-from tower.jobs import queries as job_queries
 from tower.jobs.service import new_job_id
 from tower.queue import queries
 
@@ -40,7 +40,7 @@ async def submit(db: Any, max_attempts: int = 1) -> str:
     job_id = new_job_id("q")
     request = {"agent_id": "q", "engine": "claude-code", "prompt": ""}
     await db.execute(
-        job_queries.INSERT_JOB, job_id, "q", "claude-code", "default", request, 0, max_attempts
+        lifecycle.INSERT_JOB, job_id, "q", "claude-code", "default", request, 0, max_attempts
     )
     return job_id
 
@@ -100,8 +100,8 @@ async def test_a_clean_stop_and_a_cancel_write_their_events(db: Any) -> None:
     job = await claim_one(db)
     assert await queries.release(db, handed_back, job.lease_token) == "pending"
     cancelled = await submit(db)
-    assert await db.fetchval(job_queries.CANCEL_JOB, cancelled) == cancelled
-    assert await db.fetchval(job_queries.CANCEL_JOB, cancelled) is None
+    assert await db.fetchval(lifecycle.CANCEL_JOB, cancelled) == cancelled
+    assert await db.fetchval(lifecycle.CANCEL_JOB, cancelled) is None
 
     assert statuses(await events_of(db, handed_back)) == ["pending", "running", "pending"]
     assert statuses(await events_of(db, cancelled)) == ["pending", "cancelled"]
@@ -117,7 +117,7 @@ async def test_the_owner_log_is_stored_in_order_and_fenced(db: Any, pool: Pool) 
     log.write("stdout", "caf\u00e9 ".encode()[:-2])  # a UTF-8 sequence split in two writes
     log.write("stdout", "\u00e9 ".encode()[1:] + b"nul:\x00\n")
     await log.close()
-    await db.execute(job_queries.CANCEL_JOB, job_id)
+    await db.execute(lifecycle.CANCEL_JOB, job_id)
     late = JobLog(pool, job, max_bytes=1 << 20, close_deadline=5)
     late.write("stdout", b"after the cancel\n")
     await late.close()
@@ -158,7 +158,7 @@ async def test_an_id_committed_late_is_not_skipped(db: Any, database_url: str) -
         transaction = slow.transaction()
         await transaction.start()
         await slow.execute(
-            job_queries.INSERT_JOB, "q-00000000000a", "q", "e", "p", "{}", 0, 1
+            lifecycle.INSERT_JOB, "q-00000000000a", "q", "e", "p", "{}", 0, 1
         )  # takes the smaller id, commits last
         await submit(db)
         cursor = StateCursor(0)
@@ -226,8 +226,8 @@ async def write_concurrently(database_url: str, writers: int, jobs_each: int) ->
                     job_id = await submit(connection)
                     await asyncio.sleep(rng.random() * 0.02)
                 async with connection.transaction():  # as the jobs API cancels
-                    await connection.execute(job_queries.CANCEL_JOB, job_id)
-                    await connection.execute(job_queries.NOTIFY_CANCELLED, job_id)
+                    await connection.execute(lifecycle.CANCEL_JOB, job_id)
+                    await connection.execute(lifecycle.NOTIFY_CANCELLED, job_id)
         finally:
             await connection.close()
 

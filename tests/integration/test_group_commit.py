@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from tests.support.towers import insert_job
+from tower.db import lifecycle
 from tower.db.group_commit import GroupCommit
 from tower.db.pool import Connection, Pool
 from tower.jobs import queries as job_queries
@@ -56,7 +57,7 @@ async def test_a_bad_row_fails_alone_and_its_batch_neighbours_commit(pool: Pool)
     inserts = GroupCommit(pool, job_queries.insert_jobs, "test-inserts")
     good = [f"gc-{uuid.uuid4().hex[:12]}" for _ in range(3)]
     taken = f"gc-{uuid.uuid4().hex[:12]}"
-    await pool.execute(job_queries.INSERT_JOB, *_job_row(taken))
+    await pool.execute(lifecycle.INSERT_JOB, *_job_row(taken))
 
     outcomes = await asyncio.gather(
         *(inserts.write(_job_row(job_id)) for job_id in [good[0], taken, *good[1:]]),

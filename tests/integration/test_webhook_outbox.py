@@ -12,9 +12,8 @@ import asyncpg
 import pytest
 
 from tests.support.towers import insert_job
-from tower.db import channels
+from tower.db import channels, lifecycle
 from tower.db.pool import Pool
-from tower.jobs import queries as job_queries
 from tower.queue import queries
 from tower.webhooks import queries as hooks
 from tower.webhooks.queries import Answer
@@ -84,9 +83,9 @@ async def test_a_fenced_finish_queues_nothing(db: Any) -> None:
 
 async def test_cancel_queues_the_cancelled_event(db: Any) -> None:
     job_id = await insert_job(db, "sleep 60", webhook_url=URL)
-    assert await db.fetchval(job_queries.CANCEL_JOB, job_id) == job_id
+    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) == job_id
     assert [d["event_type"] for d in await deliveries(db, job_id)] == ["job.cancelled"]
-    assert await db.fetchval(job_queries.CANCEL_JOB, job_id) is None  # terminal is final
+    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) is None  # terminal is final
     assert len(await deliveries(db, job_id)) == 1
 
 

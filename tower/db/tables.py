@@ -22,10 +22,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from tower.db.statuses import JOB_STATUSES, sql_list
+
 metadata = MetaData()
 
-JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 CONFIG_KINDS = ("profile", "engine", "template")
 
 NOW = text("now()")
@@ -65,7 +65,7 @@ jobs = Table(
     # statement that writes the event, so the row lock orders a job's events.
     Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint(
-        "status IN ('pending', 'running', 'completed', 'failed', 'cancelled')",
+        f"status IN {sql_list(JOB_STATUSES)}",
         name="jobs_status_valid",
     ),
     # The claim query walks this partial index in priority order and nothing else.

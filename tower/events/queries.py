@@ -1,49 +1,13 @@
-"""Every SQL statement about job_events, and the fragments other statements embed.
+"""Every SQL statement about job_events.
 
-A state event is written by the same statement that changes the job's state (see
-jobs/queries.py and queue/queries.py): the statement bumps jobs.event_seq while it
-holds the row's lock, so a job's events are numbered in the order they commit.
-
-Each such statement's CTE that changed the job RETURNs STATE_RETURNING, and the
-statement adds `state_event AS (insert_state_event(<that CTE>))`. The job's row is
-written before the event row takes its `id` from the identity; the all-jobs stream
-relies on that order (see stream.py).
+State events are written by the statements that change a job's status
+(tower/db/lifecycle.py, with tower/db/effects.py's insert_state_event); this module
+writes log events and reads both.
 """
 
 from __future__ import annotations
 
 from tower.db.channels import JOB_EVENT
-
-# The columns a state event is made of; a state-changing CTE returns them.
-STATE_COLUMNS = (
-    "job_id",
-    "event_seq",
-    "status",
-    "attempt",
-    "failure_reason",
-    "exit_code",
-    "agent_id",
-    "engine",
-    "profile",
-)
-STATE_RETURNING = ", ".join(STATE_COLUMNS)
-# The same, qualified, for an UPDATE ... FROM whose other table has a job_id too.
-JOBS_STATE_RETURNING = ", ".join(f"jobs.{column}" for column in STATE_COLUMNS)
-# What a terminal write returns besides the webhook outbox's TERMINAL_COLUMNS (which
-# hold the rest of a state event's columns).
-EVENT_SEQ = "jobs.event_seq"
-
-
-def insert_state_event(source: str) -> str:
-    """An INSERT of one state event per row of the CTE `source` (which bumped event_seq)."""
-    return f"""
-    INSERT INTO job_events (job_id, seq, kind, data)
-    SELECT job_id, event_seq, 'state', jsonb_build_object(
-        'status', status, 'attempt', attempt, 'failure_reason', failure_reason,
-        'exit_code', exit_code, 'agent_id', agent_id, 'engine', engine, 'profile', profile)
-    FROM {source}
-    """
-
 
 # Log chunks from the job's owner, fenced by its lease like every owner write: a
 # replica that lost the job (cancelled, reaped) adds nothing. $3/$4: streams and texts.

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from tower.db.ids import JOB_ID
 from tower.db.notify import NotifyHub
 from tower.db.pool import Pool
-from tower.db.tables import TERMINAL_STATUSES
+from tower.db.statuses import TERMINAL_STATUSES
 from tower.errors import NotFound
 from tower.events import queries, sse
 from tower.events.cursor import StateCursor
-from tower.jobs.schemas import JOB_ID
 
 PAGE = 500
 # While the all-jobs stream waits for running transactions to end, it reads again this

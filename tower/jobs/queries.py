@@ -1,36 +1,25 @@
-"""Every SQL statement of the jobs API."""
+"""The jobs API's SQL. Inserting and cancelling change a job's status: their statements
+are in tower/db/lifecycle.py, run from here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tower.db.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
+from tower.db import lifecycle
 from tower.db.pool import Connection
-from tower.events.queries import EVENT_SEQ, STATE_RETURNING, insert_state_event
-from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
 from tower.webhooks.queries import DELIVERIES_OF_JOB
 
 # Longest result/error preview in list rows; GET /jobs/{id} has the whole text.
 LIST_TEXT_LIMIT = 2000
 
-# Insert, record the 'pending' event and announce, in one statement: one round trip,
-# and the notification is delivered only when the row commits, so dispatchers (and
-# event streams) hear of it once it is visible.
-INSERT_JOB = f"""
-WITH inserted AS (
-    INSERT INTO jobs (job_id, agent_id, engine, profile, request, priority, max_attempts,
-                      event_seq)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
-    RETURNING {STATE_RETURNING}
-),
-state_event AS ({insert_state_event("inserted")})
-SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
-"""
+
+async def insert_job(connection: Connection, values: tuple[Any, ...]) -> None:
+    await connection.execute(lifecycle.INSERT_JOB, *values)
 
 
 async def insert_jobs(connection: Connection, rows: list[tuple[Any, ...]]) -> list[None]:
     """INSERT_JOB for each row (its parameters), atomically: one round trip, one commit."""
-    await connection.executemany(INSERT_JOB, rows)
+    await connection.executemany(lifecycle.INSERT_JOB, rows)
     return [None] * len(rows)
 
 
@@ -72,24 +61,13 @@ FROM jobs WHERE job_id = $1
 
 SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1"
 
-# Only a live job can be cancelled; clearing the lease fences off its owner's writes.
-# Its state event and its webhook are written in the same statement; clearing the
-# gateway token's hash makes the gateway refuse its worker's next call.
-CANCEL_JOB = f"""
-WITH cancelled AS (
-    UPDATE jobs
-    SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1,
-        lease_owner = NULL, lease_token = NULL, lease_until = NULL,
-        gateway_token_sha256 = NULL
-    WHERE job_id = $1 AND status IN ('pending', 'running')
-    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
-),
-state_event AS ({insert_state_event("cancelled")}),
-{outbox_cte("cancelled")}
-SELECT job_id, {WAKE_DELIVERERS} FROM cancelled
-"""
 
-NOTIFY_CANCELLED = f"SELECT pg_notify('{JOB_CANCELLED}', $1), pg_notify('{JOB_FINISHED}', $1)"
+async def cancel_job(connection: Connection, job_id: str) -> bool:
+    """Cancel a live job and tell its owner and waiters; False when it is not live."""
+    if await connection.fetchval(lifecycle.CANCEL_JOB, job_id) is None:
+        return False
+    await connection.execute(lifecycle.NOTIFY_CANCELLED, job_id)
+    return True
 
 
 def _list_filter(status: bool, agent_id: bool) -> tuple[str, int]:

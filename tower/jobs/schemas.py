@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from tower.db.ids import JOB_ID as JOB_ID
+from tower.db.ids import SAFE_ID as SAFE_ID
+from tower.db.statuses import JobStatus as JobStatus
 from tower.webhooks.schemas import WebhookDelivery
 from tower.webhooks.url import check_url_shape
 
-SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 MODEL_NAME = r"^[A-Za-z0-9._:/@+-]{1,200}$"
-# A job id is its agent id, a dash and 12 hex digits.
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}-[0-9a-f]{12}$")
 # Printable ASCII, so the key survives every proxy and log unchanged.
 IDEMPOTENCY_KEY = r"^[\x20-\x7e]{1,255}$"
 
@@ -34,7 +34,6 @@ TOOLS_MAX = 100
 TOOL_MAX = 200
 MCP_CONFIG_MAX = 1_000_000
 
-JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 OutputFormat = Literal["json", "text", "stream-json"]
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

@@ -14,7 +14,7 @@ from tower.configs.store import ConfigStore
 from tower.db.group_commit import GroupCommit
 from tower.db.notify import NotifyHub
 from tower.db.pool import Pool, transaction
-from tower.db.tables import TERMINAL_STATUSES
+from tower.db.statuses import TERMINAL_STATUSES
 from tower.errors import Conflict, Invalid, NotFound, Timeout, Unavailable
 from tower.jobs import queries, records
 from tower.jobs.schemas import JOB_ID, Cancelled, JobPage, JobRecord, JobRequest, JobStatus
@@ -135,7 +135,7 @@ async def _replay(
 
 
 def _insert_values(job_id: str, settings: Settings, request: JobRequest) -> tuple[Any, ...]:
-    """INSERT_JOB's parameters."""
+    """lifecycle.INSERT_JOB's parameters."""
     max_attempts = request.max_attempts or settings.max_attempts
     stored = request.model_dump(mode="json") | {"max_attempts": max_attempts}
     return (
@@ -160,7 +160,7 @@ async def _insert_keyed_job(
 ) -> str:
     job_id = new_job_id(request.agent_id)
     async with transaction(pool) as connection:
-        await connection.execute(queries.INSERT_JOB, *_insert_values(job_id, settings, request))
+        await queries.insert_job(connection, _insert_values(job_id, settings, request))
         claimed = await connection.fetchrow(
             queries.CLAIM_IDEMPOTENCY_KEY, *key, job_id, settings.idempotency_ttl_hours
         )
@@ -203,8 +203,7 @@ async def cancel_job(pool: Pool, metrics: TowerMetrics, job_id: str) -> Cancelle
     if not JOB_ID.match(job_id):
         raise NotFound(f"Job {job_id} not found")
     async with transaction(pool) as connection:
-        if await connection.fetchval(queries.CANCEL_JOB, job_id) is not None:
-            await connection.execute(queries.NOTIFY_CANCELLED, job_id)
+        if await queries.cancel_job(connection, job_id):
             metrics.job_finished("cancelled")
             return Cancelled(job_id=job_id)
         # Not live: either unknown, or terminal (and terminal states never change).

@@ -22,10 +22,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, Literal, get_args
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -37,10 +34,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tower.db.pool import Pool
-from tower.db.tables import DELIVERY_STATUSES, JOB_STATUSES, POOL_STATUSES, TERMINAL_STATUSES
+from tower.db.statuses import JOB_STATUSES, TERMINAL_STATUSES
+from tower.db.tables import DELIVERY_STATUSES, POOL_STATUSES
 from tower.observability import queries
-
-router = APIRouter(tags=["ops"])
 
 # Seconds. Claims are fast when workers are free and minutes when the queue is deep.
 CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -177,13 +173,6 @@ def _non_negative(usage: Mapping[str, Any] | None, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
     return max(float(value), 0.0)
-
-
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    state = request.app.state.tower
-    body = await state.metrics.render(state.pool)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def read_database(pool: Pool) -> DatabaseSnapshot:

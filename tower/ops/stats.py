@@ -14,9 +14,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from tower.db.ids import SAFE_ID
 from tower.db.pool import Pool
-from tower.db.tables import DELIVERY_STATUSES, JOB_STATUSES, POOL_STATUSES
-from tower.jobs.schemas import SAFE_ID
+from tower.db.statuses import JOB_STATUSES
+from tower.db.tables import DELIVERY_STATUSES, POOL_STATUSES
 from tower.observability import queries
 from tower.observability.metrics import read_database
 from tower.web.deps import Db, require_key
@@ -84,7 +85,7 @@ async def count_jobs(pool: Pool, agent_id: str | None) -> JobCounts:
         last_event_id = await connection.fetchval(queries.LAST_STATE_EVENT_ID)
         rows = await connection.fetch(queries.JOB_COUNTS, agent_id)
     found = {str(row["status"]): int(row["jobs"]) for row in rows}
-    by_status = {status: found.get(status, 0) for status in JOB_STATUSES}
+    by_status: dict[str, int] = {status: found.get(status, 0) for status in JOB_STATUSES}
     total = sum(by_status.values())
     return JobCounts(
         agent_id=agent_id, by_status=by_status, total=total, last_event_id=last_event_id

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tower.db.effects import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
 from tower.db.pool import Connection, Pool
-from tower.webhooks.outbox import TERMINAL_COLUMNS, WAKE_DELIVERERS, outbox_cte
-
-TERMINAL = "('completed', 'failed', 'cancelled')"
+from tower.db.statuses import TERMINAL_SQL
 
 # What an attempt row says until its sender records the answer: true while in flight,
 # and still true if the sending replica died before it could write anything.
@@ -84,7 +83,7 @@ FROM webhook_deliveries WHERE status = 'pending'
 # A new delivery of a terminal job's event, built from the row as the terminal write did.
 REDELIVER = f"""
 WITH source AS (
-    SELECT {TERMINAL_COLUMNS} FROM jobs WHERE job_id = $1 AND status IN {TERMINAL}
+    SELECT {TERMINAL_COLUMNS} FROM jobs WHERE job_id = $1 AND status IN {TERMINAL_SQL}
 ),
 {outbox_cte("source")}
 SELECT delivery_id, {WAKE_DELIVERERS} FROM outbox

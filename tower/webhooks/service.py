@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from tower.db.ids import JOB_ID
 from tower.db.pool import Pool, transaction
-from tower.db.tables import TERMINAL_STATUSES
+from tower.db.statuses import TERMINAL_STATUSES
 from tower.errors import Conflict, NotFound
-from tower.jobs.schemas import JOB_ID
 from tower.webhooks import queries
 from tower.webhooks.schemas import Redelivery
 

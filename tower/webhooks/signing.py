@@ -2,34 +2,22 @@
 
 The signing key is bytes. Standard Webhooks writes it `whsec_<base64>`; any other
 secret string is used as its UTF-8 bytes (its standard form is then
-`whsec_` + base64 of those bytes, which `standard_form` prints).
+`whsec_` + base64 of those bytes, which `standard_form` prints). Reading the secret
+into a key is the setting's own parsing (tower/settings.py), so a bad one stops the
+start naming WEBHOOK_SECRET.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import secrets
 
-PREFIX = "whsec_"
+from tower.settings import WEBHOOK_SECRET_PREFIX as PREFIX
+from tower.settings import signing_key as signing_key  # the secret's format: a setting's
+
 GENERATED_KEY_BYTES = 32
-
-
-def signing_key(secret: str) -> bytes:
-    """The HMAC key a secret stands for; ValueError if a whsec_ secret is not base64."""
-    if not secret.startswith(PREFIX):
-        if not secret:
-            raise ValueError("WEBHOOK_SECRET must not be empty")
-        return secret.encode()
-    try:
-        key = base64.b64decode(secret[len(PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("WEBHOOK_SECRET: the part after whsec_ must be base64") from None
-    if not key:
-        raise ValueError("WEBHOOK_SECRET: whsec_ must be followed by a key")
-    return key
 
 
 def standard_form(secret: str) -> str:

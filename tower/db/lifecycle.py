@@ -1,0 +1,189 @@
+"""Every statement that changes a job's status. No other module writes jobs.status.
+
+The state machine (docs/architecture.md draws it):
+
+    INSERT_JOB   (new)              -> pending
+    CLAIM        pending            -> running      (a new attempt, lease and gateway token)
+    FINISH       running            -> completed | failed      (the owner, fenced)
+    RELEASE      running            -> pending | failed        (the owner hands it back)
+    REAP         running, lease out -> pending | failed        (any replica)
+    CANCEL_JOB   pending | running  -> cancelled    (the API)
+
+Each statement also writes, in the same statement and so the same transaction, the
+job's state event and, when it makes the job terminal, its webhook outbox row
+(tower/db/effects.py), and announces the change with pg_notify (tower/db/channels.py):
+they happen if and only if the row changed. Every write by a job's owner is fenced by
+its lease token and `status = 'running'`: a replica that lost its lease, or whose job
+was cancelled, changes nothing. Terminal states are final: no statement matches them.
+The gateway token dies with the attempt: every write that ends one clears its hash.
+
+The domain modules call these through small functions of their own (jobs/queries.py:
+insert and cancel; queue/queries.py: claim, finish, release, reap).
+"""
+
+from __future__ import annotations
+
+from tower.db.channels import JOB_CANCELLED, JOB_FINISHED, JOB_PENDING
+from tower.db.effects import (
+    EVENT_SEQ,
+    JOBS_STATE_RETURNING,
+    STATE_RETURNING,
+    TERMINAL_COLUMNS,
+    WAKE_DELIVERERS,
+    insert_state_event,
+    outbox_cte,
+)
+
+# Job ids per NOTIFY payload: 64 of at most 78 characters stay under PostgreSQL's 8000 bytes.
+ANNOUNCE_BATCH = 64
+
+# --- new -> pending ------------------------------------------------------------------
+
+# Insert, record the 'pending' event and announce, in one statement: one round trip,
+# and the notification is delivered only when the row commits, so dispatchers (and
+# event streams) hear of it once it is visible.
+INSERT_JOB = f"""
+WITH inserted AS (
+    INSERT INTO jobs (job_id, agent_id, engine, profile, request, priority, max_attempts,
+                      event_seq)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
+    RETURNING {STATE_RETURNING}
+),
+state_event AS ({insert_state_event("inserted")})
+SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
+"""
+
+# --- pending -> running ----------------------------------------------------------------
+
+# The picked rows are MATERIALIZED so the LIMIT ... SKIP LOCKED subquery runs exactly
+# once: planned as a rescanned semi-join it could lock and update more than $3 rows.
+# Each claimed row gets the n-th of the gateway token hashes in $4 (tokens are minted
+# by tower, which keeps the plain tokens; row n of the claim is handed token n), and
+# its 'running' event. The events are announced on $5 by the batch (one NOTIFY per
+# ANNOUNCE_BATCH jobs: each NOTIFY is work for every replica's listener).
+CLAIM = f"""
+WITH picked AS MATERIALIZED (
+    SELECT job_id FROM jobs
+    WHERE status = 'pending' AND run_after <= now()
+    ORDER BY priority DESC, created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT job_id, row_number() OVER () AS n FROM picked
+), claimed AS (
+    UPDATE jobs SET
+        status = 'running',
+        lease_owner = $1,
+        ran_by = $1,
+        lease_token = gen_random_uuid(),
+        lease_until = now() + make_interval(secs => $2),
+        attempt = attempt + 1,
+        started_at = now(),
+        gateway_token_sha256 = ($4::text[])[numbered.n],
+        event_seq = event_seq + 1
+    FROM numbered
+    WHERE jobs.job_id = numbered.job_id
+    RETURNING jobs.request, jobs.lease_token, numbered.n, {JOBS_STATE_RETURNING},
+              extract(epoch FROM now() - jobs.run_after)::float8 AS queued_seconds
+),
+state_event AS ({insert_state_event("claimed")}),
+announced AS (
+    SELECT pg_notify($5, 'state ' || string_agg(job_id, ' ')) FROM claimed
+    GROUP BY (n - 1) / {ANNOUNCE_BATCH}
+)
+SELECT job_id, agent_id, engine, profile, request, attempt, lease_token, n, queued_seconds,
+       (SELECT count(*) FROM announced) AS announcements
+FROM claimed
+"""
+
+# --- running -> completed | failed -------------------------------------------------------
+
+# $3 is the terminal status. It returns the job_id it finished, so a batch of them says
+# which ones were written.
+FINISH = f"""
+WITH finished AS (
+    UPDATE jobs SET
+        status = $3, exit_code = $4, result = $5, error = $6, failure_reason = $7,
+        usage = $8, duration_ms = $9, finished_at = now(), event_seq = event_seq + 1,
+        lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+        gateway_token_sha256 = NULL
+    WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
+    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
+),
+state_event AS ({insert_state_event("finished")}),
+{outbox_cte("finished")}
+SELECT job_id, pg_notify($10, job_id), {WAKE_DELIVERERS} FROM finished
+"""
+
+# --- running -> pending | failed (handed back) ---------------------------------------------
+
+# Give a running job back: to the queue if it has attempts left, else failed as
+# 'tower_lost'. Shared by the reaper (lease expired) and a replica's clean stop.
+_RELEASE_SET = """
+    status = CASE WHEN attempt < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_after = now(),
+    finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
+    failure_reason = CASE WHEN attempt < max_attempts THEN NULL ELSE 'tower_lost' END,
+    error = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END,
+    event_seq = event_seq + 1,
+    lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+    gateway_token_sha256 = NULL
+"""
+
+# The state event of each job handed back (pending again, or failed). A requeued job
+# wakes the dispatchers; a failed one wakes its waiters (and gets its webhook queued,
+# in the same statement).
+_RELEASE_NOTIFY = f"""
+state_event AS ({insert_state_event("released")}),
+{outbox_cte("released")}
+SELECT job_id, status,
+       pg_notify(CASE WHEN status = 'pending' THEN $2 ELSE $3 END, job_id),
+       {WAKE_DELIVERERS}
+FROM released
+"""
+
+# The owner's own hand-back (a clean stop). $1 error, $2/$3 channels, $4 job, $5 token.
+RELEASE = f"""
+WITH released AS (
+    UPDATE jobs SET {_RELEASE_SET}
+    WHERE job_id = $4 AND lease_token = $5 AND status = 'running'
+    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
+),
+{_RELEASE_NOTIFY}
+"""
+
+# Every job whose lease expired. Safe when reapers race: the loser's UPDATE re-checks
+# the WHERE on the winner's row version, which is no longer running with an expired
+# lease, and skips it.
+REAP = f"""
+WITH released AS (
+    UPDATE jobs SET {_RELEASE_SET}
+    WHERE status = 'running' AND lease_until < now()
+    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
+),
+{_RELEASE_NOTIFY}
+"""
+
+LOST_BY_STOP = "The tower running this job stopped before it finished"
+LOST_BY_LEASE = "The tower running this job stopped renewing its lease"
+
+# --- pending | running -> cancelled ----------------------------------------------------------
+
+# Only a live job can be cancelled; clearing the lease fences off its owner's writes.
+# Clearing the gateway token's hash makes the gateway refuse its worker's next call.
+CANCEL_JOB = f"""
+WITH cancelled AS (
+    UPDATE jobs
+    SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1,
+        lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+        gateway_token_sha256 = NULL
+    WHERE job_id = $1 AND status IN ('pending', 'running')
+    RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
+),
+state_event AS ({insert_state_event("cancelled")}),
+{outbox_cte("cancelled")}
+SELECT job_id, {WAKE_DELIVERERS} FROM cancelled
+"""
+
+# Sent after CANCEL_JOB commits: the owner stops the job, waiters wake.
+NOTIFY_CANCELLED = f"SELECT pg_notify('{JOB_CANCELLED}', $1), pg_notify('{JOB_FINISHED}', $1)"
