@@ -1,12 +1,11 @@
-"""The shipped defaults: profiles/, engines/ and templates/ at the repository root."""
+"""The shipped defaults: profiles/, engines/ and templates/ (tower.resources finds them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-import tower
-
-ROOT = Path(tower.__file__).resolve().parents[1]
+from tower import resources
 
 # kind -> (directory, file pattern). A template file may be `name.j2` or `name.md.j2`:
 # its config name is the file name up to the first dot.
@@ -16,11 +15,20 @@ LAYOUT = {
     "template": ("templates", "*.j2"),
 }
 
+# directory -> where this installation has it.
+SHIPPED: dict[str, Callable[[], Path]] = {
+    "profiles": resources.profiles,
+    "engines": resources.engines,
+    "templates": resources.templates,
+}
 
-def shipped_defaults(root: Path = ROOT) -> list[tuple[str, str, str]]:
-    """(kind, name, content) for every shipped config file, in a stable order."""
+
+def shipped_defaults(root: Path | None = None) -> list[tuple[str, str, str]]:
+    """(kind, name, content) for every shipped config file, in a stable order; from the
+    directories under `root` instead when given (tests)."""
     found = []
     for kind, (directory, pattern) in LAYOUT.items():
-        for path in sorted((root / directory).glob(pattern)):
+        folder = SHIPPED[directory]() if root is None else root / directory
+        for path in sorted(folder.glob(pattern)):
             found.append((kind, path.name.split(".", 1)[0], path.read_text(encoding="utf-8")))
     return found

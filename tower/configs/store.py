@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tower.configs import queries
-from tower.configs.defaults import ROOT, shipped_defaults
+from tower.configs.defaults import shipped_defaults
 from tower.configs.models import Config, Engine, Profile, Template
 from tower.configs.parse import parse_config
 from tower.configs.values import resolve_vars
@@ -54,7 +54,7 @@ def make_entry(row: Mapping[str, Any]) -> Entry:
 
 
 class ConfigStore:
-    def __init__(self, pool: Any, hub: Any, *, defaults_root: Path = ROOT) -> None:
+    def __init__(self, pool: Any, hub: Any, *, defaults_root: Path | None = None) -> None:
         self.pool = pool
         self.hub = hub
         self._defaults_root = defaults_root

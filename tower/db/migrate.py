@@ -1,8 +1,11 @@
-"""Apply Alembic migrations, one replica at a time (replicas often start together)."""
+"""Apply Alembic migrations, one replica at a time (replicas often start together).
+
+The migrations (Alembic's script directory, db/ in the repository) ship with the package:
+tower.resources finds them. The configuration is built here, not read from alembic.ini,
+which only serves the `alembic` command line in a checkout.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -10,7 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-ROOT = Path(__file__).resolve().parents[2]
+from tower import resources
+
+# The repository, in a checkout: where alembic.ini is, for the `alembic` command line.
+ROOT = resources.CHECKOUT
 # Any fixed number works; it only has to be the same on every replica.
 MIGRATION_LOCK = 727_001
 
@@ -23,8 +29,9 @@ def sqlalchemy_url(database_url: str) -> str:
 
 
 def alembic_config() -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "db"))
+    config = Config()
+    config.set_main_option("script_location", str(resources.migrations()))
+    config.set_main_option("path_separator", "os")
     return config
 
 

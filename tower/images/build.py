@@ -32,6 +32,7 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException, ImageNotFound
 
+from tower import resources
 from tower.errors import TowerError, Unavailable
 from tower.settings import Settings
 
@@ -42,9 +43,11 @@ DEBIAN_SUITE = "bookworm"
 SECURITY_SUITE = f"{DEBIAN_SUITE}-security"
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKER_CONTEXT = REPO_ROOT / "worker"
-GATEWAY_CONTEXT = REPO_ROOT / "gateway"
+# The worker's and the gateway's build contexts ship with the package (tower.resources);
+# the compose deployment's images (--all) build from the repository, so only in a checkout.
+REPO_ROOT = resources.CHECKOUT
+WORKER_CONTEXT = resources.worker_context()
+GATEWAY_CONTEXT = resources.gateway_context()
 IMAGES = ("worker", "gateway")
 # Docker CLIs from 23.0 on delegate BuildKit to the buildx plugin; older ones embed it.
 LAST_CLI_WITH_EMBEDDED_BUILDKIT = 22

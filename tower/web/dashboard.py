@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-import tower
+from tower import resources
 
 MOUNT = "/ui"
 
@@ -43,11 +43,10 @@ async def root() -> RedirectResponse:
 
 def ui_directory() -> Path:
     """Where the dashboard's files are: inside the package (wheel), else beside it."""
-    package = Path(tower.__file__).resolve().parent
-    for candidate in (package / "ui", package.parent / "ui"):
-        if (candidate / "index.html").is_file():
-            return candidate
-    raise RuntimeError(f"dashboard files not found in {package / 'ui'} or {package.parent / 'ui'}")
+    directory = resources.ui()
+    if not (directory / "index.html").is_file():
+        raise RuntimeError(f"dashboard files not found in {directory}")
+    return directory
 
 
 class _DashboardFiles(StaticFiles):
