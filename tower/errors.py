@@ -46,3 +46,9 @@ class Invalid(TowerError):
 
 class Unavailable(TowerError):
     status_code = 503
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line for a log or a message: white space folded, at most
+    `limit` characters, its type's name when it says nothing."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from tower.db import channels
+from tower.db.outage import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class NotifyHub:
     async def _probe(self) -> bool:
         try:
             await self._connection.execute("SELECT 1", timeout=5)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_ERRORS:
             return False
         return True
 
@@ -150,7 +151,7 @@ class NotifyHub:
                 await self._connect()
                 log.info("LISTEN connection restored")
                 return
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DATABASE_ERRORS:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -11,17 +11,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import asyncpg
+from tower.db.outage import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
-# What a database restart or a network drop looks like from asyncpg.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 class Periodic:
@@ -54,7 +47,7 @@ class Periodic:
     async def _round(self) -> None:
         try:
             await self._action()
-        except TRANSIENT_ERRORS as error:
+        except DATABASE_ERRORS as error:
             log.warning("%s: round failed, retrying next interval: %r", self._name, error)
         except Exception:
             # A bug in one round must not silently end the loop for the replica's lifetime.

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tower.db.periodic import TRANSIENT_ERRORS
+from tower.db.outage import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ async def write_with_retry(write: Callable[[], Awaitable[T]], deadline: float) -
     while True:
         try:
             return await write()
-        except TRANSIENT_ERRORS as error:
+        except DATABASE_ERRORS as error:
             if time.monotonic() + delay > deadline:
                 log.error("write abandoned after retries: %r", error)
                 return None

@@ -17,6 +17,7 @@ import time
 
 import asyncpg
 
+from tower.db.outage import CONNECTION_ERRORS
 from tower.db.pool import Pool
 from tower.events import queries
 from tower.execution.runner import ClaimedJob, OutputStream
@@ -29,14 +30,7 @@ CHUNK_CHARS = 64 * 1024  # one event's text at most; longer output is several ev
 RETRY_DELAY = 0.5
 # A write that failed for one of these is tried again; any other failure (a statement the
 # database refuses) drops that batch, loudly, rather than hold up the job's end.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
+RETRYABLE = CONNECTION_ERRORS
 TRUNCATED = "\n[parpaing: log truncated: the job wrote more than {limit} bytes of output]\n"
 
 

@@ -35,7 +35,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from tower.db.pool import Pool
-from tower.errors import TowerError
+from tower.errors import TowerError, one_line
 from tower.execution.docker import queries as docker_queries
 from tower.execution.docker.containers import DockerFailure
 from tower.execution.docker.probe import Probe
@@ -188,7 +188,7 @@ def ensure_gateway(
             "run `parpaing images build` (or restart `parpaing serve`, which builds it)"
         ) from exc
     except (DockerException, requests.RequestException) as exc:
-        raise GatewayFailure(f"gateway container: {_one_line(exc)}") from exc
+        raise GatewayFailure(f"gateway container: {one_line(exc)}") from exc
 
 
 def attach_gateway(client: docker.DockerClient, settings: Settings, worker_net: str) -> str:
@@ -205,7 +205,7 @@ def attach_gateway(client: docker.DockerClient, settings: Settings, worker_net: 
         log.warning("no gateway container %r to attach to %s", name, worker_net)
         return ""
     except (DockerException, requests.RequestException) as exc:
-        raise GatewayFailure(f"gateway container {name}: {_one_line(exc)}") from exc
+        raise GatewayFailure(f"gateway container {name}: {one_line(exc)}") from exc
 
 
 def ensure_egress_network(client: docker.DockerClient, name: str) -> None:
@@ -306,7 +306,7 @@ def probe_gateway(settings: Settings, timeout: float = HEALTH_TIMEOUT) -> Probe:
         with urllib.request.urlopen(url, timeout=timeout) as reply:
             return Probe(reply.status == 200, f"{url} answered {reply.status}")
     except OSError as exc:  # URLError and HTTPError are OSErrors
-        return Probe(False, f"{url}: {_one_line(exc)}")
+        return Probe(False, f"{url}: {one_line(exc)}")
 
 
 def _container_address(settings: Settings, timeout: float) -> tuple[str, str | None]:
@@ -327,7 +327,3 @@ def _container_address(settings: Settings, timeout: float) -> tuple[str, str | N
 
 def _base(settings: Settings) -> str:
     return settings.gateway_url.rstrip("/")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -16,13 +16,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
 from tower.errors import Invalid
 from tower.gateway.service import job_of_token
@@ -43,7 +43,7 @@ def auth_app(pool: Pool) -> Starlette:
     async def check(request: Request) -> Response:
         try:
             job_id = await job_of_token(pool, request.headers.get(TOKEN_HEADER, ""))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             # Not a 401: the gateway says "cannot check" rather than "bad token".
             log.warning("gateway token check failed: %r", exc)
             return Response(status_code=503)

@@ -19,11 +19,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
+from tower.errors import one_line
 from tower.execution.docker import probe
 from tower.gateway.container import probe_gateway
 from tower.observability import queries
@@ -77,8 +78,8 @@ async def check_db(pool: Pool) -> Check:
         await asyncio.wait_for(_ping(pool), DB_TIMEOUT)
     except TimeoutError:
         return Check(f"error: no answer within {DB_TIMEOUT:g}s", ok=False, required=True)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return Check(f"error: {_describe(exc)}", ok=False, required=True)
+    except DATABASE_ERRORS as exc:
+        return Check(f"error: {one_line(exc)}", ok=False, required=True)
     return Check("ok", ok=True, required=True)
 
 
@@ -111,7 +112,3 @@ async def check_gateway(settings: Settings) -> Check:
 async def _ping(pool: Pool) -> None:
     async with pool.acquire() as connection:
         await connection.fetchval(queries.PING)
-
-
-def _describe(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__

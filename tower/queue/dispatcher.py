@@ -25,7 +25,8 @@ import time
 from tower.db import channels
 from tower.db.group_commit import GroupCommit
 from tower.db.notify import NotifyHub
-from tower.db.periodic import TRANSIENT_ERRORS, Periodic
+from tower.db.outage import DATABASE_ERRORS
+from tower.db.periodic import Periodic
 from tower.db.pool import Pool, transaction
 from tower.db.writes import write_with_retry
 from tower.events.log import JobLog
@@ -169,7 +170,7 @@ class Dispatcher:
                 jobs = await queries.claim(
                     connection, self._replica_id, self._settings.lease_seconds, free
                 )
-        except TRANSIENT_ERRORS as error:
+        except DATABASE_ERRORS as error:
             log.warning("claim failed, retrying: %r", error)
             return True
         for job in jobs:

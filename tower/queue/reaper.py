@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tower.db.periodic import TRANSIENT_ERRORS, Periodic
+from tower.db.outage import DATABASE_ERRORS
+from tower.db.periodic import Periodic
 from tower.db.pool import Pool, transaction
 from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
@@ -65,7 +66,7 @@ class Reaper:
                 await self.reap_once()
             else:
                 await self._check_connectivity()
-        except TRANSIENT_ERRORS:
+        except DATABASE_ERRORS:
             self._connected_since = None
             raise
 

@@ -17,7 +17,7 @@ import httpx
 
 from tower.db import channels
 from tower.db.notify import NotifyHub
-from tower.db.periodic import TRANSIENT_ERRORS
+from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
@@ -91,7 +91,7 @@ class Deliverer:
                 if free > 0:
                     self._launch_all(await self._claim(free))
                 wait = await self._until_next_due(wait)
-            except TRANSIENT_ERRORS as error:
+            except DATABASE_ERRORS as error:
                 log.warning("webhook claim failed, retrying: %r", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
@@ -131,7 +131,7 @@ class Deliverer:
         try:
             async with self._pool.acquire() as connection:
                 moved = await queries.complete(connection, claimed, answer)
-        except TRANSIENT_ERRORS as error:
+        except DATABASE_ERRORS as error:
             # The row comes due again when its hold lapses: sent again, same webhook-id.
             log.warning("delivery %s: answer not recorded: %r", claimed.delivery_id, error)
             return
@@ -139,7 +139,7 @@ class Deliverer:
             log.info("delivery %s: taken over by another replica meanwhile", claimed.delivery_id)
 
     async def _hand_back(self, claimed: Claimed) -> None:
-        with contextlib.suppress(*TRANSIENT_ERRORS):
+        with contextlib.suppress(*DATABASE_ERRORS):
             async with self._pool.acquire() as connection:
                 await queries.release(connection, claimed)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from tower.errors import one_line
 from tower.webhooks import signing, target
 from tower.webhooks.queries import Answer, Claimed
 
@@ -96,8 +97,7 @@ def _retry_or_fail(
 
 
 def _describe(failure: BaseException) -> str:
-    text = " ".join(str(failure).split()) or type(failure).__name__
-    return text[:ERROR_MAX]
+    return one_line(failure, ERROR_MAX)
 
 
 def _ms(started: float) -> int:

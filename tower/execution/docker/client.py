@@ -18,6 +18,7 @@ import docker
 import requests
 from docker.errors import DockerException
 
+from tower.errors import one_line
 from tower.execution.docker.containers import DockerFailure
 
 P = ParamSpec("P")
@@ -39,8 +40,7 @@ def connect(threads: int, timeout: float = CONNECT_TIMEOUT) -> docker.DockerClie
         client = docker.from_env(timeout=int(timeout), max_pool_size=threads)
         client.ping()
     except (DockerException, requests.RequestException) as exc:
-        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise DockerUnreachable(f"Docker daemon unreachable: {detail}") from exc
+        raise DockerUnreachable(f"Docker daemon unreachable: {one_line(exc)}") from exc
     return client
 
 

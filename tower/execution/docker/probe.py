@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import docker
 from docker.errors import DockerException, ImageNotFound
 
+from tower.errors import one_line
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -23,12 +25,12 @@ def ping(timeout: float) -> Probe:
     try:
         client = docker.from_env(timeout=timeout)
     except DockerException as exc:
-        return Probe(False, _one_line(exc))
+        return Probe(False, one_line(exc))
     try:
         client.ping()
         return Probe(True, f"API {client.api.api_version}")
     except (DockerException, OSError) as exc:  # requests' errors are OSErrors
-        return Probe(False, _one_line(exc))
+        return Probe(False, one_line(exc))
     finally:
         client.close()
 
@@ -38,18 +40,13 @@ def image_present(image: str, timeout: float) -> Probe:
     try:
         client = docker.from_env(timeout=timeout)
     except DockerException as exc:
-        return Probe(False, _one_line(exc))
+        return Probe(False, one_line(exc))
     try:
         found = client.images.get(image)
         return Probe(True, str(found.short_id))
     except ImageNotFound:
         return Probe(False, f"image {image} not found")
     except (DockerException, OSError) as exc:
-        return Probe(False, _one_line(exc))
+        return Probe(False, one_line(exc))
     finally:
         client.close()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__

@@ -29,7 +29,7 @@ import docker
 import requests
 from docker.errors import DockerException, NotFound
 
-from tower.db.periodic import TRANSIENT_ERRORS
+from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Connection, Pool
 from tower.execution.docker.containers import (
     DockerFailure,
@@ -55,7 +55,7 @@ FILL_CONCURRENCY = 2
 BACKOFF_FIRST = 1.0  # seconds, doubled per failed fill round
 BACKOFF_MAX = 60.0
 # What a Docker or database outage looks like: logged, left to the next round.
-RECOVERABLE: tuple[type[BaseException], ...] = (DockerFailure, *TRANSIENT_ERRORS)
+RECOVERABLE: tuple[type[BaseException], ...] = (DockerFailure, *DATABASE_ERRORS)
 # Warm slots found dead at take time before giving up on warm and going cold.
 WARM_ATTEMPTS = 3
 
@@ -271,7 +271,7 @@ class WarmPool:
             reserved = await q.reserve(
                 self._db, self._default_key, size, [new_slot_id() for _ in range(size)]
             )
-        except TRANSIENT_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("pool fill: cannot reserve slots: %r", exc)
             return False
         made = await asyncio.gather(*(_run_to_end(self._make_warm(s)) for s in reserved))
@@ -287,7 +287,7 @@ class WarmPool:
                 return True
             except Exception as exc:
                 log.warning("pool fill: slot %s not created: %s", slot_id, exc)
-                with contextlib.suppress(*TRANSIENT_ERRORS):
+                with contextlib.suppress(*DATABASE_ERRORS):
                     await q.delete_slot(self._db, slot_id)
                 return False
 
