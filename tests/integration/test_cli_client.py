@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.live import live_tower
-from tower.cli_client import CliError, parse_var
+from tower.cli.client import CliError, parse_var
 from tower.settings import Settings
 
 API_KEY = "cli-secret"

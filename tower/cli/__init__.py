@@ -1,4 +1,4 @@
-"""`parpaing`: serve | migrate | doctor, and the client commands (see tower.cli_client).
+"""`parpaing`: serve | migrate | doctor, and the client commands (see tower.cli.client).
 
 With no DATABASE_URL, serve/migrate/doctor use the embedded PostgreSQL whose data lives
 under the state directory (STATE_DIR, else the XDG state dir), so one command is enough.
@@ -26,7 +26,7 @@ import asyncpg
 from alembic.script import ScriptDirectory
 
 from tower.app import create_app
-from tower.cli_client import CliError, add_client_commands, run_client_command
+from tower.cli.client import CliError, add_client_commands, run_client_command
 from tower.db.embedded import LocalPostgres
 from tower.db.migrate import alembic_config, migrate
 from tower.db.pool import create_pool
@@ -362,7 +362,3 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"parpaing: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
