@@ -125,17 +125,17 @@ async def _start(
     inserts = job_inserts(statements)
     stack.push_async_callback(inserts.close)
     metrics = TowerMetrics(name)
-    state = TowerState(settings, name, pool, hub, configs, metrics, inserts, statements)
     unix, tcp = auth_listener.wanted(settings)
     if unix or tcp:
         listeners = await auth_listener.AuthListeners.start(settings, pool, unix_socket=unix)
         stack.push_async_callback(listeners.stop)
     runner = runner or await build_runner(settings, pool, configs, metrics)
-    return state, await _start_background(state, runner, stack)
-
-
-async def _start_background(state: TowerState, runner: Runner, stack: AsyncExitStack) -> Dispatcher:
     stack.push_async_callback(runner.close)
+    state = TowerState(settings, name, pool, hub, configs, metrics, inserts, statements, runner)
+    return state, await _start_background(state, stack)
+
+
+async def _start_background(state: TowerState, stack: AsyncExitStack) -> Dispatcher:
     key = signing_key(
         await webhook_secret(state.settings.webhook_secret.get_secret_value(), state.pool)
     )
@@ -143,7 +143,7 @@ async def _start_background(state: TowerState, runner: Runner, stack: AsyncExitS
         state.settings,
         state.pool,
         state.hub,
-        runner,
+        state.runner,
         state.replica_id,
         state.metrics,
         statement_pool=state.statement_pool,

@@ -21,8 +21,8 @@ async def build_runner(
     if settings.tower_runner == "docker":
         # Imported here so that the Docker SDK loads only where Docker is used.
         from tower.execution.docker_runner import start_docker_runner
-        from tower.gateway.container import host_setup
+        from tower.gateway.container import GatewayHost
 
-        setup = host_setup(pool, settings)
-        return await start_docker_runner(settings, pool, configs, metrics, setup)
+        host = GatewayHost(pool, settings)
+        return await start_docker_runner(settings, pool, configs, metrics, host)
     raise Invalid(f"TOWER_RUNNER must be 'docker' or 'simulated', not {settings.tower_runner!r}")

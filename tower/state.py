@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from tower.configs.store import ConfigStore
 from tower.db.notify import NotifyHub
 from tower.db.pool import Pool
+from tower.execution.runner import Runner
 from tower.jobs.service import JobInserts
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
@@ -24,6 +25,8 @@ class TowerState:
     job_inserts: JobInserts
     # Single statements of the queue's hot path, without per-release reset (see pool.py).
     statement_pool: Pool
+    # Runs the claimed jobs; /health asks it about the parts it depends on.
+    runner: Runner
     # Set when the replica begins shutting down: long polls end with a 503 at once, so
     # their clients ask again (another replica, behind a load balancer).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

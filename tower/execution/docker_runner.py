@@ -12,9 +12,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from tower.configs.models import Engine, Template
 from tower.configs.store import ConfigStore
@@ -24,9 +24,17 @@ from tower.execution import bundle
 from tower.execution.docker import containers, hardening
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.network import ensure_worker_network_once
+from tower.execution.docker.probe import ping_client
 from tower.execution.outcome import parse_outcome
 from tower.execution.pool.warm import WarmPool
-from tower.execution.runner import ClaimedJob, Output, OutputStream, RunOutcome
+from tower.execution.runner import (
+    ClaimedJob,
+    Output,
+    OutputStream,
+    Probe,
+    RunnerHealth,
+    RunOutcome,
+)
 from tower.execution.slots import ContainerShape, Slot, SlotSource
 from tower.execution.spec import JobSpec, build_spec
 from tower.observability.metrics import TowerMetrics
@@ -37,6 +45,9 @@ log = logging.getLogger(__name__)
 # Room in the worker's output frame beyond the job's stdout: its stderr tail and
 # result.json. A larger frame is not kept, and /bundle/out is copied instead.
 FRAME_MARGIN = 8 * 1024 * 1024
+
+# A health check's bound: /health answers within it even when the daemon hangs.
+HEALTH_TIMEOUT = 2.0
 
 DOCKER_DOWN = (
     "Docker is unavailable on this tower, so jobs cannot run ({detail}). "
@@ -62,7 +73,9 @@ class DockerRunner:
         calls: DockerCalls,
         slots: SlotSource,
         metrics: TowerMetrics | None = None,
+        host: Host | None = None,
     ) -> None:
+        self._host = host
         self._settings = settings
         self._configs = configs
         self._calls = calls
@@ -172,6 +185,20 @@ class DockerRunner:
             # The pool's reconcile removes what a failed discard leaves behind.
             log.exception("slot %s: discard failed; reconcile will remove it", slot.slot_id)
 
+    async def health(self) -> RunnerHealth:
+        docker = await self._probe(ping_client, HEALTH_TIMEOUT)
+        if self._host is None:
+            return RunnerHealth(docker=docker)
+        # The gateway's probe looks its container up, then asks it over HTTP.
+        gateway = await self._probe(self._host.probe, 2 * HEALTH_TIMEOUT + 0.5)
+        return RunnerHealth(docker=docker, gateway=gateway)
+
+    async def _probe(self, check: Callable[[Any], Probe], bound: float) -> Probe:
+        try:
+            return await asyncio.wait_for(self._calls(check), bound)
+        except TimeoutError:
+            return Probe(False, f"no answer within {bound:g}s")
+
     async def close(self) -> None:
         while self._discards:
             await asyncio.gather(*self._discards, return_exceptions=True)
@@ -206,13 +233,25 @@ class DockerDownRunner:
     async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         return failed(self._message)
 
+    async def health(self) -> RunnerHealth:
+        down = Probe(False, self._message)
+        return RunnerHealth(docker=down, gateway=Probe(False, "not checked: Docker is down"))
+
     async def close(self) -> None:
         return None
 
 
-# What the runner's host needs besides workers (the gateway container), given the Docker
-# client once it answers. The wiring passes it in: execution knows nothing of the gateway.
-HostSetup = Callable[[Any], Awaitable[None]]
+class Host(Protocol):
+    """What the runner's Docker host needs besides workers: the gateway container. The
+    wiring passes it in (tower/runners.py); execution knows nothing of the gateway."""
+
+    async def setup(self, client: Any) -> None:
+        """Make it run, given the Docker client once it answers; reports, never raises."""
+        ...
+
+    def probe(self, client: Any) -> Probe:
+        """Does it answer? Blocking, on one of the runner's Docker threads."""
+        ...
 
 
 async def start_docker_runner(
@@ -220,7 +259,7 @@ async def start_docker_runner(
     pool: Pool,
     configs: ConfigStore,
     metrics: TowerMetrics,
-    host_setup: HostSetup | None = None,
+    host: Host | None = None,
 ) -> DockerRunner | DockerDownRunner:
     try:
         calls = await DockerCalls.open(int(settings.max_concurrent_jobs))
@@ -229,8 +268,8 @@ async def start_docker_runner(
         return DockerDownRunner(problem.message)
     try:
         await ensure_worker_network_once(pool, calls.client, settings.worker_net)
-        if host_setup is not None:
-            await host_setup(calls.client)
+        if host is not None:
+            await host.setup(calls.client)
         slots = await _slot_source(settings, pool, calls)
     except TowerError as problem:
         await calls.close()
@@ -239,7 +278,7 @@ async def start_docker_runner(
     except BaseException:
         await calls.close()
         raise
-    return DockerRunner(settings, configs, calls, slots, metrics)
+    return DockerRunner(settings, configs, calls, slots, metrics, host)
 
 
 async def _slot_source(settings: Settings, pool: Pool, calls: DockerCalls) -> SlotSource:

@@ -44,6 +44,23 @@ class RunOutcome:
     usage: dict[str, Any] | None = field(default=None)
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One answer to "does this part work right now?", with what was seen."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class RunnerHealth:
+    """What /health reports of the runner, from what the runner already holds (its own
+    Docker client): None where the runner does not use that part at all."""
+
+    docker: Probe | None = None
+    gateway: Probe | None = None
+
+
 class Output(Protocol):
     def write(self, stream: OutputStream, data: bytes) -> None:
         """Take a piece of the job's output, in the order produced. Never blocks or
@@ -56,6 +73,11 @@ class Runner(Protocol):
         """Execute the job to its end and describe how it ended. Never raises for a job's
         own failure (that is a RunOutcome with succeeded=False); raises CancelledError
         only after the execution has been stopped."""
+        ...
+
+    async def health(self) -> RunnerHealth:
+        """Check the parts this runner depends on, with the clients it holds. Never raises;
+        answers within a few seconds."""
         ...
 
     async def close(self) -> None:

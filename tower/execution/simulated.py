@@ -18,12 +18,15 @@ import asyncio
 import os
 from typing import Any, cast
 
-from tower.execution.runner import ClaimedJob, FailureReason, Output, RunOutcome
+from tower.execution.runner import ClaimedJob, FailureReason, Output, RunnerHealth, RunOutcome
 
 
 class SimulatedRunner:
     def __init__(self, run_log: str = "") -> None:
         self._run_log = run_log
+
+    async def health(self) -> RunnerHealth:
+        return RunnerHealth()  # no Docker, no gateway
 
     async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         self._record(job)

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,18 +139,23 @@ def container_options(spec: GatewaySpec) -> dict[str, Any]:
 # --- creating and updating ----------------------------------------------------------------
 
 
-def host_setup(db: Pool, settings: Settings) -> Callable[[docker.DockerClient], Awaitable[None]]:
-    """The Docker runner's host setup: run (all-in-one) or attach (compose) the gateway.
-    Without it jobs still run, but their engines cannot reach a provider: that is
-    reported (log, /health), not fatal."""
+@dataclass(frozen=True)
+class GatewayHost:
+    """The gateway as the Docker runner's host sees it (tower/execution/docker_runner.Host)."""
 
-    async def setup(client: docker.DockerClient) -> None:
+    db: Pool
+    settings: Settings
+
+    async def setup(self, client: docker.DockerClient) -> None:
+        """Run (all-in-one) or attach (compose) the gateway. Without it jobs still run,
+        but their engines cannot reach a provider: that is reported (log, /health)."""
         try:
-            await ensure_gateway_once(db, client, settings, settings.worker_net)
+            await ensure_gateway_once(self.db, client, self.settings, self.settings.worker_net)
         except TowerError as problem:
             log.error("%s; agents cannot reach a provider until this is fixed", problem.message)
 
-    return setup
+    def probe(self, client: docker.DockerClient) -> Probe:
+        return probe_gateway(self.settings, HEALTH_TIMEOUT, client)
 
 
 async def ensure_gateway_once(
@@ -288,15 +293,17 @@ def _join(client: docker.DockerClient, container: Container, network: str, alias
 # --- health -------------------------------------------------------------------------------
 
 
-def probe_gateway(settings: Settings, timeout: float = HEALTH_TIMEOUT) -> Probe:
+def probe_gateway(
+    settings: Settings, timeout: float = HEALTH_TIMEOUT, client: docker.DockerClient | None = None
+) -> Probe:
     """Does the gateway answer /health? Blocking.
 
     Tower on the host cannot resolve GATEWAY_URL's name (Docker's DNS serves containers
     only), so a gateway container on this host is reached at its address on the egress
     network; without such a container (compose, or Docker unreachable from here),
-    GATEWAY_URL is asked directly."""
+    GATEWAY_URL is asked directly. With no `client`, one is opened for the look (the CLI)."""
     try:
-        state, address = _container_address(settings, timeout)
+        state, address = _container_state(settings, timeout, client)
     except (DockerException, requests.RequestException):
         state, address = "unknown", None
     if settings.gateway_managed and state in ("absent", "stopped"):
@@ -309,15 +316,24 @@ def probe_gateway(settings: Settings, timeout: float = HEALTH_TIMEOUT) -> Probe:
         return Probe(False, f"{url}: {one_line(exc)}")
 
 
-def _container_address(settings: Settings, timeout: float) -> tuple[str, str | None]:
+def _container_state(
+    settings: Settings, timeout: float, client: docker.DockerClient | None
+) -> tuple[str, str | None]:
+    if client is not None:
+        return _container_address(settings, client)
+    own = docker.from_env(timeout=max(1, int(timeout)))
+    try:
+        return _container_address(settings, own)
+    finally:
+        own.close()
+
+
+def _container_address(settings: Settings, client: docker.DockerClient) -> tuple[str, str | None]:
     """("absent" | "stopped" | "running", its address on the egress network)."""
-    client = docker.from_env(timeout=max(1, int(timeout)))
     try:
         container = client.containers.get(gateway_container(settings))
     except NotFound:
         return "absent", None
-    finally:
-        client.close()
     if container.status != "running":
         return "stopped", None
     networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}

@@ -2,10 +2,11 @@
 
 Which checks decide the HTTP status (the others are reported, never fatal):
 - db is always required: without PostgreSQL a replica can neither accept nor run a job.
-- docker is required only when TOWER_RUNNER=docker, the runner that needs it. With the
-  simulated runner (tests, benchmarks) an unreachable daemon is reported but harmless.
-- gateway is required when this tower runs it (GATEWAY_MANAGED, all-in-one): without it
-  no agent reaches a provider. A gateway run by someone else (compose) is reported only,
+- docker is required only when TOWER_RUNNER=docker, the runner that needs it, which
+  answers with the client it already holds (Runner.health). With the simulated runner
+  (tests, benchmarks) the daemon is probed here, reported but harmless.
+- gateway (asked by the Docker runner, through its own client) is required when this
+  tower runs it (GATEWAY_MANAGED, all-in-one): without it no agent reaches a provider. A gateway run by someone else (compose) is reported only,
   so one gateway restart does not take every replica out of the load balancer.
   With the simulated runner it reads "not configured".
 - pool reads "not configured" until the warm pool reports here.
@@ -17,26 +18,27 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
 from tower.errors import one_line
 from tower.execution.docker import probe
-from tower.gateway.container import probe_gateway
+from tower.execution.runner import Probe, Runner
 from tower.observability import queries
 from tower.settings import Settings
-from tower.web.deps import Db, SettingsDep
+from tower.web.deps import Db, SettingsDep, held
 
 DB_TIMEOUT = 2.0
 DOCKER_TIMEOUT = 2.0
-GATEWAY_TIMEOUT = 2.0
 NOT_CONFIGURED = "not configured"
 
 router = APIRouter(tags=["ops"])
+
+HeldRunner = Annotated[Runner, Depends(held("runner"))]
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,15 @@ class HealthReport:
 
 
 @router.get("/health", summary="Replica health")
-async def health(settings: SettingsDep, db: Db) -> JSONResponse:
-    report = await check_health(settings, db)
+async def health(settings: SettingsDep, db: Db, runner: HeldRunner) -> JSONResponse:
+    report = await check_health(settings, db, runner)
     return JSONResponse(report.body(), status_code=200 if report.healthy else 503)
 
 
-async def check_health(settings: Settings, pool: Pool) -> HealthReport:
-    db, docker, gateway = await asyncio.gather(
-        check_db(pool), check_docker(settings), check_gateway(settings)
-    )
+async def check_health(settings: Settings, pool: Pool, runner: Runner) -> HealthReport:
+    db, held = await asyncio.gather(check_db(pool), runner.health())
+    docker = await check_docker(settings, held.docker)
+    gateway = check_gateway(settings, held.gateway)
     pending = Check(NOT_CONFIGURED, ok=True, required=False)
     return HealthReport({"db": db, "docker": docker, "pool": pending, "gateway": gateway})
 
@@ -83,28 +85,30 @@ async def check_db(pool: Pool) -> Check:
     return Check("ok", ok=True, required=True)
 
 
-async def check_docker(settings: Settings) -> Check:
+async def check_docker(settings: Settings, held: Probe | None) -> Check:
+    """The runner's answer, from the client it holds. A runner without Docker (simulated)
+    has none: the daemon is then probed once here, reported but never required."""
     required = settings.tower_runner == "docker"
+    result = held or await _probe_unheld_docker()
+    return _check(result, required)
+
+
+async def _probe_unheld_docker() -> Probe:
     try:
-        result = await asyncio.wait_for(
+        return await asyncio.wait_for(
             asyncio.to_thread(probe.ping, DOCKER_TIMEOUT), DOCKER_TIMEOUT + 0.5
         )
     except TimeoutError:
-        result = probe.Probe(False, f"no answer within {DOCKER_TIMEOUT:g}s")
-    detail = "ok" if result.ok else f"error: {result.detail}"
-    return Check(detail, ok=result.ok, required=required)
+        return Probe(False, f"no answer within {DOCKER_TIMEOUT:g}s")
 
 
-async def check_gateway(settings: Settings) -> Check:
-    if settings.tower_runner != "docker":
+def check_gateway(settings: Settings, held: Probe | None) -> Check:
+    if held is None:
         return Check(NOT_CONFIGURED, ok=True, required=False)
-    required = bool(settings.gateway_managed)
-    try:
-        result = await asyncio.wait_for(
-            asyncio.to_thread(probe_gateway, settings, GATEWAY_TIMEOUT), GATEWAY_TIMEOUT * 2 + 0.5
-        )
-    except TimeoutError:
-        result = probe.Probe(False, f"no answer within {GATEWAY_TIMEOUT * 2:g}s")
+    return _check(held, bool(settings.gateway_managed))
+
+
+def _check(result: Probe, required: bool) -> Check:
     detail = "ok" if result.ok else f"error: {result.detail}"
     return Check(detail, ok=result.ok, required=required)
 

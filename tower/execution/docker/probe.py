@@ -1,23 +1,29 @@
 """Reachability checks against the Docker daemon, for /health and `parpaing doctor`.
 
+The Docker runner pings with the client it holds (ping_client); `ping` and
+`image_present` open a client of their own, for callers that hold none (the CLI, a
+tower whose runner does not use Docker).
+
 Blocking calls (the SDK is synchronous): callers run them in a thread with a deadline.
 The daemon is found the way the Docker CLI finds it (DOCKER_HOST, else the local socket).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import docker
 from docker.errors import DockerException, ImageNotFound
 
 from tower.errors import one_line
+from tower.execution.runner import Probe as Probe
 
 
-@dataclass(frozen=True)
-class Probe:
-    ok: bool
-    detail: str
+def ping_client(client: docker.DockerClient) -> Probe:
+    """Does the daemon behind `client` answer? Blocking."""
+    try:
+        client.ping()
+        return Probe(True, f"API {client.api.api_version}")
+    except (DockerException, OSError) as exc:  # requests' errors are OSErrors
+        return Probe(False, one_line(exc))
 
 
 def ping(timeout: float) -> Probe:
@@ -27,10 +33,7 @@ def ping(timeout: float) -> Probe:
     except DockerException as exc:
         return Probe(False, one_line(exc))
     try:
-        client.ping()
-        return Probe(True, f"API {client.api.api_version}")
-    except (DockerException, OSError) as exc:  # requests' errors are OSErrors
-        return Probe(False, one_line(exc))
+        return ping_client(client)
     finally:
         client.close()
 
