@@ -6,8 +6,9 @@ Which checks decide the HTTP status (the others are reported, never fatal):
   answers with the client it already holds (Runner.health). With the simulated runner
   (tests, benchmarks) the daemon is probed here, reported but harmless.
 - gateway (asked by the Docker runner, through its own client) is required when this
-  tower runs it (GATEWAY_MANAGED, all-in-one): without it no agent reaches a provider. A gateway run by someone else (compose) is reported only,
-  so one gateway restart does not take every replica out of the load balancer.
+  tower runs it (GATEWAY_MANAGED, all-in-one): without it no agent reaches a provider.
+  A gateway run by someone else (compose) is reported only, so one gateway restart does
+  not take every replica out of the load balancer.
   With the simulated runner it reads "not configured".
 - pool reads "not configured" until the warm pool reports here.
 If a required check fails the answer is 503 with status "degraded", so a load balancer
