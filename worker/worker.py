@@ -1,6 +1,8 @@
 """The in-container runner: reads a job bundle on stdin, runs it, leaves the result in /bundle/out.
 
-Contract: docs/execution.md. Standard library only (the image's python3, 3.11).
+Contract: docs/execution.md; its markers, frames and paths are stated in protocol.py,
+which the image holds beside this file (tower/execution/protocol.py in a checkout).
+Standard library only (the image's python3, 3.11).
 
 1. Print the ready line and block reading stdin (no CPU while idle) for the bundle,
    framed: `parpaing-bundle <size>`, a newline, <size> bytes of tar, which tower writes
@@ -36,15 +38,12 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-READY = "parpaing-worker ready"
-BUNDLE_MARK = b"parpaing-bundle "
-# The header line: the mark, at most 12 digits, a newline.
-BUNDLE_HEADER_MAX = len(BUNDLE_MARK) + 13
-OUTPUT_HEADER = "parpaing-worker output {size}\n"
-OUTPUT_FILES = ("stdout", "stderr", "result.json")
-HOME = "/home/worker"
+try:
+    import protocol  # in the worker image: beside this file
+except ModuleNotFoundError:  # run from a checkout: the same file, in tower's package
+    from tower.execution import protocol
+
 HOOK_DIR = "/tmp/parpaing/hooks"
-PROMPT_PLACEHOLDER = "{prompt}"
 STDERR_TAIL = 64 * 1024
 CHUNK = 64 * 1024
 # Linux refuses one argv element longer than this (MAX_ARG_STRLEN, NUL included).
@@ -193,7 +192,8 @@ class Job:
 
     def env(self) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("PARPAING_")}
-        return inherited | {"HOME": str(self.local(HOME))} | dict(self.spec.get("env") or {})
+        home = {"HOME": str(self.local(protocol.HOME_DIR))}
+        return inherited | home | dict(self.spec.get("env") or {})
 
     def place_files(self) -> list[str]:
         placed = []
@@ -206,10 +206,10 @@ class Job:
 
     def engine_argv(self) -> list[str]:
         argv = [str(arg) for arg in self.spec["argv"]]
-        if not any(PROMPT_PLACEHOLDER in arg for arg in argv):
+        if not any(protocol.PROMPT_PLACEHOLDER in arg for arg in argv):
             return argv
         prompt = self.local(self.spec["prompt_file"]).read_text(encoding="utf-8")
-        resolved = [arg.replace(PROMPT_PLACEHOLDER, prompt) for arg in argv]
+        resolved = [arg.replace(protocol.PROMPT_PLACEHOLDER, prompt) for arg in argv]
         _check_arg_lengths(resolved, len(prompt.encode("utf-8")))
         return resolved
 
@@ -236,7 +236,7 @@ def run_phases(job: Job, out: Capped, err: Tail) -> tuple[str, int]:
     """(deciding phase, exit code): the first failure among pre-hook and engine, else
     the post-hook's. The post-hook runs whatever the engine's exit, not after a failed
     pre-hook (the engine never ran)."""
-    cwd = job.local(job.spec.get("cwd") or "/workspace")
+    cwd = job.local(job.spec.get("cwd") or protocol.WORKSPACE_DIR)
     cwd.mkdir(parents=True, exist_ok=True)
     env = job.env()
     hook_out = Echo(sys.stdout.buffer)
@@ -270,12 +270,12 @@ def run_job(job: Job, out_dir: Path) -> dict[str, Any]:
     if job.spec.get("dry_run"):
         return report | {"phase": "dry_run", "exit_code": 0}
     err = Tail(STDERR_TAIL, sys.stderr.buffer)
-    with open(out_dir / "stdout", "wb") as stdout:
+    with open(out_dir / protocol.STDOUT_FILE, "wb") as stdout:
         out = Capped(stdout, int(job.spec["output_limit"]) + 1, sys.stdout.buffer)
         try:
             phase, code = run_phases(job, out, err)
         finally:
-            (out_dir / "stderr").write_bytes(bytes(err.data))
+            (out_dir / protocol.STDERR_FILE).write_bytes(bytes(err.data))
     return report | {
         "phase": phase,
         "exit_code": code,
@@ -287,24 +287,30 @@ def run_job(job: Job, out_dir: Path) -> dict[str, Any]:
 def run_bundle(bundle: Path) -> None:
     """Run the bundle's job and write result.json, whatever happens."""
     started = time.monotonic()
-    out_dir = bundle / "out"
+    out_dir = bundle / protocol.OUT_DIR
     out_dir.mkdir(exist_ok=True)
     report = worker_report(None)
     try:
-        spec = json.loads((bundle / "job" / "spec.json").read_text(encoding="utf-8"))
-        job = Job(spec, bundle / "job", os.environ.get("PARPAING_ROOT", ""))
+        job_dir = bundle / protocol.JOB_DIR
+        spec = json.loads((job_dir / protocol.SPEC_FILE).read_text(encoding="utf-8"))
+        job = Job(spec, job_dir, os.environ.get("PARPAING_ROOT", ""))
         report |= run_job(job, out_dir)
     except WorkerError as error:
         report["error"] = str(error)
     except Exception as error:  # reported, not raised: tower learns why from result.json
         report["error"] = f"{type(error).__name__}: {error}"
     report["duration_ms"] = round((time.monotonic() - started) * 1000)
-    _write_atomically(out_dir / "result.json", json.dumps(report).encode("utf-8"))
+    _write_atomically(out_dir / protocol.RESULT_FILE, json.dumps(report).encode("utf-8"))
 
 
 def worker_report(error: str | None) -> dict[str, Any]:
     """result.json before the job decides anything: the worker's own outcome."""
-    report: dict[str, Any] = {"version": 1, "exit_code": None, "phase": "worker", "argv": []}
+    report: dict[str, Any] = {
+        "version": protocol.RESULT_VERSION,
+        "exit_code": None,
+        "phase": "worker",
+        "argv": [],
+    }
     return report | {"files": [], "stdout_bytes": 0, "stderr_tail": "", "error": error}
 
 
@@ -318,11 +324,11 @@ def send_output(out_dir: Path) -> None:
     """Frame /bundle/out onto our stdout, after all the job printed (see step 4)."""
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
-        for name in OUTPUT_FILES:
+        for name in protocol.OUTPUT_FILES:
             if (out_dir / name).is_file():
-                tar.add(out_dir / name, arcname=f"out/{name}")
+                tar.add(out_dir / name, arcname=f"{protocol.OUT_DIR}/{name}")
     payload = archive.getvalue()
-    header = OUTPUT_HEADER.format(size=len(payload)).encode("ascii")
+    header = protocol.output_header(len(payload))
     with contextlib.suppress(OSError):  # nobody reads: tower copies the files instead
         sys.stdout.buffer.write(header + payload)
         sys.stdout.buffer.flush()
@@ -352,13 +358,13 @@ def receive_bundle(source: BinaryIO, bundle: Path) -> None:
     tar is never held whole in memory). Raises NoBundle on a short or garbled frame,
     WorkerError on a member that would land outside `bundle` or one that does not fit.
     The frame is read to its end in every case, so tower's write of it completes."""
-    header = source.readline(BUNDLE_HEADER_MAX)
+    header = source.readline(protocol.BUNDLE_HEADER_MAX)
     if not header:
         raise NoBundle("stdin ended before a bundle")
-    digits = header.removeprefix(BUNDLE_MARK).removesuffix(b"\n")
-    if not header.startswith(BUNDLE_MARK) or not header.endswith(b"\n") or not digits.isdigit():
+    size = protocol.bundle_size(header)
+    if size is None:
         raise NoBundle(f"stdin did not start with a bundle frame: {header[:40]!r}")
-    payload = Exactly(source, int(digits))
+    payload = Exactly(source, size)
     try:
         _unpack(payload, bundle)
     finally:
@@ -406,11 +412,11 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: Path) 
 def refused_bundle(bundle: Path, error: WorkerError) -> None:
     """The job cannot run: say why in result.json, as for any worker error. What was
     unpacked goes first: a bundle that filled the volume leaves no room for the report."""
-    shutil.rmtree(bundle / "job", ignore_errors=True)
-    out_dir = bundle / "out"
+    shutil.rmtree(bundle / protocol.JOB_DIR, ignore_errors=True)
+    out_dir = bundle / protocol.OUT_DIR
     out_dir.mkdir(exist_ok=True)
     report = worker_report(str(error)) | {"duration_ms": 0}
-    _write_atomically(out_dir / "result.json", json.dumps(report).encode("utf-8"))
+    _write_atomically(out_dir / protocol.RESULT_FILE, json.dumps(report).encode("utf-8"))
 
 
 # --- signals ------------------------------------------------------------------------------
@@ -433,8 +439,8 @@ def _forward_and_exit(signum: int, _frame: object) -> None:
 
 def main() -> int:
     handle_stop_signals()
-    bundle = Path(os.environ.get("PARPAING_BUNDLE_DIR", "/bundle"))
-    print(READY, flush=True)
+    bundle = Path(os.environ.get("PARPAING_BUNDLE_DIR", protocol.BUNDLE_DIR))
+    print(protocol.READY_LINE.decode("ascii"), flush=True)
     try:
         receive_bundle(sys.stdin.buffer, bundle)
     except NoBundle as error:
@@ -444,7 +450,7 @@ def main() -> int:
         refused_bundle(bundle, error)
     else:
         run_bundle(bundle)
-    send_output(bundle / "out")
+    send_output(bundle / protocol.OUT_DIR)
     return 0
 
 

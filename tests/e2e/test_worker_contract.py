@@ -25,12 +25,13 @@ from tower.execution.bundle import WorkerOutput, bundle_tar, read_output
 from tower.execution.docker import containers
 from tower.execution.docker.hardening import container_options
 from tower.execution.outcome import parse_outcome
+from tower.execution.protocol import READY_LINE
 from tower.execution.slots import ContainerShape
 from tower.execution.spec import CLAUDE_MD_PATH, PROMPT_PATH, JobSpec, build_spec
 from tower.settings import Settings
 
 LABEL = "parpaing.test"
-READY = b"parpaing-worker ready"
+READY = READY_LINE
 # Bounds on each wait, so a broken worker fails the test instead of hanging the run.
 EXIT_DEADLINE = 120
 

@@ -9,6 +9,7 @@ import docker
 import pytest
 from docker.errors import ContainerError
 
+from tower.execution.protocol import HOME_DIR, READY_LINE, WORKER_UID
 from tower.images.build import apt_mirrors
 
 VERSION = re.compile(r"\b\d+\.\d+\.\d+\b")
@@ -19,8 +20,7 @@ ENGINE_VERSION_COMMANDS = {
     "gemini": ["gemini", "--version"],
     "aider": ["aider", "--version"],
 }
-WORKER_UID = 1000
-WORKER_HOME = "/home/worker"
+WORKER_HOME = HOME_DIR
 SCRATCH = f"rw,nosuid,nodev,size=64m,uid={WORKER_UID},gid={WORKER_UID},mode=0700"
 
 
@@ -107,7 +107,7 @@ def test_idle_worker_announces_itself_and_stops_on_sigterm(
     )
     try:
         first_line = next(container.logs(stream=True, follow=True, stderr=False))
-        assert b"parpaing-worker ready" in first_line
+        assert READY_LINE in first_line
         # A generous grace period: 143 means our SIGTERM handler ran, 137 a forced kill.
         container.stop(timeout=60)
         assert container.wait()["StatusCode"] == 128 + 15

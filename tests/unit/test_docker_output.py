@@ -4,7 +4,8 @@ on; the last frame's payload is the worker's output."""
 
 from __future__ import annotations
 
-from tower.execution.docker.worker_stdout import DONE_LINE, OUTPUT_MARK, WorkerStdout
+from tower.execution.docker.worker_stdout import WorkerStdout
+from tower.execution.protocol import DONE_LINE, OUTPUT_MARK
 
 DONE = DONE_LINE + b"\n"
 

@@ -27,14 +27,15 @@ import pytest
 from tower.configs.defaults import shipped_defaults
 from tower.configs.models import Engine, Profile, Template
 from tower.configs.parse import parse_engine, parse_profile, parse_template
-from tower.execution.bundle import bundle_tar, frame_header, read_output
-from tower.execution.docker.worker_stdout import DONE_LINE, WorkerStdout
+from tower.execution.bundle import bundle_tar, read_output
+from tower.execution.docker.worker_stdout import WorkerStdout
+from tower.execution.protocol import BUNDLE_MARK, DONE_LINE, READY_LINE, bundle_header
 from tower.execution.slots import ContainerShape
 from tower.execution.spec import PROMPT_PATH, JobSpec, SpecFile, build_spec
 from tower.settings import Settings
 
 WORKER = Path(__file__).resolve().parents[2] / "worker" / "worker.py"
-READY = b"parpaing-worker ready\n"
+READY = READY_LINE + b"\n"
 # A bound on each wait, so a broken worker fails the test instead of hanging it.
 DEADLINE = 60.0
 # SigBlk and SigIgn in /proc/<pid>/status: one bit per signal.
@@ -123,7 +124,7 @@ class WorkerProcess:
 
 
 def framed(tar_bytes: bytes) -> bytes:
-    return frame_header(len(tar_bytes)) + tar_bytes
+    return bundle_header(len(tar_bytes)) + tar_bytes
 
 
 @pytest.fixture
@@ -415,7 +416,7 @@ def test_a_stop_signal_while_idle_exits_at_once_without_a_result(
     assert not (finished.out / "result.json").exists()
 
 
-@pytest.mark.parametrize("cut", [0, 10, len(b"parpaing-bundle ") + 3, 1500, -700, -1])
+@pytest.mark.parametrize("cut", [0, 10, len(BUNDLE_MARK) + 3, 1500, -700, -1])
 def test_stdin_ending_before_a_whole_bundle_exits_without_a_result(
     tmp_path: Path, workers: list[WorkerProcess], cut: int
 ) -> None:

@@ -8,6 +8,7 @@ into its /bundle volume:
 Only directories and regular files at relative paths: the worker refuses anything else.
 The results come back as a tar of out/result.json, out/stdout and out/stderr: framed on
 the worker's stdout, or copied with get_archive of /bundle/out when no frame arrived.
+The frames, names and paths are tower/execution/protocol.py's.
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
+from tower.execution import protocol
 from tower.execution.spec import JobSpec
-
-SPEC_VERSION = 1
-BUNDLE_HEADER = "parpaing-bundle {size}\n"
-WORKER_UID = 1000
-OUT_DIR = "out"
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ class WorkerOutput:
 def spec_document(spec: JobSpec) -> dict[str, Any]:
     """job/spec.json: the spec as the worker reads it; file contents stay out of it."""
     return {
-        "version": SPEC_VERSION,
+        "version": protocol.SPEC_VERSION,
         "job_id": spec.job_id,
         "argv": list(spec.argv),
         "env": dict(spec.env),
@@ -47,7 +44,7 @@ def spec_document(spec: JobSpec) -> dict[str, Any]:
         "stdin": spec.stdin,
         "prompt_file": spec.prompt_file,
         "files": [
-            {"source": f"files/{index}", "path": file.path, "mode": file.mode}
+            {"source": protocol.job_file(index), "path": file.path, "mode": file.mode}
             for index, file in enumerate(spec.files)
         ],
         "pre_hook": spec.pre_hook,
@@ -62,26 +59,23 @@ def bundle_tar(spec: JobSpec) -> bytes:
     the copy never leaves the machine)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add_dir(tar, "job")
-        _add_dir(tar, "job/files")
+        job = protocol.JOB_DIR
+        _add_dir(tar, job)
+        _add_dir(tar, f"{job}/{protocol.FILES_DIR}")
         spec_json = json.dumps(spec_document(spec), ensure_ascii=False).encode("utf-8")
-        _add_file(tar, "job/spec.json", spec_json)
+        _add_file(tar, f"{job}/{protocol.SPEC_FILE}", spec_json)
         for index, file in enumerate(spec.files):
-            _add_file(tar, f"job/files/{index}", file.content)
+            _add_file(tar, f"{job}/{protocol.job_file(index)}", file.content)
     return buffer.getvalue()
-
-
-def frame_header(tar_size: int) -> bytes:
-    """The line the worker reads before exactly `tar_size` bytes of bundle."""
-    return BUNDLE_HEADER.format(size=tar_size).encode("ascii")
 
 
 def read_output(tar_bytes: bytes) -> WorkerOutput:
     """Parse the tar of /bundle/out (the worker's frame or get_archive's). Missing or
     unreadable members read as empty: the outcome parser decides what their absence means."""
     members = _members(tar_bytes)
-    stderr = members.get("stderr", b"").decode("utf-8", errors="replace")
-    return WorkerOutput(_result(members.get("result.json")), members.get("stdout", b""), stderr)
+    stderr = members.get(protocol.STDERR_FILE, b"").decode("utf-8", errors="replace")
+    result = _result(members.get(protocol.RESULT_FILE))
+    return WorkerOutput(result, members.get(protocol.STDOUT_FILE, b""), stderr)
 
 
 def _add_dir(tar: tarfile.TarFile, name: str) -> None:
@@ -99,7 +93,7 @@ def _add_file(tar: tarfile.TarFile, name: str, content: bytes) -> None:
 
 
 def _owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = WORKER_UID
+    info.uid = info.gid = protocol.WORKER_UID
     info.uname = info.gname = "worker"
     return info
 
@@ -120,7 +114,7 @@ def _members(tar_bytes: bytes) -> dict[str, bytes]:
 
 def _name_in_out(name: str) -> str:
     head, _, rest = name.partition("/")
-    return rest if head == OUT_DIR and rest else name
+    return rest if head == protocol.OUT_DIR and rest else name
 
 
 def _result(raw: bytes | None) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ Usage: python -m tower.images.build build [--all] [--ca-bundle FILE] [--no-ca-bu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import re
@@ -25,9 +26,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import docker
 from docker.errors import DockerException, ImageNotFound
@@ -48,6 +49,12 @@ APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 REPO_ROOT = resources.CHECKOUT
 WORKER_CONTEXT = resources.worker_context()
 GATEWAY_CONTEXT = resources.gateway_context()
+# The worker image holds the wire protocol it shares with tower beside worker.py (which
+# imports it as `protocol`; worker/Dockerfile copies it): tower's own module, added to the
+# build context build_worker_image assembles, so there is one copy of it. Taken as a file
+# of the package, not imported: image builds sit below execution in tower's layers.
+PROTOCOL_FILE = Path(__file__).resolve().parents[1] / "execution" / "protocol.py"
+WORKER_EXTRA_FILES: Mapping[str, Path] = {"protocol.py": PROTOCOL_FILE}
 IMAGES = ("worker", "gateway")
 # Docker CLIs from 23.0 on delegate BuildKit to the buildx plugin; older ones embed it.
 LAST_CLI_WITH_EMBEDDED_BUILDKIT = 22
@@ -74,20 +81,29 @@ class BuildRequest:
     # Label the image with a digest of its context (image_is_current). Off for images
     # whose context is the whole repository, where only .dockerignore knows what counts.
     label_context: bool = True
+    # Files from elsewhere added to the context (name at its top -> source), such as
+    # WORKER_EXTRA_FILES: the build then runs on an assembled copy of the context.
+    extra_files: Mapping[str, Path] = field(default_factory=dict)
 
 
-def context_digest(context: Path) -> str:
-    """A digest of every file of a build context (names, modes, contents): the image is
-    labelled with it, so a changed context is seen without building."""
+def context_digest(context: Path, extra_files: Mapping[str, Path] | None = None) -> str:
+    """A digest of every file of a build context (names, modes, contents), `extra_files`
+    included as the assembled context holds them: the image is labelled with it, so a
+    changed context is seen without building."""
+    found = {p.relative_to(context).as_posix(): p for p in context.rglob("*") if p.is_file()}
+    found |= dict(extra_files or {})
     digest = hashlib.sha256()
-    for path in sorted(p for p in context.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(context)}\0{path.stat().st_mode & 0o777}\0".encode())
+    for name in sorted(found, key=PurePosixPath):
+        path = found[name]
+        digest.update(f"{name}\0{path.stat().st_mode & 0o777}\0".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def image_is_current(image: str, context: Path) -> bool:
-    """Is `image` present and built from `context` as it is now?"""
+def image_is_current(
+    image: str, context: Path, extra_files: Mapping[str, Path] | None = None
+) -> bool:
+    """Is `image` present and built from `context` (plus `extra_files`) as it is now?"""
     client = _docker_client()
     try:
         labels = client.images.get(image).labels or {}
@@ -95,7 +111,7 @@ def image_is_current(image: str, context: Path) -> bool:
         return False
     finally:
         client.close()
-    return labels.get(CONTEXT_LABEL) == context_digest(context)
+    return labels.get(CONTEXT_LABEL) == context_digest(context, extra_files)
 
 
 def deployment_requests(ca_bundle: Path | None) -> list[BuildRequest]:
@@ -124,7 +140,8 @@ def build_images(
     bundle = _checked_bundle(ca_bundle)
     ensure_base_image(log)
     if "worker" in which:
-        build_worker_image(BuildRequest(settings.worker_image, bundle), log)
+        worker = BuildRequest(settings.worker_image, bundle, extra_files=WORKER_EXTRA_FILES)
+        build_worker_image(worker, log)
     if "gateway" in which:
         gateway = BuildRequest(settings.gateway_image, bundle, GATEWAY_CONTEXT, "gateway image")
         build_worker_image(gateway, log)
@@ -358,10 +375,11 @@ def build_worker_image(request: BuildRequest, log: Log = print_line) -> None:
     dockerfile = request.dockerfile or request.context / "Dockerfile"
     if not dockerfile.is_file():
         raise ImageBuildError(f"{request.what}: no Dockerfile at {dockerfile}")
-    command, env = buildkit_command(request)
     previous = _image_id(request.image)
     log(f"building {request.image} from {dockerfile}" + _bundle_note(request))
-    _run_streamed(command, log, step=f"{request.what} {request.image}", env=env)
+    with assembled_context(request) as context:
+        command, env = buildkit_command(request, context)
+        _run_streamed(command, log, step=f"{request.what} {request.image}", env=env)
     log(f"built {request.image}")
     if previous is not None and previous != _image_id(request.image):
         _remove_if_unused(previous, log)
@@ -399,18 +417,46 @@ def _bundle_note(request: BuildRequest) -> str:
     return f" (CA bundle {request.ca_bundle} as build secret 'ca')"
 
 
-def buildkit_command(request: BuildRequest) -> tuple[list[str], dict[str, str]]:
-    """The CLI invocation that builds the image with BuildKit on this host."""
+@contextlib.contextmanager
+def assembled_context(request: BuildRequest) -> Iterator[Path]:
+    """The directory to build from: the request's context itself, or, when it has extra
+    files, a temporary copy of it with them added (removed after the build). A copy, not
+    links: Docker sends a symlink as a link, and one pointing out of the context is
+    dangling in the image."""
+    if not request.extra_files:
+        yield request.context
+        return
+    with tempfile.TemporaryDirectory(prefix="parpaing-context-") as tmp:
+        context = Path(tmp) / request.context.name
+        shutil.copytree(request.context, context)
+        for name, source in request.extra_files.items():
+            target = context / name
+            if target.exists() or not source.is_file():
+                raise ImageBuildError(
+                    f"{request.what}: cannot add {source} to its build context as {name}"
+                    f" ({'the context has one' if target.exists() else 'no such file'})"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        yield context
+
+
+def buildkit_command(
+    request: BuildRequest, context: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The CLI invocation that builds the image with BuildKit on this host, from
+    `context` (default: the request's; see assembled_context)."""
     cli = _docker_cli()
     build = [cli, "buildx", "build", "--load"] if _has_buildx(cli) else [cli, "build"]
     command = [*build, "--progress=plain", "-t", request.image]
     if request.label_context:
-        command += ["--label", f"{CONTEXT_LABEL}={context_digest(request.context)}"]
+        digest = context_digest(request.context, request.extra_files)
+        command += ["--label", f"{CONTEXT_LABEL}={digest}"]
     if request.dockerfile is not None:
         command += ["-f", str(request.dockerfile)]
     if request.ca_bundle is not None:
         command += ["--secret", f"id=ca,src={request.ca_bundle}"]
-    command.append(str(request.context))
+    command.append(str(context or request.context))
     return command, {**os.environ, "DOCKER_BUILDKIT": "1"}
 
 

@@ -22,9 +22,8 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import STDERR, frames_iter
 
 from tower.errors import Unavailable
-from tower.execution import bundle
+from tower.execution import protocol
 from tower.execution.docker.hardening import (
-    BUNDLE_PATH,
     ROLE_LABEL,
     SLOT_LABEL,
     WORKER_ROLE,
@@ -33,15 +32,13 @@ from tower.execution.docker.hardening import (
     container_options,
     worker_labels,
 )
-from tower.execution.docker.worker_stdout import DONE_LINE, WorkerStdout
+from tower.execution.docker.worker_stdout import WorkerStdout
 from tower.execution.slots import ContainerShape
 from tower.settings import Settings
 
-READY_LINE = b"parpaing-worker ready"
 READY_TIMEOUT = 30.0
 # Writing a bundle into a reading worker takes milliseconds, even for tens of MB.
 DELIVER_TIMEOUT = 30.0
-OUTPUT_PATH = f"{BUNDLE_PATH}/out"
 LOG_TAIL_CHARS = 2000
 
 
@@ -142,7 +139,7 @@ def wait_ready(client: docker.DockerClient, container_id: str, timeout: float) -
     try:
         for chunk in stream:
             seen = (seen + chunk)[-LOG_TAIL_CHARS:]
-            if READY_LINE in seen:
+            if protocol.READY_LINE in seen:
                 return
     finally:
         deadline.cancel()
@@ -177,7 +174,7 @@ def deliver(
     # would block the write once the pipes are full, before the job's timeout runs.
     raw.settimeout(timeout)
     try:
-        raw.sendall(bundle.frame_header(len(tar)))
+        raw.sendall(protocol.bundle_header(len(tar)))
         raw.sendall(tar)
     except OSError as exc:
         raise DockerFailure(f"delivering the job to its worker: {_one_line(exc)}") from exc
@@ -228,7 +225,7 @@ def wait_done(client: docker.DockerClient, container_id: str, timeout: float) ->
     deadline.daemon = True
     deadline.start()
     try:
-        _read_until(stream, DONE_LINE)
+        _read_until(stream, protocol.DONE_LINE)
     finally:
         deadline.cancel()
         stream.close()
@@ -356,7 +353,7 @@ def exit_info(client: docker.DockerClient, container_id: str) -> ExitInfo:
 def collect(client: docker.DockerClient, container_id: str) -> bytes:
     """The tar of /bundle/out, or b"" when the worker left nothing there."""
     try:
-        chunks, _ = client.api.get_archive(container_id, OUTPUT_PATH)
+        chunks, _ = client.api.get_archive(container_id, protocol.OUTPUT_DIR)
         return b"".join(chunks)
     except NotFound:
         return b""

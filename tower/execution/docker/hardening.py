@@ -13,13 +13,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from tower.execution import protocol
 from tower.execution.slots import ContainerShape
 from tower.settings import Settings
 
 MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-WORKER_UID = 1000
+WORKER_UID = protocol.WORKER_UID
 WORKER_USER = f"{WORKER_UID}:{WORKER_UID}"
-BUNDLE_PATH = "/bundle"
 ROLE_LABEL = "parpaing.role"
 SLOT_LABEL = "parpaing.slot"
 HASH_LABEL = "parpaing.config_hash"
@@ -111,7 +111,7 @@ def container_options(
         "user": WORKER_USER,
         "read_only": True,
         "tmpfs": _scratch_mounts(settings),
-        "volumes": {volume: {"bind": BUNDLE_PATH, "mode": "rw"}},
+        "volumes": {volume: {"bind": protocol.BUNDLE_DIR, "mode": "rw"}},
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "pids_limit": shape.pids_limit,
@@ -139,8 +139,8 @@ def _scratch_mounts(settings: Settings) -> dict[str, str]:
     """Bounded writable places on a read-only root, owned by the worker user."""
     return {
         "/tmp": _tmpfs(settings.worker_tmp_size, mode="1777"),
-        "/home/worker": _tmpfs(settings.worker_workspace_size, mode="0700"),
-        "/workspace": _tmpfs(settings.worker_workspace_size, mode="0755"),
+        protocol.HOME_DIR: _tmpfs(settings.worker_workspace_size, mode="0700"),
+        protocol.WORKSPACE_DIR: _tmpfs(settings.worker_workspace_size, mode="0755"),
     }
 
 

@@ -7,17 +7,14 @@ Docker a helper process, tens of milliseconds on a warm job's path. Then the wor
 shell prints the done line. Frames never reach the job's log; text that only looks like
 one does. The last frame before the done line wins: the worker prints its own after the
 engine's process group is gone, so whatever an engine printed that looks like a frame
-is superseded.
+is superseded. The markers and the header's format are tower/execution/protocol.py's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-DONE_LINE = b"parpaing-worker done"
-OUTPUT_MARK = b"parpaing-worker output "
-# A size is at most this many digits; a longer run after the mark is plain output.
-SIZE_DIGITS = 12
+from tower.execution.protocol import DONE_LINE, OUTPUT_MARK, frame_size
 
 # Receives output to pass on: ("stdout", bytes).
 Send = Callable[[str, bytes], None]
@@ -80,15 +77,16 @@ class WorkerStdout:
         start = frame + len(OUTPUT_MARK)
         end = window.find(b"\n", start)
         digits = window[start:] if end < 0 else window[start:end]
-        if not (digits.isdigit() or (end < 0 and not digits)) or len(digits) > SIZE_DIGITS:
+        size = frame_size(digits)
+        if size is None and not (end < 0 and not digits):
             self._send(window[:start])  # a lookalike: output, and scanning goes on after it
             self._window = window[start:]
             return None
         self._send(window[:frame])
-        if end < 0:  # the header is not whole yet
+        if end < 0 or size is None:  # the header is not whole yet
             self._window = window[frame:]
             return False
-        self._left = int(digits)
+        self._left = size
         self._payload = bytearray() if self._left <= self._max_frame else None
         self._window = window[end + 1 :]
         if not self._left and self._payload is not None:

@@ -1,0 +1,98 @@
+"""The wire protocol between tower and the worker in its container, stated once.
+
+Both sides import this module: tower as tower.execution.protocol, the worker as the
+module `protocol` beside worker.py in the worker image (tower/images/build.py adds
+this file to the image's build context). So it imports the standard library only, and
+runs under the image's python3 (Debian's 3.11). The prose is docs/execution.md.
+
+1. The worker prints READY_LINE on stdout, then reads its stdin.
+2. Tower writes on it a bundle frame: bundle_header(size), then `size` bytes of tar,
+   which the worker unpacks into BUNDLE_DIR: JOB_DIR/SPEC_FILE and JOB_DIR/FILES_DIR/<n>.
+3. The worker runs the job, leaves OUTPUT_FILES in BUNDLE_DIR/OUT_DIR (OUTPUT_DIR), then
+   writes an output frame on stdout: output_header(size), then `size` bytes of tar of
+   OUT_DIR/<file>.
+4. The entry script (ENTRYPOINT_PATH, worker/entrypoint.sh) prints DONE_LINE once the
+   worker has ended, and keeps the container up until tower removes it.
+A frame's size is at most SIZE_DIGITS decimal digits; anything else is no frame.
+"""
+
+from __future__ import annotations
+
+# --- the image and the container -------------------------------------------------------
+
+# Where the worker image keeps our files (worker/Dockerfile copies them there).
+WORKER_DIR = "/opt/parpaing"
+WORKER_PATH = f"{WORKER_DIR}/worker.py"
+# What tower runs in every worker container (under Docker's init): `sh ENTRYPOINT_PATH`.
+ENTRYPOINT_PATH = f"{WORKER_DIR}/entrypoint.sh"
+# The image's user, owner of everything the worker writes.
+WORKER_UID = 1000
+HOME_DIR = "/home/worker"
+WORKSPACE_DIR = "/workspace"
+
+# --- the bundle volume ------------------------------------------------------------------
+
+BUNDLE_DIR = "/bundle"
+# Inside the bundle (and inside the bundle tar): what to run.
+JOB_DIR = "job"
+SPEC_FILE = "spec.json"  # in JOB_DIR
+FILES_DIR = "files"  # in JOB_DIR: files/<n>, the files the worker places
+SPEC_VERSION = 1
+# Inside the bundle (and inside the output tar): what the worker leaves.
+OUT_DIR = "out"
+OUTPUT_DIR = f"{BUNDLE_DIR}/{OUT_DIR}"
+STDOUT_FILE = "stdout"  # the engine's stdout, up to the spec's output_limit + 1 bytes
+STDERR_FILE = "stderr"  # the tail of its stderr
+RESULT_FILE = "result.json"  # written last: its presence means the worker finished
+OUTPUT_FILES = (STDOUT_FILE, STDERR_FILE, RESULT_FILE)
+RESULT_VERSION = 1
+# In an argv element of the spec: replaced by the prompt file's text (arg-from-file).
+PROMPT_PLACEHOLDER = "{prompt}"
+
+# --- lines and frames -------------------------------------------------------------------
+
+READY_LINE = b"parpaing-worker ready"
+DONE_LINE = b"parpaing-worker done"
+BUNDLE_MARK = b"parpaing-bundle "
+OUTPUT_MARK = b"parpaing-worker output "
+# A frame's size is at most this many digits; a longer run after a mark is no frame.
+SIZE_DIGITS = 12
+# The longest bundle header line: the mark, the digits, the newline.
+BUNDLE_HEADER_MAX = len(BUNDLE_MARK) + SIZE_DIGITS + 1
+
+
+def job_file(index: int) -> str:
+    """The bundle's `index`th file, relative to JOB_DIR (as spec.json names it)."""
+    return f"{FILES_DIR}/{index}"
+
+
+def bundle_header(size: int) -> bytes:
+    """The line tower writes before exactly `size` bytes of bundle tar."""
+    return BUNDLE_MARK + _size(size) + b"\n"
+
+
+def output_header(size: int) -> bytes:
+    """The line the worker writes before exactly `size` bytes of output tar."""
+    return OUTPUT_MARK + _size(size) + b"\n"
+
+
+def frame_size(digits: bytes) -> int | None:
+    """The size a frame header's digits state, or None when they are not a size."""
+    if not digits.isdigit() or len(digits) > SIZE_DIGITS:
+        return None
+    return int(digits)
+
+
+def bundle_size(header: bytes) -> int | None:
+    """The size a whole bundle header line (newline included) states, or None when the
+    line is not one."""
+    if not header.startswith(BUNDLE_MARK) or not header.endswith(b"\n"):
+        return None
+    return frame_size(header[len(BUNDLE_MARK) : -1])
+
+
+def _size(size: int) -> bytes:
+    digits = str(size).encode("ascii")
+    if size < 0 or len(digits) > SIZE_DIGITS:
+        raise ValueError(f"a frame holds 0 to {10**SIZE_DIGITS - 1} bytes, not {size}")
+    return digits
