@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tower.execution import protocol
+from tower.execution.docker.hardening import container_options, shape_from_settings
 from tower.images.build import (
     PROTOCOL_FILE,
     WORKER_CONTEXT,
@@ -22,6 +23,7 @@ from tower.images.build import (
     assembled_context,
     context_digest,
 )
+from tower.settings import Settings
 
 
 def test_the_protocol_imports_the_standard_library_only() -> None:
@@ -70,13 +72,29 @@ def test_a_size_has_at_most_twelve_digits() -> None:
         protocol.bundle_header(10**12)
 
 
-def test_the_image_holds_worker_and_protocol_where_the_protocol_says() -> None:
+def test_the_entry_script_runs_the_worker_and_prints_the_done_line() -> None:
+    script = (WORKER_CONTEXT / "entrypoint.sh").read_text()
+    lines = [line for line in script.splitlines() if line and not line.startswith("#")]
+    assert f"python3 {protocol.WORKER_PATH} <&3 3<&- & worker=$!" in lines
+    assert f'echo "{protocol.DONE_LINE.decode()}"' in lines
+
+
+def test_the_image_holds_entry_script_worker_and_protocol_where_the_protocol_says() -> None:
+    assert Path(protocol.ENTRYPOINT_PATH).parent == Path(protocol.WORKER_DIR)
+    assert Path(protocol.WORKER_PATH).parent == Path(protocol.WORKER_DIR)
     dockerfile = (WORKER_CONTEXT / "Dockerfile").read_text()
+    names = {Path(protocol.ENTRYPOINT_PATH).name, Path(protocol.WORKER_PATH).name, "protocol.py"}
     copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     ours = [words for words in copies if words[-1] == f"{protocol.WORKER_DIR}/"]
-    assert len(ours) == 1 and set(ours[0][:-1]) == {"worker.py", "protocol.py"}, copies
-    assert Path(protocol.WORKER_PATH).parent == Path(protocol.WORKER_DIR)
+    assert len(ours) == 1 and set(ours[0][:-1]) == names, copies
     assert set(WORKER_EXTRA_FILES) == {"protocol.py"}
+
+
+def test_tower_runs_the_entry_script_of_the_image() -> None:
+    settings = Settings()
+    options = container_options(shape_from_settings(settings), settings, "s1", "v1")
+    assert options["command"] == ["sh", protocol.ENTRYPOINT_PATH]
+    assert options["volumes"] == {"v1": {"bind": protocol.BUNDLE_DIR, "mode": "rw"}}
 
 
 def test_the_worker_build_context_gets_tower_s_protocol_beside_worker_py() -> None:

@@ -26,25 +26,14 @@ HASH_LABEL = "parpaing.config_hash"
 WORKER_ROLE = "worker"
 # Bump when the options below change in a way that makes older warm containers unfit.
 # 3: the bundle comes on stdin (stdin_open), no longer put_archive + SIGUSR1.
-HARDENING_VERSION = 3
+# 4: the entry script is a file of the image (worker/entrypoint.sh), no longer `sh -c`.
+HARDENING_VERSION = 4
 
-# The worker runs under a shell that outlives it. Its output is on the bundle volume, a
-# tmpfs that Docker unmounts (and so empties) when the container stops: the container
-# must stay up until tower has collected /bundle/out, so the shell announces the worker's
-# end and then idles until tower kills it. SIGTERM/SIGINT are passed on to the worker
-# (tini, PID 1, signals only its own child: this shell); the trap is set before the
-# worker starts, and the worker handles them before it says ready, so none is lost.
-# The worker reads its bundle from the container's stdin, but dash gives a background
-# job /dev/null as stdin before applying its redirections (so `<&0` is /dev/null too):
-# the real stdin is kept as fd 3 first and handed over from there.
-WORKER_SCRIPT = """\
-trap 'kill -TERM "$worker" 2>/dev/null; exit 143' TERM INT
-exec 3<&0
-python3 /opt/parpaing/worker.py <&3 3<&- & worker=$!
-while kill -0 "$worker" 2>/dev/null; do wait "$worker"; done
-echo "parpaing-worker done"
-exec sleep infinity
-"""
+# The worker runs under its image's entry script, which outlives it (it keeps the
+# container, and so the bundle volume's tmpfs, up until tower has collected /bundle/out),
+# passes SIGTERM/SIGINT on and prints the done line: see worker/entrypoint.sh. `sh`, not
+# the file itself, so no exec bit is needed on it.
+WORKER_COMMAND = ("sh", protocol.ENTRYPOINT_PATH)
 
 
 def worker_name(slot_id: str) -> str:
@@ -123,7 +112,7 @@ def container_options(
         "network": shape.network,
         # tini as PID 1 forwards SIGTERM to the worker's shell and reaps the engine's orphans.
         "init": True,
-        "command": ["sh", "-c", WORKER_SCRIPT],
+        "command": list(WORKER_COMMAND),
         # The bundle comes on stdin (containers.deliver); no tty, so output stays framed
         # as stdout and stderr apart.
         "stdin_open": True,
