@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.live import live_tower
-from tower.cli.client import CliError, parse_var
+from tower.cli.client import parse_var
+from tower.cli.output import CliError
 from tower.settings import Settings
 
 API_KEY = "cli-secret"

@@ -26,7 +26,8 @@ import asyncpg
 from alembic.script import ScriptDirectory
 
 from tower.app import create_app
-from tower.cli.client import CliError, add_client_commands, run_client_command
+from tower.cli.client import add_commands as add_client_commands
+from tower.cli.output import CliError
 from tower.db.embedded import LocalPostgres
 from tower.db.migrate import alembic_config, migrate
 from tower.db.pool import create_pool
@@ -350,13 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     imaging = commands.add_parser("images", help="build the worker image (`images build --help`)")
     imaging.add_argument("images_args", nargs=argparse.REMAINDER)
     imaging.set_defaults(handler=images_command)
-    add_client_commands(commands, dict(os.environ))
+    add_client_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", run_client_command)
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
     except CliError as exc:
