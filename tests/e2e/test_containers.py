@@ -23,6 +23,7 @@ import pytest
 
 from tower.db.pool import create_pool
 from tower.execution.docker import containers, hardening
+from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.network import (
     INHIBIT_IPV4,
     ensure_worker_network,
@@ -367,10 +368,10 @@ def test_network_is_internal_and_the_host_has_no_address_on_it(
 async def test_replicas_racing_to_make_the_network_converge_on_one(
     docker_client: docker.DockerClient, database_url: str
 ) -> None:
-    # Four "replicas": each its own database pool and Docker client, all at once.
+    # Four "replicas": each its own database pool and Docker calls, all at once.
     name = f"parpaing-test-race-{RUN}"
     pools = [await create_pool(database_url, 2) for _ in range(4)]
-    clients = [docker.from_env() for _ in range(4)]
+    clients = [await DockerCalls.open(1) for _ in range(4)]
     try:
         ids = await asyncio.gather(
             *(
@@ -385,6 +386,6 @@ async def test_replicas_racing_to_make_the_network_converge_on_one(
         for db in pools:
             await db.close()
         for client in clients:
-            client.close()
+            await client.close()
         for net in docker_client.networks.list(names=[name]):
             net.remove()

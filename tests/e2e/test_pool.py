@@ -19,6 +19,7 @@ from docker.errors import NotFound
 
 from tower.db.pool import Pool, create_pool
 from tower.execution.docker import containers
+from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.hardening import bundle_volume_name, shape_from_settings
 from tower.execution.docker.network import ensure_worker_network
 from tower.execution.pool import queries as pool_queries
@@ -71,21 +72,22 @@ async def db(database_url: str) -> AsyncIterator[Pool]:
 async def start_pool(
     docker_client: docker.DockerClient, worker_image: str, worker_net: str, db: Pool
 ) -> AsyncIterator[PoolFactory]:
-    """Starts WarmPools ("replicas") on the test's database and network; stops them after."""
-    started: list[WarmPool] = []
+    """Starts WarmPools ("replicas") on the test's database and network; stops them after.
+    Each has its own Docker calls, as each replica's runner does."""
+    started: list[tuple[WarmPool, DockerCalls]] = []
 
     async def start(**overrides: Any) -> WarmPool:
         settings = pool_settings(worker_image, worker_net, **overrides)
         image = containers.image_id(docker_client, worker_image)
-        pool = await WarmPool.start(
-            settings, db, docker_client, shape_from_settings(settings, image)
-        )
-        started.append(pool)
+        calls = await DockerCalls.open(settings.max_concurrent_jobs)
+        pool = await WarmPool.start(settings, db, calls, shape_from_settings(settings, image))
+        started.append((pool, calls))
         return pool
 
     yield start
-    for pool in started:
+    for pool, calls in started:
         await pool.stop()
+        await calls.close()
 
 
 def pool_settings(image: str, net: str, **overrides: Any) -> Settings:

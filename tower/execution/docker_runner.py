@@ -245,8 +245,9 @@ class Host(Protocol):
     """What the runner's Docker host needs besides workers: the gateway container. The
     wiring passes it in (tower/runners.py); execution knows nothing of the gateway."""
 
-    async def setup(self, client: Any) -> None:
-        """Make it run, given the Docker client once it answers; reports, never raises."""
+    async def setup(self, calls: DockerCalls) -> None:
+        """Make it run, through the runner's Docker calls once Docker answers; reports,
+        never raises."""
         ...
 
     def probe(self, client: Any) -> Probe:
@@ -267,9 +268,9 @@ async def start_docker_runner(
         log.error("%s; jobs will fail until tower restarts with Docker up", problem.message)
         return DockerDownRunner(problem.message)
     try:
-        await ensure_worker_network_once(pool, calls.client, settings.worker_net)
+        await ensure_worker_network_once(pool, calls, settings.worker_net)
         if host is not None:
-            await host.setup(calls.client)
+            await host.setup(calls)
         slots = await _slot_source(settings, pool, calls)
     except TowerError as problem:
         await calls.close()
@@ -285,4 +286,4 @@ async def _slot_source(settings: Settings, pool: Pool, calls: DockerCalls) -> Sl
     """The warm pool, whose default shape is the configured one with the image's ID."""
     image = await calls(containers.image_id, settings.worker_image)
     shape = hardening.shape_from_settings(settings, image)
-    return await WarmPool.start(settings, pool, calls.client, shape)
+    return await WarmPool.start(settings, pool, calls, shape)

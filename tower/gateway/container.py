@@ -17,7 +17,6 @@ container named by GATEWAY_CONTAINER (when set) to the workers network, if it ex
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -37,6 +36,7 @@ from docker.models.containers import Container
 from tower.db.pool import Pool
 from tower.errors import TowerError, one_line
 from tower.execution.docker import queries as docker_queries
+from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import DockerFailure
 from tower.execution.docker.probe import Probe
 from tower.settings import Settings, gateway_auth_socket, gateway_container, gateway_host
@@ -146,11 +146,11 @@ class GatewayHost:
     db: Pool
     settings: Settings
 
-    async def setup(self, client: docker.DockerClient) -> None:
+    async def setup(self, calls: DockerCalls) -> None:
         """Run (all-in-one) or attach (compose) the gateway. Without it jobs still run,
         but their engines cannot reach a provider: that is reported (log, /health)."""
         try:
-            await ensure_gateway_once(self.db, client, self.settings, self.settings.worker_net)
+            await ensure_gateway_once(self.db, calls, self.settings, self.settings.worker_net)
         except TowerError as problem:
             log.error("%s; agents cannot reach a provider until this is fixed", problem.message)
 
@@ -159,7 +159,7 @@ class GatewayHost:
 
 
 async def ensure_gateway_once(
-    db: Pool, client: docker.DockerClient, settings: Settings, worker_net: str
+    db: Pool, calls: DockerCalls, settings: Settings, worker_net: str
 ) -> str:
     """ensure_gateway (or, unmanaged, attach_gateway) one replica at a time."""
     async with db.acquire() as connection:
@@ -167,8 +167,8 @@ async def ensure_gateway_once(
         await connection.execute(docker_queries.NETWORK_LOCK, key)
         try:
             if settings.gateway_managed:
-                return await asyncio.to_thread(ensure_gateway, client, settings, worker_net)
-            return await asyncio.to_thread(attach_gateway, client, settings, worker_net)
+                return await calls(ensure_gateway, settings, worker_net)
+            return await calls(attach_gateway, settings, worker_net)
         finally:
             await connection.execute(docker_queries.NETWORK_UNLOCK, key)
 

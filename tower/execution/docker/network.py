@@ -8,7 +8,6 @@ only peers a worker has are other containers on it (the gateway, in its own issu
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from tower.db.pool import Pool
 from tower.execution.docker import queries as docker_queries
+from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import DockerFailure
 
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
@@ -32,14 +32,14 @@ class UnsafeWorkerNetwork(DockerFailure):
 
 
 async def ensure_worker_network_once(
-    db: Pool, client: docker.DockerClient, name: str, labels: Mapping[str, str] | None = None
+    db: Pool, calls: DockerCalls, name: str, labels: Mapping[str, str] | None = None
 ) -> str:
     """ensure_worker_network, one replica at a time (they share the database, and so
     this lock), so that racing replicas never create two networks of one name."""
     async with db.acquire() as connection:
         await connection.execute(docker_queries.NETWORK_LOCK, name)
         try:
-            return await asyncio.to_thread(ensure_worker_network, client, name, labels)
+            return await calls(ensure_worker_network, name, labels)
         finally:
             await connection.execute(docker_queries.NETWORK_UNLOCK, name)
 

@@ -13,7 +13,6 @@ the pass's connection); the others skip the round.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -23,6 +22,7 @@ import requests
 from docker.errors import DockerException
 
 from tower.db.pool import Connection, Pool
+from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import DockerFailure, WorkerInfo, remove_worker
 from tower.execution.docker.hardening import ROLE_LABEL, SLOT_LABEL, WORKER_ROLE
 from tower.execution.pool import queries as q
@@ -73,13 +73,13 @@ class Reconciler:
         self,
         settings: Settings,
         db: Pool,
-        client: docker.DockerClient,
+        calls: DockerCalls,
         docker_host: str,
         scope: Mapping[str, str],
     ) -> None:
         self._settings = settings
         self._db = db
-        self._client = client
+        self._calls = calls
         self._host = docker_host
         self._scope = dict(scope)
 
@@ -129,7 +129,7 @@ class Reconciler:
         )  # fmt: skip
 
     async def _inventory(self) -> Inventory:
-        return await asyncio.to_thread(pool_inventory, self._client, self._scope)
+        return await self._calls(pool_inventory, self._scope)
 
     async def _confirm_gone(self, rows: list[q.SlotRow], seen: Inventory) -> list[str]:
         """Rows that had a container missing from the first listing and from a second one
@@ -143,7 +143,7 @@ class Reconciler:
     async def _remove(self, pairs: list[tuple[str | None, str]]) -> None:
         for container_id, slot_id in pairs:
             try:
-                await asyncio.to_thread(remove_worker, self._client, container_id, slot_id)
+                await self._calls(remove_worker, container_id, slot_id)
             except DockerFailure as exc:
                 # Its row is gone already: the next pass finds it as a stray and retries.
                 log.warning("pool reconcile: could not remove slot %s: %s", slot_id, exc)

@@ -31,6 +31,7 @@ from docker.errors import DockerException, NotFound
 
 from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Connection, Pool
+from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import (
     DockerFailure,
     create_worker,
@@ -76,18 +77,18 @@ class WarmPool:
         self,
         settings: Settings,
         db: Pool,
-        client: docker.DockerClient,
+        calls: DockerCalls,
         default_shape: ContainerShape,
         docker_host: str,
     ) -> None:
         self._settings = settings
         self._db = db
-        self._client = client
+        self._calls = calls
         self._default_shape = default_shape
         self._host = docker_host
         self._default_key = self._key_for(default_shape)
         self._labels = pool_scope(settings)
-        self._reconciler = Reconciler(settings, db, client, docker_host, self._labels)
+        self._reconciler = Reconciler(settings, db, calls, docker_host, self._labels)
         self._refill = asyncio.Event()
         self._creations = asyncio.Semaphore(FILL_CONCURRENCY)
         self._stopping = False
@@ -99,13 +100,13 @@ class WarmPool:
         cls,
         settings: Settings,
         db: Pool,
-        client: docker.DockerClient,
+        calls: DockerCalls,
         default_shape: ContainerShape,
     ) -> WarmPool:
         """A running pool: one reconcile pass done, the fill and reconcile loops started."""
-        host = await asyncio.to_thread(docker_host_id, client)
-        await asyncio.to_thread(ensure_worker_network, client, settings.worker_net)
-        pool = cls(settings, db, client, default_shape, host)
+        host = await calls(docker_host_id)
+        await calls(ensure_worker_network, settings.worker_net)
+        pool = cls(settings, db, calls, default_shape, host)
         await pool._announce()
         await pool._reconcile_round()
         pool._tasks = [
@@ -182,7 +183,7 @@ class WarmPool:
         """Best effort, never raising: what fails here the reconcile removes later (a busy
         row whose job has ended, or a container whose row is gone)."""
         try:
-            await asyncio.to_thread(remove_worker, self._client, slot.container_id, slot.slot_id)
+            await self._calls(remove_worker, slot.container_id, slot.slot_id)
             await q.delete_slot(self._db, slot.slot_id)
         except RECOVERABLE as exc:
             log.warning("slot %s: discard left for the reconcile: %s", slot.slot_id, exc)
@@ -204,7 +205,7 @@ class WarmPool:
 
     async def _still_running(self, slot: Slot) -> bool:
         try:
-            return await asyncio.to_thread(_is_running, self._client, slot.container_id)
+            return await self._calls(_is_running, slot.container_id)
         except BaseException:
             # Cancelled or failed after the row became ours: nobody else will discard it.
             await self.discard(slot)
@@ -234,8 +235,8 @@ class WarmPool:
         return Slot(slot_id, container_id, bundle_volume_name(slot_id), False)
 
     async def _create(self, slot_id: str, shape: ContainerShape) -> str:
-        return await asyncio.to_thread(
-            create_worker, self._client, shape, self._settings, slot_id, self._labels
+        return await self._calls(
+            create_worker, shape, self._settings, slot_id, self._labels
         )
 
     def _key_for(self, shape: ContainerShape) -> q.PoolKey:
@@ -295,7 +296,7 @@ class WarmPool:
         container_id = await self._create(slot_id, self._default_shape)
         if not await q.mark_ready(self._db, slot_id, container_id):
             # The reconcile dropped the reservation as stale meanwhile: nobody will take it.
-            await asyncio.to_thread(remove_worker, self._client, container_id, slot_id)
+            await self._calls(remove_worker, container_id, slot_id)
 
     # --- reconcile -------------------------------------------------------------------
 
