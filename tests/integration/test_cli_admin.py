@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tower.cli import current_revision, head_revision
+from tower.cli.admin import current_revision, head_revision
 from tower.db.embedded import LocalPostgres, free_port
 
 UNREACHABLE_DOCKER = "unix:///nonexistent/docker.sock"
