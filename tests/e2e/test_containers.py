@@ -16,12 +16,14 @@ import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
 from tower.db.pool import create_pool
+from tower.execution import protocol
 from tower.execution.docker import containers, hardening
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.network import (
@@ -33,9 +35,11 @@ from tower.execution.slots import ContainerShape
 from tower.settings import Settings
 
 TEST_LABEL = "parpaing.test"
+ROOT = Path(__file__).resolve().parents[2]
 RUN = uuid.uuid4().hex[:8]
 LABELS = {TEST_LABEL: f"containers-{RUN}"}
 STAND_IN_IMAGE = f"parpaing-test-standin:{RUN}"
+NO_PYTHON_IMAGE = f"parpaing-test-nopython:{RUN}"
 
 # Says ready, reads the framed bundle on stdin and unpacks it into /bundle, copies the
 # delivered spec to /bundle/out and exits, or never ends when the spec asks it to hang.
@@ -72,6 +76,25 @@ def stand_in_image(
     )
     yield containers.image_id(docker_client, STAND_IN_IMAGE)
     docker_client.images.remove(STAND_IN_IMAGE, force=True)
+
+
+@pytest.fixture(scope="module")
+def no_python_image(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The bare Debian base with the worker's entry script: it starts, but has no python3."""
+    context = tmp_path_factory.mktemp("no-python")
+    (context / "entrypoint.sh").write_bytes((ROOT / "worker" / "entrypoint.sh").read_bytes())
+    (context / "Dockerfile").write_text(
+        f"FROM debian:bookworm-slim\nCOPY entrypoint.sh {protocol.ENTRYPOINT_PATH}\n"
+    )
+    subprocess.run(
+        ["docker", "build", "-q", "-t", NO_PYTHON_IMAGE, str(context)],
+        check=True,
+        capture_output=True,
+    )
+    yield NO_PYTHON_IMAGE
+    docker_client.images.remove(NO_PYTHON_IMAGE, force=True)
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +269,7 @@ def test_missing_image_fails_clearly_and_leaves_nothing(
 
 
 def test_worker_that_never_gets_ready_fails_with_its_output_and_leaves_nothing(
-    docker_client: docker.DockerClient, worker_image: str, network: str
+    docker_client: docker.DockerClient, no_python_image: str, network: str
 ) -> None:
     # The bare Debian base has no python3: the worker cannot start at all.
     settings = _settings(network)
@@ -254,7 +277,7 @@ def test_worker_that_never_gets_ready_fails_with_its_output_and_leaves_nothing(
     with pytest.raises(containers.WorkerStartFailed, match=r"(?s)not ready within 2 s.*python3"):
         containers.create_worker(
             docker_client,
-            _shape(settings, "debian:bookworm-slim"),
+            _shape(settings, no_python_image),
             settings,
             slot,
             LABELS,
