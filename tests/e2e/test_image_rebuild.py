@@ -11,7 +11,14 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
-from tower.images.build import BASE_IMAGE, BuildRequest, build_worker_image
+from tower.images.build import (
+    BASE_IMAGE,
+    BuildRequest,
+    build_worker_image,
+    context_digest,
+    image_is_current,
+    image_is_outdated,
+)
 
 TAG = "parpaing-e2e-rebuild:test"
 
@@ -61,3 +68,27 @@ def test_rebuild_keeps_the_replaced_image_while_a_container_uses_it(
     finally:
         container.remove(force=True)
     docker_client.images.remove(first)
+
+
+def test_an_image_built_from_another_context_is_outdated_and_an_unlabelled_one_is_not(
+    small_context: Path, docker_client: docker.DockerClient
+) -> None:
+    # `parpaing serve` rebuilds an outdated worker image: it may not speak this protocol.
+    assert not image_is_outdated(TAG, small_context)  # missing: built as missing, not this
+    build(docker_client, small_context, "one")
+    assert image_is_current(TAG, small_context)
+    assert not image_is_outdated(TAG, small_context)
+    (small_context / "marker").write_text("two")
+    assert image_is_outdated(TAG, small_context)
+    assert not image_is_outdated(BASE_IMAGE, small_context)  # no label: someone else's
+
+
+def test_bytecode_caches_do_not_change_a_context(tmp_path: Path) -> None:
+    (tmp_path / "worker.py").write_text("print('hi')\n")
+    before = context_digest(tmp_path)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "worker.cpython-311.pyc").write_bytes(b"\0bytecode")
+    (tmp_path / "stray.pyc").write_bytes(b"\0")
+    assert context_digest(tmp_path) == before
+    (tmp_path / "worker.py").write_text("print('changed')\n")
+    assert context_digest(tmp_path) != before

@@ -113,6 +113,12 @@ def _images_to_build(settings: Settings) -> list[str]:
     if not probe.image_present(settings.worker_image, PROBE_TIMEOUT).ok:
         say(f"worker image {settings.worker_image} is missing: building it (a few minutes, once)")
         which.append("worker")
+    elif images.image_is_outdated(
+        settings.worker_image, images.WORKER_CONTEXT, images.WORKER_EXTRA_FILES
+    ):
+        # Built by an older version: it may not speak this tower's worker protocol.
+        say(f"worker image {settings.worker_image} is outdated: rebuilding it")
+        which.append("worker")
     if settings.gateway_managed and not images.image_is_current(
         settings.gateway_image, images.GATEWAY_CONTEXT
     ):

@@ -90,7 +90,11 @@ def context_digest(context: Path, extra_files: Mapping[str, Path] | None = None)
     """A digest of every file of a build context (names, modes, contents), `extra_files`
     included as the assembled context holds them: the image is labelled with it, so a
     changed context is seen without building."""
-    found = {p.relative_to(context).as_posix(): p for p in context.rglob("*") if p.is_file()}
+    found = {
+        p.relative_to(context).as_posix(): p
+        for p in context.rglob("*")
+        if p.is_file() and not _ignored(p.relative_to(context))
+    }
     found |= dict(extra_files or {})
     digest = hashlib.sha256()
     for name in sorted(found, key=PurePosixPath):
@@ -100,18 +104,39 @@ def context_digest(context: Path, extra_files: Mapping[str, Path] | None = None)
     return digest.hexdigest()
 
 
+def _ignored(relative: Path) -> bool:
+    """What the contexts' .dockerignore leaves out, and so the image never holds: Python's
+    bytecode caches, which come and go (tests import worker.py, pip compiles it)."""
+    return "__pycache__" in relative.parts or relative.suffix == ".pyc"
+
+
 def image_is_current(
     image: str, context: Path, extra_files: Mapping[str, Path] | None = None
 ) -> bool:
     """Is `image` present and built from `context` (plus `extra_files`) as it is now?"""
+    label = _context_label(image)
+    return label is not None and label == context_digest(context, extra_files)
+
+
+def image_is_outdated(
+    image: str, context: Path, extra_files: Mapping[str, Path] | None = None
+) -> bool:
+    """Was `image` built by this code from another version of `context`? An image without
+    the label (built some other way, or pulled) is taken as it is."""
+    label = _context_label(image)
+    return bool(label) and label != context_digest(context, extra_files)
+
+
+def _context_label(image: str) -> str | None:
+    """The image's context digest label: "" without one, None when there is no image."""
     client = _docker_client()
     try:
         labels = client.images.get(image).labels or {}
     except ImageNotFound:
-        return False
+        return None
     finally:
         client.close()
-    return labels.get(CONTEXT_LABEL) == context_digest(context, extra_files)
+    return str(labels.get(CONTEXT_LABEL) or "")
 
 
 def deployment_requests(ca_bundle: Path | None) -> list[BuildRequest]:
