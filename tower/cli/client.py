@@ -18,12 +18,12 @@ from typing import Any
 
 from tower.cli.output import CliError
 from tower.cli.tower_client import TowerClient
+from tower.db.statuses import JOB_STATUSES, TERMINAL_STATUSES
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 # One /wait request never blocks longer than this; longer waits are several requests,
 # so no proxy or server limit on request duration cuts a long wait short.
 WAIT_CHUNK_SECONDS = 30
-TERMINAL = ("completed", "failed", "cancelled")
 STREAM_RETRIES = 5
 STREAM_RETRY_DELAY = 1.0
 
@@ -73,7 +73,7 @@ def _add_wait(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_jobs(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("jobs", parents=[common], help="list jobs, newest first")
-    parser.add_argument("--status", choices=("pending", "running", *TERMINAL))
+    parser.add_argument("--status", choices=JOB_STATUSES)
     parser.add_argument("--limit", type=int, default=50)
     parser.set_defaults(handler=_against_tower(jobs))
 
@@ -150,7 +150,7 @@ def follow_log(client: TowerClient, path: str) -> tuple[str | None, bool]:
     """Copy log events to stdout/stderr until the terminal state event, reconnecting
     with Last-Event-ID when the connection drops. Returns (last status, any output)."""
     last_id, status, printed, failures = "", None, False, 0
-    while status not in TERMINAL:
+    while status not in TERMINAL_STATUSES:
         try:
             for event_id, name, data in client.events(path, last_id):
                 last_id, failures = event_id, 0
@@ -159,7 +159,7 @@ def follow_log(client: TowerClient, path: str) -> tuple[str | None, bool]:
                     printed = True
                 elif name == "state":
                     status = data["status"]
-            if status not in TERMINAL:
+            if status not in TERMINAL_STATUSES:
                 return status, printed  # the job was deleted while we followed it
         except (OSError, ValueError, http.client.HTTPException) as exc:
             failures += 1

@@ -34,7 +34,7 @@ import docker
 from docker.errors import DockerException, ImageNotFound
 
 from tower import resources
-from tower.errors import TowerError, Unavailable
+from tower.errors import TowerError, Unavailable, one_line
 from tower.settings import Settings
 
 Log = Callable[[str], None]
@@ -223,7 +223,7 @@ def _pull(client: docker.DockerClient, image: str, log: Log) -> bool:
     try:
         client.images.pull(image)
     except DockerException as exc:
-        log(f"pull failed ({_one_line(exc)}); building {image} locally with debootstrap")
+        log(f"pull failed ({one_line(exc)}); building {image} locally with debootstrap")
         return False
     return True
 
@@ -431,7 +431,7 @@ def _remove_if_unused(image_id: str, log: Log) -> None:
         client.images.remove(image_id)
         log(f"removed the replaced image {image_id[:19]}")
     except DockerException as exc:
-        log(f"kept the replaced image {image_id[:19]}: {_one_line(exc)}")
+        log(f"kept the replaced image {image_id[:19]}: {one_line(exc)}")
     finally:
         client.close()
 
@@ -550,9 +550,6 @@ def _run_streamed(
         last = "\n".join(tail)
         raise ImageBuildError(f"{step}: failed with exit code {process.returncode}:\n{last}")
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

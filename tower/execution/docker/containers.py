@@ -21,7 +21,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils.socket import STDERR, frames_iter
 
-from tower.errors import Unavailable
+from tower.errors import Unavailable, one_line
 from tower.execution import protocol
 from tower.execution.docker.hardening import (
     ROLE_LABEL,
@@ -102,7 +102,7 @@ def create_worker(
         remove_worker(client, container_id, slot_id)
         if isinstance(exc, WorkerStartFailed):
             raise
-        raise WorkerStartFailed(f"worker {slot_id}: {_one_line(exc)}") from exc
+        raise WorkerStartFailed(f"worker {slot_id}: {one_line(exc, 500)}") from exc
 
 
 def _create_bundle_volume(
@@ -177,7 +177,7 @@ def deliver(
         raw.sendall(protocol.bundle_header(len(tar)))
         raw.sendall(tar)
     except OSError as exc:
-        raise DockerFailure(f"delivering the job to its worker: {_one_line(exc)}") from exc
+        raise DockerFailure(f"delivering the job to its worker: {one_line(exc, 500)}") from exc
     finally:
         with contextlib.suppress(OSError):
             raw.settimeout(None)  # following the output waits as long as the job runs
@@ -191,7 +191,7 @@ def wait_exit(client: docker.DockerClient, container_id: str, timeout: float) ->
         # requests reports a read timeout on a Unix socket as a ConnectionError.
         if _is_timeout(exc):
             return None
-        raise DockerFailure(f"waiting for the worker: {_one_line(exc)}") from exc
+        raise DockerFailure(f"waiting for the worker: {one_line(exc, 500)}") from exc
     except requests.exceptions.Timeout:
         return None
     return exit_info(client, container_id)
@@ -242,7 +242,7 @@ def attach(client: docker.DockerClient, container_id: str) -> Any:
     try:
         return client.api.attach_socket(container_id, params=params)
     except (DockerException, requests.RequestException) as exc:
-        raise DockerFailure(f"attaching to the worker: {_one_line(exc)}") from exc
+        raise DockerFailure(f"attaching to the worker: {one_line(exc, 500)}") from exc
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,7 @@ def collect(client: docker.DockerClient, container_id: str) -> bytes:
     except NotFound:
         return b""
     except (DockerException, requests.RequestException) as exc:
-        raise DockerFailure(f"collecting the worker's output: {_one_line(exc)}") from exc
+        raise DockerFailure(f"collecting the worker's output: {one_line(exc, 500)}") from exc
 
 
 def kill(client: docker.DockerClient, container_id: str) -> None:
@@ -370,7 +370,7 @@ def kill(client: docker.DockerClient, container_id: str) -> None:
     except APIError as exc:
         if exc.status_code == 409:  # not running
             return
-        raise DockerFailure(f"killing worker {container_id[:12]}: {_one_line(exc)}") from exc
+        raise DockerFailure(f"killing worker {container_id[:12]}: {one_line(exc, 500)}") from exc
 
 
 def remove_worker(client: docker.DockerClient, container_id: str | None, slot_id: str) -> None:
@@ -394,7 +394,7 @@ def _ignore_missing(call: Callable[[], object]) -> None:
     except APIError as exc:
         # 409 "removal already in progress": someone else is removing it; fine.
         if exc.status_code != 409:
-            raise DockerFailure(f"removing a worker: {_one_line(exc)}") from exc
+            raise DockerFailure(f"removing a worker: {one_line(exc, 500)}") from exc
 
 
 # --- inventory -------------------------------------------------------------------------
@@ -430,9 +430,4 @@ def image_id(client: docker.DockerClient, image: str) -> str:
             f"worker image {image} is not present; run `parpaing images build`"
         ) from exc
     except (DockerException, requests.RequestException) as exc:
-        raise DockerFailure(f"resolving image {image}: {_one_line(exc)}") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:500] or type(exc).__name__
+        raise DockerFailure(f"resolving image {image}: {one_line(exc, 500)}") from exc
