@@ -19,6 +19,14 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal
+
+# What ships, by its directory at the repository's top:
+#   profiles, engines, templates   the shipped configs, seeded into the database at start
+#   db                             Alembic's script directory (env.py, versions/)
+#   worker, gateway                the images' Docker build contexts
+#   ui                             the dashboard's static files (installed as tower/ui)
+Shipped = Literal["profiles", "engines", "templates", "db", "worker", "gateway", "ui"]
 
 PACKAGE = "tower"
 # Installed location of the repository's top-level data directories (setup.py).
@@ -27,14 +35,14 @@ SHIPPED = "_shipped"
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
-def shipped(name: str, *, installed_as: str | None = None) -> Path:
+def shipped(name: Shipped) -> Path:
     """The directory `name` of the repository's top, wherever this installation has it.
 
-    Looked for in the installed package (tower/_shipped/<name>, or `installed_as` under
-    tower/), then at the top of a checkout. When neither exists, the installed location is
+    Looked for in the installed package (tower/_shipped/<name>; the dashboard: tower/ui),
+    then at the top of a checkout. When neither exists, the installed location is
     returned: whoever uses it fails naming the path it expected.
     """
-    installed = _in_package(installed_as or f"{SHIPPED}/{name}")
+    installed = _in_package(name if name == "ui" else f"{SHIPPED}/{name}")
     if installed is not None and installed.is_dir():
         return installed
     beside = CHECKOUT / name
@@ -48,38 +56,3 @@ def _in_package(relative: str) -> Path | None:
     # A plain file-system installation hands out pathlib paths; anything else (a zip
     # archive) has no directory Docker or Alembic could read.
     return traversable if isinstance(traversable, Path) else None
-
-
-def profiles() -> Path:
-    """Shipped profiles (*.toml), seeded into the database at start."""
-    return shipped("profiles")
-
-
-def engines() -> Path:
-    """Shipped engine definitions (*.toml), seeded into the database at start."""
-    return shipped("engines")
-
-
-def templates() -> Path:
-    """Shipped prompt templates (*.j2), seeded into the database at start."""
-    return shipped("templates")
-
-
-def migrations() -> Path:
-    """Alembic's script directory: env.py, script.py.mako and versions/."""
-    return shipped("db")
-
-
-def worker_context() -> Path:
-    """The worker image's Docker build context (Dockerfile, build/, worker.py, ...)."""
-    return shipped("worker")
-
-
-def gateway_context() -> Path:
-    """The gateway image's Docker build context."""
-    return shipped("gateway")
-
-
-def ui() -> Path:
-    """The dashboard's static files (installed as tower/ui)."""
-    return shipped("ui", installed_as="ui")

@@ -38,17 +38,9 @@ INSTALL_TIMEOUT = 900.0  # dependencies come from pip's cache or index
 COMMAND_TIMEOUT = 300.0
 START_DEADLINE = 120.0  # the embedded PostgreSQL's first start runs initdb
 STOP_DEADLINE = 60.0
-# What the installed package must carry, as tower.resources names it -> the repository's
-# directory it comes from.
-RESOURCES = {
-    "profiles": "profiles",
-    "engines": "engines",
-    "templates": "templates",
-    "migrations": "db",
-    "worker_context": "worker",
-    "gateway_context": "gateway",
-    "ui": "ui",
-}
+# What the installed package must carry: the repository's directories, as
+# tower.resources.shipped names them.
+RESOURCES = ("profiles", "engines", "templates", "db", "worker", "gateway", "ui")
 # Settings an outer environment may hold that must not steer the installed tower.
 UNSET = (
     *("DATABASE_URL", "STATE_DIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"),
@@ -61,7 +53,7 @@ UNSET = (
 WHERE = """
 import json, sys, tower
 from tower import resources
-found = {name: str(getattr(resources, name)()) for name in sys.argv[1:]}
+found = {name: str(resources.shipped(name)) for name in sys.argv[1:]}
 print(json.dumps({"tower": tower.__file__, **found}))
 """
 
@@ -149,12 +141,12 @@ def test_the_installed_package_carries_every_shipped_directory(installed: Instal
     found = json.loads(installed.run("python", "-c", WHERE, *RESOURCES))
     package = Path(found.pop("tower")).parent
     assert package.is_relative_to(installed.venv), f"tower imported from {package}"
-    for name, directory in RESOURCES.items():
+    for name in RESOURCES:
         path = Path(found[name])
         assert path.is_relative_to(package), f"{name}: {path} is not in the installed package"
         # Every file, hidden (worker/.dockerignore) and nested (worker/build/) ones included,
         # with its executable bits (build/with-ca runs in the image builds).
-        assert files_under(path) == files_under(installed.sources / directory), name
+        assert files_under(path) == files_under(installed.sources / name), name
 
 
 # --- the commands ---------------------------------------------------------------------

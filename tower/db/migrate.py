@@ -30,7 +30,7 @@ def sqlalchemy_url(database_url: str) -> str:
 
 def alembic_config() -> Config:
     config = Config()
-    config.set_main_option("script_location", str(resources.migrations()))
+    config.set_main_option("script_location", str(resources.shipped("db")))
     config.set_main_option("path_separator", "os")
     return config
 

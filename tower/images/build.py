@@ -47,8 +47,8 @@ APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 # The worker's and the gateway's build contexts ship with the package (tower.resources);
 # the compose deployment's images (--all) build from the repository, so only in a checkout.
 REPO_ROOT = resources.CHECKOUT
-WORKER_CONTEXT = resources.worker_context()
-GATEWAY_CONTEXT = resources.gateway_context()
+WORKER_CONTEXT = resources.shipped("worker")
+GATEWAY_CONTEXT = resources.shipped("gateway")
 # The worker image holds the wire protocol it shares with tower beside worker.py (which
 # imports it as `protocol`; worker/Dockerfile copies it): tower's own module, added to the
 # build context build_worker_image assembles, so there is one copy of it. Taken as a file

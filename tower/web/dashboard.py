@@ -43,7 +43,7 @@ async def root() -> RedirectResponse:
 
 def ui_directory() -> Path:
     """Where the dashboard's files are: inside the package (wheel), else beside it."""
-    directory = resources.ui()
+    directory = resources.shipped("ui")
     if not (directory / "index.html").is_file():
         raise RuntimeError(f"dashboard files not found in {directory}")
     return directory
