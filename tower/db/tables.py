@@ -30,6 +30,12 @@ CONFIG_KINDS = ("profile", "engine", "template")
 
 NOW = text("now()")
 
+
+def _job_id(table: str, *, primary_key: bool = False) -> Column[str]:
+    """A row's job, deleted with it (retention deletes jobs, not their rows one by one)."""
+    job = ForeignKey("jobs.job_id", ondelete="CASCADE", name=f"{table}_job_fk")
+    return Column("job_id", Text, job, primary_key=primary_key, nullable=False)
+
 jobs = Table(
     "jobs",
     metadata,
@@ -93,12 +99,7 @@ idempotency_keys = Table(
     metadata,
     Column("key", Text, primary_key=True),
     Column("request_hash", Text, nullable=False),
-    Column(
-        "job_id",
-        Text,
-        ForeignKey("jobs.job_id", ondelete="CASCADE", name="idempotency_keys_job_fk"),
-        nullable=False,
-    ),
+    _job_id("idempotency_keys"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Index("idempotency_keys_created", "created_at"),
 )
@@ -157,12 +158,7 @@ job_events = Table(
     "job_events",
     metadata,
     Column("id", BigInteger, Identity(always=True), nullable=False, unique=True),
-    Column(
-        "job_id",
-        Text,
-        ForeignKey("jobs.job_id", ondelete="CASCADE", name="job_events_job_fk"),
-        primary_key=True,
-    ),
+    _job_id("job_events", primary_key=True),
     Column("seq", BigInteger, primary_key=True),
     Column("kind", Text, nullable=False),
     Column("data", JSONB, nullable=False),
@@ -180,12 +176,7 @@ webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
     Column("delivery_id", Text, primary_key=True),
-    Column(
-        "job_id",
-        Text,
-        ForeignKey("jobs.job_id", ondelete="CASCADE", name="webhook_deliveries_job_fk"),
-        nullable=False,
-    ),
+    _job_id("webhook_deliveries"),
     Column("event_type", Text, nullable=False),
     Column("url", Text, nullable=False),
     Column("payload", JSONB, nullable=False),

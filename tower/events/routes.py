@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -57,30 +58,45 @@ async def _counted(stream: AsyncIterator[str], metrics: Metrics) -> AsyncIterato
             yield frame
 
 
-@router.get("/jobs/{job_id}/events", **STREAM)  # type: ignore[arg-type]
-async def job_events(
-    job_id: str,
+@dataclass(frozen=True)
+class StreamContext:
+    """What every event stream needs: the database, the wake-ups, its keepalive, its
+    gauge, and where to resume."""
+
+    db: Db
+    hub: Hub
+    settings: SettingsDep
+    metrics: Metrics
+    after: int
+
+    def respond(self, stream: AsyncIterator[str]) -> StreamingResponse:
+        return _respond(stream, self.metrics)
+
+    @property
+    def keepalive(self) -> float:
+        return self.settings.events_keepalive_seconds
+
+
+async def stream_context(
     db: Db,
     hub: Hub,
     settings: SettingsDep,
     metrics: Metrics,
     last_event_id_header: LastEventHeader = None,
     last_event_id: LastEventQuery = None,
-) -> StreamingResponse:
-    after = _after(last_event_id_header, last_event_id)
-    stream = await service.job_events(db, hub, job_id, after, settings.events_keepalive_seconds)
-    return _respond(stream, metrics)
+) -> StreamContext:
+    return StreamContext(db, hub, settings, metrics, _after(last_event_id_header, last_event_id))
+
+
+Stream = Annotated[StreamContext, Depends(stream_context)]
+
+
+@router.get("/jobs/{job_id}/events", **STREAM)  # type: ignore[arg-type]
+async def job_events(job_id: str, ctx: Stream) -> StreamingResponse:
+    stream = await service.job_events(ctx.db, ctx.hub, job_id, ctx.after, ctx.keepalive)
+    return ctx.respond(stream)
 
 
 @router.get("/events", **STREAM)  # type: ignore[arg-type]
-async def state_events(
-    db: Db,
-    hub: Hub,
-    settings: SettingsDep,
-    metrics: Metrics,
-    last_event_id_header: LastEventHeader = None,
-    last_event_id: LastEventQuery = None,
-) -> StreamingResponse:
-    after = _after(last_event_id_header, last_event_id)
-    stream = service.state_events(db, hub, after, settings.events_keepalive_seconds)
-    return _respond(stream, metrics)
+async def state_events(ctx: Stream) -> StreamingResponse:
+    return ctx.respond(service.state_events(ctx.db, ctx.hub, ctx.after, ctx.keepalive))
