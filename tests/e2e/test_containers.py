@@ -22,6 +22,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.support import workers
 from tower.db.pool import create_pool
 from tower.execution import protocol
 from tower.execution.docker import containers, hardening
@@ -295,7 +296,7 @@ def test_deliver_wait_collect_round_trip_then_remove(
     container_id, slot, feed = _attached_worker(docker_client, stand_in_image, network)
     spec = {"version": 1, "job_id": "a-round-trip", "argv": ["true"]}
     containers.deliver(docker_client, feed, _bundle(spec))
-    ended = containers.wait_finished(docker_client, container_id, timeout=30)
+    ended = workers.wait_finished(docker_client, container_id, timeout=30)
     containers.close_output(feed)
     # The worker has exited, the container stays up so that /bundle survives.
     assert ended == containers.ExitInfo(status_code=-1, oom_killed=False)
@@ -304,7 +305,7 @@ def test_deliver_wait_collect_round_trip_then_remove(
     assert json.loads(members["out/result.json"])["uid"] == 1000
     containers.remove_worker(docker_client, container_id, slot)
     assert _leftovers(docker_client, slot) == []
-    assert slot not in {w.slot_id for w in containers.list_workers(docker_client)}
+    assert slot not in {w.slot_id for w in workers.list_workers(docker_client)}
 
 
 def test_wait_gives_up_at_the_timeout_and_kill_stops_the_worker(
@@ -312,10 +313,10 @@ def test_wait_gives_up_at_the_timeout_and_kill_stops_the_worker(
 ) -> None:
     container_id, slot, feed = _attached_worker(docker_client, stand_in_image, network)
     containers.deliver(docker_client, feed, _bundle({"hang": True}))
-    assert containers.wait_finished(docker_client, container_id, timeout=1) is None
+    assert workers.wait_finished(docker_client, container_id, timeout=1) is None
     containers.close_output(feed)
     containers.kill(docker_client, container_id)
-    assert containers.wait_exit(docker_client, container_id, timeout=10) is not None
+    assert workers.wait_exit(docker_client, container_id, timeout=10) is not None
     containers.kill(docker_client, container_id)  # killing a stopped worker is fine
     containers.remove_worker(docker_client, container_id, slot)
     containers.remove_worker(docker_client, container_id, slot)  # and removing twice
@@ -342,9 +343,9 @@ def test_remove_by_slot_finds_the_container_without_its_id(
     settings = _settings(network)
     slot = _slot()
     containers.create_worker(docker_client, _shape(settings, stand_in_image), settings, slot)
-    listed = [w for w in containers.list_workers(docker_client) if w.slot_id == slot]
+    listed = [w for w in workers.list_workers(docker_client) if w.slot_id == slot]
     assert [w.status for w in listed] == ["running"]
-    assert slot in containers.list_bundle_volumes(docker_client).values()
+    assert slot in workers.list_bundle_volumes(docker_client).values()
     containers.remove_worker(docker_client, None, slot)
     assert _leftovers(docker_client, slot) == []
 

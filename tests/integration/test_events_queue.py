@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.support.hub import running_hub
 from tower.db import lifecycle
-from tower.db.notify import NotifyHub, running_hub
+from tower.db.notify import NotifyHub
 from tower.db.pool import Pool
 from tower.events import queries as event_queries
 from tower.events import service

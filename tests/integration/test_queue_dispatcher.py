@@ -12,9 +12,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.support.hub import running_hub
 from tests.support.towers import cancel_job, insert_job
 from tower.db.embedded import LocalPostgres
-from tower.db.notify import NotifyHub, running_hub
+from tower.db.notify import NotifyHub
 from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob, Output, RunOutcome
 from tower.execution.simulated import SimulatedRunner

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -187,13 +187,3 @@ class NotifyHub:
         self._events.wake(job_id)
         if kind == "state":
             self._events.wake(ANY_JOB)
-
-
-@contextlib.asynccontextmanager
-async def running_hub(database_url: str) -> AsyncIterator[NotifyHub]:
-    hub = NotifyHub(database_url)
-    await hub.start()
-    try:
-        yield hub
-    finally:
-        await hub.stop()
