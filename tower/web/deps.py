@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -22,10 +22,11 @@ from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
 
 
-def held(name: str) -> Callable[[Request], Any]:
-    """A dependency answering the replica's field `name` (set up by the app's lifespan)."""
+def held(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency answering the replica's field `name` (set up by the app's lifespan).
+    A coroutine: FastAPI would run a plain function on its thread pool, per request."""
 
-    def get(request: Request) -> Any:
+    async def get(request: Request) -> Any:
         return getattr(request.app.state.tower, name)
 
     get.__name__ = f"get_{name}"
