@@ -60,6 +60,13 @@ if spec.get('hang'):
 """
 
 
+def build_image(tag: str, context: Path, dockerfile: str) -> None:
+    (context / "Dockerfile").write_text(dockerfile)
+    subprocess.run(
+        ["docker", "build", "-q", "-t", tag, str(context)], check=True, capture_output=True
+    )
+
+
 @pytest.fixture(scope="module")
 def stand_in_image(
     docker_client: docker.DockerClient, worker_image: str, tmp_path_factory: pytest.TempPathFactory
@@ -67,13 +74,8 @@ def stand_in_image(
     """The worker image with the stand-in in the real worker's place."""
     context = tmp_path_factory.mktemp("stand-in")
     (context / "worker.py").write_text(STAND_IN)
-    (context / "Dockerfile").write_text(
-        f"FROM {worker_image}\nCOPY worker.py /opt/parpaing/worker.py\n"
-    )
-    subprocess.run(
-        ["docker", "build", "-q", "-t", STAND_IN_IMAGE, str(context)],
-        check=True,
-        capture_output=True,
+    build_image(
+        STAND_IN_IMAGE, context, f"FROM {worker_image}\nCOPY worker.py /opt/parpaing/worker.py\n"
     )
     yield containers.image_id(docker_client, STAND_IN_IMAGE)
     docker_client.images.remove(STAND_IN_IMAGE, force=True)
@@ -86,14 +88,8 @@ def no_python_image(
     """The bare Debian base with the worker's entry script: it starts, but has no python3."""
     context = tmp_path_factory.mktemp("no-python")
     (context / "entrypoint.sh").write_bytes((ROOT / "worker" / "entrypoint.sh").read_bytes())
-    (context / "Dockerfile").write_text(
-        f"FROM debian:bookworm-slim\nCOPY entrypoint.sh {protocol.ENTRYPOINT_PATH}\n"
-    )
-    subprocess.run(
-        ["docker", "build", "-q", "-t", NO_PYTHON_IMAGE, str(context)],
-        check=True,
-        capture_output=True,
-    )
+    dockerfile = f"FROM debian:bookworm-slim\nCOPY entrypoint.sh {protocol.ENTRYPOINT_PATH}\n"
+    build_image(NO_PYTHON_IMAGE, context, dockerfile)
     yield NO_PYTHON_IMAGE
     docker_client.images.remove(NO_PYTHON_IMAGE, force=True)
 

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from docker.errors import ImageNotFound
 
+from tests.support.serving import wait_until_answering
 from tower.configs.defaults import shipped_defaults
 from tower.db.embedded import LocalPostgres, free_port
 from tower.db.migrate import alembic_config
@@ -197,17 +197,7 @@ def served(installed: Installation, tmp_path: Path) -> Iterator[Server]:
 
 
 def wait_until_up(server: Server) -> None:
-    # Bounded poll: there is no event to wait on for "the port accepts connections".
-    deadline = time.monotonic() + START_DEADLINE
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"serve exited with {server.process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(server.url + "/openapi.json", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    pytest.fail(f"serve did not answer within {START_DEADLINE}s:\n{server.output()}")
+    wait_until_answering(server.process, server.url, server.output, START_DEADLINE)
 
 
 def test_serve_seeds_the_shipped_configs_and_runs_a_job(served: Server) -> None:

@@ -7,7 +7,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.serving import wait_until_answering
 from tower.db.embedded import LocalPostgres, free_port
 
 START_DEADLINE = 90.0
@@ -62,18 +62,11 @@ def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Served]:
 
 
 def wait_until_up(served: Served) -> None:
-    # Bounded poll: there is no event to wait on for "the port accepts connections".
-    deadline = time.monotonic() + START_DEADLINE
-    while time.monotonic() < deadline:
-        if served.process.poll() is not None:
-            collect_stdout(served)
-            pytest.fail(f"serve exited with {served.process.returncode}:\n{served.output()}")
-        try:
-            if httpx.get(served.url + "/openapi.json", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"serve did not answer within {START_DEADLINE}s:\n{served.output()}")
+    def output() -> str:
+        collect_stdout(served)
+        return served.output()
+
+    wait_until_answering(served.process, served.url, output, START_DEADLINE)
 
 
 def collect_stdout(served: Served) -> None:
