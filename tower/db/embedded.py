@@ -60,6 +60,18 @@ class LocalPostgres:
         if self._running_port() is not None:
             self._ctl("stop", "-w", "-m", mode)
 
+    def restart(self) -> None:
+        self._ctl(
+            "restart",
+            "-w",
+            "-m",
+            "fast",
+            "-l",
+            str(self.datadir / "server.log"),
+            "-o",
+            self._options(),
+        )
+
     def binary(self, name: str) -> str:
         return str(POSTGRES_BIN_PATH / name)
 

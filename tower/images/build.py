@@ -122,7 +122,11 @@ def image_is_outdated(
     image: str, context: Path, extra_files: Mapping[str, Path] | None = None
 ) -> bool:
     """Was `image` built by this code from another version of `context`? An image without
-    the label (built some other way, or pulled) is taken as it is."""
+    the label (built some other way, or pulled) is taken as it is, and so is any image
+    when this installation has no such context to compare with (the compose deployment's
+    tower image carries no worker/ sources)."""
+    if not (context / "Dockerfile").is_file():
+        return False
     label = _context_label(image)
     return bool(label) and label != context_digest(context, extra_files)
 
