@@ -32,6 +32,7 @@ from tower.state import TowerState
 from tower.web import docs
 from tower.web.dashboard import install_dashboard
 from tower.web.errors import install_error_handlers
+from tower.web.gate import RequestGate
 from tower.web.headers import SECURITY_HEADERS, SecurityHeaders
 from tower.web.openapi import install_openapi
 from tower.webhooks import routes as webhook_routes
@@ -55,6 +56,8 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    # The gate answers 401/413 before any body is read; the headers wrap its answers too.
+    app.add_middleware(RequestGate, settings=settings)
     app.add_middleware(SecurityHeaders)
     for router in (
         job_routes.router,

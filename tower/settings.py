@@ -35,6 +35,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_retained_jobs": (1, 10_000_000),
     "cleanup_interval": (1, 86400),
     "max_result_size": (1024, 1 << 30),
+    "max_request_bytes": (1 << 20, 1 << 34),
     "webhook_timeout": (1, 300),
     "webhook_max_attempts": (1, 50),
     "webhook_retry_base": (0.01, 3600),
@@ -85,6 +86,8 @@ class Settings(BaseSettings):
     max_retained_jobs: int = 10000
     cleanup_interval: int = 300
     max_result_size: int = 10 * 1024 * 1024
+    # The largest request body tower reads (the prompt alone may be 100 MB); above it, 413.
+    max_request_bytes: int = 128 * 1024 * 1024
     webhook_timeout: int = 10
     # Standard Webhooks signing key, `whsec_<base64>` (or any other string, used as raw
     # bytes). Empty: one is generated at first start and kept in the database.

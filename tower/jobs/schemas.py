@@ -25,6 +25,8 @@ MODEL_NAME = r"^[A-Za-z0-9._:/@+-]{1,200}$"
 # Printable ASCII, so the key survives every proxy and log unchanged.
 IDEMPOTENCY_KEY = r"^[\x20-\x7e]{1,255}$"
 
+# Text limits count UTF-8 bytes (what is sent, stored and handed to the worker), not
+# characters: a character may be four bytes.
 PROMPT_MAX = 100_000_000
 SYSTEM_PROMPT_MAX = 500_000
 VAR_VALUE_MAX = 10_000_000
@@ -36,6 +38,7 @@ MCP_CONFIG_MAX = 1_000_000
 
 OutputFormat = Literal["json", "text", "stream-json"]
 
+_COUNT_SLICE = 1 << 20
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -43,6 +46,28 @@ def _storable(text: str) -> str:
     if _UNSTORABLE.search(text):
         raise ValueError("must not contain NUL characters or unpaired surrogates")
     return text
+
+
+def utf8_length(text: str, limit: int) -> int:
+    """`text`'s length in UTF-8 bytes, counted up to just past `limit`: a slice at a time,
+    so a 100 MB prompt is never encoded whole for the count."""
+    if text.isascii():
+        return len(text)
+    total = 0
+    for start in range(0, len(text), _COUNT_SLICE):
+        total += len(text[start : start + _COUNT_SLICE].encode("utf-8", "surrogatepass"))
+        if total > limit:
+            break
+    return total
+
+
+def _at_most_bytes(limit: int) -> AfterValidator:
+    def check(text: str) -> str:
+        if len(text) > limit or utf8_length(text, limit) > limit:
+            raise ValueError(f"must be at most {limit} bytes as UTF-8")
+        return text
+
+    return AfterValidator(check)
 
 
 def _json_document(value: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +95,8 @@ def _check_strings(value: Any) -> None:
 
 def _var_value(value: Any) -> str | bool | int | float:
     if isinstance(value, str):
-        if len(value) > VAR_VALUE_MAX:
-            raise ValueError(f"must be at most {VAR_VALUE_MAX} characters")
+        if len(value) > VAR_VALUE_MAX or utf8_length(value, VAR_VALUE_MAX) > VAR_VALUE_MAX:
+            raise ValueError(f"must be at most {VAR_VALUE_MAX} bytes as UTF-8")
         return _storable(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
@@ -112,7 +137,7 @@ class JobRequest(BaseModel):
 
     agent_id: SafeId
     engine: SafeId
-    prompt: Annotated[StorableText, Field(max_length=PROMPT_MAX)] = ""
+    prompt: Annotated[StorableText, _at_most_bytes(PROMPT_MAX)] = ""
     profile: SafeId = "default"
     prompt_vars: Vars = Field(default_factory=dict)
     claude_md_vars: Vars = Field(default_factory=dict)
@@ -122,7 +147,7 @@ class JobRequest(BaseModel):
     max_budget_usd: Annotated[float, Field(gt=0, le=50)] | None = None
     mcp_config: Annotated[dict[str, Any], AfterValidator(_json_document)] | None = None
     model: Annotated[str, Field(pattern=MODEL_NAME)] | None = None
-    system_prompt: Annotated[StorableText, Field(max_length=SYSTEM_PROMPT_MAX)] | None = None
+    system_prompt: Annotated[StorableText, _at_most_bytes(SYSTEM_PROMPT_MAX)] | None = None
     output_format: OutputFormat = "json"
     dry_run: bool = False
     webhook_url: WebhookUrl | None = None

@@ -1,0 +1,112 @@
+"""The request gate: what is refused before the app reads a byte of a request's body.
+
+A route's body is read (and parsed) before its dependencies run, so without this a 300 MB
+`POST /jobs` with no key was read whole, and parsed, before `require_key` answered 401.
+This plain ASGI middleware (see tower/web/headers.py for why not BaseHTTPMiddleware):
+
+- answers 401 at once to a write (POST, PUT, PATCH, DELETE) without the key, when
+  TOWER_API_KEY is set: every write route needs the key. It asks `require_key` itself,
+  so there is one check; the routes keep theirs (reads need it too, and it is the
+  defence in depth should this gate ever be left out);
+- answers 413 at once when Content-Length is above MAX_REQUEST_BYTES, and counts a body
+  sent without one as it arrives: once past the cap, the app's reading fails and its
+  answer is replaced by the 413.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tower.errors import TowerError, Unauthorized
+from tower.settings import Settings
+from tower.web.deps import require_key
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class TooLarge(TowerError):
+    status_code = 413
+
+
+class _BodyCut(Exception):
+    """Raised to the app by `receive` when the body passes the cap."""
+
+
+class RequestGate:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.cap = settings.max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = await self._refusal(scope)
+        if refusal is not None:
+            await _answer(refusal, scope, receive, send)
+            return
+        await self._capped(scope, receive, send)
+
+    async def _refusal(self, scope: Scope) -> TowerError | None:
+        """What to answer without reading the body, if anything."""
+        if scope["method"] in WRITES:
+            try:
+                await require_key(Request(scope), self.settings)
+            except Unauthorized as exc:
+                return exc
+        length = _content_length(scope)
+        if length is not None and length > self.cap:
+            return self._too_large()
+        return None
+
+    def _too_large(self) -> TooLarge:
+        return TooLarge(f"Request body is larger than MAX_REQUEST_BYTES ({self.cap} bytes)")
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = 0
+        cut = False
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, cut
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.cap:
+                    cut = True
+                    raise _BodyCut
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if cut:
+                return  # the app's answer to a cut body: ours replaces it
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(_BodyCut):
+            await self.app(scope, counted_receive, guarded_send)
+        if cut and not started:
+            await _answer(self._too_large(), scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses a malformed one before the app sees it
+    return None
+
+
+async def _answer(exc: TowerError, scope: Scope, receive: Receive, send: Send) -> None:
+    # The same body and header tower/web/errors.py renders for these errors.
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    response = JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+    await response(scope, receive, send)
