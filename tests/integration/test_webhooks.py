@@ -26,6 +26,7 @@ from tests.support.receiver import HOLD, Receiver, receiver
 from tests.support.towers import insert_job
 from tower.settings import Settings
 from tower.webhooks.queries import UNANSWERED
+from tower.webhooks.service import MAX_DELIVERIES_PER_JOB
 from tower.webhooks.signing import new_secret
 
 SECRET = new_secret()
@@ -233,6 +234,25 @@ async def test_redeliver_refusals(tower: httpx.AsyncClient) -> None:
         await hooks.wait_for(1)
     assert early.status_code == 409
     assert "still" in early.json()["detail"]
+
+
+async def test_redeliver_is_bounded_per_job(tower: httpx.AsyncClient) -> None:
+    # More concurrent redeliveries than the bound allows: exactly enough succeed to
+    # reach it (the first delivery counts), the rest are refused, and the job's record
+    # stops growing.
+    limit = MAX_DELIVERIES_PER_JOB
+    async with receiver([], then=200) as hooks:
+        job_id = await submit(tower, "print bounded", hooks.url)
+        await settled_deliveries(tower, hooks, job_id, 1)
+        path = f"/jobs/{job_id}/webhook/redeliver"
+        answers = await asyncio.gather(*(tower.post(path) for _ in range(limit + 5)))
+        codes = sorted(answer.status_code for answer in answers)
+        deliveries = await settled_deliveries(tower, hooks, job_id, limit)
+        again = await tower.post(path)
+    assert codes == [202] * (limit - 1) + [409] * 6
+    assert again.status_code == 409
+    assert f"already has {limit} webhook deliveries" in again.json()["detail"]
+    assert [d["status"] for d in deliveries] == ["delivered"] * limit
 
 
 async def test_redeliver_needs_the_api_key(database_url: str) -> None:

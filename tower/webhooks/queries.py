@@ -80,17 +80,24 @@ SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
 FROM webhook_deliveries WHERE status = 'pending'
 """
 
-# A new delivery of a terminal job's event, built from the row as the terminal write did.
+# A new delivery of a terminal job's event, built from the row as the terminal write did,
+# unless the job already has $2 deliveries (LOCK_JOB_WEBHOOK ran first in the same
+# transaction, so concurrent redeliveries count one after another).
 REDELIVER = f"""
 WITH source AS (
     SELECT {TERMINAL_COLUMNS} FROM jobs WHERE job_id = $1 AND status IN {TERMINAL_SQL}
+    AND (SELECT count(*) FROM webhook_deliveries WHERE job_id = $1) < $2
 ),
 {outbox_cte("source")}
 SELECT delivery_id, {WAKE_DELIVERERS} FROM outbox
 """
 
-SELECT_JOB_WEBHOOK = """
+# Locks the job row against other redeliveries until the transaction ends (NO KEY: the
+# foreign keys of rows inserted meanwhile are not blocked). Under READ COMMITTED each
+# later statement sees what a redelivery that held the lock before committed.
+LOCK_JOB_WEBHOOK = """
 SELECT status, request ->> 'webhook_url' AS webhook_url FROM jobs WHERE job_id = $1
+FOR NO KEY UPDATE
 """
 
 # A job's deliveries with their attempts, as one jsonb array (a scalar subquery of the
@@ -163,11 +170,13 @@ async def seconds_to_next_due(pool: Pool) -> float | None:
     return None if value is None else float(value)
 
 
-async def redeliver(connection: Connection, job_id: str) -> str | None:
-    row = await connection.fetchrow(REDELIVER, job_id)
+async def redeliver(connection: Connection, job_id: str, max_deliveries: int) -> str | None:
+    """The new delivery's id; None if the job is not terminal, has no webhook_url or
+    already has `max_deliveries` deliveries."""
+    row = await connection.fetchrow(REDELIVER, job_id, max_deliveries)
     return None if row is None else str(row["delivery_id"])
 
 
-async def job_webhook(connection: Connection, job_id: str) -> tuple[str, str | None] | None:
-    row = await connection.fetchrow(SELECT_JOB_WEBHOOK, job_id)
+async def lock_job_webhook(connection: Connection, job_id: str) -> tuple[str, str | None] | None:
+    row = await connection.fetchrow(LOCK_JOB_WEBHOOK, job_id)
     return None if row is None else (str(row["status"]), row["webhook_url"])

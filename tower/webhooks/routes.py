@@ -20,7 +20,7 @@ router = APIRouter(prefix="/jobs", tags=["webhooks"], dependencies=[Depends(requ
     summary="Send the job's terminal webhook again (a new delivery)",
     responses={
         404: {"description": "No such job"},
-        409: {"description": "Not finished, or no webhook_url"},
+        409: {"description": "Not finished, no webhook_url, or too many deliveries"},
     },
 )
 async def redeliver(job_id: str, db: Db) -> Redelivery:

@@ -9,19 +9,30 @@ from tower.errors import Conflict, NotFound
 from tower.webhooks import queries
 from tower.webhooks.schemas import Redelivery
 
+# Deliveries one job may have, its first one included: each is kept (and listed on
+# GET /jobs/{id}) with its attempts, so redelivering without end would grow the record
+# without end.
+MAX_DELIVERIES_PER_JOB = 20
+
 
 async def redeliver(pool: Pool, job_id: str) -> Redelivery:
     """Queue a new delivery (a new webhook-id) of the job's terminal event."""
     if not JOB_ID.match(job_id):
         raise NotFound(f"Job {job_id} not found")
     async with transaction(pool) as connection:
-        delivery_id = await queries.redeliver(connection, job_id)
-        if delivery_id is not None:
-            return Redelivery(job_id=job_id, delivery_id=delivery_id)
-        found = await queries.job_webhook(connection, job_id)
-    if found is None:
-        raise NotFound(f"Job {job_id} not found")
-    status, _ = found
-    if status not in TERMINAL_STATUSES:
-        raise Conflict(f"Job is still {status}: its webhook is sent when it finishes")
-    raise Conflict(f"Job {job_id} has no webhook_url")
+        # The lock makes concurrent redeliveries of one job count one after another.
+        found = await queries.lock_job_webhook(connection, job_id)
+        if found is None:
+            raise NotFound(f"Job {job_id} not found")
+        status, webhook_url = found
+        if status not in TERMINAL_STATUSES:
+            raise Conflict(f"Job is still {status}: its webhook is sent when it finishes")
+        if webhook_url is None:
+            raise Conflict(f"Job {job_id} has no webhook_url")
+        delivery_id = await queries.redeliver(connection, job_id, MAX_DELIVERIES_PER_JOB)
+    if delivery_id is None:
+        raise Conflict(
+            f"Job {job_id} already has {MAX_DELIVERIES_PER_JOB} webhook deliveries, "
+            f"the most a job may have: it cannot be redelivered again"
+        )
+    return Redelivery(job_id=job_id, delivery_id=delivery_id)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tower.webhooks.url import Address, check_address, check_url_shape
+from tower.webhooks.url import Address, check_address, check_url_shape, embedded_ipv4
 
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
@@ -86,7 +86,7 @@ def _literal(host: str) -> Address | None:
 
 
 def _check(address: Address, allow_private: bool) -> None:
-    embedded = [address, *_mapped(address)]
+    embedded = [address, *embedded_ipv4(address)]
     if any(item in METADATA_ADDRESSES for item in embedded):
         raise Refused(f"{address} is a cloud metadata address")
     if allow_private:
@@ -95,9 +95,3 @@ def _check(address: Address, allow_private: bool) -> None:
         check_address(address)
     except ValueError as error:
         raise Refused(f"{error} (set WEBHOOK_ALLOW_PRIVATE=true to allow)") from None
-
-
-def _mapped(address: Address) -> list[Address]:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return [address.ipv4_mapped]
-    return []

@@ -82,19 +82,37 @@ def _address_of(host: str) -> Address | None:
 
 def check_address(address: Address) -> None:
     """Raise ValueError unless `address` is a public unicast address (whatever it embeds)."""
-    for embedded in _embedded_ipv4(address):
+    for embedded in embedded_ipv4(address):
         check_address(embedded)
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        # fec0::/10: deprecated (RFC 3879) but still routed inside some sites; the
+        # standard library counts it as global.
+        raise ValueError(f"must not point to an internal address ({address})")
     if not address.is_global or address.is_multicast:
         raise ValueError(f"must not point to an internal address ({address})")
 
 
-def _embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
-    # IPv6 forms that carry an IPv4 address reach that address.
+# IPv6 prefixes whose last 32 bits are an IPv4 address that the packet reaches, which
+# the standard library does not unwrap: NAT64 (RFC 6052 well-known /96; RFC 8215
+# local-use /48, read as if a /96 were carved from it, the common layout) and the
+# deprecated IPv4-compatible form (RFC 4291).
+_LAST_32_BITS_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
+def embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (and so reaches): IPv4-mapped,
+    IPv4-compatible, NAT64, 6to4, Teredo. Empty for an IPv4 address or a plain IPv6 one."""
     if not isinstance(address, ipaddress.IPv6Address):
         return []
     found = [address.ipv4_mapped, address.sixtofour]
     if address.teredo is not None:
         found.append(address.teredo[1])
+    if any(address in network for network in _LAST_32_BITS_IPV4):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return [item for item in found if item is not None]
 
 
