@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 log = logging.getLogger(__name__)
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
+MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 # name -> (low, high): values outside are clamped with a warning, not rejected,
 # so an operator's typo degrades gracefully instead of stopping the service.
@@ -30,6 +32,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "pool_max_idle": (10, 86400),
     "worker_timeout_seconds": (1, 86400),
     "worker_cpu_limit": (0.1, 64),
+    "worker_max_timeout_seconds": (1, 86400),
+    "worker_max_cpus": (0.1, 64),
     "worker_pids_limit": (16, 65536),
     "job_ttl_hours": (1, 24 * 365),
     "max_retained_jobs": (1, 10_000_000),
@@ -61,7 +65,7 @@ class Settings(BaseSettings):
 
     tower_host: str = "127.0.0.1"
     tower_port: int = 8080
-    tower_api_key: str = ""
+    tower_api_key: SecretStr = SecretStr("")
     tower_id: str = ""
     database_url: str = ""
     state_dir: str = ""
@@ -76,6 +80,11 @@ class Settings(BaseSettings):
     worker_timeout_seconds: int = 1800
     worker_mem_limit: str = "2g"
     worker_cpu_limit: float = 2.0
+    # Operator maxima: a job's memory, CPUs and time limit (its profile's or the defaults
+    # above) are clamped to these, so no profile lifts a container's limits.
+    worker_max_memory: str = "8g"
+    worker_max_cpus: float = 4.0
+    worker_max_timeout_seconds: int = 7200
     worker_runtime: str = ""
     worker_net: str = "parpaing-workers"
     worker_pids_limit: int = 256
@@ -140,6 +149,15 @@ class Settings(BaseSettings):
             signing_key(secret.get_secret_value())
         return secret
 
+    @field_validator("worker_max_memory")
+    @classmethod
+    def _usable_max_memory(cls, limit: str) -> str:
+        if not memory_bytes(limit):
+            raise ValueError(
+                "WORKER_MAX_MEMORY must be a positive size in bytes, or with b, k, m or g"
+            )
+        return limit
+
     @model_validator(mode="before")
     @classmethod
     def _clamp(cls, data: Any) -> Any:
@@ -163,6 +181,16 @@ def _clamp_one(key: str, value: Any) -> Any:
             "%s=%s is out of range [%s, %s]; using %s", key.upper(), value, low, high, clamped
         )
     return clamped
+
+
+def memory_bytes(limit: str) -> int | None:
+    """A Docker memory size ("512m", "2g", "1073741824") in bytes, as Docker reads it;
+    None when it is not one. Docker takes 0 as "unlimited"."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([bkmg]?)", limit.strip().lower())
+    if match is None:
+        return None
+    number, unit = match.groups()
+    return int(float(number) * MEMORY_UNITS[unit])
 
 
 def state_dir(settings: Settings) -> Path:

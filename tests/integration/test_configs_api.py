@@ -133,6 +133,22 @@ async def test_invalid_writes_are_422_naming_the_problem(
     assert expected in problem(response)
 
 
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [('memory = "0"', "resources.memory"), ("cpus = 0", "resources.cpus")],
+)
+async def test_a_profile_lifting_container_limits_is_422_and_not_stored(
+    client: httpx.AsyncClient, resources: str, field: str
+) -> None:
+    # Docker reads memory 0 as "unlimited".
+    response = await client.put(
+        "/configs/profile/unbounded", json={"content": f"[resources]\n{resources}\n"}
+    )
+    assert response.status_code == 422
+    assert field in problem(response)
+    assert (await client.get("/configs/profile/unbounded")).status_code == 404
+
+
 async def test_malformed_body_is_422(client: httpx.AsyncClient) -> None:
     assert (await client.put("/configs/template/t", json={})).status_code == 422
     assert (await client.put("/configs/template/t", json={"content": 3})).status_code == 422

@@ -195,6 +195,27 @@ def test_resources_are_checked() -> None:
     assert profile.resources.cpus == 1.0
 
 
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [
+        ('memory = "0"', "resources.memory"),
+        ('memory = "0g"', "resources.memory"),
+        ('memory = "0.0m"', "resources.memory"),
+        ('memory = "-1g"', "resources.memory"),
+        ("cpus = 0", "resources.cpus"),
+        ("cpus = 0.0", "resources.cpus"),
+        ("cpus = -2", "resources.cpus"),
+    ],
+)
+def test_zero_or_negative_resources_are_refused_naming_the_field(
+    resources: str, field: str
+) -> None:
+    # Docker reads memory 0 as "unlimited": a profile must not lift the container's limits.
+    error = invalid("profile", "p", f"[resources]\n{resources}\n")
+    assert error.field == "content"
+    assert field in error.message
+
+
 @pytest.mark.parametrize("content", ["a\x00b", "a\ud800b"])
 def test_text_postgresql_cannot_store_is_refused(content: str) -> None:
     assert invalid("template", "t", content).field == "content"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import tarfile
 from typing import Any
 
@@ -234,6 +235,46 @@ def test_settings_apply_when_the_profile_sets_no_resources() -> None:
         "jobs-net",
         "worker:test",
     )
+
+
+def test_profile_resources_above_the_maxima_are_clamped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    greedy = parse_profile(
+        "greedy", '[resources]\nmemory = "64g"\ncpus = 64\ntimeout_seconds = 86400\n'
+    )
+    with caplog.at_level(logging.WARNING, logger="tower.execution.spec"):
+        job = spec(profile_=greedy, templates={}, settings=Settings())
+    assert (job.shape.memory, job.shape.cpus, job.timeout_seconds) == ("8g", 4.0, 7200)
+    for what in ("memory 64g", "cpus 64", "timeout_seconds 86400"):
+        assert what in caplog.text
+    assert "greedy" in caplog.text
+
+
+def test_settings_defaults_above_the_maxima_are_clamped_too() -> None:
+    # WORKER_MEM_LIMIT=0 is Docker's "unlimited": above any maximum.
+    settings = Settings(
+        worker_mem_limit="0",
+        worker_cpu_limit=16,
+        worker_timeout_seconds=86400,
+        worker_max_memory="1g",
+        worker_max_cpus=1.5,
+        worker_max_timeout_seconds=600,
+    )
+    job = spec(profile_=Profile(name="bare"), templates={}, settings=settings)
+    assert (job.shape.memory, job.shape.cpus, job.timeout_seconds) == ("1g", 1.5, 600)
+
+
+def test_limits_at_or_under_the_maxima_are_kept_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exact = parse_profile(
+        "exact", '[resources]\nmemory = "8192m"\ncpus = 4\ntimeout_seconds = 7200\n'
+    )
+    with caplog.at_level(logging.WARNING, logger="tower.execution.spec"):
+        job = spec(profile_=exact, templates={}, settings=Settings())
+    assert (job.shape.memory, job.shape.cpus, job.timeout_seconds) == ("8192m", 4.0, 7200)
+    assert caplog.text == ""
 
 
 # --- refusals ----------------------------------------------------------------------------------

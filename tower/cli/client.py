@@ -9,6 +9,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -26,6 +27,15 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 WAIT_CHUNK_SECONDS = 30
 STREAM_RETRIES = 5
 STREAM_RETRY_DELAY = 1.0
+# What an agent's output may not send to a terminal: escape sequences (CSI, OSC, others)
+# whole, then any other C0/C1 control character but newline and tab. A sequence split
+# across two chunks loses its ESC here and prints as plain text, never as a command.
+TERMINAL_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"  # OSC: titles, links, clipboard
+    r"|\x1b[@-Z\\-_]"  # other two-character escapes
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
 
 ClientCommand = Callable[[argparse.Namespace, TowerClient], int]
 
@@ -172,8 +182,20 @@ def follow_log(client: TowerClient, path: str) -> tuple[str | None, bool]:
 def _copy_log(data: dict[str, str]) -> None:
     # Each chunk to the stream the job wrote it on, at once: the user is watching.
     out = sys.stdout if data["stream"] == "stdout" else sys.stderr
-    out.write(data["text"])
+    out.write(for_terminal(data["text"]) if _is_terminal(out) else data["text"])
     out.flush()
+
+
+def for_terminal(text: str) -> str:
+    """`text` without what a terminal would act on rather than show (newlines and tabs stay)."""
+    return TERMINAL_ESCAPES.sub("", text)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def wait_for(client: TowerClient, job_id: str, timeout: float | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tower.configs.values import VarValue, check_value
+from tower.settings import memory_bytes
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 VAR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -72,6 +73,14 @@ class Resources(ConfigModel):
     memory: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$")
     cpus: float | None = Field(default=None, gt=0, le=64)
     timeout_seconds: int | None = Field(default=None, ge=1, le=86400)
+
+    @field_validator("memory")
+    @classmethod
+    def _some_memory(cls, value: str | None) -> str | None:
+        # Docker reads a zero limit as "unlimited": a profile may lower limits, not lift them.
+        if value is not None and not memory_bytes(value):
+            raise ValueError("memory must be greater than 0")
+        return value
 
 
 class Hooks(ConfigModel):

@@ -9,6 +9,7 @@ the engine; argv then carries only their paths.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,9 @@ from tower.configs.models import Engine, OptionValue, Profile, Template
 from tower.configs.render import render_claude_md, render_prompt
 from tower.errors import Invalid
 from tower.execution.slots import ContainerShape
-from tower.settings import Settings
+from tower.settings import Settings, memory_bytes
 
+log = logging.getLogger(__name__)
 WORKSPACE = "/workspace"
 SCRATCH = "/tmp/parpaing"
 PROMPT_PATH = f"{SCRATCH}/prompt.md"
@@ -86,7 +88,7 @@ def build_spec(
         pre_hook=profile.hooks.pre,
         post_hook=profile.hooks.post,
         dry_run=bool(request.get("dry_run", False)),
-        timeout_seconds=profile.resources.timeout_seconds or settings.worker_timeout_seconds,
+        timeout_seconds=job_timeout(profile, settings),
         output_limit=settings.max_result_size,
         output_format=str(options["output_format"]),
         shape=container_shape(profile, settings),
@@ -115,11 +117,51 @@ def _first(*candidates: Any) -> Any:
 def container_shape(profile: Profile, settings: Settings) -> ContainerShape:
     return ContainerShape(
         image=settings.worker_image,
-        memory=profile.resources.memory or settings.worker_mem_limit,
-        cpus=profile.resources.cpus or settings.worker_cpu_limit,
+        memory=_job_memory(profile, settings),
+        cpus=_job_cpus(profile, settings),
         pids_limit=settings.worker_pids_limit,
         runtime=settings.worker_runtime,
         network=settings.worker_net,
+    )
+
+
+# The operator's maxima (WORKER_MAX_*) bound what a profile, or a default, may ask for.
+
+
+def job_timeout(profile: Profile, settings: Settings) -> int:
+    wanted = profile.resources.timeout_seconds or settings.worker_timeout_seconds
+    if wanted > settings.worker_max_timeout_seconds:
+        _clamped(profile, "timeout_seconds", wanted, settings.worker_max_timeout_seconds)
+        return int(settings.worker_max_timeout_seconds)
+    return int(wanted)
+
+
+def _job_memory(profile: Profile, settings: Settings) -> str:
+    wanted = profile.resources.memory or settings.worker_mem_limit
+    size = memory_bytes(wanted)
+    # 0 is Docker's "unlimited", above any maximum; a size Docker cannot read is left for
+    # Docker to refuse, with its own message.
+    if size is not None and (size == 0 or size > (memory_bytes(settings.worker_max_memory) or 0)):
+        _clamped(profile, "memory", wanted, settings.worker_max_memory)
+        return settings.worker_max_memory
+    return wanted
+
+
+def _job_cpus(profile: Profile, settings: Settings) -> float:
+    wanted = profile.resources.cpus or settings.worker_cpu_limit
+    if wanted > settings.worker_max_cpus:
+        _clamped(profile, "cpus", wanted, settings.worker_max_cpus)
+        return float(settings.worker_max_cpus)
+    return float(wanted)
+
+
+def _clamped(profile: Profile, what: str, wanted: object, limit: object) -> None:
+    log.warning(
+        "profile %r: %s %s is above the operator's maximum; using %s",
+        profile.name,
+        what,
+        wanted,
+        limit,
     )
 
 

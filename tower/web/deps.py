@@ -41,10 +41,11 @@ Metrics = Annotated[TowerMetrics, Depends(held("metrics"))]
 
 
 async def require_key(request: Request, settings: SettingsDep) -> None:
-    expected = settings.tower_api_key
+    expected = settings.tower_api_key.get_secret_value()
     if not expected:
         return
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    # Constant time in the key's content: a mismatch does not tell how much of it was right.
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Unauthorized("Missing or invalid API key")
 
