@@ -53,3 +53,16 @@ def test_an_unusable_max_memory_is_an_error_naming_it(
 )
 def test_memory_bytes_reads_sizes_as_docker_does(limit: str, size: int | None) -> None:
     assert memory_bytes(limit) == size
+
+
+def test_the_warm_pool_shape_keeps_within_the_maxima() -> None:
+    # Warm containers must fit the jobs, whose own shapes are clamped to the same maxima.
+    from tower.execution.docker.hardening import shape_from_settings
+
+    settings = Settings(
+        worker_mem_limit="0", worker_cpu_limit=8.0, worker_max_memory="4g", worker_max_cpus=2.0
+    )
+    shape = shape_from_settings(settings, "sha256:image")
+    assert (shape.memory, shape.cpus) == ("4g", 2.0)
+    within = Settings(worker_mem_limit="1g", worker_cpu_limit=1.0)
+    assert (shape_from_settings(within).memory, shape_from_settings(within).cpus) == ("1g", 1.0)

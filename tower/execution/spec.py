@@ -131,38 +131,42 @@ def container_shape(profile: Profile, settings: Settings) -> ContainerShape:
 def job_timeout(profile: Profile, settings: Settings) -> int:
     wanted = profile.resources.timeout_seconds or settings.worker_timeout_seconds
     if wanted > settings.worker_max_timeout_seconds:
-        _clamped(profile, "timeout_seconds", wanted, settings.worker_max_timeout_seconds)
+        source = f"profile {profile.name!r}"
+        _clamped(source, "timeout_seconds", wanted, settings.worker_max_timeout_seconds)
         return int(settings.worker_max_timeout_seconds)
     return int(wanted)
 
 
 def _job_memory(profile: Profile, settings: Settings) -> str:
     wanted = profile.resources.memory or settings.worker_mem_limit
-    size = memory_bytes(wanted)
-    # 0 is Docker's "unlimited", above any maximum; a size Docker cannot read is left for
-    # Docker to refuse, with its own message.
-    if size is not None and (size == 0 or size > (memory_bytes(settings.worker_max_memory) or 0)):
-        _clamped(profile, "memory", wanted, settings.worker_max_memory)
-        return settings.worker_max_memory
-    return wanted
+    return bounded_memory(wanted, settings, f"profile {profile.name!r}")
 
 
 def _job_cpus(profile: Profile, settings: Settings) -> float:
     wanted = profile.resources.cpus or settings.worker_cpu_limit
+    return bounded_cpus(wanted, settings, f"profile {profile.name!r}")
+
+
+def bounded_memory(wanted: str, settings: Settings, source: str) -> str:
+    """`wanted` within WORKER_MAX_MEMORY; `source` names who asked, in the warning."""
+    size = memory_bytes(wanted)
+    # 0 is Docker's "unlimited", above any maximum; a size Docker cannot read is left for
+    # Docker to refuse, with its own message.
+    if size is not None and (size == 0 or size > (memory_bytes(settings.worker_max_memory) or 0)):
+        _clamped(source, "memory", wanted, settings.worker_max_memory)
+        return settings.worker_max_memory
+    return wanted
+
+
+def bounded_cpus(wanted: float, settings: Settings, source: str) -> float:
     if wanted > settings.worker_max_cpus:
-        _clamped(profile, "cpus", wanted, settings.worker_max_cpus)
+        _clamped(source, "cpus", wanted, settings.worker_max_cpus)
         return float(settings.worker_max_cpus)
     return float(wanted)
 
 
-def _clamped(profile: Profile, what: str, wanted: object, limit: object) -> None:
-    log.warning(
-        "profile %r: %s %s is above the operator's maximum; using %s",
-        profile.name,
-        what,
-        wanted,
-        limit,
-    )
+def _clamped(source: str, what: str, wanted: object, limit: object) -> None:
+    log.warning("%s: %s %s is above the operator's maximum; using %s", source, what, wanted, limit)
 
 
 def _mcp_json(config: Any) -> str | None:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from tower.execution import protocol
 from tower.execution.slots import ContainerShape
-from tower.settings import Settings
+from tower.execution.spec import bounded_cpus, bounded_memory
+from tower.settings import Settings, memory_bytes
 
-MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 WORKER_UID = protocol.WORKER_UID
 WORKER_USER = f"{WORKER_UID}:{WORKER_UID}"
 ROLE_LABEL = "parpaing.role"
@@ -58,8 +57,9 @@ def shape_from_settings(settings: Settings, image: str | None = None) -> Contain
     it, the configured tag stands in."""
     return ContainerShape(
         image=image or settings.worker_image,
-        memory=settings.worker_mem_limit,
-        cpus=float(settings.worker_cpu_limit),
+        # Within the maxima, as every job's own shape is: warm containers must fit jobs.
+        memory=bounded_memory(settings.worker_mem_limit, settings, "WORKER_MEM_LIMIT"),
+        cpus=bounded_cpus(settings.worker_cpu_limit, settings, "WORKER_CPU_LIMIT"),
         pids_limit=int(settings.worker_pids_limit),
         runtime=settings.worker_runtime,
         network=settings.worker_net,
@@ -70,19 +70,16 @@ def config_hash(shape: ContainerShape) -> str:
     """A stable digest of everything in a shape that decides whether a warm container fits."""
     fields = {**dataclasses.asdict(shape), "hardening": HARDENING_VERSION}
     # "2g" and "2048m" are the same limit, so the same warm containers fit both.
-    fields["memory"] = memory_bytes(shape.memory)
+    fields["memory"] = _docker_memory(shape.memory)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def memory_bytes(limit: str) -> int | str:
-    """A Docker memory limit ("512m", "2g", "1073741824") in bytes, as Docker reads it;
-    anything else is returned as given, for Docker to reject with its own message."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([bkmg]?)", limit.strip().lower())
-    if match is None:
-        return limit
-    number, unit = match.groups()
-    return int(float(number) * MEMORY_UNITS[unit])
+def _docker_memory(limit: str) -> int | str:
+    """A memory limit as Docker's API takes it: bytes where it reads as a size, else as
+    given, for Docker to reject with its own message."""
+    size = memory_bytes(limit)
+    return limit if size is None else size
 
 
 def container_options(
