@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from tower.db.outage import CONNECTION_ERRORS
 from tower.db.pool import Connection, Pool
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,11 @@ class GroupCommit(Generic[Item, Result]):
         try:
             results = await self._write_items([item for item, _ in batch])
         except Exception as error:
-            if len(batch) == 1:
-                _fail(batch[0][1], error)
+            if len(batch) == 1 or isinstance(error, CONNECTION_ERRORS):
+                # A lost connection fails every write alike: each caller decides whether
+                # to retry, rather than each write meeting the same outage alone in turn.
+                for _, done in batch:
+                    _fail(done, error)
                 return
             # The batch rolled back as a whole. Alone, each write meets only its own fate:
             # one bad row must not fail the others.

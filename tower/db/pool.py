@@ -17,10 +17,16 @@ __all__ = ["Connection", "Pool", "create_pool", "create_statement_pool", "transa
 STATEMENT_POOL_SIZE = 4
 
 
+def encode_json(value: Any) -> str:
+    """JSON for a statement's argument. NaN and ±Infinity are refused here (ValueError,
+    which asyncpg raises as DataError), not sent as the `NaN` PostgreSQL would refuse."""
+    return json.dumps(value, allow_nan=False)
+
+
 async def _init_connection(connection: Any) -> None:
     for name in ("json", "jsonb"):
         await connection.set_type_codec(
-            name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            name, encoder=encode_json, decoder=json.loads, schema="pg_catalog"
         )
 
 

@@ -7,11 +7,14 @@ Pure. One reader per output shape (the engine TOML's `output`):
 - `jsonl` (Codex CLI `--json`, OpenCode `--format json`): one event per line;
 - `text` (Aider): its closing `Tokens: … sent, … received. Cost: …` lines.
 `usage` is {input_tokens, output_tokens, cost_usd}, each None when the engine did not say.
+A figure that is not a finite number (JSON's `NaN`/`Infinity`, which Python's json
+accepts) is one the engine did not say: it could not be stored (jsonb refuses it).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +136,9 @@ def _add(totals: dict[str, float], counts: Any, *, input: str, output: str) -> N
 
 def _totals_usage(totals: dict[str, float]) -> Usage | None:
     tokens = {name: int(totals[name]) if name in totals else None for name in ("input", "output")}
-    return usage_of(tokens["input"], tokens["output"], totals.get("cost"))
+    cost = totals.get("cost")
+    # Finite costs can still add up past the largest float.
+    return usage_of(tokens["input"], tokens["output"], cost if cost is None else _finite(cost))
 
 
 # --- text (Aider) ----------------------------------------------------------------------
@@ -147,20 +152,38 @@ def read_aider(text: str) -> Usage | None:
     """Aider's token lines, summed (it rounds counts over a thousand to 0.1k, so those
     are approximate), and its last session cost."""
     sent = received = 0
-    matches = AIDER_TOKENS.findall(text)
-    for sent_count, sent_k, received_count, received_k in matches:
-        sent += _aider_count(sent_count, sent_k)
-        received += _aider_count(received_count, received_k)
-    costs = AIDER_SESSION_COST.findall(text)
-    cost = float(costs[-1]) if costs else None
-    if not matches:
+    seen = False
+    for sent_count, sent_k, received_count, received_k in AIDER_TOKENS.findall(text):
+        # A line that only looks like one (`Tokens: 1.2.3 sent, ...`) is not counted.
+        sent_tokens = _aider_count(sent_count, sent_k)
+        received_tokens = _aider_count(received_count, received_k)
+        if sent_tokens is None or received_tokens is None:
+            continue
+        sent, received, seen = sent + sent_tokens, received + received_tokens, True
+    costs = [_float(cost) for cost in AIDER_SESSION_COST.findall(text)]
+    cost = next((cost for cost in reversed(costs) if cost is not None), None)
+    if not seen:
         return usage_of(None, None, cost)
     return usage_of(sent, received, cost)
 
 
-def _aider_count(number: str, thousands: str) -> int:
-    value = float(number.replace(",", ""))
-    return round(value * 1000) if thousands else round(value)
+def _aider_count(number: str, thousands: str) -> int | None:
+    value = _float(number.replace(",", ""))
+    if value is not None and thousands:
+        value = _finite(value * 1000)
+    return None if value is None else round(value)
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return _finite(value)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -181,4 +204,8 @@ def _number(value: Any) -> int | None:
 def _cost(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    # float() of an int too large for a float raises rather than giving inf.
+    try:
+        return _finite(float(value))
+    except OverflowError:
+        return None

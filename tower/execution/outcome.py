@@ -8,11 +8,12 @@ result, then the exit code, then, for JSON engines, what the engine itself repor
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from tower.configs.models import Engine
 from tower.execution.bundle import WorkerOutput
-from tower.execution.engine_output import read_aider, read_json, read_jsonl
+from tower.execution.engine_output import Usage, read_aider, read_json, read_jsonl
 from tower.execution.runner import FailureReason, RunOutcome
 from tower.execution.spec import JobSpec
 
@@ -54,16 +55,30 @@ def _completed(stdout: bytes, engine: Engine, spec: JobSpec) -> RunOutcome:
     when the caller asked for text); its usage goes with it whatever the format."""
     text = stdout.decode("utf-8", errors="replace")
     if engine.output == "text":
-        return RunOutcome(True, 0, text, usage=read_aider(text))
+        return RunOutcome(True, 0, text, usage=_storable(read_aider(text)))
     report = read_json(text) if engine.output == "json" else read_jsonl(text)
     if report is None:
         return RunOutcome(True, 0, text)
+    usage = _storable(report.usage)
     if report.is_error:
         message = report.final_text or "the engine reported an error"
-        return RunOutcome(False, 0, None, message, "error", report.usage)
+        return RunOutcome(False, 0, None, message, "error", usage)
     if spec.output_format == "text" or report.final_text is None:
-        return RunOutcome(True, 0, text, usage=report.usage)
-    return RunOutcome(True, 0, report.final_text, usage=report.usage)
+        return RunOutcome(True, 0, text, usage=usage)
+    return RunOutcome(True, 0, report.final_text, usage=usage)
+
+
+def _storable(usage: Usage | None) -> Usage | None:
+    """The usage without any figure jsonb would refuse (NaN, ±Infinity): such a figure is
+    one the engine did not give, never a reason to lose the result."""
+    if usage is None:
+        return None
+    kept = {key: None if _non_finite(value) else value for key, value in usage.items()}
+    return kept if any(value is not None for value in kept.values()) else None
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _dry_run(result: dict[str, Any]) -> RunOutcome:

@@ -39,6 +39,7 @@ from tower.settings import Settings
 log = logging.getLogger(__name__)
 
 FINISH_RETRY_FLOOR = 60.0  # seconds
+UNSTORED_DETAIL = 1000  # characters of the database's refusal kept in the job's error
 
 
 class Dispatcher:
@@ -223,16 +224,35 @@ class Dispatcher:
             duration_ms=duration_ms,
         )
 
-        async def write() -> bool:
-            return await self._finishes.write(queries.FinishOf(job.job_id, job.lease_token, final))
-
         # A result is worth waiting for through a database restart; the write stays fenced.
         deadline = time.monotonic() + max(3 * self._settings.lease_seconds, FINISH_RETRY_FLOOR)
-        if not await write_with_retry(write, deadline):
+        try:
+            written = await self._write_finish(job, final, deadline)
+        except Exception as refused:
+            # Refused, not lost: it would be refused again. Left alone, the job would be
+            # reaped and run again; it ends failed instead, saying why.
+            log.error("job %s: its outcome could not be stored", job.job_id, exc_info=refused)
+            final = _unstored(final, refused)
+            try:
+                written = await self._write_finish(job, final, deadline)
+            except Exception:
+                log.exception("job %s: nor could its failure; left to the reaper", job.job_id)
+                return
+        if not written:
             log.info("job %s: result discarded; lease gone (cancelled or reaped)", job.job_id)
             return
         self._metrics.job_finished(final.status)
         self._metrics.job_ran(final.status, duration_ms / 1000, final.usage)
+
+    async def _write_finish(
+        self, job: ClaimedJob, final: queries.Finish, deadline: float
+    ) -> bool | None:
+        """Fenced; retried only while the connection fails (a refusal is raised)."""
+
+        async def write() -> bool:
+            return await self._finishes.write(queries.FinishOf(job.job_id, job.lease_token, final))
+
+        return await write_with_retry(write, deadline)
 
     async def _release(self, job: ClaimedJob) -> None:
         async def write() -> str | None:
@@ -241,10 +261,29 @@ class Dispatcher:
 
         # Stopping should not hang on a lost database: the reaper will hand the job back.
         deadline = time.monotonic() + self._settings.lease_seconds
-        status = await write_with_retry(write, deadline)
+        try:
+            status = await write_with_retry(write, deadline)
+        except Exception:
+            log.exception("job %s: hand-back refused; left to the reaper", job.job_id)
+            return
         if status == "failed":
             self._metrics.job_finished(status)
         log.info("job %s: handed back on stop (%s)", job.job_id, status or "left to the reaper")
+
+
+def _unstored(final: queries.Finish, refused: Exception) -> queries.Finish:
+    """The job failed, saying why its outcome could not be stored; nothing of that outcome
+    but its exit code, since any of it may be what the database refused."""
+    why = f"{type(refused).__name__}: {refused}".replace("\x00", "")[:UNSTORED_DETAIL]
+    return queries.Finish(
+        status="failed",
+        exit_code=final.exit_code,
+        result=None,
+        error=f"the job's {final.status} outcome could not be stored ({why})",
+        failure_reason="error",
+        usage=None,
+        duration_ms=final.duration_ms,
+    )
 
 
 def _outcome_of(job: ClaimedJob, run: asyncio.Task[RunOutcome]) -> RunOutcome:
