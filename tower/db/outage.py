@@ -18,8 +18,10 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 
-# The connection, not the statement, failed: the same write may succeed on retry.
+# The connection, not the statement, failed, or the transaction lost a conflict
+# (deadlock, serialization): the same write may succeed on retry.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.TransactionRollbackError,
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
