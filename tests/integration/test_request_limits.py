@@ -170,30 +170,33 @@ async def test_a_body_without_the_key_is_refused_before_it_is_read(tower: TowerP
 
 
 async def test_a_wrong_key_is_refused_before_the_body_too(tower: TowerProcess) -> None:
-    status, headers, _, sent = await _post(
-        tower, _job_body("prompt", b"x" * MiB, 300), key="not-" + KEY
-    )
+    # How much of the body goes out before the answer is read depends on timing (the
+    # server drains it); what it must not do is read it into memory.
+    async with RssWatch(tower.pid) as rss:
+        status, headers, _, _ = await _post(
+            tower, _job_body("prompt", b"x" * MiB, 300), key="not-" + KEY
+        )
     assert status == 401
     assert headers["www-authenticate"] == "Bearer"
-    assert sent < 300 * MiB
+    assert rss.growth < 32 * MiB
 
 
 async def test_an_announced_body_over_the_cap_is_refused_at_once(tower: TowerProcess) -> None:
-    status, _, body, sent = await _post(
-        tower, _job_body("prompt", b"x" * MiB, 200), key=KEY, content_length=CAP + 1
-    )
+    # Only the head is sent: the answer comes from Content-Length alone, before any body.
+    # (Sending the body meanwhile would race the tower's close: a reset before the read.)
+    status, _, body, sent = await _post(tower, iter(()), key=KEY, content_length=CAP + 1)
     assert status == 413
     assert "MAX_REQUEST_BYTES" in body["detail"]
-    assert sent < CAP
+    assert sent == 0
 
 
 async def test_a_streamed_body_is_cut_when_it_passes_the_cap(tower: TowerProcess) -> None:
     async with RssWatch(tower.pid) as rss:
-        status, _, body, sent = await _post(tower, _job_body("prompt", b"x" * MiB, 200), key=KEY)
+        status, _, body, _ = await _post(tower, _job_body("prompt", b"x" * MiB, 200), key=KEY)
     assert status == 413
     assert "MAX_REQUEST_BYTES" in body["detail"]
-    assert sent < 200 * MiB
-    # The app reads what it is sent up to the cap, no further.
+    # How much went out before the answer was read is timing (the server drains the
+    # rest); the app reads what it is sent up to the cap, no further.
     assert rss.growth < CAP + 64 * MiB
 
 
