@@ -95,3 +95,12 @@ async def test_openapi_enums_follow_config_changes_at_runtime(
         "/jobs", json={"agent_id": "a", "engine": "claude-copy", "prompt": "sleep 3600"}
     )
     assert submitted.status_code == 202
+
+
+async def test_every_route_that_needs_the_key_says_so(client: httpx.AsyncClient) -> None:
+    # The document must not show a key-protected write as public (config writes did).
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for method in ("post", "put", "delete"):
+        assert paths["/configs/{type}/{name}"][method]["security"] == [{"bearerAuth": []}]
+    assert "security" not in paths["/configs/{type}/{name}"]["get"]
+    assert paths["/jobs"]["post"]["security"] == [{"bearerAuth": []}]

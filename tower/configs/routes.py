@@ -10,6 +10,7 @@ from tower.configs import service
 from tower.configs.schemas import ConfigBody, ConfigNames, ConfigOut, EngineList, ProfileList
 from tower.configs.store import ConfigStore
 from tower.web.deps import CurrentKey, Db, held
+from tower.web.openapi import SECURED
 
 Configs = Annotated[ConfigStore, Depends(held("configs"))]
 
@@ -37,21 +38,23 @@ async def get_config(type: str, name: str, db: Db) -> ConfigOut:
     return await service.get_config(db, type, name)
 
 
-@router.post("/configs/{type}/{name}", status_code=status.HTTP_201_CREATED)
+@router.post("/configs/{type}/{name}", status_code=status.HTTP_201_CREATED, openapi_extra=SECURED)
 async def create_config(
     type: str, name: str, body: ConfigBody, db: Db, configs: Configs, _: CurrentKey
 ) -> ConfigOut:
     return await service.create_config(db, configs, type, name, body.content)
 
 
-@router.put("/configs/{type}/{name}")
+@router.put("/configs/{type}/{name}", openapi_extra=SECURED)
 async def put_config(
     type: str, name: str, body: ConfigBody, db: Db, configs: Configs, _: CurrentKey
 ) -> ConfigOut:
     return await service.put_config(db, configs, type, name, body.content)
 
 
-@router.delete("/configs/{type}/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/configs/{type}/{name}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=SECURED
+)
 async def delete_config(type: str, name: str, db: Db, configs: Configs, _: CurrentKey) -> Response:
     await service.delete_config(db, configs, type, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
