@@ -30,20 +30,35 @@ PING = "SELECT 1"
 TRY_RETENTION_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
 RETENTION_LOCK_KEY = 727_002
 
+# Neither retention delete touches a job whose Idempotency-Key is still live (younger
+# than IDEMPOTENCY_TTL_HOURS, the last parameter): deleting the job would cascade to the
+# key, and a client retrying with it would get a second job instead of the replay.
+# Such a job goes in a later round, once its key has expired.
+_NO_LIVE_IDEMPOTENCY_KEY = """NOT EXISTS (
+    SELECT 1 FROM idempotency_keys k
+    WHERE k.job_id = jobs.job_id AND k.created_at > now() - make_interval(hours => $2)
+)"""
+
 # Cancelled-while-pending jobs may lack finished_at; their age is then their creation.
+# $1: JOB_TTL_HOURS, $2: IDEMPOTENCY_TTL_HOURS.
 DELETE_EXPIRED_JOBS = f"""
 DELETE FROM jobs
 WHERE status IN {TERMINAL_SQL}
   AND coalesce(finished_at, created_at) < now() - make_interval(hours => $1)
+  AND {_NO_LIVE_IDEMPOTENCY_KEY}
 """
 
+# The finished jobs beyond the newest $1 (MAX_RETAINED_JOBS), minus those a live key
+# protects ($2: IDEMPOTENCY_TTL_HOURS); protected jobs still count among the newest $1.
 DELETE_SURPLUS_JOBS = f"""
-DELETE FROM jobs WHERE job_id IN (
+DELETE FROM jobs
+WHERE job_id IN (
     SELECT job_id FROM jobs
     WHERE status IN {TERMINAL_SQL}
     ORDER BY coalesce(finished_at, created_at) DESC, job_id DESC
     OFFSET $1
 )
+  AND {_NO_LIVE_IDEMPOTENCY_KEY}
 """
 
 # The idempotency window is the jobs package's rule; one definition, shared.
@@ -155,12 +170,16 @@ async def try_retention_lock(connection: Connection) -> bool:
     return locked
 
 
-async def delete_expired_jobs(connection: Connection, ttl_hours: int) -> int:
-    return _count(await connection.execute(DELETE_EXPIRED_JOBS, ttl_hours))
+async def delete_expired_jobs(
+    connection: Connection, ttl_hours: int, idempotency_ttl_hours: int
+) -> int:
+    """Finished jobs older than `ttl_hours`, but not one whose idempotency key is live."""
+    return _count(await connection.execute(DELETE_EXPIRED_JOBS, ttl_hours, idempotency_ttl_hours))
 
 
-async def delete_surplus_jobs(connection: Connection, keep: int) -> int:
-    return _count(await connection.execute(DELETE_SURPLUS_JOBS, keep))
+async def delete_surplus_jobs(connection: Connection, keep: int, idempotency_ttl_hours: int) -> int:
+    """Finished jobs beyond the newest `keep`, but not one whose idempotency key is live."""
+    return _count(await connection.execute(DELETE_SURPLUS_JOBS, keep, idempotency_ttl_hours))
 
 
 async def delete_expired_idempotency_keys(connection: Connection, ttl_hours: int) -> int:

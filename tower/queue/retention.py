@@ -1,5 +1,8 @@
 """Retention: deletes old finished jobs and expired idempotency keys.
 
+A finished job whose idempotency key is still live is kept, so a retry within
+IDEMPOTENCY_TTL_HOURS replays it rather than making a second job.
+
 Runs every `cleanup_interval` on every replica, but a transaction-scoped advisory
 lock lets only one replica work per round; the others skip it.
 """
@@ -42,10 +45,15 @@ class Retention:
         async with transaction(self._pool) as connection:
             if not await queries.try_retention_lock(connection):
                 return None
+            # A job whose idempotency key is still live survives both deletes (its key
+            # would cascade with it); once the key expires, the job goes like any other.
+            key_ttl = settings.idempotency_ttl_hours
             return Cleaned(
-                expired_jobs=await queries.delete_expired_jobs(connection, settings.job_ttl_hours),
+                expired_jobs=await queries.delete_expired_jobs(
+                    connection, settings.job_ttl_hours, key_ttl
+                ),
                 surplus_jobs=await queries.delete_surplus_jobs(
-                    connection, settings.max_retained_jobs
+                    connection, settings.max_retained_jobs, key_ttl
                 ),
                 idempotency_keys=await queries.delete_expired_idempotency_keys(
                     connection, settings.idempotency_ttl_hours
