@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tower.db.outage import CONNECTION_ERRORS
-from tower.errors import TowerError, Unauthorized
+from tower.errors import TowerError, Unauthorized, one_line
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,15 @@ RETRY_AFTER_SECONDS = 2
 UNAVAILABLE = {"detail": "The database is unavailable; retry shortly"}
 
 
-async def _handle_tower_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, TowerError)
+def render(exc: TowerError) -> JSONResponse:
+    """A TowerError as tower answers it, wherever it is raised (a route, the request gate)."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+
+async def _handle_tower_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TowerError)
+    return render(exc)
 
 
 async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -60,7 +65,7 @@ async def _handle_database_outage(request: Request, exc: Exception) -> JSONRespo
     if isinstance(exc, STATEMENT_ERRORS):
         raise exc
     # One line per failed request, no traceback: an outage fails hundreds a second.
-    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    reason = f"{type(exc).__name__}: {one_line(exc)}"
     log.warning("database unavailable: %s %s: %s", request.method, request.url.path, reason)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(UNAVAILABLE, status_code=503, headers=headers)

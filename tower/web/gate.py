@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 
-from fastapi.responses import JSONResponse
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tower.errors import TowerError, Unauthorized
 from tower.settings import Settings
 from tower.web.deps import require_key
+from tower.web.errors import render
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -106,7 +106,4 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _answer(exc: TowerError, scope: Scope, receive: Receive, send: Send) -> None:
-    # The same body and header tower/web/errors.py renders for these errors.
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    response = JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
-    await response(scope, receive, send)
+    await render(exc)(scope, receive, send)
