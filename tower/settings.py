@@ -53,6 +53,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "gateway_auth_cache_seconds": (0, 60),
     "max_log_bytes": (1024, 1 << 30),
     "events_keepalive_seconds": (1, 300),
+    "max_streams": (1, 100_000),
+    "max_streams_per_key": (1, 100_000),
+    "header_read_timeout_seconds": (1, 300),
     "shutdown_grace_seconds": (0, 86400),
 }
 
@@ -66,6 +69,13 @@ class Settings(BaseSettings):
     tower_host: str = "127.0.0.1"
     tower_port: int = 8080
     tower_api_key: SecretStr = SecretStr("")
+    # Without a key, tower serves only loopback unless this says the operator means it
+    # (`parpaing serve --insecure-no-auth` sets it too).
+    insecure_no_auth: bool = False
+    # Host header values tower answers to, comma-separated ("*" for any). Empty: any when a
+    # key is set; only loopback names (localhost, 127.0.0.1, ::1) when keyless, so a page
+    # using DNS rebinding cannot reach a keyless tower.
+    allowed_hosts: str = ""
     tower_id: str = ""
     database_url: str = ""
     state_dir: str = ""
@@ -140,6 +150,11 @@ class Settings(BaseSettings):
     simulated_run_log: str = ""
     max_log_bytes: int = 32 * 1024 * 1024
     events_keepalive_seconds: float = 15.0
+    # Open event streams and long polls (/events, /wait): per replica, and per API key.
+    max_streams: int = 1000
+    max_streams_per_key: int = 100
+    # A client that has not sent its request's headers within this many seconds is cut.
+    header_read_timeout_seconds: float = 10.0
 
     @field_validator("webhook_secret")
     @classmethod
