@@ -85,7 +85,9 @@ class DockerRunner:
 
     async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         try:
-            plan = self._plan(job)
+            # Off the event loop: rendering a profile's templates is untrusted work, and
+            # it must never hold up lease heartbeats.
+            plan = await asyncio.to_thread(self._plan, job)
             shape = await self._resolved(plan.spec.shape)
             slot = await self._slots.take(job, shape)
         except TowerError as problem:
