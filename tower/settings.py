@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import re
 import urllib.parse
 from pathlib import Path
@@ -112,6 +113,10 @@ class Settings(BaseSettings):
     # bytes). Empty: one is generated at first start and kept in the database.
     webhook_secret: SecretStr = SecretStr("")
     webhook_allow_private: bool = False
+    # Encrypts stored credentials (git and forge tokens): 32 random bytes, URL-safe base64.
+    # Never stored in the database. The all-in-one tower keeps a generated one in its state
+    # directory when none is set.
+    secrets_key: SecretStr = SecretStr("")
     webhook_max_attempts: int = 10
     webhook_retry_base: float = 30.0
     webhook_retry_max: float = 14400.0
@@ -163,6 +168,13 @@ class Settings(BaseSettings):
         if secret.get_secret_value():
             signing_key(secret.get_secret_value())
         return secret
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _usable_secrets_key(cls, key: SecretStr) -> SecretStr:
+        if key.get_secret_value():
+            secrets_key_bytes(key.get_secret_value())
+        return key
 
     @field_validator("worker_max_memory")
     @classmethod
@@ -229,6 +241,29 @@ def gateway_host(settings: Settings) -> str:
 
 def gateway_container(settings: Settings) -> str:
     return settings.gateway_container or gateway_host(settings)
+
+
+SECRETS_KEY_BYTES = 32
+SECRETS_KEY_HINT = (
+    "SECRETS_KEY must be 32 random bytes in URL-safe base64 "
+    "(`parpaing credentials new-key` prints one)"
+)
+
+
+def secrets_key_bytes(text: str) -> bytes:
+    """The key SECRETS_KEY holds; ValueError saying what it must be otherwise."""
+    try:
+        key = base64.urlsafe_b64decode(text.strip().encode())
+    except (binascii.Error, ValueError):
+        raise ValueError(SECRETS_KEY_HINT) from None
+    if len(key) != SECRETS_KEY_BYTES:
+        raise ValueError(SECRETS_KEY_HINT)
+    return key
+
+
+def new_secrets_key() -> str:
+    """A fresh SECRETS_KEY."""
+    return base64.urlsafe_b64encode(os.urandom(SECRETS_KEY_BYTES)).decode()
 
 
 def signing_key(secret: str) -> bytes:
