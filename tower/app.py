@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from tower.configs import routes as config_routes
 from tower.configs.store import ConfigStore
+from tower.credentials import routes as credential_routes
 from tower.db.migrate import migrate
 from tower.db.notify import NotifyHub
 from tower.db.pool import create_pool, create_statement_pool
@@ -64,6 +65,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         webhook_routes.router,
         event_routes.router,
         config_routes.router,
+        credential_routes.router,
         health.router,
         metrics.router,
         stats.router,
