@@ -41,6 +41,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "cleanup_interval": (1, 86400),
     "max_result_size": (1024, 1 << 30),
     "max_request_bytes": (1 << 20, 1 << 34),
+    "max_upload_bytes": (1 << 20, 1 << 36),
+    "upload_ttl_hours": (1, 24 * 30),
     "webhook_timeout": (1, 300),
     "webhook_max_attempts": (1, 50),
     "webhook_retry_base": (0.01, 3600),
@@ -108,6 +110,11 @@ class Settings(BaseSettings):
     max_result_size: int = 10 * 1024 * 1024
     # The largest request body tower reads (the prompt alone may be 100 MB); above it, 413.
     max_request_bytes: int = 128 * 1024 * 1024
+    # POST /uploads bodies (files and archives for workspaces) may be this large instead;
+    # they are spooled to a temporary file, never held in memory.
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    # An upload no job has used is deleted after this many hours.
+    upload_ttl_hours: int = 24
     webhook_timeout: int = 10
     # Standard Webhooks signing key, `whsec_<base64>` (or any other string, used as raw
     # bytes). Empty: one is generated at first start and kept in the database.

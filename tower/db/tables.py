@@ -243,3 +243,33 @@ credentials = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("kind IN ('git', 'github', 'gitlab')", name="credentials_kind_valid"),
 )
+
+# Files and archives for jobs' workspaces, checked before they are kept (tower/uploads).
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("upload_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("filename", Text),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("kind IN ('file', 'tar', 'tar.gz', 'zip')", name="uploads_kind_valid"),
+    Index("uploads_expires_at", "expires_at"),
+)
+
+# An upload's bytes in order, 1 MiB a row, deleted with it.
+upload_chunks = Table(
+    "upload_chunks",
+    metadata,
+    Column(
+        "upload_id",
+        Text,
+        ForeignKey("uploads.upload_id", ondelete="CASCADE", name="upload_chunks_upload_fk"),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
