@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import select
+import shutil
 import signal
 import stat
 import subprocess
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from tests.integration.test_cli_serve import cli_env, serve, stop, submit
+from tower.db import embedded
 from tower.db.embedded import LocalPostgres
 
 OUTSIDER = "parpaing-outsider"
@@ -137,6 +139,30 @@ async def test_no_parent_directory_is_opened_up(tmp_path: Path) -> None:
         server.stop()
     after = {each: stat.S_IMODE(each.stat().st_mode) for each in parents}
     assert after == before
+
+
+async def test_binaries_closed_to_the_server_user_run_from_a_copy_tower_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A virtualenv in a home directory the server's user may not enter (root's is 0700).
+    outsider()
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    site = embedded.POSTGRES_BIN_PATH.parents[2]
+    for part in ("pgserver/pginstall", "pgserver.libs"):
+        shutil.copytree(site / part, private / "site" / part, symlinks=True)
+    monkeypatch.setattr(embedded, "POSTGRES_BIN_PATH", private / "site/pgserver/pginstall/bin")
+    server = LocalPostgres(tmp_path / "state" / "postgres")
+    server.start()
+    try:
+        executable = Path(os.readlink(f"/proc/{postmaster_pid(server.datadir)}/exe"))
+        assert await answers(server.url) == 1
+    finally:
+        server.stop()
+        if executable.is_relative_to(embedded.RUNTIME_ROOT):
+            shutil.rmtree(executable.parents[3])  # this test's copy: its key is its path
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert executable.is_relative_to(embedded.RUNTIME_ROOT), executable
 
 
 def postmaster_pid(datadir: Path) -> int:

@@ -16,16 +16,21 @@ needs to be opened to that user.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
 import secrets
+import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICE_USER = "pgserver"
+# As root, where tower copies the binaries when the service user cannot reach them.
+RUNTIME_ROOT = Path("/var/lib/parpaing")
 SUPERUSER = "postgres"
 # The data directory as the server's own processes name it: their working directory.
 HERE = "/proc/self/cwd"
@@ -52,6 +57,8 @@ POSTGRES_BIN_PATH = _binaries()
 class LocalPostgres:
     datadir: Path
     port: int = 0
+    # Where the server's own user runs the binaries from (see _service_binaries).
+    _bin: Path = field(default=POSTGRES_BIN_PATH, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -99,6 +106,9 @@ class LocalPostgres:
     def binary(self, name: str) -> str:
         return str(POSTGRES_BIN_PATH / name)
 
+    def _server_binary(self, name: str) -> str:
+        return str(self._bin / name)
+
     def _options(self) -> str:
         return f"-h 127.0.0.1 -p {self.port} -k {HERE} -c max_connections=300"
 
@@ -107,7 +117,7 @@ class LocalPostgres:
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
         self.datadir.mkdir(mode=0o700, exist_ok=True)
         if os.geteuid() == 0:
-            _require_reachable(POSTGRES_BIN_PATH.parent, _service_user())
+            self._bin = _service_binaries(_service_user())
         if not (self.datadir / "PG_VERSION").exists():
             self._own_datadir()
             self._initdb()
@@ -116,7 +126,7 @@ class LocalPostgres:
         # Trust lasts only until _secure, which runs before the server first listens.
         self._run(
             [
-                self.binary("initdb"),
+                self._server_binary("initdb"),
                 *("-D", HERE, "-U", SUPERUSER),
                 *("--auth=trust", "--encoding=UTF8", "--no-sync"),
             ]
@@ -133,7 +143,7 @@ class LocalPostgres:
             return
         password = self._password_kept()
         statement = f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n"
-        single_user = [self.binary("postgres"), "--single", "-D", HERE, "-F"]
+        single_user = [self._server_binary("postgres"), "--single", "-D", HERE, "-F"]
         self._run([*single_user, "-c", "exit_on_error=true", "postgres"], stdin=statement)
         # Rewritten in place: the file keeps its owner (the service user) and its mode.
         (self.datadir / "pg_hba.conf").write_text(HBA)
@@ -148,7 +158,7 @@ class LocalPostgres:
         return self.password
 
     def _ctl(self, *args: str) -> None:
-        self._run([self.binary("pg_ctl"), "-D", HERE, *args])
+        self._run([self._server_binary("pg_ctl"), "-D", HERE, *args])
 
     def _running_port(self) -> int | None:
         lines = self._pidfile_lines()
@@ -213,9 +223,53 @@ def _service_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SERVICE_USER)
 
 
-def _require_reachable(directory: Path, user: pwd.struct_passwd) -> None:
-    """The service user must run the binaries; a directory tower did not make is never
-    opened up for it (an older version did that to every parent)."""
+def _service_binaries(user: pwd.struct_passwd) -> Path:
+    """The binaries as the service user can run them: where pgserver installed them, or,
+    when a directory above them is closed to that user (a virtualenv in root's home), a
+    copy in a directory tower makes for it. An older version opened up every parent
+    instead; a directory tower did not make is never changed."""
+    site = POSTGRES_BIN_PATH.parents[2]  # holds pgserver/ and pgserver.libs/
+    relative = POSTGRES_BIN_PATH.relative_to(site)
+    if all(_closed_to(user, site / part) is None for part in _INSTALL_PARTS):
+        return POSTGRES_BIN_PATH
+    postgres = (POSTGRES_BIN_PATH / "postgres").stat()
+    identity = f"{site}:{postgres.st_size}:{postgres.st_mtime_ns}"
+    copy = RUNTIME_ROOT / f"pginstall-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    if not copy.exists():
+        _copy_install(site, copy)
+    closed = _closed_to(user, copy / relative)
+    if closed is not None:
+        raise RuntimeError(
+            f"the PostgreSQL binaries are out of reach of the {user.pw_name} user the server "
+            f"runs as: {closed} is closed to it; open it, or set DATABASE_URL"
+        )
+    return copy / relative
+
+
+# What the server runs from, laid out as in the wheel: the binaries find their libraries
+# in ../../../pgserver.libs.
+_INSTALL_PARTS = ("pgserver/pginstall", "pgserver.libs")
+
+
+def _copy_install(site: Path, copy: Path) -> None:
+    if not RUNTIME_ROOT.exists():
+        RUNTIME_ROOT.mkdir(parents=True)
+        RUNTIME_ROOT.chmod(0o755)  # made here, for the service user to traverse
+    # Copied aside then renamed: a concurrent start sees a whole copy or none.
+    staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=RUNTIME_ROOT))
+    for part in _INSTALL_PARTS:
+        if (site / part).exists():
+            shutil.copytree(site / part, staging / part, symlinks=True)
+    for made in [staging, *(staging / part for part in _INSTALL_PARTS)]:
+        made.chmod(0o755)
+    try:
+        staging.rename(copy)
+    except OSError:
+        shutil.rmtree(staging)  # another start made it first
+
+
+def _closed_to(user: pwd.struct_passwd, directory: Path) -> Path | None:
+    """The first directory on the way to `directory` that `user` may not traverse."""
     groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
     for each in [*reversed(directory.resolve().parents), directory.resolve()]:
         status = each.stat()
@@ -226,8 +280,5 @@ def _require_reachable(directory: Path, user: pwd.struct_passwd) -> None:
         else:
             search = 0o001
         if not status.st_mode & search:
-            raise RuntimeError(
-                f"the PostgreSQL binaries in {directory} are out of reach of the "
-                f"{user.pw_name} user it runs as: {each} is closed to it; install parpaing "
-                "where other users may read it, or set DATABASE_URL"
-            )
+            return each
+    return None
