@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.integration.test_cli_serve import cli_env, serve, stop, submit
+from tests.integration.test_cli_serve import cli_env, collect_stdout, serve, stop, submit
 from tower.db import embedded
 from tower.db.embedded import LocalPostgres
 
@@ -206,6 +206,28 @@ def test_serve_brings_a_killed_embedded_server_back(tmp_path: Path) -> None:
             assert stop(served, signal.SIGTERM) == 0, served.output()
     finally:
         LocalPostgres(datadir).stop(mode="immediate")
+    # Once: a dead server not yet reaped by its adoptive parent is not taken for alive.
+    assert served.output().count("died; restarting it") == 1, served.output()
     assert f"embedded PostgreSQL (pid {killed}) died; restarting it" in served.output()
     assert "embedded PostgreSQL restarted" in served.output()
     assert not (datadir / "postmaster.pid").exists(), "embedded server left running"
+
+
+def test_serve_exits_non_zero_when_the_embedded_server_stays_dead(tmp_path: Path) -> None:
+    datadir = tmp_path / "state" / "postgres"
+    env = cli_env(STATE_DIR=str(tmp_path / "state"))
+    try:
+        with serve(tmp_path, env) as served:
+            # PostgreSQL refuses a data directory others may read: every restart fails.
+            datadir.chmod(0o755)
+            killed = postmaster_pid(datadir)
+            os.kill(killed, signal.SIGKILL)
+            code = served.process.wait(timeout=COMEBACK_DEADLINE)
+            collect_stdout(served)
+    finally:
+        datadir.chmod(0o700)
+        LocalPostgres(datadir).stop(mode="immediate")
+    output = served.output()
+    assert code == 1, output
+    assert "embedded PostgreSQL restart 5/5 failed" in output
+    assert f"embedded PostgreSQL in {datadir} died and did not restart" in output

@@ -3,7 +3,6 @@ PostgreSQL whose data lives under the state directory, so one command is enough.
 
 from __future__ import annotations
 
-import os
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,14 +62,7 @@ def _watched(server: LocalPostgres, watch: bool) -> Iterator[None]:
 
 
 def _embedded_running(datadir: Path) -> bool:
-    # Signal 0 only asks whether the postmaster is alive: a stale pidfile says no.
-    pidfile = datadir / "postmaster.pid"
-    try:
-        pid = int(pidfile.read_text().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return False
-    return True
+    return LocalPostgres(datadir).postmaster_pid() is not None
 
 
 def redacted(url: str) -> str:

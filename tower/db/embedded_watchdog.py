@@ -12,6 +12,7 @@ import logging
 import os
 import select
 import threading
+import time
 from types import TracebackType
 
 from tower.db.embedded import LocalPostgres
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 5
 FIRST_PAUSE = 0.5  # seconds; doubled after each failed attempt
+# A server that dies sooner than this after a restart has not really come back: its next
+# restart counts against the same budget, so a crash loop ends instead of spinning.
+STABLE_AFTER = 60.0
 
 
 class Watchdog:
@@ -28,6 +32,8 @@ class Watchdog:
         self.attempts = attempts
         self.gave_up = False
         self.restarts = 0
+        self._used = 0  # attempts spent since the server last stayed up
+        self._restarted_at = -STABLE_AFTER
         self._stop_read, self._stop_write = os.pipe()
         self._thread = threading.Thread(target=self._watch, name="postgres-watchdog", daemon=True)
 
@@ -79,22 +85,26 @@ class Watchdog:
         return True
 
     def _bring_back(self) -> bool:
-        pause = FIRST_PAUSE
-        for attempt in range(1, self.attempts + 1):
+        if time.monotonic() - self._restarted_at >= STABLE_AFTER:
+            self._used = 0
+        pause = FIRST_PAUSE * 2**self._used
+        while self._used < self.attempts:
+            self._used += 1
             try:
                 self.server.start()
             except (OSError, RuntimeError) as exc:
                 log.error(
-                    "embedded PostgreSQL restart %d/%d failed: %s", attempt, self.attempts, exc
+                    "embedded PostgreSQL restart %d/%d failed: %s", self._used, self.attempts, exc
                 )
                 if self._stopping(pause):
                     return True  # shutting down anyway
                 pause *= 2
                 continue
             self.restarts += 1
+            self._restarted_at = time.monotonic()
             log.warning(
                 "embedded PostgreSQL restarted (attempt %d/%d), pid %s, port %d",
-                attempt,
+                self._used,
                 self.attempts,
                 self.server.postmaster_pid(),
                 self.server.port,
