@@ -73,12 +73,13 @@ def _check_zip(path: Path, max_expanded: int) -> int:
 
 def _check_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
     name = inside(info.filename)
+    # Unix mode bits, when the zip was made on Unix; many zips carry permissions only.
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         # A zip link's target is its (small) content.
         target = archive.read(info, pwd=None)[:4096].decode("utf-8", "replace")
         inside(posixpath.join(posixpath.dirname(name), target), info.filename)
-    elif mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    elif stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise _bad(info.filename, "is not a file, a directory or a link")
 
 

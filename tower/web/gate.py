@@ -17,11 +17,15 @@ This plain ASGI middleware (see tower/web/headers.py for why not BaseHTTPMiddlew
 - answers 413 at once when Content-Length is above MAX_REQUEST_BYTES, and counts a body
   sent without one as it arrives: once past the cap, the app's reading fails and its
   answer is replaced by the 413.
+
+Routes that stream a raw body (POST /uploads) are named by the app with their own cap;
+their content types are theirs to check.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,11 +59,19 @@ class _BodyCut(Exception):
 
 
 class RequestGate:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        streamed: Mapping[str, tuple[int, str]] | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.cap = settings.max_request_bytes
         self.hosts = HostRule(settings)
+        # POST path -> (its body cap, the setting that says so), for routes that take a raw
+        # body rather than JSON.
+        self.streamed = dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,17 +93,33 @@ class RequestGate:
                 await require_key(Request(scope), self.settings)
             except Unauthorized as exc:
                 return exc
-        if scope["method"] in WRITES_WITH_BODY and _has_body(scope) and not _is_json(scope):
+        if self._must_be_json(scope) and _has_body(scope) and not _is_json(scope):
             return NotJson(f"Content-Type must be {JSON}")
         length = _content_length(scope)
-        if length is not None and length > self.cap:
-            return self._too_large()
+        if length is not None and length > self._cap(scope):
+            return self._too_large(scope)
         return None
 
-    def _too_large(self) -> TooLarge:
-        return TooLarge(f"Request body is larger than MAX_REQUEST_BYTES ({self.cap} bytes)")
+    def _must_be_json(self, scope: Scope) -> bool:
+        return scope["method"] in WRITES_WITH_BODY and not self._is_streamed(scope)
+
+    def _is_streamed(self, scope: Scope) -> bool:
+        return scope["method"] == "POST" and scope["path"] in self.streamed
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        if self._is_streamed(scope):
+            return self.streamed[scope["path"]]
+        return self.cap, "MAX_REQUEST_BYTES"
+
+    def _cap(self, scope: Scope) -> int:
+        return self._limit(scope)[0]
+
+    def _too_large(self, scope: Scope) -> TooLarge:
+        cap, setting = self._limit(scope)
+        return TooLarge(f"Request body is larger than {setting} ({cap} bytes)")
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cap = self._cap(scope)
         received = 0
         cut = False
         started = False
@@ -101,7 +129,7 @@ class RequestGate:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.cap:
+                if received > cap:
                     cut = True
                     raise _BodyCut
             return message
@@ -116,7 +144,7 @@ class RequestGate:
         with contextlib.suppress(_BodyCut):
             await self.app(scope, counted_receive, guarded_send)
         if cut and not started:
-            await _answer(self._too_large(), scope, receive, send)
+            await _answer(self._too_large(scope), scope, receive, send)
 
 
 def _misdirected(host: str | None) -> MisdirectedHost:
