@@ -30,6 +30,7 @@ from tower.queue.retention import Retention
 from tower.runners import build_runner
 from tower.settings import Settings
 from tower.state import TowerState
+from tower.uploads import routes as upload_routes
 from tower.web import docs
 from tower.web.dashboard import install_dashboard
 from tower.web.errors import install_error_handlers
@@ -58,7 +59,8 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # The gate answers 401/413 before any body is read; the headers wrap its answers too.
-    app.add_middleware(RequestGate, settings=settings)
+    streamed = {"/uploads": (settings.max_upload_bytes, "MAX_UPLOAD_BYTES")}
+    app.add_middleware(RequestGate, settings=settings, streamed=streamed)
     app.add_middleware(SecurityHeaders)
     for router in (
         job_routes.router,
@@ -66,6 +68,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         event_routes.router,
         config_routes.router,
         credential_routes.router,
+        upload_routes.router,
         health.router,
         metrics.router,
         stats.router,
