@@ -17,6 +17,7 @@ import contextlib
 import json
 import secrets
 import subprocess
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -345,10 +346,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _assert_host_reaches_postgres(addresses: list[str], port: int, url: str) -> None:
-    database = url.rsplit("/", 1)[1]
+    parts = urllib.parse.urlsplit(url)
     for address in addresses:
         connection = await asyncpg.connect(
-            host=address, port=port, user="postgres", database=database
+            host=address,
+            port=port,
+            user=parts.username or "postgres",
+            password=parts.password,
+            database=parts.path.lstrip("/"),
         )
         try:
             assert await connection.fetchval("SELECT 1") == 1
