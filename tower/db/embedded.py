@@ -17,6 +17,7 @@ needs to be opened to that user.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import pwd
@@ -232,8 +233,10 @@ def _service_binaries(user: pwd.struct_passwd) -> Path:
     relative = POSTGRES_BIN_PATH.relative_to(site)
     if all(_closed_to(user, site / part) is None for part in _INSTALL_PARTS):
         return POSTGRES_BIN_PATH
-    postgres = (POSTGRES_BIN_PATH / "postgres").stat()
-    identity = f"{site}:{postgres.st_size}:{postgres.st_mtime_ns}"
+    # One copy per pgserver release, whichever environment it was installed in (each test
+    # run's fresh virtualenv would otherwise leave another 34 MB behind).
+    size = (POSTGRES_BIN_PATH / "postgres").stat().st_size
+    identity = f"{importlib.metadata.version('pgserver')}:{size}"
     copy = RUNTIME_ROOT / f"pginstall-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
     if not copy.exists():
         _copy_install(site, copy)
