@@ -16,6 +16,7 @@ from jinja2 import Environment
 from tower.configs.parse import parse_profile
 from tower.configs.render import render_claude_md, render_prompt
 from tower.configs.sandbox import OUTPUT_MAX
+from tower.configs.store import ConfigStore
 from tower.errors import Invalid
 
 PLAIN = parse_profile("plain", '[vars.who]\ntype = "string"\ndefault = "world"\n')
@@ -171,3 +172,21 @@ def _children_of(parent: int) -> list[int]:
         except (OSError, IndexError):
             continue
     return found
+
+
+class _Hub:
+    """The config store's NOTIFY hub, which this test does not use."""
+
+    def on(self, channel: str, callback: object) -> None:
+        pass
+
+    def on_reconnect(self, callback: object) -> None:
+        pass
+
+
+async def test_the_renderers_are_closed_with_the_config_store() -> None:
+    store = ConfigStore(pool=None, hub=_Hub())
+    render_prompt(PLAIN, "{{ prompt }}", "p", {})
+    assert renderer_pids()
+    await store.close()
+    assert not renderer_pids()  # exited and reaped
