@@ -14,7 +14,7 @@ import pytest
 from jinja2 import Environment
 
 from tower.configs.parse import parse_profile
-from tower.configs.render import render_claude_md, render_prompt
+from tower.configs.render import check_syntax, render_claude_md, render_prompt
 from tower.configs.sandbox import OUTPUT_MAX
 from tower.configs.store import ConfigStore
 from tower.errors import Invalid
@@ -190,3 +190,14 @@ async def test_the_renderers_are_closed_with_the_config_store() -> None:
     assert renderer_pids()
     await store.close()
     assert not renderer_pids()  # exited and reaped
+
+
+def test_a_template_nested_too_deeply_is_invalid_not_a_crash() -> None:
+    with pytest.raises(Invalid, match="nested too deeply"):
+        check_syntax("deep", "{{ " + "(" * 1000 + "1" + ")" * 1000 + " }}")
+
+
+def test_a_large_template_compiled_at_each_render_renders_the_same() -> None:
+    source = "{{ who }}" + "x" * 100_000 + "{{ prompt }}"
+    for _ in range(2):
+        assert render_prompt(PLAIN, source, "p", {}) == "world" + "x" * 100_000 + "p"

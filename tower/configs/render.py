@@ -25,6 +25,8 @@ def check_syntax(name: str, source: str) -> None:
         raise Invalid(
             f"template {name!r} line {error.lineno}: {error.message}", field="content"
         ) from None
+    except RecursionError:
+        raise Invalid(f"template {name!r}: nested too deeply", field="content") from None
 
 
 def undeclared_names(source: str) -> set[str]:

@@ -111,10 +111,22 @@ def environment() -> CappedSandbox:
     return CappedSandbox()
 
 
-@lru_cache(maxsize=256)
-def compiled(source: str) -> Template:
-    """The template compiled once: a profile's template is rendered for each of its jobs."""
+# Templates up to this size are compiled once and kept; a larger one (the API allows
+# 1 MB) is compiled at each render, so a few of them cannot fill the renderer's memory.
+_CACHED_SOURCE_MAX = 64 * 1024
+
+
+@lru_cache(maxsize=128)
+def _compiled_once(source: str) -> Template:
     return environment().from_string(source)
+
+
+def compiled(source: str) -> Template:
+    """The template compiled, once for the usual small ones: a profile's template is
+    rendered for each of its jobs."""
+    if len(source) > _CACHED_SOURCE_MAX:
+        return environment().from_string(source)
+    return _compiled_once(source)
 
 
 def generate(source: str, context: Mapping[str, Any]) -> Iterator[str]:
