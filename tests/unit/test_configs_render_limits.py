@@ -5,7 +5,9 @@ replaced when a render overruns. Real renderer processes throughout."""
 from __future__ import annotations
 
 import os
+import pickle
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment
 
+from tower.configs import frames
 from tower.configs.parse import parse_profile
 from tower.configs.render import check_syntax, render_claude_md, render_prompt
 from tower.configs.sandbox import OUTPUT_MAX
@@ -201,3 +204,24 @@ def test_a_large_template_compiled_at_each_render_renders_the_same() -> None:
     source = "{{ who }}" + "x" * 100_000 + "{{ prompt }}"
     for _ in range(2):
         assert render_prompt(PLAIN, source, "p", {}) == "world" + "x" * 100_000 + "p"
+
+
+def test_a_renderer_left_rendering_without_tower_ends_itself_at_its_alarm() -> None:
+    # A time limit of 0.1 s and a fast rate for passed bytes: the alarm comes at 0.2 s
+    # and some, past which nothing would be waiting for the render any more.
+    code = "from tower.configs.render_child import main; main(1 << 30, 0.1, 10**12)"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    tag, _ = frames.read_frame(child.stdout.fileno())
+    assert tag == frames.READY
+    quadratic = "{% for a in prompt %}{% for b in prompt %}{% endfor %}{% endfor %}"
+    request = pickle.dumps((quadratic, {"prompt": "x" * 100_000}))
+    frames.write_frame(child.stdin.fileno(), frames.RENDER, request)
+    try:
+        assert child.wait(timeout=60) == -signal.SIGALRM
+    finally:
+        child.kill()
+        child.stdin.close()
+        child.stdout.close()

@@ -24,7 +24,12 @@ from tower.configs.sandbox import OUTPUT_MAX, generate
 _BATCH = 1 << 20
 
 
-def main(memory_max: int, alarm_seconds: float) -> None:
+def main(memory_max: int, time_limit: float, passed_per_second: int) -> None:
+    """Render until tower closes the pipe. `time_limit` and `passed_per_second` are
+    tower's (tower/configs/renderer.py): they set the alarm, past tower's latest deadline."""
+    # Ctrl-C in tower's terminal reaches its whole process group: tower stops gracefully,
+    # and may still render meanwhile; this process ends when tower does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, replies = _own_pipes()
     _limit_memory(memory_max)
     frames.write_frame(replies, frames.READY)
@@ -35,9 +40,10 @@ def main(memory_max: int, alarm_seconds: float) -> None:
             return  # tower closed the pipe or died
         if tag != frames.RENDER:
             return
+        alarm = 2 * time_limit + (len(payload) + OUTPUT_MAX) / passed_per_second
         source, context = pickle.loads(payload)
         del payload
-        _render(replies, source, context, alarm_seconds)
+        _render(replies, source, context, alarm)
 
 
 def _own_pipes() -> tuple[int, int]:
@@ -56,9 +62,9 @@ def _limit_memory(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _render(replies: int, source: str, context: dict[str, Any], alarm_seconds: float) -> None:
+def _render(replies: int, source: str, context: dict[str, Any], alarm: float) -> None:
     # The backstop should tower be gone: SIGALRM's default action ends the process.
-    signal.setitimer(signal.ITIMER_REAL, alarm_seconds)
+    signal.setitimer(signal.ITIMER_REAL, alarm)
     try:
         _stream(replies, generate(source, context), _long_values(context))
     except MemoryError:

@@ -3,8 +3,9 @@ and a template is untrusted code that may loop for hours or fill memory.
 
 Renderer processes are started on first use and reused (a render costs a round trip on a
 pipe, not a process start). One that overruns the time limit is killed and a new one
-started at the next render; each has an address-space limit. They need no wiring: they
-exit when tower closes their pipe (at exit, or when tower dies and the kernel closes it).
+started at the next render; each has an address-space limit. They exit when tower closes
+their pipe: when the replica's config store closes (tower/configs/store.py), at exit, or
+when tower dies and the kernel closes it for them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from tower.configs import frames
 from tower.configs.sandbox import OUTPUT_MAX
+from tower.errors import Unavailable
 
 TIME_LIMIT = 2.0
 MEMORY_MAX = 1 << 30
@@ -32,8 +34,6 @@ RENDERERS_MAX = 2
 # Starting a renderer imports Jinja2; on a loaded machine that may take a while, and it
 # does not count against the template's time limit.
 _START_LIMIT = 60.0
-# The renderer's own alarm, should tower be gone and not kill it.
-_ALARM = 2 * TIME_LIMIT + 1
 _ROOT = str(Path(__file__).resolve().parents[2])
 _FRAME_MAX = OUTPUT_MAX + 4096
 # Passing a 100 MB prompt to the renderer and its output back is copying, encoding and
@@ -62,15 +62,19 @@ class _Child:
     def __init__(self) -> None:
         code = (
             f"import sys; sys.path.insert(0, {_ROOT!r}); "
-            f"from tower.configs.render_child import main; main({MEMORY_MAX}, {_ALARM})"
+            "from tower.configs.render_child import main; "
+            f"main({MEMORY_MAX}, {TIME_LIMIT}, {_PASSED_PER_SECOND})"
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-I", "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={},  # tower's environment holds secrets; the renderer needs none
-            cwd="/",
-        )
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={},  # tower's environment holds secrets; the renderer needs none
+                cwd="/",
+            )
+        except OSError as error:
+            raise Unavailable(f"the template renderer did not start: {error}") from None
         assert self.process.stdin is not None and self.process.stdout is not None
         self.requests = self.process.stdin.fileno()
         self.replies = self.process.stdout.fileno()
@@ -80,11 +84,11 @@ class _Child:
         try:
             tag, _ = frames.receive_frame(self.replies, time.monotonic() + _START_LIMIT, 0)
         except (frames.Gone, frames.Late):
-            self.kill()
-            raise RenderFailed("the template renderer did not start") from None
+            tag = b""
         if tag != frames.READY:
+            # Not the template's doing: the job fails, saying so, and the next one retries.
             self.kill()
-            raise RenderFailed("the template renderer did not start")
+            raise Unavailable("the template renderer did not start")
 
     def render(self, source: str, context: Mapping[str, Any]) -> str:
         """The output; RenderFailed if the template fails. After any other exception
