@@ -81,8 +81,11 @@ def test_lists_sums_and_powers_past_the_caps_are_refused(
 def test_nested_ranges_are_refused_past_a_budget_for_the_whole_render() -> None:
     source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     assert "ranges of more than 1000000 items" in refusal(source)
-    # A single range of the sandbox's largest size is still fine.
+    # A single range of the sandbox's largest size is still fine, and the budget is per
+    # render: nine of them, twice over, are too.
     assert render_prompt(PLAIN, "{{ range(100000) | sum }}", "p", {}) == str(sum(range(100000)))
+    nine = "{% for k in range(9) %}{% for i in range(100000) %}{% endfor %}{% endfor %}done"
+    assert render_prompt(PLAIN, nine, "p", {}) == render_prompt(PLAIN, nine, "p", {}) == "done"
 
 
 def test_a_render_over_the_time_limit_is_killed_and_the_next_render_works() -> None:
