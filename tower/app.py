@@ -37,6 +37,7 @@ from tower.web.errors import install_error_handlers
 from tower.web.gate import RequestGate
 from tower.web.headers import SECURITY_HEADERS, SecurityHeaders
 from tower.web.openapi import install_openapi
+from tower.web.streams import StreamLimits
 from tower.webhooks import routes as webhook_routes
 from tower.webhooks.deliverer import Deliverer
 from tower.webhooks.secret import webhook_secret
@@ -57,6 +58,8 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    # The server reads what it needs of them (the header read timeout) before the lifespan.
+    app.state.settings = settings
     install_error_handlers(app)
     # The gate answers 401/413 before any body is read; the headers wrap its answers too.
     streamed = {"/uploads": (settings.max_upload_bytes, "MAX_UPLOAD_BYTES")}
@@ -139,7 +142,10 @@ async def _start(
         stack.push_async_callback(listeners.stop)
     runner = runner or await build_runner(settings, pool, configs, metrics)
     stack.push_async_callback(runner.close)
-    state = TowerState(settings, name, pool, hub, configs, metrics, inserts, statements, runner)
+    streams = StreamLimits(settings.max_streams, settings.max_streams_per_key)
+    state = TowerState(
+        settings, name, pool, hub, configs, metrics, inserts, statements, runner, streams
+    )
     return state, await _start_background(state, stack)
 
 

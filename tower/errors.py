@@ -8,6 +8,8 @@ from typing import Any
 
 class TowerError(Exception):
     status_code = 500
+    # Seconds after which the client may ask again (a Retry-After header), when it may.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -38,6 +40,10 @@ class Timeout(TowerError):
 
 class Conflict(TowerError):
     status_code = 409
+
+
+class TooManyRequests(TowerError):
+    status_code = 429
 
 
 class Invalid(TowerError):

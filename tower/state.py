@@ -12,6 +12,7 @@ from tower.execution.runner import Runner
 from tower.jobs.service import JobInserts
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
+from tower.web.streams import StreamLimits
 
 
 @dataclass
@@ -27,6 +28,8 @@ class TowerState:
     statement_pool: Pool
     # Runs the claimed jobs; /health asks it about the parts it depends on.
     runner: Runner
+    # The open event streams and long polls, capped per replica and per key.
+    streams: StreamLimits
     # Set when the replica begins shutting down: long polls end with a 503 at once, so
     # their clients ask again (another replica, behind a load balancer).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from tower.events import service, sse
 from tower.web.deps import Db, Hub, Metrics, SettingsDep, require_key
 from tower.web.openapi import SECURED
+from tower.web.streams import HeldStream, Limits, StreamKey
 
 router = APIRouter(tags=["events"], dependencies=[Depends(require_key)])
 
@@ -32,45 +35,49 @@ LastEventQuery = Annotated[
         ge=0,
         le=10**18 - 1,
         description="Resume after this event id, for clients that cannot set headers. "
-        "The Last-Event-ID header wins when both are given.",
+        "The Last-Event-ID header wins when both are given. On `/events`, "
+        "`last_event_id=0` asks for the whole history still kept.",
     ),
 ]
 STREAM = {
     "openapi_extra": SECURED,
     "response_class": StreamingResponse,
-    "responses": {200: {"content": {sse.MEDIA_TYPE: {}}, "description": "an event stream"}},
+    "responses": {
+        200: {"content": {sse.MEDIA_TYPE: {}}, "description": "an event stream"},
+        429: {"description": "MAX_STREAMS_PER_KEY streams and long polls open (Retry-After)"},
+        503: {"description": "MAX_STREAMS open on this replica (Retry-After)"},
+    },
 }
 
 
-def _after(header: str | None, query: int | None) -> int:
-    return int(header) if header is not None else query or 0
-
-
-def _respond(stream: AsyncIterator[str], metrics: Metrics) -> StreamingResponse:
-    return StreamingResponse(
-        _counted(stream, metrics), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
-    )
-
-
-async def _counted(stream: AsyncIterator[str], metrics: Metrics) -> AsyncIterator[str]:
-    with metrics.holding("events"):
-        async for frame in stream:
-            yield frame
+def _after(header: str | None, query: int | None) -> int | None:
+    return int(header) if header is not None else query
 
 
 @dataclass(frozen=True)
 class StreamContext:
     """What every event stream needs: the database, the wake-ups, its keepalive, its
-    gauge, and where to resume."""
+    gauge and slot, and where to resume (None: not said)."""
 
     db: Db
     hub: Hub
     settings: SettingsDep
     metrics: Metrics
-    after: int
+    limits: Limits
+    key: StreamKey
+    after: int | None
 
-    def respond(self, stream: AsyncIterator[str]) -> StreamingResponse:
-        return _respond(stream, self.metrics)
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[ExitStack]:
+        """A slot and the gauge, held until the stream given to `respond` ends; given
+        back at once if the block raises before (an unknown job)."""
+        with ExitStack() as hold:
+            hold.enter_context(self.limits.slot(self.key))
+            hold.enter_context(self.metrics.holding("events"))
+            yield hold
+
+    def respond(self, stream: AsyncIterator[str], hold: ExitStack) -> StreamingResponse:
+        return HeldStream(stream, hold.pop_all(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
     @property
     def keepalive(self) -> float:
@@ -82,10 +89,13 @@ async def stream_context(
     hub: Hub,
     settings: SettingsDep,
     metrics: Metrics,
+    limits: Limits,
+    key: StreamKey,
     last_event_id_header: LastEventHeader = None,
     last_event_id: LastEventQuery = None,
 ) -> StreamContext:
-    return StreamContext(db, hub, settings, metrics, _after(last_event_id_header, last_event_id))
+    after = _after(last_event_id_header, last_event_id)
+    return StreamContext(db, hub, settings, metrics, limits, key, after)
 
 
 Stream = Annotated[StreamContext, Depends(stream_context)]
@@ -93,10 +103,20 @@ Stream = Annotated[StreamContext, Depends(stream_context)]
 
 @router.get("/jobs/{job_id}/events", **STREAM)  # type: ignore[arg-type]
 async def job_events(job_id: str, ctx: Stream) -> StreamingResponse:
-    stream = await service.job_events(ctx.db, ctx.hub, job_id, ctx.after, ctx.keepalive)
-    return ctx.respond(stream)
+    """One job's events, from its first unless resumed; ends after its terminal state."""
+    with ctx.holding() as hold:
+        after = ctx.after or 0
+        stream = await service.job_events(ctx.db, ctx.hub, job_id, after, ctx.keepalive)
+        return ctx.respond(stream, hold)
 
 
 @router.get("/events", **STREAM)  # type: ignore[arg-type]
 async def state_events(ctx: Stream) -> StreamingResponse:
-    return ctx.respond(service.state_events(ctx.db, ctx.hub, ctx.after, ctx.keepalive))
+    """Every job's state changes from now on: only those after the connection, unless a
+    Last-Event-ID (or `last_event_id`) says where to resume; `?last_event_id=0` replays
+    the whole history still kept. Never ends by itself."""
+    with ctx.holding() as hold:
+        after = ctx.after
+        if after is None:  # a new client: replaying all history is a resume nobody asked for
+            after = await service.newest_state_event(ctx.db)
+        return ctx.respond(service.state_events(ctx.db, ctx.hub, after, ctx.keepalive), hold)

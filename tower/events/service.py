@@ -20,6 +20,7 @@ from tower.db.statuses import TERMINAL_STATUSES
 from tower.errors import NotFound
 from tower.events import queries, sse
 from tower.events.cursor import StateCursor
+from tower.observability.queries import LAST_STATE_EVENT_ID
 
 PAGE = 500
 # While the all-jobs stream waits for running transactions to end, it reads again this
@@ -63,6 +64,13 @@ async def _job_events(
             await _woken(hint, quiet.left())
             if quiet.due():
                 yield quiet.sent(sse.KEEPALIVE)
+
+
+async def newest_state_event(pool: Pool) -> int:
+    """Where a stream that starts "now" starts: the newest state event committed.
+    Read before the answer starts, so whatever a client causes once it holds the
+    answer's headers comes after it."""
+    return int(await pool.fetchval(LAST_STATE_EVENT_ID))
 
 
 async def state_events(

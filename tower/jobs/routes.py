@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from tower.configs.store import ConfigStore
 from tower.jobs import service
@@ -20,6 +20,7 @@ from tower.jobs.schemas import (
 )
 from tower.web.deps import Db, Hub, Metrics, SettingsDep, Stopping, held, require_key
 from tower.web.openapi import SECURED
+from tower.web.streams import Limits, StreamKey, unless_gone
 
 # OFFSET is a bigint in PostgreSQL; a larger number is a 422, not a failed query.
 BIGINT_MAX = 2**63 - 1
@@ -85,16 +86,30 @@ async def cancel_job(job_id: str, db: Db, metrics: Metrics) -> Cancelled:
     return await service.cancel_job(db, metrics, job_id)
 
 
-@router.get("/{job_id}/wait", response_model=JobRecord, openapi_extra=SECURED)
+@router.get(
+    "/{job_id}/wait",
+    response_model=JobRecord,
+    openapi_extra=SECURED,
+    responses={
+        429: {"description": "MAX_STREAMS_PER_KEY streams and long polls open (Retry-After)"},
+        503: {"description": "MAX_STREAMS open on this replica, or it is stopping"},
+    },
+)
 async def wait_for_job(
     job_id: str,
+    request: Request,
     db: Db,
     hub: Hub,
     stopping: Stopping,
     metrics: Metrics,
+    limits: Limits,
+    key: StreamKey,
     seconds: Annotated[
         float, Query(alias="timeout", gt=0, le=3600, description="Seconds to wait")
     ] = 30,
 ) -> JobRecord:
-    with metrics.holding("wait"):
-        return await service.wait_for_job(db, hub, job_id, seconds, stopping)
+    """The job once it has finished, or 408 after `timeout` seconds. Holds one of the
+    key's open-stream slots meanwhile, given back at once if the client leaves."""
+    with limits.slot(key), metrics.holding("wait"):
+        wait = service.wait_for_job(db, hub, job_id, seconds, stopping)
+        return await unless_gone(request, wait)

@@ -40,7 +40,9 @@ UNAVAILABLE = {"detail": "The database is unavailable; retry shortly"}
 
 def render(exc: TowerError) -> JSONResponse:
     """A TowerError as tower answers it, wherever it is raised (a route, the request gate)."""
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
