@@ -43,6 +43,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_request_bytes": (1 << 20, 1 << 34),
     "max_upload_bytes": (1 << 20, 1 << 36),
     "upload_ttl_hours": (1, 24 * 30),
+    "repo_clone_timeout_seconds": (1, 3600),
     "webhook_timeout": (1, 300),
     "webhook_max_attempts": (1, 50),
     "webhook_retry_base": (0.01, 3600),
@@ -115,6 +116,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 1024 * 1024 * 1024
     # An upload no job has used is deleted after this many hours.
     upload_ttl_hours: int = 24
+    # Jobs' repositories are cloned by tower (the worker has no route out): private and
+    # loopback hosts only when allowed, like webhooks; bounded in time, and in size by
+    # BUNDLE_VOLUME_SIZE (the clone travels to the worker in the job's bundle).
+    repo_allow_private: bool = False
+    repo_clone_timeout_seconds: float = 300.0
     webhook_timeout: int = 10
     # Standard Webhooks signing key, `whsec_<base64>` (or any other string, used as raw
     # bytes). Empty: one is generated at first start and kept in the database.

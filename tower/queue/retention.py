@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from tower.db.periodic import Periodic
 from tower.db.pool import Pool, transaction
 from tower.queue import queries
-from tower.uploads import service as uploads
 from tower.settings import Settings
+from tower.uploads import service as uploads
 
 log = logging.getLogger(__name__)
 

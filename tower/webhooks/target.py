@@ -36,7 +36,11 @@ class Target:
     server_name: str | None  # TLS SNI and certificate name, for https to a host name
 
 
-async def resolve(url: str, *, allow_private: bool) -> Target:
+async def resolve(
+    url: str, *, allow_private: bool, setting: str = "WEBHOOK_ALLOW_PRIVATE"
+) -> Target:
+    """The URL pinned to a checked address of its host. `setting` is the operator's switch
+    for private targets, named in a refusal (webhooks', or repositories')."""
     try:
         parsed = httpx.URL(check_url_shape(url))
     except (ValueError, httpx.InvalidURL) as error:
@@ -45,7 +49,7 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
     port = parsed.port or DEFAULT_PORTS[parsed.scheme]
     addresses = await _addresses(host, port)
     for address in addresses:
-        _check(address, allow_private)
+        _check(address, allow_private, setting)
     address = addresses[0]
     pinned = parsed.copy_with(host=str(address))
     netloc = parsed.netloc.decode("ascii")
@@ -85,7 +89,7 @@ def _literal(host: str) -> Address | None:
         return None
 
 
-def _check(address: Address, allow_private: bool) -> None:
+def _check(address: Address, allow_private: bool, setting: str) -> None:
     embedded = [address, *embedded_ipv4(address)]
     if any(item in METADATA_ADDRESSES for item in embedded):
         raise Refused(f"{address} is a cloud metadata address")
@@ -94,4 +98,4 @@ def _check(address: Address, allow_private: bool) -> None:
     try:
         check_address(address)
     except ValueError as error:
-        raise Refused(f"{error} (set WEBHOOK_ALLOW_PRIVATE=true to allow)") from None
+        raise Refused(f"{error} (set {setting}=true to allow)") from None
