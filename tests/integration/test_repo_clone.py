@@ -12,7 +12,9 @@ import pytest
 
 from tests.support.git_server import GitServer, git_server
 from tower.credentials.service import Credential
-from tower.workspaces.repo import CloneFailed, CloneLimits, RepoSource, clone
+from tower.workspaces.git import GitLimits as CloneLimits
+from tower.workspaces.git import RepoFailed as CloneFailed
+from tower.workspaces.repo import RepoSource, clone
 
 MiB = 1 << 20
 ALLOWED = CloneLimits(max_bytes=64 * MiB, timeout_seconds=60, allow_private=True)
