@@ -170,7 +170,7 @@ class Settings(BaseSettings):
     events_keepalive_seconds: float = 15.0
     # Open event streams and long polls (/events, /wait): per replica, and per API key.
     max_streams: int = 1000
-    max_streams_per_key: int = 100
+    max_streams_per_key: int = 500
     # A client that has not sent its request's headers within this many seconds is cut.
     header_read_timeout_seconds: float = 10.0
 
