@@ -3,10 +3,12 @@ archives are streamed, checked before they are kept, and never half-stored."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import hashlib
 import io
 import os
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -230,3 +232,43 @@ async def test_a_200_mb_upload_streams_through_tower(database_url: str, tmp_path
     assert (response.json()["size"], response.json()["sha256"]) == (size, digest.hexdigest())
     print(f"tower RSS +{rss.growth / MiB:.1f} MiB for a 200 MiB upload")
     assert rss.growth < 64 * MiB
+
+
+async def run_cli(url: str, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "TOWER_URL": url, "TOWER_API_KEY": KEY}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tower.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_the_cli_uploads_files_archives_and_directories(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    url = str(client.base_url)
+    single = tmp_path / "notes.txt"
+    single.write_text("notes\n")
+    tree = tmp_path / "tree"
+    (tree / "src").mkdir(parents=True)
+    (tree / "src" / "a.py").write_text("print(1)\n")
+    (tree / "README.md").write_text("hi\n")
+    archive = tmp_path / "bundle.zip"
+    archive.write_bytes(zip_of({"x.txt": b"x"}))
+    facts = {}
+    for path in (single, tree, archive):
+        code, out, err = await run_cli(url, "upload", str(path))
+        assert code == 0, err
+        facts[path.name] = (await client.get(f"/uploads/{out.strip()}")).json()
+    assert (facts["notes.txt"]["kind"], facts["notes.txt"]["filename"]) == ("file", "notes.txt")
+    assert (facts["tree"]["kind"], facts["tree"]["entries"]) == ("tar.gz", 3)
+    assert facts["bundle.zip"]["kind"] == "zip"
+    missing = await run_cli(url, "upload", str(tmp_path / "nope"))
+    assert missing[0] == 1 and "no such file" in missing[2]

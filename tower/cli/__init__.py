@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from tower.cli import admin, client, credentials, doctor, images, serve
+from tower.cli import admin, client, credentials, doctor, images, serve, uploads
 from tower.cli.output import CliError, report_failure
 
 # In the order `parpaing --help` lists the commands: the server's first, then the client's.
@@ -22,6 +22,7 @@ REGISTER_COMMANDS: tuple[Callable[[Any], None], ...] = (
     images.add_commands,
     client.add_commands,
     credentials.add_commands,
+    uploads.add_commands,
 )
 
 

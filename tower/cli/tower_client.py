@@ -8,12 +8,15 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from tower.cli.output import CliError
 
 # Longer than the server's keep-alive interval (15 s): a silent stream is a dead one.
 STREAM_READ_TIMEOUT = 60.0
+# A large upload is checked by tower before it answers (an archive's entries).
+UPLOAD_TIMEOUT = 600.0
 
 
 class TowerClient:
@@ -40,6 +43,25 @@ class TowerClient:
                 f"cannot reach tower at {self.base_url}: {reason} "
                 "(is `parpaing serve` running? set TOWER_URL or --url)"
             ) from None
+
+    def send_file(self, path: str, file: Path, content_type: str) -> Any:
+        """POST a file as the raw body, streamed from disk (never read whole)."""
+        headers = self._headers(False) | {
+            "Content-Type": content_type,
+            "Content-Length": str(file.stat().st_size),
+        }
+        request = urllib.request.Request(self.base_url + path, method="POST", headers=headers)
+        try:
+            with (
+                file.open("rb") as body,
+                urllib.request.urlopen(request, body, timeout=UPLOAD_TIMEOUT) as reply,
+            ):
+                return json.loads(reply.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise CliError(_http_error_message(exc), exc.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"uploading {file} to {self.base_url}: {reason}") from None
 
     def events(self, path: str, last_event_id: str = "") -> Iterator[tuple[str, str, Any]]:
         """(id, event, data) for each Server-Sent Event of `path`, until it closes."""
