@@ -8,6 +8,7 @@ import pytest
 
 from tests.support import hygiene
 from tests.support.postgres import create_database, create_empty_database, start_server
+from tower.configs import renderer
 from tower.db.embedded import LocalPostgres
 
 # Towers stopped at a test's end hand their running jobs back at once, instead of giving
@@ -31,6 +32,15 @@ async def database_url(pg_server: LocalPostgres) -> str:
 @pytest.fixture
 async def empty_database(pg_server: LocalPostgres) -> str:
     return await create_empty_database(pg_server)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _renderers_closed() -> Iterator[None]:
+    """Templates render in renderer processes, started on first use and closed with a
+    tower's config store; tests that build specs without a store (unit tests, the worker
+    contract) leave them to this, before the session's check for processes left running."""
+    yield
+    renderer.close()
 
 
 @pytest.hookimpl(trylast=True)

@@ -296,7 +296,8 @@ def test_deliver_wait_collect_round_trip_then_remove(
     containers.close_output(feed)
     # The worker has exited, the container stays up so that /bundle survives.
     assert ended == containers.ExitInfo(status_code=-1, oom_killed=False)
-    members = _members(containers.collect(docker_client, container_id))
+    chunks, _ = docker_client.api.get_archive(container_id, "/bundle/out")
+    members = _members(b"".join(chunks))
     assert json.loads(members["out/echo.json"]) == spec
     assert json.loads(members["out/result.json"])["uid"] == 1000
     containers.remove_worker(docker_client, container_id, slot)

@@ -23,6 +23,7 @@ from tower.configs.models import Engine, Template
 from tower.configs.parse import parse_engine
 from tower.execution.bundle import WorkerOutput, bundle_tar, read_output
 from tower.execution.docker import containers
+from tower.execution.docker.archive import collect_output
 from tower.execution.docker.hardening import container_options
 from tower.execution.outcome import parse_outcome
 from tower.execution.protocol import READY_LINE
@@ -93,7 +94,8 @@ def run_job(client: docker.DockerClient, container: Container, spec: JobSpec) ->
         containers.close_output(feed)
     assert followed.finished, container.logs(tail=20)
     assert followed.output is not None, "the worker sent no output frame"
-    collected = read_output(containers.collect(client, str(container.id)))
+    collected = collect_output(client, str(container.id), 1 << 30)
+    assert collected is not None, "the worker left nothing in /bundle/out"
     assert read_output(followed.output) == collected
     return collected
 
