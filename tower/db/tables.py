@@ -273,3 +273,21 @@ upload_chunks = Table(
     Column("seq", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
 )
+
+# The uploads a job unpacks into its workspace, in the request's order. An upload's
+# deletion (DELETE /uploads, or retention once no live job uses it) empties `upload_id`
+# rather than the row: the job then fails at staging, saying which input went missing.
+job_inputs = Table(
+    "job_inputs",
+    metadata,
+    _job_id("job_inputs", primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column(
+        "upload_id",
+        Text,
+        ForeignKey("uploads.upload_id", ondelete="SET NULL", name="job_inputs_upload_fk"),
+    ),
+    Column("path", Text, nullable=False),
+    # Retention asks "does a live job use this upload?" by upload.
+    Index("job_inputs_upload", "upload_id"),
+)

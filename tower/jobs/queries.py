@@ -3,7 +3,8 @@ are in tower/db/lifecycle.py, run from here."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from tower.db import lifecycle
 from tower.db.pool import Connection
@@ -13,14 +14,60 @@ from tower.webhooks.queries import DELIVERIES_OF_JOB
 LIST_TEXT_LIMIT = 2000
 
 
-async def insert_job(connection: Connection, values: tuple[Any, ...]) -> None:
-    await connection.execute(lifecycle.INSERT_JOB, *values)
+# INSERT_JOB's parameters come first in a job's row; then, optionally, its inputs.
+JOB_PARAMS = 7
+
+# A job's inputs, in the request's order ($2, $3: upload ids and paths). An upload deleted
+# since the submit checked it is stored as NULL, so the job fails at staging saying so,
+# rather than its foreign key failing the batch the job was inserted with.
+INSERT_JOB_INPUTS = """
+INSERT INTO job_inputs (job_id, position, upload_id, path)
+SELECT $1, i.ord - 1, (SELECT upload_id FROM uploads WHERE upload_id = i.upload_id), i.path
+FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(upload_id, path, ord)
+"""
 
 
-async def insert_jobs(connection: Connection, rows: list[tuple[Any, ...]]) -> list[None]:
-    """INSERT_JOB for each row (its parameters), atomically: one round trip, one commit."""
-    await connection.executemany(lifecycle.INSERT_JOB, rows)
+class JobRow(NamedTuple):
+    """INSERT_JOB's parameters, and the job's inputs as (upload id, path) pairs."""
+
+    job_id: str
+    agent_id: str
+    engine: str
+    profile: str
+    request: dict[str, Any]
+    priority: int
+    max_attempts: int
+    inputs: tuple[tuple[str, str], ...] = ()
+
+
+async def insert_job(connection: Connection, row: Sequence[Any]) -> None:
+    """One job and its inputs; the caller holds the transaction."""
+    await connection.execute(lifecycle.INSERT_JOB, *row[:JOB_PARAMS])
+    inputs = _inputs_of([row])
+    if inputs:
+        await connection.executemany(INSERT_JOB_INPUTS, inputs)
+
+
+async def insert_jobs(connection: Connection, rows: Sequence[Sequence[Any]]) -> list[None]:
+    """INSERT_JOB for each row (its parameters), atomically: one round trip, one commit.
+    Rows with inputs add a statement, so they share a transaction with their jobs."""
+    inputs = _inputs_of(rows)
+    if not inputs:
+        await connection.executemany(lifecycle.INSERT_JOB, [row[:JOB_PARAMS] for row in rows])
+        return [None] * len(rows)
+    async with connection.transaction():
+        await connection.executemany(lifecycle.INSERT_JOB, [row[:JOB_PARAMS] for row in rows])
+        await connection.executemany(INSERT_JOB_INPUTS, inputs)
     return [None] * len(rows)
+
+
+def _inputs_of(rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[str], list[str]]]:
+    """INSERT_JOB_INPUTS's parameters for the rows that have inputs."""
+    return [
+        (row[0], [upload for upload, _ in row[JOB_PARAMS]], [path for _, path in row[JOB_PARAMS]])
+        for row in rows
+        if len(row) > JOB_PARAMS and row[JOB_PARAMS]
+    ]
 
 
 # A key younger than the TTL; older keys count as absent until retention deletes them.

@@ -15,6 +15,7 @@ ECHOED: dict[str, Any] = {
     "output_format": "json",
     "max_turns": None,
     "max_budget_usd": None,
+    "inputs": [],
 }
 
 

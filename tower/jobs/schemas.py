@@ -18,6 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 from tower.db.ids import JOB_ID as JOB_ID
 from tower.db.ids import SAFE_ID as SAFE_ID
 from tower.db.statuses import JobStatus as JobStatus
+from tower.errors import Invalid
+from tower.uploads.archive import inside
 from tower.webhooks.schemas import WebhookDelivery
 from tower.webhooks.url import check_url_shape
 
@@ -35,6 +37,9 @@ VAR_NAME_MAX = 128
 TOOLS_MAX = 100
 TOOL_MAX = 200
 MCP_CONFIG_MAX = 1_000_000
+INPUTS_MAX = 100
+INPUT_PATH_MAX = 1024
+UPLOAD_ID = r"^up-[0-9a-f]{24}$"
 
 OutputFormat = Literal["json", "text", "stream-json"]
 
@@ -105,6 +110,17 @@ def _var_value(value: Any) -> str | bool | int | float:
     raise ValueError("must be a string, a number or a boolean")
 
 
+def _workspace_path(path: str) -> str:
+    """A directory inside /workspace, normalised ("" is /workspace itself)."""
+    if path in ("", "."):
+        return ""
+    try:
+        normal = inside(path)
+    except Invalid:
+        raise ValueError("must be a relative path inside the workspace, without '..'") from None
+    return "" if normal == "." else normal
+
+
 StorableText = Annotated[str, AfterValidator(_storable)]
 SafeId = Annotated[str, Field(pattern=SAFE_ID)]
 VarName = Annotated[StorableText, Field(min_length=1, max_length=VAR_NAME_MAX)]
@@ -130,6 +146,18 @@ Tool = Annotated[StorableText, Field(min_length=1, max_length=TOOL_MAX)]
 WebhookUrl = Annotated[str, AfterValidator(check_url_shape)]
 
 
+class JobInput(BaseModel):
+    """An upload unpacked into the job's workspace before the agent starts: a file lands
+    as /workspace/<path>/<its filename>, an archive's entries under /workspace/<path>."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upload: Annotated[str, Field(pattern=UPLOAD_ID)]
+    path: Annotated[
+        StorableText, Field(max_length=INPUT_PATH_MAX), AfterValidator(_workspace_path)
+    ] = ""
+
+
 class JobRequest(BaseModel):
     """POST /jobs body. Unknown fields are refused, so a typo is an error, not a no-op."""
 
@@ -153,6 +181,7 @@ class JobRequest(BaseModel):
     webhook_url: WebhookUrl | None = None
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
     max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
+    inputs: Annotated[list[JobInput], Field(max_length=INPUTS_MAX)] = Field(default_factory=list)
 
 
 class Submitted(BaseModel):
@@ -210,6 +239,7 @@ class JobRecord(JobSummary):
     max_turns: int | None
     max_budget_usd: float | None
     prompt_chars: int
+    inputs: list[JobInput] = Field(default_factory=list)
     webhook_deliveries: list[WebhookDelivery] = Field(default_factory=list)
 
 

@@ -19,7 +19,8 @@ from tower.errors import Conflict, Invalid, NotFound, Timeout, Unavailable
 from tower.jobs import queries, records
 from tower.jobs.schemas import JOB_ID, Cancelled, JobPage, JobRecord, JobRequest, JobStatus
 from tower.observability.metrics import TowerMetrics
-from tower.settings import Settings
+from tower.settings import Settings, memory_bytes
+from tower.uploads import service as uploads
 from tower.webhooks.url import check_webhook_url
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -39,7 +40,7 @@ class SubmitOutcome:
 
 
 # Plain submissions (no idempotency key) share commits with their concurrent neighbours.
-JobInserts = GroupCommit[tuple[Any, ...], None]
+JobInserts = GroupCommit[queries.JobRow, None]
 
 
 def job_inserts(pool: Pool) -> JobInserts:
@@ -56,8 +57,13 @@ def new_job_id(agent_id: str) -> str:
 
 def request_hash(request: JobRequest) -> str:
     """Fingerprint of the validated request: equal for bodies that mean the same job."""
+    # Without inputs, the fingerprint is the one keys stored before inputs existed have.
+    exclude = None if request.inputs else {"inputs"}
     canonical = json.dumps(
-        request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        request.model_dump(mode="json", exclude=exclude),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -75,6 +81,7 @@ async def submit_job(
     idempotency_key: str | None,
 ) -> SubmitOutcome:
     _check_webhook_target(request, settings)
+    await _check_inputs(pool, settings, request)
     outcome = await _submit(pool, inserts, configs, settings, request, idempotency_key)
     if not outcome.replayed:
         metrics.job_submitted()
@@ -89,6 +96,37 @@ def _check_webhook_target(request: JobRequest, settings: Settings) -> None:
         check_webhook_url(request.webhook_url)
     except ValueError as error:
         raise Invalid(f"webhook_url {error}", field="webhook_url") from None
+
+
+class InvalidInput(Invalid):
+    """A 422 whose loc is the input's field, as pydantic would spell it."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message, field="inputs")
+        self.index = index
+
+    def body(self) -> dict[str, Any]:
+        loc = ["body", "inputs", self.index, "upload"]
+        return {"detail": [{"loc": loc, "msg": self.message}]}
+
+
+async def _check_inputs(pool: Pool, settings: Settings, request: JobRequest) -> None:
+    """Every input's upload exists and has not expired, and together they fit the bundle
+    volume they travel through (their unpacked size was bounded at upload)."""
+    if not request.inputs:
+        return
+    sizes = await uploads.live_sizes(pool, [item.upload for item in request.inputs])
+    for index, item in enumerate(request.inputs):
+        if item.upload not in sizes:
+            raise InvalidInput("unknown or expired upload", index)
+    total = sum(sizes[item.upload] for item in request.inputs)
+    volume = memory_bytes(settings.bundle_volume_size) or 0
+    if total > volume:
+        raise Invalid(
+            f"the inputs' uploads total {total} bytes, more than BUNDLE_VOLUME_SIZE"
+            f" ({settings.bundle_volume_size}, {volume} bytes) through which they reach the job",
+            field="inputs",
+        )
 
 
 async def _submit(
@@ -134,11 +172,11 @@ async def _replay(
     return SubmitOutcome(row["job_id"], replayed=True)
 
 
-def _insert_values(job_id: str, settings: Settings, request: JobRequest) -> tuple[Any, ...]:
-    """lifecycle.INSERT_JOB's parameters."""
+def _insert_values(job_id: str, settings: Settings, request: JobRequest) -> queries.JobRow:
+    """lifecycle.INSERT_JOB's parameters, and the job's inputs."""
     max_attempts = request.max_attempts or settings.max_attempts
     stored = request.model_dump(mode="json") | {"max_attempts": max_attempts}
-    return (
+    return queries.JobRow(
         job_id,
         request.agent_id,
         request.engine,
@@ -146,6 +184,7 @@ def _insert_values(job_id: str, settings: Settings, request: JobRequest) -> tupl
         stored,
         request.priority,
         max_attempts,
+        tuple((item.upload, item.path) for item in request.inputs),
     )
 
 

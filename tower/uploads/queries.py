@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tower.db.statuses import TERMINAL_SQL
+
 COLUMNS = "upload_id, kind, filename, size, sha256, entries, created_at, expires_at"
 
 INSERT_UPLOAD = f"""
@@ -16,9 +18,22 @@ INSERT_CHUNK = "INSERT INTO upload_chunks (upload_id, seq, data) VALUES ($1, $2,
 # An expired upload is gone for callers even before retention deletes it.
 SELECT_ONE = f"SELECT {COLUMNS} FROM uploads WHERE upload_id = $1 AND expires_at > now()"
 
+# The sizes of those of the uploads $1 a new job may use: present and not expired.
+SELECT_LIVE_SIZES = """
+SELECT upload_id, size FROM uploads WHERE upload_id = ANY($1::text[]) AND expires_at > now()
+"""
+
 SELECT_CHUNK = "SELECT data FROM upload_chunks WHERE upload_id = $1 AND seq = $2"
 
 DELETE = "DELETE FROM uploads WHERE upload_id = $1 RETURNING upload_id"
 
-# Chunks go with their upload (ON DELETE CASCADE).
-DELETE_EXPIRED = "DELETE FROM uploads WHERE expires_at <= now()"
+# Chunks go with their upload (ON DELETE CASCADE). An upload a live job still uses stays
+# until that job ends (finished, failed, cancelled: its row's job_inputs then no longer
+# count), then goes at the next round: it lives max(its expiry, the job's end). A pending
+# job released for a retry is live, so its inputs stay for the next attempt.
+DELETE_EXPIRED = f"""
+DELETE FROM uploads AS u WHERE u.expires_at <= now() AND NOT EXISTS (
+    SELECT 1 FROM job_inputs AS i JOIN jobs AS j ON j.job_id = i.job_id
+    WHERE i.upload_id = u.upload_id AND j.status NOT IN {TERMINAL_SQL}
+)
+"""

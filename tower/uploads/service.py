@@ -87,6 +87,13 @@ async def get(pool: Pool, upload_id: str) -> UploadOut:
     return _out(row)
 
 
+async def live_sizes(pool: Pool, upload_ids: list[str]) -> dict[str, int]:
+    """The size of each of `upload_ids` a new job may use (present, not expired)."""
+    async with pool.acquire() as connection:
+        rows = await connection.fetch(queries.SELECT_LIVE_SIZES, upload_ids)
+    return {row["upload_id"]: row["size"] for row in rows}
+
+
 async def delete(pool: Pool, upload_id: str) -> None:
     async with pool.acquire() as connection:
         if await connection.fetchval(queries.DELETE, _checked(upload_id)) is None:
