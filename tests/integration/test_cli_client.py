@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import Ran
+from tests.support.cli import parpaing as run_parpaing
 from tests.support.live import live_tower
 from tower.cli.client import parse_var
 from tower.cli.output import CliError
 from tower.settings import Settings
 
 API_KEY = "cli-secret"
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture
@@ -35,19 +26,7 @@ async def tower(database_url: str) -> AsyncIterator[str]:
 
 
 async def parpaing(url: str, *args: str, api_key: str = API_KEY) -> Ran:
-    env = {**os.environ, "TOWER_URL": url, "TOWER_API_KEY": api_key}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tower.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return Ran(process.returncode, stdout.decode(), stderr.decode())
+    return await run_parpaing(url, *args, api_key=api_key)
 
 
 def submitting(*args: str) -> tuple[str, ...]:

@@ -3,16 +3,14 @@ in, is stored sealed, and never comes out of the API."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.cli import parpaing
 from tests.support.live import client_for, live_tower
 from tower.credentials import service
 from tower.db.pool import Pool
@@ -143,20 +141,8 @@ async def test_without_secrets_key_storing_is_refused_naming_the_setting(
 
 
 async def run_cli(url: str, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    env = {**os.environ, "TOWER_URL": url, "TOWER_API_KEY": KEY}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tower.cli",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), 120)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    ran = await parpaing(url, *args, api_key=KEY, stdin=stdin)
+    return ran.code, ran.stdout, ran.stderr
 
 
 async def test_the_cli_reads_the_secret_from_stdin_never_from_argv(

@@ -3,12 +3,10 @@ archives are streamed, checked before they are kept, and never half-stored."""
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import hashlib
 import io
 import os
-import sys
 import tarfile
 import tempfile
 import zipfile
@@ -18,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.cli import parpaing
 from tests.support.conditions import until
 from tests.support.live import client_for, live_tower
 from tests.support.rss import RssWatch
@@ -235,19 +234,8 @@ async def test_a_200_mb_upload_streams_through_tower(database_url: str, tmp_path
 
 
 async def run_cli(url: str, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "TOWER_URL": url, "TOWER_API_KEY": KEY}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tower.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    ran = await parpaing(url, *args, api_key=KEY)
+    return ran.code, ran.stdout, ran.stderr
 
 
 async def test_the_cli_uploads_files_archives_and_directories(
