@@ -11,12 +11,29 @@ dispatcher stores it as the job's log (tower/events/log.py) before the final wri
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-FailureReason = Literal["error", "timeout", "oom", "tower_lost", "result_too_large", "cancelled"]
+FailureReason = Literal[
+    "error", "timeout", "oom", "tower_lost", "result_too_large", "cancelled", "input"
+]
 OutputStream = Literal["stdout", "stderr"]
+InputKind = Literal["file", "tar", "tar.gz", "zip"]
+
+
+@dataclass(frozen=True)
+class WorkspaceInput:
+    """One upload staged on tower's side for the job: `local` is a private temporary file
+    of `size` bytes, which the worker unpacks into /workspace/<path> (a file as
+    <path>/<filename>). Staging (tower.workspaces) makes it; the bundle carries it."""
+
+    path: str
+    kind: InputKind
+    filename: str | None
+    local: pathlib.Path
+    size: int
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,8 @@ class ClaimedJob:
     queued_seconds: float = 0.0
     # This attempt's gateway token (tower.gateway.tokens): the worker's only credential.
     gateway_token: str = field(default="", repr=False)
+    # Its inputs, staged before the runner gets the job (tower/queue/dispatcher.py).
+    inputs: tuple[WorkspaceInput, ...] = ()
 
 
 @dataclass(frozen=True)

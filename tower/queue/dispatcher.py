@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -29,12 +30,14 @@ from tower.db.outage import DATABASE_ERRORS
 from tower.db.periodic import Periodic
 from tower.db.pool import Pool, transaction
 from tower.db.writes import write_with_retry
+from tower.errors import TowerError, one_line
 from tower.events.log import JobLog
 from tower.execution.runner import ClaimedJob, Runner, RunOutcome
 from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
 from tower.queue.leases import Leases
 from tower.settings import Settings
+from tower.workspaces import staging
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +185,7 @@ class Dispatcher:
     def _launch(self, job: ClaimedJob, claimed_at: float) -> None:
         output = JobLog(self._pool, job, self._settings.max_log_bytes, self._settings.lease_seconds)
         # Registered before the next claim computes free capacity.
-        run = asyncio.create_task(self._runner.run(job, output), name=f"run-{job.job_id}")
+        run = asyncio.create_task(self._run(job, output), name=f"run-{job.job_id}")
         self._leases.add(job, run, claimed_at)
         supervisor = asyncio.create_task(
             self._supervise(job, run, output), name=f"job-{job.job_id}"
@@ -191,6 +194,24 @@ class Dispatcher:
         supervisor.add_done_callback(self._supervisors.discard)
 
     # --- running ------------------------------------------------------------------
+
+    async def _run(self, job: ClaimedJob, output: JobLog) -> RunOutcome:
+        """Stage the job's inputs, then run it; the staged files go when the run ends,
+        however it ends (cancellation included). A job without inputs goes straight on."""
+        if not staging.has_inputs(job):
+            return await self._runner.run(job, output)
+        try:
+            staged = await staging.stage(self._pool, job)
+        except Exception as error:
+            log.warning("job %s: staging its inputs failed: %r", job.job_id, error)
+            why = error.message if isinstance(error, TowerError) else one_line(error, 500)
+            message = f"the job's inputs could not be staged: {why}"
+            return RunOutcome(False, error=message, failure_reason="input")
+        try:
+            output.write("stderr", staged.summary().encode())
+            return await self._runner.run(dataclasses.replace(job, inputs=staged.inputs), output)
+        finally:
+            staging.discard(staged.inputs)
 
     async def _supervise(
         self, job: ClaimedJob, run: asyncio.Task[RunOutcome], output: JobLog

@@ -94,6 +94,22 @@ async def live_sizes(pool: Pool, upload_ids: list[str]) -> dict[str, int]:
     return {row["upload_id"]: row["size"] for row in rows}
 
 
+async def write_to(pool: Pool, upload_id: str, file: BinaryIO) -> int:
+    """Write the upload's bytes to `file`, a chunk at a time (one in memory at once);
+    the number written. Reads expired uploads too: a live job's inputs outlive their
+    expiry (see DELETE_EXPIRED). Stops at the first missing chunk (a deleted upload)."""
+    written = 0
+    seq = 0
+    while True:
+        async with pool.acquire() as connection:
+            chunk = await connection.fetchval(queries.SELECT_CHUNK, upload_id, seq)
+        if chunk is None:
+            return written
+        await asyncio.to_thread(file.write, chunk)
+        written += len(chunk)
+        seq += 1
+
+
 async def delete(pool: Pool, upload_id: str) -> None:
     async with pool.acquire() as connection:
         if await connection.fetchval(queries.DELETE, _checked(upload_id)) is None:

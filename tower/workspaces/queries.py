@@ -1,0 +1,12 @@
+"""The SQL of staging a job's workspace."""
+
+from __future__ import annotations
+
+# A job's inputs in order, with their uploads' facts; `kind` is NULL for an upload
+# deleted since the submit (its job_inputs.upload_id was set NULL, or it is gone now).
+SELECT_JOB_INPUTS = """
+SELECT i.position, i.path, i.upload_id, u.kind, u.filename, u.size
+FROM job_inputs AS i LEFT JOIN uploads AS u ON u.upload_id = i.upload_id
+WHERE i.job_id = $1
+ORDER BY i.position
+"""
