@@ -8,8 +8,10 @@ Standard library only (the image's python3, 3.11).
    framed: `parpaing-bundle <size>`, a newline, <size> bytes of tar, which tower writes
    on the attach socket it also reads our output from. Unpack it into /bundle,
    refusing anything that would land outside it.
-2. Place the bundle's files, then run pre-hook, engine, post-hook (or, for a dry run,
-   nothing), copying their output to our stdout/stderr for the container's logs.
+2. Unpack the job's inputs into /workspace (a file as <path>/<filename>, an archive's
+   entries under <path>, checked entry by entry as at upload), place the bundle's files,
+   then run pre-hook, engine, post-hook (or, for a dry run, nothing), copying their
+   output to our stdout/stderr for the container's logs.
 3. Write /bundle/out/stdout, /bundle/out/stderr, then result.json, last and atomically:
    its presence means the worker finished.
 4. Send a tar of /bundle/out on stdout, framed: `parpaing-worker output <size>`, a
@@ -30,6 +32,7 @@ import contextlib
 import io
 import json
 import os
+import posixpath
 import selectors
 import shutil
 import signal
@@ -38,6 +41,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -61,6 +65,10 @@ _running_groups: set[int] = set()
 
 class WorkerError(Exception):
     """A job the worker cannot run as specified (reported in result.json as `error`)."""
+
+
+class InputError(WorkerError):
+    """An input that cannot be unpacked into the workspace (result.json's reason "input")."""
 
 
 class NoBundle(Exception):
@@ -269,7 +277,10 @@ def _run_hook(job: Job, name: str, cwd: Path, env: dict[str, str], out: Echo, er
 
 def run_job(job: Job, out_dir: Path) -> dict[str, Any]:
     """Run the job; the fields of result.json it decides."""
-    report: dict[str, Any] = {"argv": list(job.spec["argv"]), "files": job.place_files()}
+    report: dict[str, Any] = {"argv": list(job.spec["argv"])}
+    if job.spec.get("inputs"):
+        report["inputs"] = unpack_inputs(job)
+    report["files"] = job.place_files()
     if job.spec.get("dry_run"):
         return report | {"phase": "dry_run", "exit_code": 0}
     err = Tail(STDERR_TAIL, sys.stderr.buffer)
@@ -301,6 +312,8 @@ def run_bundle(bundle: Path) -> int:
         output_limit = int(spec["output_limit"])
         job = Job(spec, job_dir, os.environ.get("PARPAING_ROOT", ""))
         report |= run_job(job, out_dir)
+    except InputError as error:
+        report |= {"error": str(error), "reason": protocol.RESULT_INPUT}
     except WorkerError as error:
         report["error"] = str(error)
     except Exception as error:  # reported, not raised: tower learns why from result.json
@@ -434,6 +447,191 @@ class Padded:
         data = self._reader.read(wanted) if wanted else b""
         self._left -= wanted
         return data + bytes(wanted - len(data))
+
+
+# --- the job's inputs --------------------------------------------------------------------
+
+# As at upload (tower/uploads/archive.py): an archive of more entries is refused.
+MAX_INPUT_ENTRIES = 100_000
+
+
+class Unpacked:
+    """What the inputs put in the workspace, for result.json."""
+
+    def __init__(self) -> None:
+        self.entries = 0
+        self.bytes = 0
+
+    def add(self, size: int) -> None:
+        self.entries += 1
+        self.bytes += size
+        if self.entries > MAX_INPUT_ENTRIES:
+            raise InputError(f"more than {MAX_INPUT_ENTRIES} entries")
+
+
+def unpack_inputs(job: Job) -> dict[str, int]:
+    """Unpack each input into the workspace, in order (a later one may overwrite an
+    earlier one's files). Its source in the bundle goes once unpacked: the bundle volume
+    is then free for /bundle/out. Entries are checked as at upload, whatever tower
+    checked before: no absolute path, no `..`, no device or pipe, no link leading out,
+    and nothing written through a link."""
+    started = time.monotonic()
+    workspace = job.local(protocol.WORKSPACE_DIR)
+    workspace.mkdir(parents=True, exist_ok=True)
+    unpacked = Unpacked()
+    for index, entry in enumerate(job.spec["inputs"]):
+        source = job.job_dir / entry["source"]
+        where = f"inputs[{index}] ({entry['kind']} into {protocol.WORKSPACE_DIR}/{entry['path']})"
+        try:
+            destination = _directory_in(workspace, entry["path"])
+            _unpack_input(entry, source, destination, workspace, unpacked)
+        except InputError as error:
+            raise InputError(f"{where}: {error}") from None
+        except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise InputError(
+                f"{where}: {detail} (the workspace holds WORKER_WORKSPACE_SIZE)"
+            ) from None
+        source.unlink(missing_ok=True)
+    elapsed = round((time.monotonic() - started) * 1000)
+    return {"entries": unpacked.entries, "bytes": unpacked.bytes, "duration_ms": elapsed}
+
+
+def _unpack_input(
+    entry: dict[str, Any], source: Path, destination: Path, workspace: Path, unpacked: Unpacked
+) -> None:
+    kind = entry["kind"]
+    if kind == "file":
+        name = str(entry.get("filename") or "")
+        if not name or "/" in name or name in (".", ".."):
+            raise InputError(f"a file input needs a plain file name, not {name!r}")
+        with open(source, "rb") as reader:
+            _write_file(destination / name, workspace, reader, 0o644)
+        unpacked.add(source.stat().st_size)
+    elif kind in ("tar", "tar.gz"):
+        with tarfile.open(source, "r:gz" if kind == "tar.gz" else "r:") as archive:
+            for member in archive:
+                _unpack_tar_member(archive, member, destination, workspace, unpacked)
+    elif kind == "zip":
+        with zipfile.ZipFile(source) as archive:
+            for info in archive.infolist():
+                _unpack_zip_member(archive, info, destination, workspace, unpacked)
+    else:
+        raise InputError(f"unknown kind {kind!r}")
+
+
+def _relative(name: str, entry: str | None = None) -> str:
+    """`name` normalised, when it stays inside its directory; InputError otherwise."""
+    entry = entry or name
+    if not name or "\x00" in name or name.startswith("/"):
+        raise InputError(f"entry {entry[:200]!r} has an absolute or empty path")
+    normal = posixpath.normpath(name)
+    if normal == ".." or normal.startswith("../"):
+        raise InputError(f"entry {entry[:200]!r} leads outside the workspace")
+    return normal
+
+
+def _directory_in(workspace: Path, path: str) -> Path:
+    if not path:
+        return workspace
+    normal = _relative(path)
+    directory = workspace / normal
+    _make_dirs(directory, workspace)
+    return directory
+
+
+def _make_dirs(directory: Path, workspace: Path) -> None:
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _check_inside(directory, workspace)
+
+
+def _check_inside(path: Path, workspace: Path) -> None:
+    """`path`, links resolved, is the workspace or in it: a link an archive made earlier
+    cannot carry a later entry out."""
+    real, root = os.path.realpath(path), os.path.realpath(workspace)
+    if real != root and not real.startswith(root + os.sep):
+        raise InputError(f"{path} leads outside the workspace (through a link)")
+
+
+def _write_file(target: Path, workspace: Path, reader: BinaryIO, mode: int) -> None:
+    """A regular file, never written through a link (O_NOFOLLOW, parents checked)."""
+    with reader:
+        _make_dirs(target.parent, workspace)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with open(os.open(target, flags, mode), "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+            os.fchmod(writer.fileno(), mode)
+
+
+def _make_link(target: Path, workspace: Path, name: str, link: str) -> None:
+    """A symbolic link whose target, read from where it stands, stays inside."""
+    if link.startswith("/"):
+        raise InputError(f"link {name[:200]!r} points to an absolute path")
+    _relative(posixpath.join(posixpath.dirname(name), link), name)
+    _make_dirs(target.parent, workspace)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    os.symlink(link, target)
+
+
+def _unpack_tar_member(
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    destination: Path,
+    workspace: Path,
+    unpacked: Unpacked,
+) -> None:
+    name = _relative(member.name)
+    target = destination / name
+    mode = (member.mode & 0o755) | 0o600
+    if member.isdir():
+        _make_dirs(target, workspace)
+        os.chmod(target, mode | 0o700)
+        unpacked.add(0)
+    elif member.isreg():
+        reader = archive.extractfile(member)
+        assert reader is not None  # a regular file always has content, if empty
+        _write_file(target, workspace, reader, mode)
+        unpacked.add(member.size)
+    elif member.issym():
+        _make_link(target, workspace, name, member.linkname)
+        unpacked.add(0)
+    elif member.islnk():
+        source = destination / _relative(member.linkname, member.name)
+        _check_inside(source, workspace)
+        _make_dirs(target.parent, workspace)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        os.link(source, target, follow_symlinks=False)
+        unpacked.add(0)
+    else:
+        raise InputError(f"entry {member.name[:200]!r} is not a file, a directory or a link")
+
+
+def _unpack_zip_member(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    destination: Path,
+    workspace: Path,
+    unpacked: Unpacked,
+) -> None:
+    name = _relative(info.filename)
+    target = destination / name
+    unix = info.external_attr >> 16  # Unix mode bits, when made on Unix
+    if info.is_dir():
+        _make_dirs(target, workspace)
+        unpacked.add(0)
+    elif stat.S_ISLNK(unix):
+        link = archive.read(info)[:4096].decode("utf-8", "replace")
+        _make_link(target, workspace, name, link)
+        unpacked.add(0)
+    elif stat.S_IFMT(unix) and not stat.S_ISREG(unix):
+        raise InputError(f"entry {info.filename[:200]!r} is not a file, a directory or a link")
+    else:
+        mode = (stat.S_IMODE(unix) & 0o755) | 0o600 if unix else 0o644
+        # A zip entry reads as at most its declared size (zipfile stops there).
+        _write_file(target, workspace, archive.open(info), mode)
+        unpacked.add(info.file_size)
 
 
 # --- receiving the bundle -----------------------------------------------------------------

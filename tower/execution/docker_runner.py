@@ -21,7 +21,7 @@ from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
 from tower.errors import TowerError
 from tower.execution import bundle, protocol
-from tower.execution.bundle import WorkerOutput
+from tower.execution.bundle import StreamedBundle, WorkerOutput
 from tower.execution.docker import archive, containers, hardening
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.network import ensure_worker_network_once
@@ -35,6 +35,7 @@ from tower.execution.runner import (
     Probe,
     RunnerHealth,
     RunOutcome,
+    WorkspaceInput,
 )
 from tower.execution.slots import ContainerShape, Slot, SlotSource
 from tower.execution.spec import JobSpec, build_spec
@@ -56,6 +57,12 @@ DOCKER_DOWN = (
 class Plan:
     spec: JobSpec
     engine: Engine
+    inputs: tuple[WorkspaceInput, ...] = ()
+
+
+def _bundle(spec: JobSpec, inputs: tuple[WorkspaceInput, ...]) -> bytes | StreamedBundle:
+    """In memory without inputs (the warm job's fast path); streamed from files with."""
+    return bundle.streamed_bundle(spec, inputs) if inputs else bundle.bundle_tar(spec)
 
 
 def failed(message: str) -> RunOutcome:
@@ -114,7 +121,7 @@ class DockerRunner:
         spec = build_spec(
             job.request, profile, engine, templates, self._settings, job.job_id, job.gateway_token
         )
-        return Plan(spec, engine)
+        return Plan(spec, engine, job.inputs)
 
     def _templates(self, names: list[str]) -> dict[str, Template]:
         found = {name: self._configs.template(name) for name in names}
@@ -131,7 +138,7 @@ class DockerRunner:
         feed = await self._calls(containers.attach, slot.container_id)
         try:
             delivered_at = time.time()
-            await self._calls(containers.deliver, feed, bundle.bundle_tar(spec))
+            await self._calls(containers.deliver, feed, _bundle(spec, plan.inputs))
             ended, output = await self._finish(slot.container_id, spec, delivered_at, feed, emit)
         finally:
             containers.close_output(feed)  # already closed unless this was cut short

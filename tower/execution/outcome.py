@@ -43,7 +43,10 @@ def parse_outcome(
     if result.get("reason") == protocol.RESULT_TOO_LARGE:
         return _failed(f"result too large: {result.get('error')}", "result_too_large", result)
     if result.get("error"):
-        return _failed(f"worker: {result['error']}", "error", result)
+        reason: FailureReason = (
+            "input" if result.get("reason") == protocol.RESULT_INPUT else "error"
+        )
+        return _failed(f"worker: {result['error']}", reason, result)
     size = _int(result.get("stdout_bytes"), len(output.stdout))
     if size > max_result_size:
         message = f"result is {size} bytes, over MAX_RESULT_SIZE ({max_result_size} bytes)"

@@ -7,7 +7,8 @@ runs under the image's python3 (Debian's 3.11). The prose is docs/execution.md.
 
 1. The worker prints READY_LINE on stdout, then reads its stdin.
 2. Tower writes on it a bundle frame: bundle_header(size), then `size` bytes of tar,
-   which the worker unpacks into BUNDLE_DIR: JOB_DIR/SPEC_FILE and JOB_DIR/FILES_DIR/<n>.
+   which the worker unpacks into BUNDLE_DIR: JOB_DIR/SPEC_FILE, JOB_DIR/FILES_DIR/<n> and
+   JOB_DIR/INPUTS_DIR/<n> (uploads it then unpacks into WORKSPACE_DIR).
 3. The worker runs the job, leaves OUTPUT_FILES in BUNDLE_DIR/OUT_DIR (OUTPUT_DIR), then
    writes an output frame on stdout: output_header(size), then `size` bytes of tar of
    OUT_DIR/<file>, at most output_cap(the spec's output_limit) bytes. Over the cap, it
@@ -38,6 +39,8 @@ BUNDLE_DIR = "/bundle"
 JOB_DIR = "job"
 SPEC_FILE = "spec.json"  # in JOB_DIR
 FILES_DIR = "files"  # in JOB_DIR: files/<n>, the files the worker places
+INPUTS_DIR = "inputs"  # in JOB_DIR: inputs/<n>, the uploads the worker unpacks in /workspace
+INPUT_KINDS = ("file", "tar", "tar.gz", "zip")
 SPEC_VERSION = 1
 # Inside the bundle (and inside the output tar): what the worker leaves.
 OUT_DIR = "out"
@@ -49,6 +52,8 @@ OUTPUT_FILES = (STDOUT_FILE, STDERR_FILE, RESULT_FILE)
 RESULT_VERSION = 1
 # result.json's `reason` when the worker refused to send files over the output cap.
 RESULT_TOO_LARGE = "result_too_large"
+# result.json's `reason` when an input could not be unpacked into the workspace.
+RESULT_INPUT = "input"
 # Room in an output tar beyond the job's stdout: its stderr tail, result.json, headers.
 OUTPUT_MARGIN = 8 * 1024 * 1024
 # In an argv element of the spec: replaced by the prompt file's text (arg-from-file).
@@ -69,6 +74,11 @@ BUNDLE_HEADER_MAX = len(BUNDLE_MARK) + SIZE_DIGITS + 1
 def job_file(index: int) -> str:
     """The bundle's `index`th file, relative to JOB_DIR (as spec.json names it)."""
     return f"{FILES_DIR}/{index}"
+
+
+def job_input(index: int) -> str:
+    """The bundle's `index`th input, relative to JOB_DIR (as spec.json names it)."""
+    return f"{INPUTS_DIR}/{index}"
 
 
 def bundle_header(size: int) -> bytes:

@@ -23,6 +23,7 @@ from docker.utils.socket import STDERR, frames_iter
 
 from tower.errors import Unavailable, one_line
 from tower.execution import protocol
+from tower.execution.bundle import StreamedBundle
 from tower.execution.docker.hardening import (
     ROLE_LABEL,
     SLOT_LABEL,
@@ -164,18 +165,28 @@ def _raise_not_ready(
 
 
 def deliver(
-    _client: docker.DockerClient, feed: Any, tar: bytes, timeout: float = DELIVER_TIMEOUT
+    _client: docker.DockerClient,
+    feed: Any,
+    tar: bytes | StreamedBundle,
+    timeout: float = DELIVER_TIMEOUT,
 ) -> None:
     """Write the framed job bundle on the worker's stdin, through the socket `attach`
     returned: a few milliseconds, where put_archive cost Docker a helper process. The
-    worker reads exactly the framed size, so it never acts on half a bundle."""
+    worker reads exactly the framed size, so it never acts on half a bundle. A streamed
+    bundle (a job with inputs) goes a piece at a time, read from its files as it goes."""
     raw = getattr(feed, "_sock", feed)  # socket.SocketIO has no sendall; its socket has
     # A worker that is not reading (it died idle; its shell keeps the container up)
     # would block the write once the pipes are full, before the job's timeout runs.
+    # The timeout bounds each write: a piece of a streamed bundle is at most 1 MiB.
     raw.settimeout(timeout)
     try:
-        raw.sendall(protocol.bundle_header(len(tar)))
-        raw.sendall(tar)
+        if isinstance(tar, bytes):
+            raw.sendall(protocol.bundle_header(len(tar)))
+            raw.sendall(tar)
+        else:
+            raw.sendall(protocol.bundle_header(tar.size))
+            for piece in tar.pieces():
+                raw.sendall(piece)
     except OSError as exc:
         raise DockerFailure(f"delivering the job to its worker: {one_line(exc, 500)}") from exc
     finally:
