@@ -5,6 +5,7 @@ whose upload is gone fails with failure_reason "input" before anything runs."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.hub import running_hub
+from tests.support.rss import RssWatch
 from tower.db.notify import NotifyHub
 from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob, Output, RunOutcome, WorkspaceInput
@@ -78,6 +80,28 @@ async def test_each_upload_is_streamed_into_its_own_private_file_in_order(
     finally:
         staging.discard(staged.inputs)
     assert not any(one.local.exists() for one in staged.inputs)
+
+
+async def test_a_large_upload_is_staged_without_being_held_in_memory(db: Any, pool: Pool) -> None:
+    size = 150 * MiB
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(size // MiB):
+            yield os.urandom(MiB)
+
+    settings = Settings(
+        database_url="postgresql://unused", max_upload_bytes=size, worker_workspace_size="1g"
+    )
+    upload = (await uploads.create(pool, settings, body(), "file", "big.bin")).upload_id
+    job_id = await _job_with(db, (upload, ""))
+
+    async with RssWatch(os.getpid()) as rss:
+        staged = await staging.stage(pool, _claimed(job_id, {"inputs": [{"upload": upload}]}))
+    staging.discard(staged.inputs)
+
+    assert staged.size == size
+    print(f"staging RSS +{rss.growth / MiB:.1f} MiB for a 150 MiB upload")
+    assert rss.growth < 48 * MiB
 
 
 class RecordingRunner:
