@@ -122,6 +122,10 @@ async def test_a_replayed_submit_records_its_inputs_once(
     job_id = first.json()["job_id"]
     assert again.json()["job_id"] == job_id
     assert len(await job_inputs(db, job_id)) == 1
+    # A replay is the original job's answer, even once its upload is gone.
+    await client.delete(f"/uploads/{body['inputs'][0]['upload']}")
+    late = await client.post("/jobs", json=body, headers=headers)
+    assert (late.status_code, late.json()["job_id"]) == (202, job_id), late.text
 
 
 async def test_concurrent_plain_submits_each_record_their_inputs(

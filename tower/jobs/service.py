@@ -81,7 +81,6 @@ async def submit_job(
     idempotency_key: str | None,
 ) -> SubmitOutcome:
     _check_webhook_target(request, settings)
-    await _check_inputs(pool, settings, request)
     outcome = await _submit(pool, inserts, configs, settings, request, idempotency_key)
     if not outcome.replayed:
         metrics.job_submitted()
@@ -139,6 +138,7 @@ async def _submit(
 ) -> SubmitOutcome:
     if idempotency_key is None:
         configs.validate_job(request.profile, request.engine, request.prompt_vars)
+        await _check_inputs(pool, settings, request)
         return SubmitOutcome(await _insert_job(inserts, settings, request), replayed=False)
     fingerprint = request_hash(request)
     # A replay returns the original job even if the configs changed since (Stripe semantics).
@@ -146,6 +146,8 @@ async def _submit(
     if replay is not None:
         return replay
     configs.validate_job(request.profile, request.engine, request.prompt_vars)
+    # After the replay: a replay returns its job even once the uploads are gone.
+    await _check_inputs(pool, settings, request)
     try:
         job_id = await _insert_keyed_job(pool, settings, request, (idempotency_key, fingerprint))
     except _KeyTaken:
