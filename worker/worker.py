@@ -43,6 +43,8 @@ try:
 except ModuleNotFoundError:  # run from a checkout: the same file, in tower's package
     from tower.execution import protocol
 
+import forwarder  # beside this file, in the image and in a checkout
+
 HOOK_DIR = "/tmp/parpaing/hooks"
 STDERR_TAIL = 64 * 1024
 CHUNK = 64 * 1024
@@ -437,8 +439,17 @@ def _forward_and_exit(signum: int, _frame: object) -> None:
     os._exit(128 + signum)  # no result.json: tower is stopping this job
 
 
+def forward_to_gateway() -> None:
+    """In a worker container, where the gateway's socket directory is mounted, listen on
+    the loopback address engines are given (protocol.WORKER_GATEWAY_URL) before the ready
+    line, so no engine connects before it listens. On a host (tests), nothing."""
+    if Path(protocol.GATEWAY_SOCKET_DIR).is_dir():
+        forwarder.start(protocol.GATEWAY_PORT, protocol.GATEWAY_SOCKET)
+
+
 def main() -> int:
     handle_stop_signals()
+    forward_to_gateway()
     bundle = Path(os.environ.get("PARPAING_BUNDLE_DIR", protocol.BUNDLE_DIR))
     print(protocol.READY_LINE.decode("ascii"), flush=True)
     try:
