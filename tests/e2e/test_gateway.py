@@ -51,6 +51,7 @@ from tower.execution import protocol
 from tower.gateway import tokens
 from tower.gateway.container import (
     HASH_LABEL,
+    SOCKET_MOUNT,
     GatewayFailure,
     container_options,
     ensure_gateway,
@@ -471,7 +472,13 @@ async def test_compose_style_the_gateway_asks_tower_over_tcp(
             )
             options = container_options(spec)
             options["environment"]["TOWER_AUTH_URL"] = f"http://{host}:{port}/gateway/auth"
-            del options["volumes"]  # no socket to mount: tower is reached over TCP
+            # No auth socket to mount: tower is reached over TCP. The workers' socket
+            # volume stays, as in compose.
+            options["volumes"] = {
+                source: mount
+                for source, mount in options["volumes"].items()
+                if mount["bind"] != SOCKET_MOUNT
+            }
             await asyncio.to_thread(docker_client.containers.run, **options)
             base = await asyncio.to_thread(gateway_address, docker_client, names)
             async with httpx.AsyncClient(base_url=base, timeout=30) as gateway:
