@@ -4,6 +4,8 @@ Contract: docs/execution.md; its markers, frames and paths are stated in protoco
 which the image holds beside this file (tower/execution/protocol.py in a checkout).
 Standard library only (the image's python3, 3.11).
 
+0. In a container (the gateway's socket directory is mounted), listen on loopback for the
+   engines' provider calls and forward them to the gateway's Unix socket (forwarder.py).
 1. Print the ready line and block reading stdin (no CPU while idle) for the bundle,
    framed: `parpaing-bundle <size>`, a newline, <size> bytes of tar, which tower writes
    on the attach socket it also reads our output from. Unpack it into /bundle,
