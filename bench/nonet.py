@@ -9,7 +9,8 @@ Run from the repository root, with Docker up and the worker image built:
    after another, alternating between the two ways a worker was connected:
    - bridge: on an internal bridge without a host address (WORKER_NET before this change);
    - none: `--network none` with the gateway's socket volume mounted read-only (now).
-   Jobs per minute of each, and none / bridge.
+   Jobs per minute of each, and none / bridge; then the same for a container that only
+   runs `true` (the start and removal alone, as the figures in the hardening issue).
 2. Through tower: JOBS dry-run jobs submitted at once to one `parpaing serve` (POOL_SIZE=2,
    MAX_CONCURRENT_JOBS=8, so most jobs create their container) from the code at REF
    (default: this branch's merge base with main, workers on the bridge) and from this
@@ -87,7 +88,7 @@ def dry_run_frame() -> bytes:
     return protocol.bundle_header(len(tar)) + tar
 
 
-def hardened(image: str, network: list[str]) -> list[str]:
+def hardened(image: str, network: list[str], command: tuple[str, ...] = ()) -> list[str]:
     """`docker run` of one worker as tower creates it (hardening.py), minus the bundle
     volume (a tmpfs mount here, so no volume create/remove is timed) and the entry script
     (the worker exits after the job instead of idling for tower to collect)."""
@@ -103,18 +104,22 @@ def hardened(image: str, network: list[str]) -> list[str]:
         "--tmpfs", f"{protocol.WORKSPACE_DIR}:{scratch},size=64m,mode=0755",
         "--tmpfs", f"{protocol.BUNDLE_DIR}:{scratch},size=64m,mode=0755",
         *network,
-        image, "python3", protocol.WORKER_PATH,
+        image, *(command or ("python3", protocol.WORKER_PATH)),
     ]  # fmt: skip
 
 
-def bare_rounds(image: str, runs: int, bridge: str, volume: str) -> dict[str, float]:
-    """Jobs per minute of each way, the runs alternating so load lands on both alike."""
-    frame = dry_run_frame()
+def bare_rounds(
+    image: str, runs: int, bridge: str, volume: str, command: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Jobs per minute of each way, the runs alternating so load lands on both alike.
+    With `command`, containers run it instead of a dry-run job."""
+    frame = b"" if command else dry_run_frame()
     ways = {
-        "bridge": hardened(image, ["--network", bridge]),
+        "bridge": hardened(image, ["--network", bridge], command),
         "none": hardened(
             image,
             ["--network", "none", "-v", f"{volume}:{protocol.GATEWAY_SOCKET_DIR}:ro"],
+            command,
         ),
     }
     spent = dict.fromkeys(ways, 0.0)
@@ -123,7 +128,7 @@ def bare_rounds(image: str, runs: int, bridge: str, volume: str) -> dict[str, fl
             started = time.perf_counter()
             done = subprocess.run(argv, input=frame, capture_output=True, check=False)
             spent[way] += time.perf_counter() - started
-            if done.returncode != 0 or protocol.OUTPUT_MARK not in done.stdout:
+            if done.returncode != 0 or not (command or protocol.OUTPUT_MARK in done.stdout):
                 raise RuntimeError(f"{way}: the dry run failed: {done.stderr[-500:]!r}")
     return {way: runs / seconds * 60 for way, seconds in spent.items()}
 
@@ -242,6 +247,13 @@ def remove_scope(scope: str) -> None:
 # --- main ----------------------------------------------------------------------------------
 
 
+def report_bare(what: str, rates: dict[str, float]) -> None:
+    print(f"bare hardened `docker run --rm`, {what}:")
+    bridge, none = rates["bridge"], rates["none"]
+    print(f"  bridge: {bridge:6.0f} runs/min   none + socket: {none:6.0f} runs/min")
+    print(f"  none / bridge = {none / bridge:.2f}")
+
+
 def merge_base() -> str:
     git = ["git", "-C", str(ROOT)]
     done = subprocess.run([*git, "merge-base", "HEAD", "main"], capture_output=True, text=True)
@@ -255,11 +267,11 @@ async def run(args: argparse.Namespace) -> None:
     try:
         with bare_setup(client, suffix) as (bridge, volume):
             bare = await asyncio.to_thread(bare_rounds, image, args.runs, bridge, volume)
+            report_bare(f"dry runs ({args.runs} each, alternating)", bare)
+            true = await asyncio.to_thread(bare_rounds, image, args.runs, bridge, volume, ("true",))
+            report_bare(f"`true` ({args.runs} each, alternating)", true)
     finally:
         client.close()
-    print(f"bare hardened `docker run --rm` dry runs ({args.runs} each, alternating):")
-    print(f"  bridge: {bare['bridge']:6.0f} jobs/min   none + socket: {bare['none']:6.0f} jobs/min")
-    print(f"  none / bridge = {bare['none'] / bare['bridge']:.2f}")
 
     with tempfile.TemporaryDirectory(prefix="parpaing-bench-") as root:
         workdir = Path(root)
