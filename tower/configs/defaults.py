@@ -14,7 +14,6 @@ LAYOUT: dict[str, tuple[resources.Shipped, str]] = {
     "template": ("templates", "*.j2"),
 }
 
-
 def shipped_defaults(root: Path | None = None) -> list[tuple[str, str, str]]:
     """(kind, name, content) for every shipped config file, in a stable order; from the
     directories under `root` instead when given (tests)."""

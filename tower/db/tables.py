@@ -36,7 +36,6 @@ def _job_id(table: str, *, primary_key: bool = False) -> Column[str]:
     job = ForeignKey("jobs.job_id", ondelete="CASCADE", name=f"{table}_job_fk")
     return Column("job_id", Text, job, primary_key=primary_key, nullable=False)
 
-
 jobs = Table(
     "jobs",
     metadata,
