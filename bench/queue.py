@@ -254,7 +254,9 @@ async def pgbench_throughput(server: LocalPostgres, jobs: int, clients: int) -> 
     argv = [server.binary("pgbench"), "-n", "-f", str(script), "-c", str(clients)]
     argv += ["-j", str(clients), "-t", str(max(1, jobs // clients))]
     argv += ["-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "postgres"]
-    done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
+    # The embedded server asks for its password (0600 file, libpq's format).
+    env = {**os.environ, "PGPASSFILE": str(server.password_file)}
+    done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, env=env)
     match = re.search(r"tps = ([\d.]+)", done.stdout)
     if done.returncode != 0 or match is None:
         raise RuntimeError(f"pgbench failed: {done.stderr or done.stdout}")

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from tower.configs import routes as config_routes
 from tower.configs.store import ConfigStore
+from tower.credentials import routes as credential_routes
 from tower.db.migrate import migrate
 from tower.db.notify import NotifyHub
 from tower.db.pool import create_pool, create_statement_pool
@@ -29,6 +30,7 @@ from tower.queue.retention import Retention
 from tower.runners import build_runner
 from tower.settings import Settings
 from tower.state import TowerState
+from tower.uploads import routes as upload_routes
 from tower.web import docs
 from tower.web.dashboard import install_dashboard
 from tower.web.errors import install_error_handlers
@@ -57,13 +59,16 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # The gate answers 401/413 before any body is read; the headers wrap its answers too.
-    app.add_middleware(RequestGate, settings=settings)
+    streamed = {"/uploads": (settings.max_upload_bytes, "MAX_UPLOAD_BYTES")}
+    app.add_middleware(RequestGate, settings=settings, streamed=streamed)
     app.add_middleware(SecurityHeaders)
     for router in (
         job_routes.router,
         webhook_routes.router,
         event_routes.router,
         config_routes.router,
+        credential_routes.router,
+        upload_routes.router,
         health.router,
         metrics.router,
         stats.router,

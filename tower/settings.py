@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import re
 import urllib.parse
 from pathlib import Path
@@ -40,6 +41,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "cleanup_interval": (1, 86400),
     "max_result_size": (1024, 1 << 30),
     "max_request_bytes": (1 << 20, 1 << 34),
+    "max_upload_bytes": (1 << 20, 1 << 36),
+    "upload_ttl_hours": (1, 24 * 30),
     "webhook_timeout": (1, 300),
     "webhook_max_attempts": (1, 50),
     "webhook_retry_base": (0.01, 3600),
@@ -109,11 +112,20 @@ class Settings(BaseSettings):
     max_result_size: int = 10 * 1024 * 1024
     # The largest request body tower reads (the prompt alone may be 100 MB); above it, 413.
     max_request_bytes: int = 128 * 1024 * 1024
+    # POST /uploads bodies (files and archives for workspaces) may be this large instead;
+    # they are spooled to a temporary file, never held in memory.
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    # An upload no job has used is deleted after this many hours.
+    upload_ttl_hours: int = 24
     webhook_timeout: int = 10
     # Standard Webhooks signing key, `whsec_<base64>` (or any other string, used as raw
     # bytes). Empty: one is generated at first start and kept in the database.
     webhook_secret: SecretStr = SecretStr("")
     webhook_allow_private: bool = False
+    # Encrypts stored credentials (git and forge tokens): 32 random bytes, URL-safe base64.
+    # Never stored in the database. The all-in-one tower keeps a generated one in its state
+    # directory when none is set.
+    secrets_key: SecretStr = SecretStr("")
     webhook_max_attempts: int = 10
     webhook_retry_base: float = 30.0
     webhook_retry_max: float = 14400.0
@@ -168,6 +180,13 @@ class Settings(BaseSettings):
         if secret.get_secret_value():
             signing_key(secret.get_secret_value())
         return secret
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _usable_secrets_key(cls, key: SecretStr) -> SecretStr:
+        if key.get_secret_value():
+            secrets_key_bytes(key.get_secret_value())
+        return key
 
     @field_validator("worker_max_memory")
     @classmethod
@@ -239,6 +258,29 @@ def gateway_container(settings: Settings) -> str:
 def gateway_socket_volume(settings: Settings) -> str:
     """The volume of the workers' socket to the gateway: one per gateway, like its name."""
     return settings.gateway_socket_volume or f"{gateway_container(settings)}-socket"
+
+
+SECRETS_KEY_BYTES = 32
+SECRETS_KEY_HINT = (
+    "SECRETS_KEY must be 32 random bytes in URL-safe base64 "
+    "(`parpaing credentials new-key` prints one)"
+)
+
+
+def secrets_key_bytes(text: str) -> bytes:
+    """The key SECRETS_KEY holds; ValueError saying what it must be otherwise."""
+    try:
+        key = base64.urlsafe_b64decode(text.strip().encode())
+    except (binascii.Error, ValueError):
+        raise ValueError(SECRETS_KEY_HINT) from None
+    if len(key) != SECRETS_KEY_BYTES:
+        raise ValueError(SECRETS_KEY_HINT)
+    return key
+
+
+def new_secrets_key() -> str:
+    """A fresh SECRETS_KEY."""
+    return base64.urlsafe_b64encode(os.urandom(SECRETS_KEY_BYTES)).decode()
 
 
 def signing_key(secret: str) -> bytes:

@@ -16,7 +16,9 @@ Standard library only (the image's python3, 3.11).
    its presence means the worker finished.
 4. Send a tar of /bundle/out on stdout, framed: `parpaing-worker output <size>`, a
    newline, <size> bytes. Tower reads it from the output it follows (cheaper than
-   copying it out of the container); the files stay for when no frame arrives.
+   copying it out of the container); the files stay for when no frame arrives. The
+   tar streams, and holds at most protocol.output_cap(output_limit) bytes: past it,
+   result.json alone goes, saying the result was too large.
 SIGTERM/SIGINT, idle or not, are forwarded to the running process group (if any), then
 the worker exits without a result; so does stdin ending before a whole bundle.
 
@@ -33,6 +35,7 @@ import os
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -288,15 +291,18 @@ def run_job(job: Job, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_bundle(bundle: Path) -> None:
-    """Run the bundle's job and write result.json, whatever happens."""
+def run_bundle(bundle: Path) -> int:
+    """Run the bundle's job and write result.json, whatever happens. Returns the spec's
+    output_limit as read before the job ran (the job may rewrite spec.json), or 0."""
     started = time.monotonic()
     out_dir = bundle / protocol.OUT_DIR
     out_dir.mkdir(exist_ok=True)
     report = worker_report(None)
+    output_limit = 0
     try:
         job_dir = bundle / protocol.JOB_DIR
         spec = json.loads((job_dir / protocol.SPEC_FILE).read_text(encoding="utf-8"))
+        output_limit = int(spec["output_limit"])
         job = Job(spec, job_dir, os.environ.get("PARPAING_ROOT", ""))
         report |= run_job(job, out_dir)
     except WorkerError as error:
@@ -305,6 +311,7 @@ def run_bundle(bundle: Path) -> None:
         report["error"] = f"{type(error).__name__}: {error}"
     report["duration_ms"] = round((time.monotonic() - started) * 1000)
     _write_atomically(out_dir / protocol.RESULT_FILE, json.dumps(report).encode("utf-8"))
+    return output_limit
 
 
 def worker_report(error: str | None) -> dict[str, Any]:
@@ -324,18 +331,113 @@ def _write_atomically(path: Path, content: bytes) -> None:
     os.replace(partial, path)
 
 
-def send_output(out_dir: Path) -> None:
-    """Frame /bundle/out onto our stdout, after all the job printed (see step 4)."""
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for name in protocol.OUTPUT_FILES:
-            if (out_dir / name).is_file():
-                tar.add(out_dir / name, arcname=f"{protocol.OUT_DIR}/{name}")
-    payload = archive.getvalue()
-    header = protocol.output_header(len(payload))
-    with contextlib.suppress(OSError):  # nobody reads: tower copies the files instead
-        sys.stdout.buffer.write(header + payload)
-        sys.stdout.buffer.flush()
+def send_output(out_dir: Path, cap: int) -> None:
+    """Frame /bundle/out onto our stdout, after all the job printed (see step 4). The
+    job could have left anything there: only regular files named in OUTPUT_FILES are
+    sent (never through a link, never a FIFO or device), each measured before it is
+    read, and the tar is streamed. Over `cap` bytes (a sparse file declares sizes far
+    past what its tmpfs holds), result.json alone is sent, saying so."""
+    with contextlib.ExitStack() as opened:
+        members = [
+            member
+            for name in protocol.OUTPUT_FILES
+            if (member := _open_member(out_dir, name, opened)) is not None
+        ]
+        refusal = _over_cap(members, cap)
+        if refusal is not None:
+            members = [_too_large_report(out_dir, members, refusal)]
+        with contextlib.suppress(OSError):  # nobody reads: tower copies the files instead
+            _write_frame(members)
+
+
+# One file of the output frame: its header, and where its bytes come from.
+Member = tuple[tarfile.TarInfo, BinaryIO]
+
+
+def _open_member(out_dir: Path, name: str, opened: contextlib.ExitStack) -> Member | None:
+    """`name` in out_dir opened for the frame, or None unless it is a regular file.
+    O_NOFOLLOW refuses a link; O_NONBLOCK keeps a FIFO from blocking the open."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        descriptor = os.open(out_dir / name, flags)
+    except OSError:
+        return None
+    reader = opened.enter_context(open(descriptor, "rb"))  # noqa: SIM115 (the stack closes it)
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    info = tarfile.TarInfo(f"{protocol.OUT_DIR}/{name}")
+    info.size, info.mode, info.mtime = status.st_size, 0o600, int(status.st_mtime)
+    info.uid = info.gid = protocol.WORKER_UID
+    return info, reader
+
+
+def _over_cap(members: list[Member], cap: int) -> str | None:
+    """Why the frame of `members` would pass `cap` bytes, or None when it fits."""
+    for count in range(1, len(members) + 1):
+        if _tar_size([info for info, _ in members[:count]]) > cap:
+            info = members[count - 1][0]
+            return (
+                f"{info.name} is {info.size} bytes; the output sent back is capped at"
+                f" {cap} bytes (the job's output limit + 1 + {protocol.OUTPUT_MARGIN} bytes)"
+            )
+    return None
+
+
+def _tar_size(infos: list[tarfile.TarInfo]) -> int:
+    """The exact size of the tar _write_frame writes: each header and its padded data,
+    the two end blocks, all padded to a whole record (as TarFile.close does)."""
+    size = 2 * tarfile.BLOCKSIZE
+    for info in infos:
+        size += len(_header(info)) + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def _too_large_report(out_dir: Path, members: list[Member], refusal: str) -> Member:
+    """result.json saying the output was over the cap (kept on disk too, for when no
+    frame arrives), built from the job's report when that one is small."""
+    report = worker_report(refusal)
+    for info, reader in members:
+        if info.name.endswith(f"/{protocol.RESULT_FILE}") and info.size <= protocol.OUTPUT_MARGIN:
+            with contextlib.suppress(ValueError):
+                loaded = json.loads(reader.read(info.size))
+                report = loaded if isinstance(loaded, dict) else report
+    report |= {"error": refusal, "reason": protocol.RESULT_TOO_LARGE}
+    content = json.dumps(report).encode("utf-8")
+    with contextlib.suppress(OSError):
+        _write_atomically(out_dir / protocol.RESULT_FILE, content)
+    info = tarfile.TarInfo(f"{protocol.OUT_DIR}/{protocol.RESULT_FILE}")
+    info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
+    info.uid = info.gid = protocol.WORKER_UID
+    return info, io.BytesIO(content)
+
+
+def _write_frame(members: list[Member]) -> None:
+    stdout = sys.stdout.buffer
+    stdout.write(protocol.output_header(_tar_size([info for info, _ in members])))
+    with tarfile.open(fileobj=stdout, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+        for info, reader in members:
+            tar.addfile(info, Padded(reader, info.size))
+    stdout.flush()
+
+
+class Padded:
+    """Exactly `size` bytes of `reader`: a file that shrank since it was measured reads
+    as zeros past its end, so the frame is never shorter than its header said."""
+
+    def __init__(self, reader: BinaryIO, size: int) -> None:
+        self._reader = reader
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self._left if size < 0 else min(size, self._left)
+        data = self._reader.read(wanted) if wanted else b""
+        self._left -= wanted
+        return data + bytes(wanted - len(data))
 
 
 # --- receiving the bundle -----------------------------------------------------------------
@@ -454,6 +556,7 @@ def main() -> int:
     forward_to_gateway()
     bundle = Path(os.environ.get("PARPAING_BUNDLE_DIR", protocol.BUNDLE_DIR))
     print(protocol.READY_LINE.decode("ascii"), flush=True)
+    output_limit = 0  # a refused bundle sends back its report alone
     try:
         receive_bundle(sys.stdin.buffer, bundle)
     except NoBundle as error:
@@ -462,8 +565,8 @@ def main() -> int:
     except WorkerError as error:
         refused_bundle(bundle, error)
     else:
-        run_bundle(bundle)
-    send_output(bundle / protocol.OUT_DIR)
+        output_limit = run_bundle(bundle)
+    send_output(bundle / protocol.OUT_DIR, protocol.output_cap(output_limit))
     return 0
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -255,7 +256,9 @@ async def test_cloud_metadata_address_is_unreachable(
 async def test_tower_is_unreachable_even_on_every_host_address(
     database_url: str, network: str, worker_image: str, docker_client: docker.DockerClient
 ) -> None:
-    settings = docker_settings(database_url, network, pool_size=1)
+    # The control asks the tower by each host address: a keyless tower answers only its
+    # loopback names unless ALLOWED_HOSTS says otherwise.
+    settings = docker_settings(database_url, network, pool_size=1, allowed_hosts="*")
     async with shell_tower(settings, host="0.0.0.0") as client:
         port = int(str(client.base_url.port))
         addresses = host_addresses()
@@ -320,10 +323,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _assert_host_reaches_postgres(addresses: list[str], port: int, url: str) -> None:
-    database = url.rsplit("/", 1)[1]
+    parts = urllib.parse.urlsplit(url)
     for address in addresses:
         connection = await asyncpg.connect(
-            host=address, port=port, user="postgres", database=database
+            host=address,
+            port=port,
+            user=parts.username or "postgres",
+            password=parts.password,
+            database=parts.path.lstrip("/"),
         )
         try:
             assert await connection.fetchval("SELECT 1") == 1

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.serving import wait_until_answering
+from tower.cli.database import redacted
 from tower.db.embedded import LocalPostgres, free_port
 
 START_DEADLINE = 90.0
@@ -40,12 +41,15 @@ def cli_env(**values: str) -> dict[str, str]:
 
 
 @contextmanager
-def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Served]:
+def serve(
+    tmp_path: Path, env: dict[str, str], host: str = "127.0.0.1", *options: str
+) -> Iterator[Served]:
+    """`parpaing serve` listening on `host`; reached on loopback either way."""
     port = free_port()
     stderr_path = tmp_path / f"serve-{port}.err"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [*PARPAING, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*PARPAING, "serve", "--host", host, "--port", str(port), *options],
             env=env,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -102,7 +106,7 @@ def test_serve_with_database_url_answers_and_stops_on_sigterm(
     with serve(tmp_path, cli_env(DATABASE_URL=database_url)) as served:
         spec = httpx.get(served.url + "/openapi.json").json()
         health = httpx.get(served.url + "/health")
-        assert printed_database_url(served) == database_url
+        assert printed_database_url(served) == redacted(database_url)
         code = stop(served, signal.SIGTERM)
     assert "/jobs" in spec["paths"]
     assert health.json()["checks"]["db"] == "ok"
@@ -158,3 +162,57 @@ def test_serve_with_an_unreachable_database_fails_on_one_line(tmp_path: Path) ->
     assert done.stderr.startswith("parpaing: cannot connect to database")
     assert len(done.stderr.strip().splitlines()) == 1
     assert "hunter2" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "env"),
+    [
+        (("--host", "0.0.0.0"), {}),
+        (("--host", "192.168.1.10"), {}),
+        (("--host", "tower.lan"), {}),
+        ((), {"TOWER_HOST": "0.0.0.0"}),  # the Docker image's setting
+    ],
+)
+def test_serve_refuses_a_keyless_tower_off_loopback(
+    options: tuple[str, ...], env: dict[str, str]
+) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    done = subprocess.run(
+        [*PARPAING, "serve", *options, "--port", str(free_port())],
+        env=cli_env(DATABASE_URL=nowhere, TOWER_API_KEY="", INSECURE_NO_AUTH="", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # Refused before anything starts: not even the database is tried.
+    assert done.returncode == 1
+    assert done.stderr.startswith("parpaing: refusing to serve on "), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    for remedy in ("TOWER_API_KEY", "--insecure-no-auth", "INSECURE_NO_AUTH=true"):
+        assert remedy in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "warned"),
+    [
+        (("--insecure-no-auth",), {}, True),
+        ((), {"INSECURE_NO_AUTH": "true"}, True),
+        ((), {"TOWER_API_KEY": "serve-key"}, False),
+    ],
+)
+def test_serve_off_loopback_with_a_key_or_consent(
+    database_url: str,
+    tmp_path: Path,
+    options: tuple[str, ...],
+    env: dict[str, str],
+    warned: bool,
+) -> None:
+    values = {"TOWER_API_KEY": "", "INSECURE_NO_AUTH": "", **env}
+    with serve(tmp_path, cli_env(DATABASE_URL=database_url, **values), "0.0.0.0", *options) as on:
+        rebound = httpx.get(on.url + "/openapi.json", headers={"Host": "evil.example"})
+        assert stop(on, signal.SIGTERM) == 0, on.output()
+    assert ("WARNING" in on.output() and "WITHOUT AN API KEY" in on.output()) is warned
+    # Without a key, only the loopback names are served (DNS rebinding); a key serves any.
+    assert rebound.status_code == (421 if warned else 200)

@@ -47,8 +47,22 @@ async def test_docs_page_loads_only_local_assets(client: httpx.AsyncClient) -> N
 
 async def test_docs_page_points_at_our_openapi(client: httpx.AsyncClient) -> None:
     page = (await client.get("/docs")).text
-    assert 'url: "/openapi.json"' in page
-    assert "validatorUrl: null" in page
+    assert 'data-openapi-url="/openapi.json"' in page
+    start = await client.get("/docs/assets/swagger-init.js")
+    assert start.headers["content-type"].startswith("text/javascript")
+    assert "root.dataset.openapiUrl" in start.text
+    assert "validatorUrl: null" in start.text
+
+
+async def test_docs_page_runs_no_inline_script(client: httpx.AsyncClient) -> None:
+    page = await client.get("/docs")
+    assert re.findall(r"<script[^>]*>", page.text) == [
+        '<script src="/docs/assets/swagger-ui-bundle.js">',
+        '<script src="/docs/assets/swagger-init.js">',
+    ]
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy.split("; ")
+    assert "unsafe-inline" not in policy
 
 
 async def test_only_known_assets_are_served(client: httpx.AsyncClient) -> None:

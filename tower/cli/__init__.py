@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from tower.cli import admin, client, doctor, images, serve
+from tower.cli import admin, client, credentials, doctor, images, serve
 from tower.cli.output import CliError, report_failure
 
 # In the order `parpaing --help` lists the commands: the server's first, then the client's.
@@ -21,6 +21,7 @@ REGISTER_COMMANDS: tuple[Callable[[Any], None], ...] = (
     admin.add_webhook_secret,
     images.add_commands,
     client.add_commands,
+    credentials.add_commands,
 )
 
 

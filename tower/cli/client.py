@@ -45,9 +45,7 @@ ClientCommand = Callable[[argparse.Namespace, TowerClient], int]
 
 def add_commands(commands: Any) -> None:
     """Register the client subcommands on `commands` (an argparse subparsers object)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("TOWER_URL", DEFAULT_URL))
-    common.add_argument("--api-key", default=os.environ.get("TOWER_API_KEY", ""))
+    common = tower_options()
     _add_submit(commands, common)
     _add_wait(commands, common)
     _add_jobs(commands, common)
@@ -57,7 +55,15 @@ def add_commands(commands: Any) -> None:
     ):
         parser = commands.add_parser(name, parents=[common], help=text)
         parser.add_argument("job_id")
-        parser.set_defaults(handler=_against_tower(command))
+        parser.set_defaults(handler=against_tower(command))
+
+
+def tower_options() -> argparse.ArgumentParser:
+    """The options every client command takes: which tower, with which key."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("TOWER_URL", DEFAULT_URL))
+    common.add_argument("--api-key", default=os.environ.get("TOWER_API_KEY", ""))
+    return common
 
 
 def _add_submit(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -71,21 +77,21 @@ def _add_submit(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--var", action="append", help="NAME=VALUE or NAME:=JSON (repeatable)")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--wait", action="store_true", help="wait and print the finished job")
-    parser.set_defaults(handler=_against_tower(submit))
+    parser.set_defaults(handler=against_tower(submit))
 
 
 def _add_wait(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("wait", parents=[common], help="wait for a job to finish")
     parser.add_argument("job_id")
     parser.add_argument("--timeout", type=_positive, help="seconds (default: forever)")
-    parser.set_defaults(handler=_against_tower(wait))
+    parser.set_defaults(handler=against_tower(wait))
 
 
 def _add_jobs(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("jobs", parents=[common], help="list jobs, newest first")
     parser.add_argument("--status", choices=JOB_STATUSES)
     parser.add_argument("--limit", type=int, default=50)
-    parser.set_defaults(handler=_against_tower(jobs))
+    parser.set_defaults(handler=against_tower(jobs))
 
 
 def _positive(text: str) -> float:
@@ -98,7 +104,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def _against_tower(command: ClientCommand) -> Callable[[argparse.Namespace], int]:
+def against_tower(command: ClientCommand) -> Callable[[argparse.Namespace], int]:
     """The handler main() calls: `command` with a client for the tower --url names."""
 
     def handler(args: argparse.Namespace) -> int:
@@ -134,14 +140,14 @@ def jobs(args: argparse.Namespace, client: TowerClient) -> int:
 
 
 def cancel(args: argparse.Namespace, client: TowerClient) -> int:
-    reply = client.call("DELETE", f"/jobs/{_quoted(args.job_id)}")
+    reply = client.call("DELETE", f"/jobs/{quoted(args.job_id)}")
     print(f"{reply['job_id']} {reply['status']}")
     return 0
 
 
 def logs(args: argparse.Namespace, client: TowerClient) -> int:
     """Follow the job's output as it runs (its event stream), until it ends."""
-    path = f"/jobs/{_quoted(args.job_id)}"
+    path = f"/jobs/{quoted(args.job_id)}"
     status, printed = follow_log(client, f"{path}/events")
     if status != "completed" or not printed:
         job = client.call("GET", path)
@@ -206,7 +212,7 @@ def wait_for(client: TowerClient, job_id: str, timeout: float | None) -> dict[st
         chunk = max(1, min(WAIT_CHUNK_SECONDS, int(remaining)))
         try:
             job: dict[str, Any] = client.call(
-                "GET", f"/jobs/{_quoted(job_id)}/wait?timeout={chunk}", timeout=chunk + 15
+                "GET", f"/jobs/{quoted(job_id)}/wait?timeout={chunk}", timeout=chunk + 15
             )
             return job
         except CliError as exc:
@@ -220,7 +226,7 @@ def _report(job: dict[str, Any]) -> int:
     return 0 if job.get("status") == "completed" else 1
 
 
-def _quoted(job_id: str) -> str:
+def quoted(job_id: str) -> str:
     return urllib.parse.quote(job_id, safe="")
 
 

@@ -18,12 +18,19 @@ import asyncpg
 
 from tower.app import create_app
 from tower.cli.admin import current_revision
-from tower.cli.database import PROBE_TIMEOUT, database, postgres_dir, redacted
+from tower.cli.database import (
+    PROBE_TIMEOUT,
+    database,
+    postgres_dir,
+    redacted,
+    without_password,
+)
 from tower.cli.output import PREFIX, CliError, say
 from tower.errors import TowerError
 from tower.execution.docker import probe
 from tower.server import run_server
 from tower.settings import Settings
+from tower.web.hosts import is_loopback
 
 
 class Stopped(BaseException):
@@ -35,15 +42,24 @@ def add_commands(commands: Any) -> None:
     serving = commands.add_parser("serve", help="run a tower (embedded PostgreSQL by default)")
     serving.add_argument("--host")
     serving.add_argument("--port", type=int)
+    serving.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without TOWER_API_KEY on a non-loopback address (anyone who reaches it "
+        "can run jobs); same as INSECURE_NO_AUTH=true",
+    )
     serving.set_defaults(handler=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
     settings = Settings()
+    if args.insecure_no_auth:
+        settings = settings.model_copy(update={"insecure_no_auth": True})
     host = args.host or settings.tower_host
     port = args.port or settings.tower_port
+    _require_key_off_loopback(settings, host)
     try:
-        with _sigterm_unwinds(), database(settings, owner=True) as url:
+        with _sigterm_unwinds(), database(settings, owner=True, watch=True) as url:
             _say_where(settings, url)
             _require_reachable(url)
             _ensure_images(settings)
@@ -71,11 +87,34 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _require_key_off_loopback(settings: Settings, host: str) -> None:
+    """A keyless tower is anyone's who reaches it (run jobs, read every result, change
+    configs): off loopback, only when the operator says so."""
+    if settings.tower_api_key.get_secret_value() or is_loopback(host):
+        return
+    if not settings.insecure_no_auth:
+        raise CliError(
+            f"refusing to serve on {host} without an API key: anyone who reaches it could "
+            "run jobs and read their results. Set TOWER_API_KEY, or serve on 127.0.0.1 "
+            "(--host, TOWER_HOST); to serve it open anyway, pass --insecure-no-auth or set "
+            "INSECURE_NO_AUTH=true"
+        )
+    warning = (
+        f"WARNING: serving on {host} WITHOUT AN API KEY (insecure-no-auth): anyone who "
+        "reaches this port can run jobs, read their results and change configs"
+    )
+    if not settings.allowed_hosts:
+        warning += "; Host headers but localhost, 127.0.0.1 and [::1] need ALLOWED_HOSTS"
+    print(PREFIX + warning, file=sys.stderr, flush=True)
+
+
 def _say_where(settings: Settings, url: str) -> None:
     if settings.database_url:
         say(f"database {redacted(url)}")
     else:
-        say(f"database {url} (embedded; data in {postgres_dir(settings)})")
+        where = postgres_dir(settings)
+        shown = without_password(url)
+        say(f"database {shown} (embedded; data in {where}, password in {where}.password)")
 
 
 def _require_reachable(url: str) -> None:

@@ -1,26 +1,20 @@
 """Jinja2 templates, rendered in a sandbox: templates are written through the API, so
-they are untrusted code as far as tower is concerned."""
+they are untrusted code as far as tower is concerned. Checking one only parses it, here;
+rendering one runs it, in a renderer process with a time and a memory limit
+(tower/configs/renderer.py) and a sandbox that caps what it builds (tower/configs/sandbox.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateSyntaxError, meta
 
+from tower.configs import renderer
 from tower.configs.models import Profile
+from tower.configs.sandbox import environment
 from tower.configs.values import resolve_vars
 from tower.errors import Invalid
-
-
-@lru_cache(maxsize=1)
-def environment() -> SandboxedEnvironment:
-    # No autoescape: the output is a prompt or a Markdown file, not HTML.
-    return SandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-    )
 
 
 def check_syntax(name: str, source: str) -> None:
@@ -31,6 +25,8 @@ def check_syntax(name: str, source: str) -> None:
         raise Invalid(
             f"template {name!r} line {error.lineno}: {error.message}", field="content"
         ) from None
+    except RecursionError:
+        raise Invalid(f"template {name!r}: nested too deeply", field="content") from None
 
 
 def undeclared_names(source: str) -> set[str]:
@@ -61,8 +57,8 @@ def render_claude_md(
 
 def _render(name: str, source: str, context: Mapping[str, Any]) -> str:
     try:
-        return environment().from_string(source).render(context)
-    except (TemplateError, ArithmeticError, TypeError, ValueError) as error:
-        # Undefined names, sandbox refusals and errors in template expressions all land
-        # here: the profile or its template is at fault, not the server.
+        return renderer.render(source, context)
+    except renderer.RenderFailed as error:
+        # Undefined names, sandbox refusals, errors in template expressions and limits
+        # overrun all land here: the profile or its template is at fault, not the server.
         raise Invalid(f"template {name!r}: {error}", field="profile") from None

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tower.configs import queries
+from tower.configs import queries, renderer
 from tower.configs.defaults import shipped_defaults
 from tower.configs.models import Config, Engine, Profile, Template
 from tower.configs.parse import parse_config
@@ -89,6 +89,8 @@ class ConfigStore:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The replica renders no more of these templates: its renderer processes can go.
+        await asyncio.to_thread(renderer.close)
 
     def on_change(self, listener: ChangeListener) -> None:
         """Call `listener(kind, name)` after the cached entry for kind/name changed."""

@@ -16,7 +16,6 @@ from tower.db.outage import DATABASE_ERRORS
 log = logging.getLogger(__name__)
 
 
-
 class Periodic:
     def __init__(self, name: str, interval: float, action: Callable[[], Awaitable[None]]) -> None:
         self._name = name

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -35,6 +36,7 @@ def _job_id(table: str, *, primary_key: bool = False) -> Column[str]:
     """A row's job, deleted with it (retention deletes jobs, not their rows one by one)."""
     job = ForeignKey("jobs.job_id", ondelete="CASCADE", name=f"{table}_job_fk")
     return Column("job_id", Text, job, primary_key=primary_key, nullable=False)
+
 
 jobs = Table(
     "jobs",
@@ -223,4 +225,51 @@ tower_secrets = Table(
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# Named secrets for clones, pushes and forge APIs. `sealed` is AES-GCM under SECRETS_KEY
+# (which never reaches the database); `key_id` names that key, so a changed key is
+# reported as such.
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("username", Text),
+    Column("api_url", Text),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("kind IN ('git', 'github', 'gitlab')", name="credentials_kind_valid"),
+)
+
+# Files and archives for jobs' workspaces, checked before they are kept (tower/uploads).
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("upload_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("filename", Text),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("kind IN ('file', 'tar', 'tar.gz', 'zip')", name="uploads_kind_valid"),
+    Index("uploads_expires_at", "expires_at"),
+)
+
+# An upload's bytes in order, 1 MiB a row, deleted with it.
+upload_chunks = Table(
+    "upload_chunks",
+    metadata,
+    Column(
+        "upload_id",
+        Text,
+        ForeignKey("uploads.upload_id", ondelete="CASCADE", name="upload_chunks_upload_fk"),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )

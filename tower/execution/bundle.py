@@ -7,7 +7,8 @@ into its /bundle volume:
     job/files/<n>     the files the worker places, byte for byte
 Only directories and regular files at relative paths: the worker refuses anything else.
 The results come back as a tar of out/result.json, out/stdout and out/stderr: framed on
-the worker's stdout, or copied with get_archive of /bundle/out when no frame arrived.
+the worker's stdout, or copied with get_archive of /bundle/out when no frame arrived
+(tower/execution/docker/archive.py, which stops at the output cap).
 The frames, names and paths are tower/execution/protocol.py's.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +28,13 @@ from tower.execution.spec import JobSpec
 @dataclass(frozen=True)
 class WorkerOutput:
     """What the worker left in /bundle/out. `result` is result.json, or None when the
-    worker never finished writing it (killed, out of memory, crashed)."""
+    worker never finished writing it (killed, out of memory, crashed). `too_large` says
+    why nothing was kept when the copy passed the output cap."""
 
     result: dict[str, Any] | None
     stdout: bytes
     stderr: str
+    too_large: str | None = None
 
 
 def spec_document(spec: JobSpec) -> dict[str, Any]:
@@ -72,10 +76,25 @@ def bundle_tar(spec: JobSpec) -> bytes:
 def read_output(tar_bytes: bytes) -> WorkerOutput:
     """Parse the tar of /bundle/out (the worker's frame or get_archive's). Missing or
     unreadable members read as empty: the outcome parser decides what their absence means."""
-    members = _members(tar_bytes)
+    return output_of(_members(tar_bytes))
+
+
+def output_of(members: Mapping[str, bytes]) -> WorkerOutput:
+    """The output from the files of out/ by name (those read_output would find)."""
     stderr = members.get(protocol.STDERR_FILE, b"").decode("utf-8", errors="replace")
     result = _result(members.get(protocol.RESULT_FILE))
     return WorkerOutput(result, members.get(protocol.STDOUT_FILE, b""), stderr)
+
+
+def too_large_output(reason: str) -> WorkerOutput:
+    """The output of a worker whose /bundle/out passed the cap: nothing kept, and why."""
+    return WorkerOutput(None, b"", "", too_large=reason)
+
+
+def name_in_out(name: str) -> str:
+    """A member's name inside out/ (`out/stdout` → `stdout`); other names unchanged."""
+    head, _, rest = name.partition("/")
+    return rest if head == protocol.OUT_DIR and rest else name
 
 
 def _add_dir(tar: tarfile.TarFile, name: str) -> None:
@@ -106,15 +125,10 @@ def _members(tar_bytes: bytes) -> dict[str, bytes]:
             for member in tar:
                 extracted = tar.extractfile(member) if member.isfile() else None
                 if extracted is not None:
-                    found[_name_in_out(member.name)] = extracted.read()
+                    found[name_in_out(member.name)] = extracted.read()
     except tarfile.TarError:
         pass  # a truncated archive keeps what was read before the damage
     return found
-
-
-def _name_in_out(name: str) -> str:
-    head, _, rest = name.partition("/")
-    return rest if head == protocol.OUT_DIR and rest else name
 
 
 def _result(raw: bytes | None) -> dict[str, Any] | None:

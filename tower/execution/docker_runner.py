@@ -20,8 +20,9 @@ from tower.configs.models import Engine, Template
 from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
 from tower.errors import TowerError
-from tower.execution import bundle
-from tower.execution.docker import containers, hardening
+from tower.execution import bundle, protocol
+from tower.execution.bundle import WorkerOutput
+from tower.execution.docker import archive, containers, hardening
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.network import retire_worker_network
 from tower.execution.docker.probe import ping_client
@@ -41,10 +42,6 @@ from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Room in the worker's output frame beyond the job's stdout: its stderr tail and
-# result.json. A larger frame is not kept, and /bundle/out is copied instead.
-FRAME_MARGIN = 8 * 1024 * 1024
 
 # A health check's bound: /health answers within it even when the daemon hangs.
 HEALTH_TIMEOUT = 2.0
@@ -139,7 +136,7 @@ class DockerRunner:
         finally:
             containers.close_output(feed)  # already closed unless this was cut short
         return parse_outcome(
-            bundle.read_output(output) if output else None,
+            output,
             engine=plan.engine,
             spec=spec,
             oom_killed=ended is not None and ended.oom_killed,
@@ -154,23 +151,24 @@ class DockerRunner:
         delivered_at: float,
         feed: object,
         emit: containers.Emit,
-    ) -> tuple[containers.ExitInfo | None, bytes]:
+    ) -> tuple[containers.ExitInfo | None, WorkerOutput | None]:
         """How the worker ended and what it left; None for a timeout (then killed).
-        Its output goes to `emit` as it comes, until then."""
+        Its output goes to `emit` as it comes, until then. Neither its frame nor the
+        copy of /bundle/out is read past the output cap."""
         timeout = float(spec.timeout_seconds)
-        max_frame = spec.output_limit + FRAME_MARGIN
-        followed = await self._calls(containers.follow_output, feed, timeout, emit, max_frame)
+        cap = protocol.output_cap(spec.output_limit)
+        followed = await self._calls(containers.follow_output, feed, timeout, emit, cap)
         if not followed.finished:
             await self._calls(containers.kill, container_id)
-            return None, await self._calls(containers.collect, container_id)
+            return None, await self._calls(archive.collect_output, container_id, cap)
         if followed.output is not None:
             ended = await self._calls(containers.exit_info_since, container_id, delivered_at)
-            return ended, followed.output
+            return ended, bundle.read_output(followed.output) if followed.output else None
         # No frame (the worker died first): copy what it left. Both read a still-running
         # container, side by side.
         return await asyncio.gather(
             self._calls(containers.exit_info_since, container_id, delivered_at),
-            self._calls(containers.collect, container_id),
+            self._calls(archive.collect_output, container_id, cap),
         )
 
     def _discard_soon(self, slot: Slot) -> None:

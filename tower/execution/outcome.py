@@ -1,7 +1,8 @@
 """From what a worker left behind (and how its container ended) to the job's outcome.
 
 Pure; the rules are the table in docs/execution.md. The container's fate decides
-first (out of memory, timed out), then the worker's own report, then the size of the
+first (out of memory, timed out), then an output refused at the cap (tower's copy or
+the worker's own refusal), then the worker's own report, then the size of the
 result, then the exit code, then, for JSON engines, what the engine itself reported.
 """
 
@@ -12,6 +13,7 @@ import math
 from typing import Any
 
 from tower.configs.models import Engine
+from tower.execution import protocol
 from tower.execution.bundle import WorkerOutput
 from tower.execution.engine_output import Usage, read_aider, read_json, read_jsonl
 from tower.execution.runner import FailureReason, RunOutcome
@@ -34,8 +36,12 @@ def parse_outcome(
         return _failed(f"out of memory (limit {spec.shape.memory})", "oom", result)
     if timed_out:
         return _failed(f"timed out after {spec.timeout_seconds} s", "timeout", result)
+    if output is not None and output.too_large:
+        return _failed(f"result too large: {output.too_large}", "result_too_large", None)
     if output is None or result is None:
         return _failed(_unfinished(output), "error", None)
+    if result.get("reason") == protocol.RESULT_TOO_LARGE:
+        return _failed(f"result too large: {result.get('error')}", "result_too_large", result)
     if result.get("error"):
         return _failed(f"worker: {result['error']}", "error", result)
     size = _int(result.get("stdout_bytes"), len(output.stdout))

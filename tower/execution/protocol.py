@@ -10,7 +10,8 @@ runs under the image's python3 (Debian's 3.11). The prose is docs/execution.md.
    which the worker unpacks into BUNDLE_DIR: JOB_DIR/SPEC_FILE and JOB_DIR/FILES_DIR/<n>.
 3. The worker runs the job, leaves OUTPUT_FILES in BUNDLE_DIR/OUT_DIR (OUTPUT_DIR), then
    writes an output frame on stdout: output_header(size), then `size` bytes of tar of
-   OUT_DIR/<file>.
+   OUT_DIR/<file>, at most output_cap(the spec's output_limit) bytes. Over the cap, it
+   sends result.json alone, its `reason` RESULT_TOO_LARGE.
 4. The entry script (ENTRYPOINT_PATH, worker/entrypoint.sh) prints DONE_LINE once the
    worker has ended, and keeps the container up until tower removes it.
 A frame's size is at most SIZE_DIGITS decimal digits; anything else is no frame.
@@ -57,6 +58,10 @@ STDERR_FILE = "stderr"  # the tail of its stderr
 RESULT_FILE = "result.json"  # written last: its presence means the worker finished
 OUTPUT_FILES = (STDOUT_FILE, STDERR_FILE, RESULT_FILE)
 RESULT_VERSION = 1
+# result.json's `reason` when the worker refused to send files over the output cap.
+RESULT_TOO_LARGE = "result_too_large"
+# Room in an output tar beyond the job's stdout: its stderr tail, result.json, headers.
+OUTPUT_MARGIN = 8 * 1024 * 1024
 # In an argv element of the spec: replaced by the prompt file's text (arg-from-file).
 PROMPT_PLACEHOLDER = "{prompt}"
 
@@ -85,6 +90,13 @@ def bundle_header(size: int) -> bytes:
 def output_header(size: int) -> bytes:
     """The line the worker writes before exactly `size` bytes of output tar."""
     return OUTPUT_MARK + _size(size) + b"\n"
+
+
+def output_cap(output_limit: int) -> int:
+    """The most bytes a tar of OUT_DIR may take, as a frame or copied out of the
+    container: the stdout the worker keeps (output_limit + 1 bytes), plus OUTPUT_MARGIN.
+    Neither side reads past it, so a sparse file cannot swell into memory."""
+    return output_limit + 1 + OUTPUT_MARGIN
 
 
 def frame_size(digits: bytes) -> int | None:

@@ -1,4 +1,4 @@
-"""Retention: deletes old finished jobs and expired idempotency keys.
+"""Retention: deletes old finished jobs, expired idempotency keys and expired uploads.
 
 A finished job whose idempotency key is still live is kept, so a retry within
 IDEMPOTENCY_TTL_HOURS replays it rather than making a second job.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tower.db.periodic import Periodic
 from tower.db.pool import Pool, transaction
 from tower.queue import queries
+from tower.uploads import service as uploads
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class Cleaned:
     expired_jobs: int = 0
     surplus_jobs: int = 0
     idempotency_keys: int = 0
+    uploads: int = 0
 
 
 class Retention:
@@ -58,6 +60,7 @@ class Retention:
                 idempotency_keys=await queries.delete_expired_idempotency_keys(
                     connection, settings.idempotency_ttl_hours
                 ),
+                uploads=await uploads.delete_expired(connection),
             )
 
     async def _round(self) -> None:

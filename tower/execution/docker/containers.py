@@ -282,17 +282,6 @@ def oom_killed_since(client: docker.DockerClient, container_id: str, since: floa
         events.close()
 
 
-def collect(client: docker.DockerClient, container_id: str) -> bytes:
-    """The tar of /bundle/out, or b"" when the worker left nothing there."""
-    try:
-        chunks, _ = client.api.get_archive(container_id, protocol.OUTPUT_DIR)
-        return b"".join(chunks)
-    except NotFound:
-        return b""
-    except (DockerException, requests.RequestException) as exc:
-        raise DockerFailure(f"collecting the worker's output: {one_line(exc, 500)}") from exc
-
-
 def kill(client: docker.DockerClient, container_id: str) -> None:
     """SIGKILL the container; one already stopped or gone is fine."""
     try:

@@ -1,0 +1,1 @@
+"""Files and archives uploaded for jobs' workspaces, streamed into PostgreSQL."""

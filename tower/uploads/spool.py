@@ -1,0 +1,62 @@
+"""A request body spooled to a private temporary file as it arrives: never held in
+memory, measured and hashed on the way, refused the moment it passes its cap."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from tower.errors import TowerError
+
+WRITE_BATCH = 1 << 20
+
+
+class TooLarge(TowerError):
+    status_code = 413
+
+
+@dataclass(frozen=True)
+class Spooled:
+    path: Path
+    size: int
+    sha256: str
+
+
+async def spool(body: AsyncIterator[bytes], limit: int) -> Spooled:
+    """The body in a temporary file (0600) the caller must unlink."""
+    descriptor, name = tempfile.mkstemp(prefix="parpaing-upload-")
+    path = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            size, digest = await _copy(body, file, limit)
+    except BaseException:
+        discard(path)
+        raise
+    return Spooled(path, size, digest)
+
+
+def discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+async def _copy(body: AsyncIterator[bytes], file: BinaryIO, limit: int) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    pending = bytearray()
+    size = 0
+    async for chunk in body:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the upload is larger than MAX_UPLOAD_BYTES ({limit} bytes)")
+        digest.update(chunk)
+        pending += chunk
+        if len(pending) >= WRITE_BATCH:
+            await asyncio.to_thread(file.write, bytes(pending))
+            pending.clear()
+    await asyncio.to_thread(file.write, bytes(pending))
+    return size, digest.hexdigest()
