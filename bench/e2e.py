@@ -175,6 +175,7 @@ def spawn(database_url: str, network: str, port: int, log: Path) -> subprocess.P
         "DATABASE_URL": database_url,
         "TOWER_RUNNER": "docker",
         "WORKER_NET": network,
+        "GATEWAY_SOCKET_VOLUME": f"{network}-socket",
         "POOL_SIZE": str(WARM_POOL),
         "TOWER_API_KEY": "",
         # Dry runs call no provider: no gateway to start (and none to share on the daemon).
@@ -234,13 +235,17 @@ def remove_bench_workers(network: str, attempts: int = 5) -> None:
 
 
 def _remove_workers_and_volumes(client: docker.DockerClient, network: str) -> None:
-    for container in client.containers.list(all=True, filters={"network": network}):
+    label = {"label": f"parpaing.pool={network}"}
+    # Workers have no network: they are found by their pool label (WORKER_NET).
+    for container in client.containers.list(all=True, filters=label):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
     # Warm containers' bundle volumes outlive their containers: remove them by pool label.
-    for volume in client.volumes.list(filters={"label": f"parpaing.pool={network}"}):
+    for volume in client.volumes.list(filters=label):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             volume.remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        client.volumes.get(f"{network}-socket").remove(force=True)
 
 
 async def measure(server: LocalPostgres, workdir: Path, args: argparse.Namespace) -> None:
@@ -273,6 +278,7 @@ def settings(server: LocalPostgres, name: str, network: str, pool_size: int) -> 
         database_url=url,
         tower_runner="docker",
         worker_net=network,
+        gateway_socket_volume=f"{network}-socket",
         pool_size=pool_size,
         gateway_managed=False,
     )

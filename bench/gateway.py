@@ -45,7 +45,6 @@ from docker.errors import APIError, NotFound
 from tower.db.embedded import LocalPostgres
 from tower.db.migrate import migrate
 from tower.db.pool import Pool, create_pool
-from tower.execution.docker.network import ensure_worker_network
 from tower.gateway import tokens
 from tower.gateway.container import ensure_egress_network, ensure_gateway
 from tower.gateway.listener import AuthListeners
@@ -153,6 +152,7 @@ async def bench_rig(client: docker.DockerClient, url: str) -> AsyncIterator[tupl
         gateway_egress_net=f"parpaing-egress-bench-{suffix}",
         gateway_auth_socket=f"{socket_dir}/auth.sock",
         worker_net=f"parpaing-workers-bench-{suffix}",
+        gateway_socket_volume=f"parpaing-gateway-socket-bench-{suffix}",
         anthropic_api_key="sk-ant-bench",
     )
     pool = await create_pool(url, 4)
@@ -164,7 +164,7 @@ async def bench_rig(client: docker.DockerClient, url: str) -> AsyncIterator[tupl
         await pool.close()
         for remove in (
             lambda: client.containers.get(f"pgw-bench-{suffix}").remove(force=True),
-            lambda: client.networks.get(settings.worker_net).remove(),
+            lambda: client.volumes.get(settings.gateway_socket_volume).remove(force=True),
             lambda: client.networks.get(settings.gateway_egress_net).remove(),
         ):
             with contextlib.suppress(NotFound, APIError):
@@ -174,7 +174,7 @@ async def bench_rig(client: docker.DockerClient, url: str) -> AsyncIterator[tupl
 
 def gateway_base(client: docker.DockerClient, settings: Settings, cache: int) -> str:
     current = settings.model_copy(update={"gateway_auth_cache_seconds": cache})
-    container_id = ensure_gateway(client, current, settings.worker_net, say=lambda _: None)
+    container_id = ensure_gateway(client, current, say=lambda _: None)
     networks = client.containers.get(container_id).attrs["NetworkSettings"]["Networks"]
     return f"http://{networks[settings.gateway_egress_net]['IPAddress']}:8080/anthropic"
 
@@ -184,7 +184,6 @@ async def main(calls: int, upload_mb: int) -> None:
     with private_postgres() as server:
         await migrate(server.url)
         async with bench_rig(client, server.url) as (settings, pool):
-            ensure_worker_network(client, settings.worker_net)
             ensure_egress_network(client, settings.gateway_egress_net)
             details = client.api.inspect_network(settings.gateway_egress_net)
             host = details["IPAM"]["Config"][0]["Gateway"]

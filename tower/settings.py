@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     worker_max_cpus: float = 4.0
     worker_max_timeout_seconds: int = 7200
     worker_runtime: str = ""
+    # Names this deployment's workers on a shared Docker daemon (warm pool label, presence
+    # locks). Workers have no network now; this was the name of their internal bridge.
     worker_net: str = "parpaing-workers"
     worker_pids_limit: int = 256
     worker_tmp_size: str = "512m"
@@ -147,6 +149,9 @@ class Settings(BaseSettings):
     # Tower answers the gateway's token checks on a Unix socket (default: in the state
     # dir, mounted into a managed gateway) and, when set, on host:port (compose).
     gateway_auth_socket: str = ""
+    # The Docker volume holding the socket workers reach the gateway through (mounted
+    # read-write into the gateway, read-only into workers). Default: <gateway container>-socket.
+    gateway_socket_volume: str = ""
     gateway_auth_listen: str = ""
     gateway_auth_cache_seconds: int = 1
     # Provider credentials and upstreams: handed to the managed gateway, never to a worker.
@@ -254,6 +259,11 @@ def gateway_host(settings: Settings) -> str:
 
 def gateway_container(settings: Settings) -> str:
     return settings.gateway_container or gateway_host(settings)
+
+
+def gateway_socket_volume(settings: Settings) -> str:
+    """The volume of the workers' socket to the gateway: one per gateway, like its name."""
+    return settings.gateway_socket_volume or f"{gateway_container(settings)}-socket"
 
 
 SECRETS_KEY_BYTES = 32

@@ -4,6 +4,8 @@ Contract: docs/execution.md; its markers, frames and paths are stated in protoco
 which the image holds beside this file (tower/execution/protocol.py in a checkout).
 Standard library only (the image's python3, 3.11).
 
+0. In a container (the gateway's socket directory is mounted), listen on loopback for the
+   engines' provider calls and forward them to the gateway's Unix socket (forwarder.py).
 1. Print the ready line and block reading stdin (no CPU while idle) for the bundle,
    framed: `parpaing-bundle <size>`, a newline, <size> bytes of tar, which tower writes
    on the attach socket it also reads our output from. Unpack it into /bundle,
@@ -49,6 +51,8 @@ try:
     import protocol  # in the worker image: beside this file
 except ModuleNotFoundError:  # run from a checkout: the same file, in tower's package
     from tower.execution import protocol
+
+import forwarder  # beside this file, in the image and in a checkout
 
 HOOK_DIR = "/tmp/parpaing/hooks"
 STDERR_TAIL = 64 * 1024
@@ -737,8 +741,17 @@ def _forward_and_exit(signum: int, _frame: object) -> None:
     os._exit(128 + signum)  # no result.json: tower is stopping this job
 
 
+def forward_to_gateway() -> None:
+    """In a worker container, where the gateway's socket directory is mounted, listen on
+    the loopback address engines are given (protocol.WORKER_GATEWAY_URL) before the ready
+    line, so no engine connects before it listens. On a host (tests), nothing."""
+    if Path(protocol.GATEWAY_SOCKET_DIR).is_dir():
+        forwarder.start(protocol.GATEWAY_PORT, protocol.GATEWAY_SOCKET)
+
+
 def main() -> int:
     handle_stop_signals()
+    forward_to_gateway()
     bundle = Path(os.environ.get("PARPAING_BUNDLE_DIR", protocol.BUNDLE_DIR))
     print(protocol.READY_LINE.decode("ascii"), flush=True)
     output_limit = 0  # a refused bundle sends back its report alone

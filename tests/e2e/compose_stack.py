@@ -105,6 +105,10 @@ class ComposeStack:
         return f"{self.project}-workers"
 
     @property
+    def socket_volume(self) -> str:
+        return f"{self.project}-gateway-socket"
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -116,6 +120,7 @@ class ComposeStack:
             "TOWER_API_KEY": self.api_key,
             "WORKER_NET": self.worker_net,
             "GATEWAY_CONTAINER": f"{self.project}-gateway",
+            "GATEWAY_SOCKET_VOLUME": self.socket_volume,
             "WORKER_IMAGE": self.images.worker,
             "GATEWAY_IMAGE": self.images.gateway,
             "TOWER_IMAGE": self.images.tower,
@@ -185,11 +190,14 @@ def service_containers(
 
 def leftovers(client: docker.DockerClient, stack: ComposeStack) -> dict[str, list[str]]:
     """Whatever of the deployment is still on the daemon: worker containers, their bundle
-    volumes, the workers network, the project's own containers, networks and volumes."""
+    volumes, a network of WORKER_NET's name (none since workers have no network), the
+    project's own containers, networks and volumes (the gateway's socket volume among them)."""
     scope = f"{POOL_LABEL}={stack.worker_net}"
     project = f"com.docker.compose.project={stack.project}"
     volumes = client.api.volumes(filters={"label": scope}).get("Volumes") or []
     project_volumes = client.api.volumes(filters={"label": project}).get("Volumes") or []
+    named = client.api.volumes(filters={"name": stack.socket_volume}).get("Volumes") or []
+    project_volumes += [v for v in named if v["Name"] == stack.socket_volume]
     return {
         "workers": [c.name for c in client.containers.list(all=True, filters={"label": scope})],
         "bundle volumes": [v["Name"] for v in volumes],
@@ -201,7 +209,7 @@ def leftovers(client: docker.DockerClient, stack: ComposeStack) -> dict[str, lis
         "containers": [
             c.name for c in client.containers.list(all=True, filters={"label": project})
         ],
-        "volumes": [v["Name"] for v in project_volumes],
+        "volumes": sorted({v["Name"] for v in project_volumes}),
     }
 
 

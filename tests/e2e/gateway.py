@@ -144,6 +144,10 @@ class GatewayNames:
     def url(self) -> str:
         return f"http://{self.container}:8080"
 
+    @property
+    def socket_volume(self) -> str:
+        return f"{self.container}-socket"
+
 
 @contextlib.contextmanager
 def gateway_names(client: docker.DockerClient) -> Iterator[GatewayNames]:
@@ -157,6 +161,9 @@ def gateway_names(client: docker.DockerClient) -> Iterator[GatewayNames]:
     finally:
         with contextlib.suppress(NotFound, APIError):
             client.containers.get(names.container).remove(force=True)
+        # Workers still holding it are removed after, and their clean-up removes it then.
+        with contextlib.suppress(NotFound, APIError):
+            client.volumes.get(names.socket_volume).remove(force=True)
         with contextlib.suppress(NotFound, APIError):
             client.networks.get(names.egress_net).remove()
         shutil.rmtree(socket_dir, ignore_errors=True)
@@ -184,6 +191,7 @@ def gateway_settings(
         "gateway_image": image,
         "gateway_egress_net": names.egress_net,
         "gateway_auth_socket": f"{names.socket_dir}/auth.sock",
+        "gateway_socket_volume": names.socket_volume,
         "gateway_auth_cache_seconds": 1,
         "anthropic_api_key": REAL_ANTHROPIC_KEY,
         "openai_api_key": REAL_OPENAI_KEY,

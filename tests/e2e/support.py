@@ -3,8 +3,9 @@
 Jobs run arbitrary code through the real path by way of a `shell` engine (bash reading
 the prompt on stdin) and a `shell` profile (no template, no resources, so the prompt
 arrives as written and the WORKER_* settings decide the limits). Each test gives its
-workers a network of its own, so the containers it caused can be found, and removed,
-by that network.
+workers a WORKER_NET name of its own (workers have no network: the name labels them, as
+`parpaing.pool`) and a gateway socket volume named after it, so the containers and
+volumes it caused can be found, and removed, by that name.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import httpx
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
+from tests.e2e.conftest import WORKER_IMAGE
 from tests.support.live import live_tower
 from tower.settings import Settings
 
@@ -54,11 +56,15 @@ JOB_DEADLINE = 180.0
 
 
 def docker_settings(database_url: str, network: str, **overrides: Any) -> Settings:
-    """Tower settings for a Docker-run test: its own worker network, otherwise defaults."""
+    """Tower settings for a Docker-run test: its own worker scope and gateway socket
+    volume, otherwise defaults."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "tower_runner": "docker",
         "worker_net": network,
+        # The image the session built (PARPAING_TEST_WORKER_IMAGE), not the default tag.
+        "worker_image": WORKER_IMAGE,
+        "gateway_socket_volume": socket_volume_name(network),
         "pool_size": 0,
         "poll_interval": 0.2,
         # No gateway unless a test asks for one (tests/e2e/gateway.py): it needs a name
@@ -218,10 +224,15 @@ def new_network_name() -> str:
     return f"parpaing-e2e-{uuid.uuid4().hex[:10]}"
 
 
+def socket_volume_name(network: str) -> str:
+    """The gateway socket volume of the test whose WORKER_NET is `network`."""
+    return f"{network}-socket"
+
+
 def worker_containers(client: docker.DockerClient, network: str) -> list[Container]:
-    """Every worker container (running or not) attached to `network`."""
+    """Every worker container (running or not) of the pool scoped by `network`."""
     found: list[Container] = client.containers.list(
-        all=True, filters={"label": WORKER_ROLE, "network": network}
+        all=True, filters={"label": [WORKER_ROLE, f"parpaing.pool={network}"]}
     )
     return found
 
@@ -235,7 +246,9 @@ def container_exists(client: docker.DockerClient, container_id: str) -> bool:
 
 
 def remove_network_and_workers(client: docker.DockerClient, network: str) -> None:
-    """Remove the workers on `network`, their bundle volumes, then the network."""
+    """Remove the workers of `network`, their volumes (the gateway's socket volume once
+    nothing holds it: whoever removes the last holder removes it), then any network of
+    that name."""
     for container in worker_containers(client, network):
         volumes = [m["Name"] for m in container.attrs.get("Mounts", []) if m.get("Name")]
         with contextlib.suppress(NotFound, APIError):
@@ -243,6 +256,8 @@ def remove_network_and_workers(client: docker.DockerClient, network: str) -> Non
         for name in volumes:
             with contextlib.suppress(NotFound, APIError):
                 client.volumes.get(name).remove(force=True)
+    with contextlib.suppress(NotFound, APIError):
+        client.volumes.get(socket_volume_name(network)).remove(force=True)
     with contextlib.suppress(NotFound, APIError):
         client.networks.get(network).remove()
 

@@ -5,9 +5,8 @@ real path (API, queue, Docker runner, worker). Probe scripts print one JSON line
 they observed; the assertions read it, and each probe also checks a positive control, so
 a probe that silently did nothing cannot pass.
 
-Network probes run only from inside a worker, and only after the test has checked that
-the workers' bridge is internal and that this host has no address on it: then no packet
-a probe sends can leave that bridge.
+Network probes run only from inside a worker, and only once the probe has seen that its
+worker has no network device but loopback: then no packet it sends can leave the worker.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import subprocess
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
@@ -172,7 +170,7 @@ async def test_root_filesystem_is_read_only(
 # --- network ----------------------------------------------------------------------------
 
 CONNECT_PROBE = """
-import errno, json, socket, time
+import errno, json, os, socket, time
 def attempt(host, port):
     started = time.monotonic()
     try:
@@ -189,8 +187,11 @@ def default_routes(path, column):
         rows = [line.split() for line in table.read().splitlines()[1:] if line.strip()]
     return [row for row in rows if row[column] in ("00000000", "0" * 32)]
 targets = json.loads(%(targets)r)
+interfaces = sorted(os.listdir("/sys/class/net"))
+sealed = interfaces == ["lo"]  # the precondition: nothing sent here can leave the worker
 print(json.dumps({
-    "attempts": [attempt(host, port) for host, port in targets],
+    "interfaces": interfaces,
+    "attempts": [attempt(host, port) for host, port in targets] if sealed else [],
     "default_routes": default_routes("/proc/net/route", 1),
     "default_routes_v6": default_routes("/proc/net/ipv6_route", 0)
         if open("/proc/net/if_inet6").read().strip() else [],
@@ -210,32 +211,16 @@ async def _probe_from_worker(
     network: str,
     targets: list[tuple[str, int]],
 ) -> dict[str, Any]:
-    await wait_pool_ready(database_url, 1)  # the runner has made its network by now
-    await asyncio.to_thread(_assert_bridge_is_sealed, docker_client, network)
+    await wait_pool_ready(database_url, 1)  # a warm worker, as jobs mostly get
     report = last_json_line(await run_job(client, connect_probe(targets)))
+    assert report["interfaces"] == ["lo"], f"a worker has a network device: {report}"
     assert len(report["attempts"]) == len(targets), report
     return report
 
 
-def _assert_bridge_is_sealed(client: docker.DockerClient, network: str) -> None:
-    """The precondition for any probe: nothing sent on this bridge can leave it."""
-    attrs = client.networks.get(network).attrs
-    assert attrs["Internal"] is True, f"{network} is not internal: {attrs}"
-    bridge = attrs["Options"].get("com.docker.network.bridge.name") or f"br-{attrs['Id'][:12]}"
-    addresses = [a for a in host_addresses() if a in _addresses_of(bridge)]
-    assert not addresses, f"the host has {addresses} on the workers' bridge {bridge}"
-
-
-def _addresses_of(interface: str) -> list[str]:
-    result = subprocess.run(
-        ["ip", "-j", "-4", "addr", "show", "dev", interface], capture_output=True, text=True
-    )
-    assert result.returncode == 0, f"no bridge {interface}: {result.stderr}"
-    return [a["local"] for i in json.loads(result.stdout) for a in i.get("addr_info", [])]
-
-
-# What a connect may end in when nothing answers: no route, no neighbour, or silence.
-# ECONNREFUSED would mean some host answered with a reset, so it is not among them.
+# What a connect may end in when nothing answers: no route (all a worker without a
+# network device gets), no neighbour, or silence. ECONNREFUSED would mean some host
+# answered with a reset, so it is not among them.
 NOBODY_ANSWERED = {"timeout", "EHOSTUNREACH", "ENETUNREACH"}
 
 
@@ -244,16 +229,8 @@ def _assert_unreachable(report: dict[str, Any]) -> None:
     assert not reached, f"a worker reached {reached}"
     answered = [a for a in report["attempts"] if a["outcome"] not in NOBODY_ANSWERED]
     assert not answered, f"something answered a worker: {answered}"
-    # Docker gives the worker a default route to the network's gateway address even so;
-    # it must be an address that no host interface holds (so nothing forwards for it).
-    gateways = [_dotted(route[2]) for route in report["default_routes"]]
-    assert not set(gateways) & set(host_addresses()), f"a route leads to the host: {gateways}"
+    assert not report["default_routes"], f"the worker has a default route: {report}"
     assert not report["default_routes_v6"], f"the worker has an IPv6 default route: {report}"
-
-
-def _dotted(little_endian_hex: str) -> str:
-    """An IPv4 address as /proc/net/route writes it (hex, little-endian), dotted."""
-    return ".".join(str(b) for b in reversed(bytes.fromhex(little_endian_hex)))
 
 
 async def test_internet_is_unreachable(
@@ -485,6 +462,83 @@ async def test_another_jobs_files_are_out_of_reach(
     assert "/tmp/own.txt" in report["found_own"], report
     assert report["found"] == [], report
     assert victim_record["status"] == "cancelled", describe(victim_record)
+
+
+# --- another worker ------------------------------------------------------------------------
+
+# Both workers of this pair say which network devices and addresses they have; the
+# listener waits on every address it has, and the prober tries them all and loopback.
+WORKER_ADDRESSES = """
+def devices():
+    return sorted(os.listdir("/sys/class/net"))
+def addresses():
+    lines = open("/proc/net/fib_trie").read().splitlines()
+    local = [a.split()[-1] for a, b in zip(lines, lines[1:]) if "/32 host LOCAL" in b]
+    return sorted({a for a in local if not a.startswith("127.")})
+"""
+
+LISTENER = """
+import json, os, socket
+%(addresses)s
+server = socket.create_server(("0.0.0.0", %(port)d))
+print(json.dumps({"listening": True, "devices": devices(), "addresses": addresses()}), flush=True)
+while True:
+    connection, peer = server.accept()
+    print(json.dumps({"reached_by": peer[0]}), flush=True)
+    connection.close()
+"""
+
+PROBER = """
+import errno, json, os, socket
+%(addresses)s
+def attempt(host):
+    try:
+        socket.create_connection((host, %(port)d), timeout=%(timeout)s).close()
+        return "connected"
+    except socket.timeout:
+        return "timeout"
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error))
+targets = ["127.0.0.1"] + json.loads(%(targets)r)
+print(json.dumps({"devices": devices(), "addresses": addresses(),
+                  "attempts": {host: attempt(host) for host in targets}}))
+"""
+PAIR_PORT = 7310
+
+
+async def test_a_worker_has_no_network_device_and_no_address_another_worker_could_reach(
+    database_url: str, network: str, worker_image: str, docker_client: docker.DockerClient
+) -> None:
+    settings = docker_settings(database_url, network)
+    values = {"addresses": WORKER_ADDRESSES, "port": PAIR_PORT}
+    async with shell_tower(settings) as client:
+        listener = await submit(client, python_script(LISTENER % values))
+        container_id = await running_container(database_url, listener, docker_client)
+        listening = await _logged_json(docker_client, container_id, "listening")
+
+        targets = json.dumps(listening["addresses"])
+        probe = PROBER % {**values, "timeout": CONNECT_TIMEOUT, "targets": targets}
+        report = last_json_line(await run_job(client, python_script(probe)))
+
+        assert (await client.delete(f"/jobs/{listener}")).status_code == 200
+        await wait_terminal(client, listener)
+    assert listening["devices"] == ["lo"] and listening["addresses"] == [], listening
+    assert report["devices"] == ["lo"] and report["addresses"] == [], report
+    # Its own loopback is the prober's, not the listener's: nothing listens there.
+    assert report["attempts"] == {"127.0.0.1": "ECONNREFUSED"}, report
+
+
+async def _logged_json(client: docker.DockerClient, container_id: str, key: str) -> Any:
+    """The first JSON line with `key` the worker's engine printed (its container's logs)."""
+
+    async def found() -> dict[str, Any] | None:
+        logs = await asyncio.to_thread(lambda: client.containers.get(container_id).logs())
+        for line in logs.decode(errors="replace").splitlines():
+            if line.startswith("{") and key in (parsed := json.loads(line)):
+                return dict(parsed)
+        return None
+
+    return await poll_until(found, f"{key!r} in the logs of {container_id[:12]}")
 
 
 async def _wait_for_log_line(client: docker.DockerClient, container_id: str, line: str) -> None:

@@ -122,13 +122,14 @@ async def _every_replica_runs_jobs(
     assert ran_by == set(replicas), [describe(r) for r in records]
 
 
-# A worker's view of the gateway: its health, and a provider call with a token no job
-# holds. 401 means the gateway asked a tower over the compose network and heard no (it
+# A worker's view of the gateway (through its loopback forwarder to the gateway's socket,
+# protocol.WORKER_GATEWAY_URL): its health, and a provider call with a token no job holds.
+# 401 means the gateway asked a tower over the compose network and heard no (it
 # says 503 when it cannot ask).
 GATEWAY_PROBE = """\
 import json, urllib.error, urllib.request
 def status(path, headers):
-    request = urllib.request.Request("http://parpaing-gateway:8080" + path, headers=headers)
+    request = urllib.request.Request("http://127.0.0.1:4480" + path, headers=headers)
     try:
         return urllib.request.urlopen(request, timeout=20).status
     except urllib.error.HTTPError as error:

@@ -8,10 +8,9 @@ tests. Every object made here carries the label TEST_LABEL and is removed by it.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import io
 import json
-import socket
 import subprocess
 import tarfile
 import uuid
@@ -23,14 +22,13 @@ import docker
 import pytest
 
 from tests.support import workers
-from tower.db.pool import create_pool
 from tower.execution import protocol
 from tower.execution.docker import containers, hardening
-from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.network import (
-    INHIBIT_IPV4,
-    ensure_worker_network,
-    ensure_worker_network_once,
+    OLD_BRIDGE_OPTION,
+    SOCKET_VOLUME_OPTIONS,
+    ensure_socket_volume,
+    retire_worker_network,
 )
 from tower.execution.slots import ContainerShape
 from tower.settings import Settings
@@ -96,10 +94,17 @@ def no_python_image(
 
 @pytest.fixture(scope="module")
 def network(docker_client: docker.DockerClient) -> Iterator[str]:
+    """This module's WORKER_NET (a name: workers have no network) and its socket volume."""
     name = f"parpaing-test-net-{RUN}"
-    ensure_worker_network(docker_client, name, LABELS)
+    ensure_socket_volume(docker_client, _socket_volume(name))
     yield name
     _remove_labelled(docker_client)
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        docker_client.api.remove_volume(_socket_volume(name), force=True)
+
+
+def _socket_volume(network: str) -> str:
+    return f"{network}-socket"
 
 
 def _remove_labelled(client: docker.DockerClient) -> None:
@@ -113,7 +118,13 @@ def _remove_labelled(client: docker.DockerClient) -> None:
 
 
 def _settings(network: str, **overrides: Any) -> Settings:
-    return Settings(worker_net=network, worker_mem_limit="256m", worker_cpu_limit=0.5, **overrides)
+    return Settings(
+        worker_net=network,
+        gateway_socket_volume=_socket_volume(network),
+        worker_mem_limit="256m",
+        worker_cpu_limit=0.5,
+        **overrides,
+    )
 
 
 def _shape(settings: Settings, image: str) -> ContainerShape:
@@ -189,13 +200,15 @@ def test_worker_comes_up_ready_with_every_hardening_option(
     assert host["Memory"] == host["MemorySwap"] == 256 * 1024 * 1024
     assert host["NanoCpus"] == 500_000_000
     assert host["Init"] is True
-    assert host["NetworkMode"] == network
+    assert host["NetworkMode"] == "none"
     assert not host["PortBindings"]
     assert set(host["Tmpfs"]) == {"/tmp", "/home/worker", "/workspace"}
     assert all("nosuid" in o and "nodev" in o for o in host["Tmpfs"].values())
     assert "size=64m" in host["Tmpfs"]["/tmp"]
     assert info["Config"]["Labels"][hardening.SLOT_LABEL] == slot
-    assert docker_client.api.inspect_network(network)["Internal"] is True
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    gateway = mounts[protocol.GATEWAY_SOCKET_DIR]
+    assert (gateway["Name"], gateway["RW"]) == (_socket_volume(network), False)
 
     _, out = _exec(
         docker_client,
@@ -239,7 +252,7 @@ def test_config_hash_follows_every_shape_field(stand_in_image: str, network: str
             ("cpus", 1.5),
             ("pids_limit", 64),
             ("runtime", "crun"),
-            ("network", "elsewhere"),
+            ("gateway_socket", "elsewhere"),
         ]
     ]
     hashes = {hardening.config_hash(shape) for shape in [base, *variants]}
@@ -347,66 +360,92 @@ def test_remove_by_slot_finds_the_container_without_its_id(
     assert _leftovers(docker_client, slot) == []
 
 
-# --- the workers network ----------------------------------------------------------------
+# --- no network: the gateway's socket ------------------------------------------------------
+
+# Stands in for the gateway's nginx: www-data, the socket volume read-write, a socket
+# made 0666 (as nginx makes its own) that answers every connection with a word.
+SOCKET_SERVER = (
+    "import os, socket\n"
+    "s = socket.socket(socket.AF_UNIX); s.bind('/run/parpaing-gateway/gateway.sock')\n"
+    "os.chmod('/run/parpaing-gateway/gateway.sock', 0o666); s.listen()\n"
+    "print('listening', flush=True)\n"
+    "while True:\n c, _ = s.accept(); c.sendall(b'gateway'); c.close()\n"
+)
 
 
-def test_network_is_internal_and_the_host_has_no_address_on_it(
+def test_a_worker_has_only_loopback_and_the_gateway_socket_read_only(
     docker_client: docker.DockerClient, stand_in_image: str, network: str
 ) -> None:
-    details = docker_client.api.inspect_network(network)
-    assert details["Internal"] is True
-    assert details["Options"][INHIBIT_IPV4] == "true"
-    bridge = f"br-{details['Id'][:12]}"
-    shown = subprocess.run(
-        ["ip", "-4", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True
+    volume = _socket_volume(network)
+    server = docker_client.containers.run(
+        stand_in_image,
+        ["python3", "-c", SOCKET_SERVER],
+        user="33:33",
+        network_mode="none",
+        volumes={volume: {"bind": protocol.GATEWAY_SOCKET_DIR, "mode": "rw"}},
+        labels=LABELS,
+        detach=True,
     )
-    assert shown.returncode == 0, shown.stderr
-    assert "inet " not in shown.stdout
-
-    # A listener on every host address; a worker must not reach it via the bridge's
-    # would-be gateway (the attempt starts inside the worker; the host has no address there).
-    listener = socket.create_server(("0.0.0.0", 0))
-    port = listener.getsockname()[1]
-    gateway = details["IPAM"]["Config"][0]["Gateway"]
     settings = _settings(network)
     slot = _slot()
     container_id = containers.create_worker(
         docker_client, _shape(settings, stand_in_image), settings, slot, LABELS
     )
     try:
+        for line in server.logs(stream=True, follow=True):
+            if b"listening" in line:
+                break
         probe = (
-            "import socket\n"
-            f"try:\n socket.create_connection(('{gateway}', {port}), timeout=2); print('reached')\n"
-            "except OSError as e:\n print('blocked', e)\n"
+            "import os, socket\n"
+            "print(sorted(os.listdir('/sys/class/net')))\n"
+            "s = socket.socket(socket.AF_UNIX); s.connect('/run/parpaing-gateway/gateway.sock')\n"
+            "print(s.recv(16).decode())\n"
+            "try:\n open('/run/parpaing-gateway/x', 'w'); print('wrote')\n"
+            "except OSError as e:\n print('refused', e.errno)\n"
         )
-        _, out = _exec(docker_client, container_id, probe, shell="python")
-        assert out.startswith("blocked"), out
+        code, out = _exec(docker_client, container_id, probe, shell="python")
+        assert code == 0, out
+        assert out.splitlines() == ["['lo']", "gateway", "refused 30"], out  # 30: EROFS
     finally:
-        listener.close()
+        server.remove(force=True)
         containers.remove_worker(docker_client, container_id, slot)
 
 
-async def test_replicas_racing_to_make_the_network_converge_on_one(
-    docker_client: docker.DockerClient, database_url: str
+def test_the_socket_volume_is_made_once_as_a_tmpfs_of_the_gateway_user(
+    docker_client: docker.DockerClient,
 ) -> None:
-    # Four "replicas": each its own database pool and Docker calls, all at once.
-    name = f"parpaing-test-race-{RUN}"
-    pools = [await create_pool(database_url, 2) for _ in range(4)]
-    clients = [await DockerCalls.open(1) for _ in range(4)]
+    name = f"parpaing-test-socket-{RUN}"
     try:
-        ids = await asyncio.gather(
-            *(
-                ensure_worker_network_once(db, c, name, LABELS)
-                for db, c in zip(pools, clients, strict=True)
-            )
-        )
-        assert len(set(ids)) == 1
-        assert len(docker_client.networks.list(names=[name])) == 1
-        assert ensure_worker_network(docker_client, name) == ids[0]
+        ensure_socket_volume(docker_client, name)
+        ensure_socket_volume(docker_client, name)  # there already: kept as it is
+        details = docker_client.api.inspect_volume(name)
+        assert details["Options"] == SOCKET_VOLUME_OPTIONS
     finally:
-        for db in pools:
-            await db.close()
-        for client in clients:
-            await client.close()
-        for net in docker_client.networks.list(names=[name]):
-            net.remove()
+        docker_client.api.remove_volume(name, force=True)
+
+
+def test_the_old_workers_bridge_is_removed_once_nothing_is_on_it(
+    docker_client: docker.DockerClient, stand_in_image: str
+) -> None:
+    name = f"parpaing-test-oldnet-{RUN}"
+    options = {OLD_BRIDGE_OPTION: "true"}
+    docker_client.api.create_network(name, driver="bridge", internal=True, options=options)
+    other = f"parpaing-test-notours-{RUN}"
+    docker_client.api.create_network(other, driver="bridge")  # not a workers' bridge
+    old_worker = docker_client.containers.run(
+        stand_in_image, ["sleep", "300"], network=name, labels=LABELS, detach=True
+    )
+    try:
+        assert retire_worker_network(docker_client, name) is False  # an old worker is on it
+        assert docker_client.networks.list(names=[name])
+        old_worker.remove(force=True)
+        assert retire_worker_network(docker_client, name) is True
+        assert not [n for n in docker_client.networks.list(names=[name]) if n.name == name]
+        assert retire_worker_network(docker_client, other) is False
+        assert [n for n in docker_client.networks.list(names=[other]) if n.name == other]
+    finally:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            old_worker.remove(force=True)
+        for leftover in (name, other):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                docker_client.api.remove_network(leftover)

@@ -26,6 +26,7 @@ from tests.e2e.support import (
     isolated_network,
     poll_until,
     register_shell,
+    socket_volume_name,
     submit,
     wait_terminal,
     worker_containers,
@@ -54,6 +55,7 @@ async def towers(
     settings = {
         "tower_runner": "docker",
         "worker_net": network,
+        "gateway_socket_volume": socket_volume_name(network),
         "worker_image": WORKER_IMAGE,
         "pool_size": 0,
         "poll_interval": 0.2,

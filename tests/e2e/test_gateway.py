@@ -3,7 +3,8 @@ that tower about tokens over the Unix socket, in front of a recording upstream.
 
 Requests come from this host to the gateway's address on the test's egress network (the
 jobs whose tokens they carry are rows the test put in the running state), or from a real
-worker container on the workers network, which reaches the gateway by its name.
+worker container, which has no network and reaches the gateway through its socket volume
+(the worker's loopback forwarder, protocol.WORKER_GATEWAY_URL).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from functools import partial
 import docker
 import httpx
 import pytest
-from docker.errors import APIError, NotFound
 from pydantic import SecretStr
 
 from tests.e2e.gateway import (
@@ -47,11 +47,12 @@ from tests.e2e.support import (
 )
 from tower.db.embedded import free_port
 from tower.db.pool import create_pool
+from tower.execution import protocol
 from tower.gateway import tokens
 from tower.gateway.container import (
     HASH_LABEL,
+    SOCKET_MOUNT,
     GatewayFailure,
-    attach_gateway,
     container_options,
     ensure_gateway,
     gateway_spec,
@@ -310,7 +311,7 @@ async def test_a_worker_calls_through_the_gateway_only_and_never_holds_the_key(
         record = await run_job(r.tower, python_script(source))
         report = last_json_line(record)
 
-        assert report["base"] == f"{names.url}/anthropic"
+        assert report["base"] == f"{protocol.WORKER_GATEWAY_URL}/anthropic"
         assert report["through_gateway"] == 200
         assert report["upstream_directly"] is False
         assert report["real_key_in_env"] is False
@@ -350,8 +351,7 @@ def test_the_gateway_container_is_kept_when_unchanged_and_replaced_when_changed(
     docker_client: docker.DockerClient,
 ) -> None:
     settings = gateway_settings("", network, names, gateway_image, "http://upstream.invalid")
-    docker_client.networks.create(network, driver="bridge", internal=True)
-    ensure = partial(ensure_gateway, docker_client, worker_net=network, say=lambda _: None)
+    ensure = partial(ensure_gateway, docker_client, say=lambda _: None)
     first = ensure(settings)
     assert ensure(settings) == first
     rotated = settings.model_copy(update={"anthropic_api_key": SecretStr("sk-ant-rotated")})
@@ -361,16 +361,18 @@ def test_the_gateway_container_is_kept_when_unchanged_and_replaced_when_changed(
     assert container.status == "running"
     assert "ANTHROPIC_API_KEY=sk-ant-rotated" in container.attrs["Config"]["Env"]
     assert container.labels[HASH_LABEL]
-    attached = container.attrs["NetworkSettings"]["Networks"]
-    assert names.container in attached[network]["Aliases"]
-    assert set(attached) == {names.egress_net, network}
+    # Only its way out is a network; workers come through the socket volume.
+    assert set(container.attrs["NetworkSettings"]["Networks"]) == {names.egress_net}
+    mounts = {m.get("Name"): m for m in container.attrs["Mounts"]}
+    assert mounts[names.socket_volume]["Destination"] == "/run/parpaing-gateway"
+    assert mounts[names.socket_volume]["RW"] is True
 
 
 # --- the gateway is a worker's only peer, and no way out ---------------------------------------
 
 ESCAPE_PROBE = """
 import json, socket, urllib.request, urllib.error
-gateway_host = __GATEWAY_HOST__
+gateway_host, gateway_port = __GATEWAY__
 def connect(host, port):
     try:
         socket.create_connection((host, port), timeout=2).close()
@@ -378,7 +380,8 @@ def connect(host, port):
     except OSError as error:
         return type(error).__name__
 def status(path, headers=None):
-    request = urllib.request.Request(f"http://{gateway_host}:8080{path}", headers=headers or {})
+    url = f"http://{gateway_host}:{gateway_port}{path}"
+    request = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status
@@ -386,11 +389,11 @@ def status(path, headers=None):
         return error.code
 def raw_status(request_line):
     # A request line as written, which urllib would normalise.
-    with socket.create_connection((gateway_host, 8080), timeout=10) as conn:
+    with socket.create_connection((gateway_host, gateway_port), timeout=10) as conn:
         conn.sendall(request_line.encode() + b"\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
         return int(conn.recv(64).split()[1])
 print(json.dumps({
-    "gateway": connect(gateway_host, 8080),
+    "gateway": connect(gateway_host, gateway_port),
     "health": status("/health"),
     "others": {f"{h}:{p}": connect(h, p) for h, p in __TARGETS__},
     "auth_endpoint": status("/_parpaing_auth"),
@@ -417,10 +420,11 @@ async def test_from_a_worker_the_gateway_is_the_only_peer_and_no_way_out(
         targets = [
             (upstream_host, int(upstream_port)),  # the provider, seen from the gateway
             (gateway_egress, 8080),  # the gateway's other leg
+            (names.container, 8080),  # the gateway by name, as workers once reached it
             ("203.0.113.7", 443),  # a public-looking address (RFC 5737)
         ]
         source = (
-            ESCAPE_PROBE.replace("__GATEWAY_HOST__", repr(names.container))
+            ESCAPE_PROBE.replace("__GATEWAY__", repr(("127.0.0.1", protocol.GATEWAY_PORT)))
             .replace("__TARGETS__", repr(targets))
             .replace("__UPSTREAM__", r.upstream)
         )
@@ -444,36 +448,10 @@ def test_a_bad_setting_fails_the_start_naming_the_variable_not_its_value(
     settings = gateway_settings(
         "", network, names, gateway_image, "http://upstream.invalid", anthropic_api_key=bad
     )
-    docker_client.networks.create(network, driver="bridge", internal=True)
     with pytest.raises(GatewayFailure) as failure:
-        ensure_gateway(docker_client, settings, network, say=lambda _: None)
+        ensure_gateway(docker_client, settings, say=lambda _: None)
     assert "ANTHROPIC_API_KEY is not valid" in failure.value.message
     assert bad not in failure.value.message
-
-
-def test_an_unmanaged_tower_attaches_only_the_gateway_it_is_told_to(
-    names: GatewayNames, network: str, gateway_image: str, docker_client: docker.DockerClient
-) -> None:
-    # A gateway run by someone else (compose), here one made by the managed path.
-    managed = gateway_settings("", network, names, gateway_image, "http://upstream.invalid")
-    docker_client.networks.create(network, driver="bridge", internal=True)
-    ensure_gateway(docker_client, managed, network, say=lambda _: None)
-    other = f"{network}-b"
-    docker_client.networks.create(other, driver="bridge", internal=True)
-    try:
-        unnamed = managed.model_copy(update={"gateway_managed": False})
-        assert attach_gateway(docker_client, unnamed, other) == ""
-        named = unnamed.model_copy(update={"gateway_container": names.container})
-        attached_id = attach_gateway(docker_client, named, other)
-        assert attach_gateway(docker_client, named, other) == attached_id  # idempotent
-        container = docker_client.containers.get(attached_id)
-        networks = container.attrs["NetworkSettings"]["Networks"]
-        assert names.container in networks[other]["Aliases"]
-    finally:
-        with contextlib.suppress(NotFound, APIError):
-            docker_client.containers.get(names.container).remove(force=True)
-        with contextlib.suppress(NotFound, APIError):
-            docker_client.networks.get(other).remove()
 
 
 async def test_compose_style_the_gateway_asks_tower_over_tcp(
@@ -494,7 +472,13 @@ async def test_compose_style_the_gateway_asks_tower_over_tcp(
             )
             options = container_options(spec)
             options["environment"]["TOWER_AUTH_URL"] = f"http://{host}:{port}/gateway/auth"
-            del options["volumes"]  # no socket to mount: tower is reached over TCP
+            # No auth socket to mount: tower is reached over TCP. The workers' socket
+            # volume stays, as in compose.
+            options["volumes"] = {
+                source: mount
+                for source, mount in options["volumes"].items()
+                if mount["bind"] != SOCKET_MOUNT
+            }
             await asyncio.to_thread(docker_client.containers.run, **options)
             base = await asyncio.to_thread(gateway_address, docker_client, names)
             async with httpx.AsyncClient(base_url=base, timeout=30) as gateway:

@@ -21,7 +21,6 @@ from tower.db.pool import Pool, create_pool
 from tower.execution.docker import containers
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.hardening import bundle_volume_name, shape_from_settings
-from tower.execution.docker.network import ensure_worker_network
 from tower.execution.pool import queries as pool_queries
 from tower.execution.pool.reconcile import Reconciled
 from tower.execution.pool.warm import POOL_LABEL, WarmPool, new_slot_id, pool_scope
@@ -40,15 +39,13 @@ PoolFactory = Callable[..., Awaitable[WarmPool]]
 
 @pytest.fixture
 def worker_net(docker_client: docker.DockerClient) -> Iterator[str]:
-    """A workers network of this test's own; everything labelled with it goes afterwards.
-    Created here, once, so replicas started together do not race to create it."""
+    """A WORKER_NET (pool scope) of this test's own, and its gateway socket volume;
+    everything labelled with it goes afterwards, and the volume after that."""
     name = f"parpaing-test-pool-{uuid.uuid4().hex[:10]}"
-    ensure_worker_network(docker_client, name)
     yield name
     _remove_labelled(docker_client, name)
-    for network in docker_client.api.networks(names=[name]):
-        with contextlib.suppress(NotFound):
-            docker_client.api.remove_network(network["Id"])
+    with contextlib.suppress(NotFound):
+        docker_client.api.remove_volume(f"{name}-socket", force=True)
 
 
 def _remove_labelled(client: docker.DockerClient, net: str) -> None:
@@ -94,6 +91,7 @@ def pool_settings(image: str, net: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "worker_image": image,
         "worker_net": net,
+        "gateway_socket_volume": f"{net}-socket",
         "pool_size": 2,
         # Tests run reconcile passes themselves; the loop only runs its start-up pass.
         "pool_check_interval": 3600,

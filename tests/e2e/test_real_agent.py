@@ -2,7 +2,7 @@
 gateway started by a real tower, against the scripted fake LLM (tests/support/fake_llm.py).
 
 The fake listens on this host's address on the test's own egress network, so only the
-gateway can reach it (workers cannot: their network's only peer is the gateway) and nothing
+gateway can reach it (workers cannot: they have no network, only the gateway's socket) and nothing
 leaves this host. The gateway holds the "real" key; the fake checks it arrived on every call.
 """
 

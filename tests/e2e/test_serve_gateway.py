@@ -63,6 +63,7 @@ def test_serve_builds_starts_keeps_and_replaces_the_gateway(
         GATEWAY_IMAGE=fresh_tag,
         GATEWAY_EGRESS_NET=names.egress_net,
         GATEWAY_AUTH_SOCKET=f"{names.socket_dir}/auth.sock",
+        GATEWAY_SOCKET_VOLUME=names.socket_volume,
         ANTHROPIC_API_KEY="sk-ant-first",
     )
     with serve(tmp_path, env) as first:
@@ -73,7 +74,9 @@ def test_serve_builds_starts_keeps_and_replaces_the_gateway(
     assert health["checks"]["gateway"] == "ok", health
     created = docker_client.containers.get(names.container)
     assert created.status == "running"  # it outlives serve: workers of the next start use it
-    assert network in created.attrs["NetworkSettings"]["Networks"]
+    # Workers reach it through its socket volume; its only network is its way out.
+    assert set(created.attrs["NetworkSettings"]["Networks"]) == {names.egress_net}
+    assert names.socket_volume in {m.get("Name") for m in created.attrs["Mounts"]}
     doctor = subprocess.run(
         [*PARPAING, "doctor"], env=env, capture_output=True, text=True, timeout=120, check=False
     )

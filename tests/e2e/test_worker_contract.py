@@ -59,7 +59,9 @@ def start_worker(client: docker.DockerClient, image: str, labels: dict[str, str]
         driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=64m,uid=1000,gid=1000"},
         labels=labels,
     )
-    shape = ContainerShape(image, "512m", 1.0, 256, "", "none")
+    # The gateway's socket volume: empty here (no gateway), made with this test's labels.
+    socket_volume = client.volumes.create(name=f"parpaing-test-socket-{slot_id}", labels=labels)
+    shape = ContainerShape(image, "512m", 1.0, 256, "", str(socket_volume.name))
     settings = Settings(worker_tmp_size="64m", worker_workspace_size="64m")
     options = container_options(shape, settings, slot_id, str(volume.name))
     options |= {"labels": labels, "name": f"parpaing-test-worker-{slot_id}"}

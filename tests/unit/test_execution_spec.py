@@ -186,8 +186,9 @@ def test_no_claude_md_without_a_template() -> None:
 
 
 def test_env_carries_the_gateway_and_the_job_token_never_a_provider_key() -> None:
+    # The worker's loopback forwarder to the gateway's socket, wherever tower finds it.
     job = spec(settings=Settings(gateway_url="http://gateway.test:8080"))
-    assert job.env["ANTHROPIC_BASE_URL"] == "http://gateway.test:8080/anthropic"
+    assert job.env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4480/anthropic"
     assert job.env["ANTHROPIC_API_KEY"] == TOKEN
 
 
@@ -223,16 +224,16 @@ def test_settings_apply_when_the_profile_sets_no_resources() -> None:
         worker_timeout_seconds=77,
         worker_pids_limit=128,
         worker_runtime="crun",
-        worker_net="jobs-net",
+        gateway_socket_volume="gw-socket",
         worker_image="worker:test",
     )
     job = spec(profile_=Profile(name="bare"), templates={}, settings=settings)
     shape = job.shape
     assert (shape.memory, shape.cpus, job.timeout_seconds) == ("3g", 1.5, 77)
-    assert (shape.pids_limit, shape.runtime, shape.network, shape.image) == (
+    assert (shape.pids_limit, shape.runtime, shape.gateway_socket, shape.image) == (
         128,
         "crun",
-        "jobs-net",
+        "gw-socket",
         "worker:test",
     )
 

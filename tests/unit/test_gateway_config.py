@@ -158,3 +158,14 @@ def test_the_renderer_uses_the_containers_resolver_by_default(tmp_path: Path) ->
         return
     expected = f"[{nameservers[0]}]" if ":" in nameservers[0] else nameservers[0]
     assert f"resolver {expected} valid=30s;" in done.stdout
+
+
+def test_without_a_writable_socket_directory_workers_get_no_socket_and_it_says_so() -> None:
+    # On this host nothing is mounted at the workers' socket directory, as in a gateway
+    # container started without its socket volume: TCP only, and a line saying why.
+    assert not Path("/run/parpaing-gateway").exists()
+    done = render()
+    assert done.returncode == 0, done.stderr
+    assert "listen 8080;" in done.stdout
+    assert "listen unix:" not in done.stdout
+    assert "workers cannot reach this gateway" in done.stderr

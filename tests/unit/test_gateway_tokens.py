@@ -51,7 +51,11 @@ def test_names_follow_the_gateway_url_and_the_socket_the_state_dir() -> None:
     assert str(gateway_auth_socket(plain)) == "/srv/state/gateway/auth.sock"
     custom = settings(gateway_url="http://gw-7:8080", gateway_auth_socket="/run/x/a.sock")
     spec = gateway_spec(custom, "sha256:abc")
-    assert (spec.name, spec.alias, spec.socket_dir) == ("gw-7", "gw-7", "/run/x")
+    assert (spec.name, spec.socket_dir, spec.workers_socket_volume) == (
+        "gw-7",
+        "/run/x",
+        "gw-7-socket",
+    )
     assert gateway_environment(custom)["TOWER_AUTH_URL"].startswith(
         "http://unix:/run/parpaing/a.sock:"
     )
@@ -74,7 +78,10 @@ def test_the_gateway_container_is_locked_down() -> None:
     assert options["read_only"] is True
     assert options["cap_drop"] == ["ALL"]
     assert options["security_opt"] == ["no-new-privileges"]
-    assert options["volumes"] == {"/srv/state/gateway": {"bind": "/run/parpaing", "mode": "ro"}}
+    assert options["volumes"] == {
+        "/srv/state/gateway": {"bind": "/run/parpaing", "mode": "ro"},
+        "parpaing-gateway-socket": {"bind": "/run/parpaing-gateway", "mode": "rw"},
+    }
     assert options["network"] == "parpaing-egress"
     assert "privileged" not in options and "user" not in options  # the image runs as www-data
 

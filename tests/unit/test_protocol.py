@@ -84,6 +84,7 @@ def test_the_image_holds_entry_script_worker_and_protocol_where_the_protocol_say
     assert Path(protocol.WORKER_PATH).parent == Path(protocol.WORKER_DIR)
     dockerfile = (WORKER_CONTEXT / "Dockerfile").read_text()
     names = {Path(protocol.ENTRYPOINT_PATH).name, Path(protocol.WORKER_PATH).name, "protocol.py"}
+    names.add("forwarder.py")  # worker.py imports it from beside itself
     copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     ours = [words for words in copies if words[-1] == f"{protocol.WORKER_DIR}/"]
     assert len(ours) == 1 and set(ours[0][:-1]) == names, copies
@@ -94,7 +95,11 @@ def test_tower_runs_the_entry_script_of_the_image() -> None:
     settings = Settings()
     options = container_options(shape_from_settings(settings), settings, "s1", "v1")
     assert options["command"] == ["sh", protocol.ENTRYPOINT_PATH]
-    assert options["volumes"] == {"v1": {"bind": protocol.BUNDLE_DIR, "mode": "rw"}}
+    assert options["volumes"] == {
+        "v1": {"bind": protocol.BUNDLE_DIR, "mode": "rw"},
+        "parpaing-gateway-socket": {"bind": protocol.GATEWAY_SOCKET_DIR, "mode": "ro"},
+    }
+    assert options["network_mode"] == "none" and "network" not in options
 
 
 def test_the_worker_build_context_gets_tower_s_protocol_beside_worker_py() -> None:

@@ -24,7 +24,7 @@ from tower.execution import bundle, protocol
 from tower.execution.bundle import StreamedBundle, WorkerOutput
 from tower.execution.docker import archive, containers, hardening
 from tower.execution.docker.client import DockerCalls
-from tower.execution.docker.network import ensure_worker_network_once
+from tower.execution.docker.network import retire_worker_network
 from tower.execution.docker.probe import ping_client
 from tower.execution.outcome import parse_outcome
 from tower.execution.pool.warm import WarmPool
@@ -275,10 +275,11 @@ async def start_docker_runner(
         log.error("%s; jobs will fail until tower restarts with Docker up", problem.message)
         return DockerDownRunner(problem.message)
     try:
-        await ensure_worker_network_once(pool, calls, settings.worker_net)
         if host is not None:
             await host.setup(calls)
         slots = await _slot_source(settings, pool, calls)
+        # The bridge workers of earlier versions sat on, once they are all gone.
+        await calls(retire_worker_network, settings.worker_net)
     except TowerError as problem:
         await calls.close()
         log.error("%s; jobs will fail until tower restarts", problem.message)

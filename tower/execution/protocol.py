@@ -32,6 +32,17 @@ WORKER_UID = 1000
 HOME_DIR = "/home/worker"
 WORKSPACE_DIR = "/workspace"
 
+# --- the way to the gateway --------------------------------------------------------------
+
+# A worker has no network device but loopback. The gateway's nginx listens on a Unix
+# socket in a volume mounted (read-only) at GATEWAY_SOCKET_DIR; the worker forwards
+# 127.0.0.1:GATEWAY_PORT to it (worker/forwarder.py), and engines are given
+# WORKER_GATEWAY_URL as their provider's base URL.
+GATEWAY_SOCKET_DIR = "/run/parpaing-gateway"
+GATEWAY_SOCKET = f"{GATEWAY_SOCKET_DIR}/gateway.sock"
+GATEWAY_PORT = 4480
+WORKER_GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
+
 # --- the bundle volume ------------------------------------------------------------------
 
 BUNDLE_DIR = "/bundle"

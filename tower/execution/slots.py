@@ -17,7 +17,8 @@ class ContainerShape:
     cpus: float
     pids_limit: int
     runtime: str
-    network: str
+    # The gateway's socket volume (settings.gateway_socket_volume): workers have no network.
+    gateway_socket: str
 
 
 @dataclass(frozen=True)

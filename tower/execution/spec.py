@@ -17,8 +17,9 @@ from typing import Any
 from tower.configs.models import Engine, OptionValue, Profile, Template
 from tower.configs.render import render_claude_md, render_prompt
 from tower.errors import Invalid
+from tower.execution import protocol
 from tower.execution.slots import ContainerShape
-from tower.settings import Settings, memory_bytes
+from tower.settings import Settings, gateway_socket_volume, memory_bytes
 
 log = logging.getLogger(__name__)
 WORKSPACE = "/workspace"
@@ -79,8 +80,10 @@ def build_spec(
     paths = {option: file.path for option, file in option_files.items()}
     return JobSpec(
         job_id=job_id,
-        argv=tuple(_command(engine, options, paths, settings.gateway_url)),
-        env=engine.environment(settings.gateway_url, job_token),
+        # Engines reach the gateway through the worker's loopback forwarder, wherever
+        # the gateway itself is (settings.gateway_url is where tower finds it).
+        argv=tuple(_command(engine, options, paths, protocol.WORKER_GATEWAY_URL)),
+        env=engine.environment(protocol.WORKER_GATEWAY_URL, job_token),
         cwd=WORKSPACE,
         files=files,
         stdin=PROMPT_PATH if engine.prompt.via == "stdin" else None,
@@ -121,7 +124,7 @@ def container_shape(profile: Profile, settings: Settings) -> ContainerShape:
         cpus=_job_cpus(profile, settings),
         pids_limit=settings.worker_pids_limit,
         runtime=settings.worker_runtime,
-        network=settings.worker_net,
+        gateway_socket=gateway_socket_volume(settings),
     )
 
 

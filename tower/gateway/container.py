@@ -1,18 +1,18 @@
-"""The gateway container: created, updated and networked by tower (all-in-one mode).
+"""The gateway container: created and updated by tower (all-in-one mode).
 
 `parpaing serve` builds the gateway image when it is missing (images.py); tower then
 makes sure one container of it runs with the configuration this tower holds:
-- its name is GATEWAY_CONTAINER, else GATEWAY_URL's host, which is also its alias on the
-  workers network, so workers find it at GATEWAY_URL and nowhere else;
+- its name is GATEWAY_CONTAINER, else GATEWAY_URL's host;
 - a label holds a digest of everything it was created with (image ID, environment,
   mounts, options): when that differs from what tower would create now (a rebuilt image,
   a new key), the container is replaced, otherwise it is left running;
-- it sits on an ordinary bridge network (GATEWAY_EGRESS_NET) to reach the providers,
-  and on the workers network (internal, the host not on it) to be reached by workers;
-- tower's token checks reach it through the Unix socket's directory, mounted read-only.
+- it sits on an ordinary bridge network (GATEWAY_EGRESS_NET) to reach the providers;
+- workers, which have no network, reach it through a Unix socket its nginx makes in the
+  socket volume (GATEWAY_SOCKET_VOLUME), mounted read-write here and read-only in them;
+- tower's token checks reach it through the auth socket's directory, mounted read-only.
 Replicas sharing a Docker host do this one at a time (a PostgreSQL advisory lock).
-Compose runs the gateway itself (GATEWAY_MANAGED=false); tower then only attaches the
-container named by GATEWAY_CONTAINER (when set) to the workers network, if it exists.
+Compose runs the gateway itself (GATEWAY_MANAGED=false), socket volume included; tower
+then has nothing to do for it.
 """
 
 from __future__ import annotations
@@ -38,8 +38,15 @@ from tower.errors import TowerError, one_line
 from tower.execution.docker import queries as docker_queries
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import DockerFailure
+from tower.execution.docker.network import ensure_socket_volume
 from tower.execution.docker.probe import Probe
-from tower.settings import Settings, gateway_auth_socket, gateway_container, gateway_host
+from tower.execution.protocol import GATEWAY_SOCKET_DIR
+from tower.settings import (
+    Settings,
+    gateway_auth_socket,
+    gateway_container,
+    gateway_socket_volume,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,8 @@ ROLE_LABEL = "parpaing.role"
 GATEWAY_ROLE = "gateway"
 HASH_LABEL = "parpaing.config_hash"
 # Bump when the container options below change, so running gateways are replaced.
-GATEWAY_OPTIONS_VERSION = 1
+# 2: the workers' socket volume; off the workers' network (there is none any more).
+GATEWAY_OPTIONS_VERSION = 2
 PORT = 8080
 SOCKET_MOUNT = "/run/parpaing"
 HEALTH_TIMEOUT = 2.0
@@ -63,19 +71,19 @@ class GatewayFailure(DockerFailure):
 @dataclass(frozen=True)
 class GatewaySpec:
     name: str
-    alias: str
     image: str
     environment: Mapping[str, str]
     socket_dir: str
+    workers_socket_volume: str
     egress_net: str
 
     def digest(self) -> str:
         fields = {
             "name": self.name,
-            "alias": self.alias,
             "image": self.image,
             "environment": dict(sorted(self.environment.items())),
             "socket_dir": self.socket_dir,
+            "workers_socket_volume": self.workers_socket_volume,
             "egress_net": self.egress_net,
             "options": GATEWAY_OPTIONS_VERSION,
         }
@@ -106,17 +114,18 @@ def gateway_environment(settings: Settings) -> dict[str, str]:
 def gateway_spec(settings: Settings, image_id: str) -> GatewaySpec:
     return GatewaySpec(
         name=gateway_container(settings),
-        alias=gateway_host(settings),
         image=image_id,
         environment=gateway_environment(settings),
         socket_dir=str(gateway_auth_socket(settings).parent),
+        workers_socket_volume=gateway_socket_volume(settings),
         egress_net=settings.gateway_egress_net,
     )
 
 
 def container_options(spec: GatewaySpec) -> dict[str, Any]:
     """Keyword arguments for containers.create: nginx as www-data, nothing writable but
-    /tmp, no capabilities, and only the socket's directory from the host."""
+    /tmp and the workers' socket volume, no capabilities, and only the auth socket's
+    directory from the host."""
     return {
         "image": spec.image,
         "name": spec.name,
@@ -130,7 +139,10 @@ def container_options(spec: GatewaySpec) -> dict[str, Any]:
         "mem_limit": "512m",
         "init": True,
         "restart_policy": {"Name": "unless-stopped"},
-        "volumes": {spec.socket_dir: {"bind": SOCKET_MOUNT, "mode": "ro"}},
+        "volumes": {
+            spec.socket_dir: {"bind": SOCKET_MOUNT, "mode": "ro"},
+            spec.workers_socket_volume: {"bind": GATEWAY_SOCKET_DIR, "mode": "rw"},
+        },
         "network": spec.egress_net,
         "detach": True,
     }
@@ -147,10 +159,12 @@ class GatewayHost:
     settings: Settings
 
     async def setup(self, calls: DockerCalls) -> None:
-        """Run (all-in-one) or attach (compose) the gateway. Without it jobs still run,
+        """Run the gateway (all-in-one; compose runs its own). Without it jobs still run,
         but their engines cannot reach a provider: that is reported (log, /health)."""
+        if not self.settings.gateway_managed:
+            return
         try:
-            await ensure_gateway_once(self.db, calls, self.settings, self.settings.worker_net)
+            await ensure_gateway_once(self.db, calls, self.settings)
         except TowerError as problem:
             log.error("%s; agents cannot reach a provider until this is fixed", problem.message)
 
@@ -158,34 +172,28 @@ class GatewayHost:
         return probe_gateway(self.settings, HEALTH_TIMEOUT, client)
 
 
-async def ensure_gateway_once(
-    db: Pool, calls: DockerCalls, settings: Settings, worker_net: str
-) -> str:
-    """ensure_gateway (or, unmanaged, attach_gateway) one replica at a time."""
+async def ensure_gateway_once(db: Pool, calls: DockerCalls, settings: Settings) -> str:
+    """ensure_gateway, one replica at a time."""
     async with db.acquire() as connection:
         key = f"gateway:{gateway_container(settings)}"
         await connection.execute(docker_queries.NETWORK_LOCK, key)
         try:
-            if settings.gateway_managed:
-                return await calls(ensure_gateway, settings, worker_net)
-            return await calls(attach_gateway, settings, worker_net)
+            return await calls(ensure_gateway, settings)
         finally:
             await connection.execute(docker_queries.NETWORK_UNLOCK, key)
 
 
-def ensure_gateway(
-    client: docker.DockerClient, settings: Settings, worker_net: str, say: Say = log.info
-) -> str:
-    """The running gateway container's id, created or replaced as needed, on both networks."""
+def ensure_gateway(client: docker.DockerClient, settings: Settings, say: Say = log.info) -> str:
+    """The running gateway container's id, created or replaced as needed."""
     try:
         image_id = str(client.images.get(settings.gateway_image).id)
         spec = gateway_spec(settings, image_id)
         ensure_egress_network(client, spec.egress_net)
+        ensure_socket_volume(client, spec.workers_socket_volume)
         container = _current(client, spec, say)
         if container is None:
             container = _create(client, spec, say)
             _wait_ready(container, settings, say)
-        _join(client, container, worker_net, spec.alias)
         return str(container.id)
     except ImageNotFound as exc:
         raise GatewayFailure(
@@ -194,23 +202,6 @@ def ensure_gateway(
         ) from exc
     except (DockerException, requests.RequestException) as exc:
         raise GatewayFailure(f"gateway container: {one_line(exc)}") from exc
-
-
-def attach_gateway(client: docker.DockerClient, settings: Settings, worker_net: str) -> str:
-    """Unmanaged gateway: put the container GATEWAY_CONTAINER names on the workers network.
-    Only when named: a tower must not pull some other gateway into its network by chance."""
-    name = settings.gateway_container
-    if not name:
-        return ""
-    try:
-        container = client.containers.get(name)
-        _join(client, container, worker_net, gateway_host(settings))
-        return str(container.id)
-    except NotFound:
-        log.warning("no gateway container %r to attach to %s", name, worker_net)
-        return ""
-    except (DockerException, requests.RequestException) as exc:
-        raise GatewayFailure(f"gateway container {name}: {one_line(exc)}") from exc
 
 
 def ensure_egress_network(client: docker.DockerClient, name: str) -> None:
@@ -272,22 +263,6 @@ def _wait_ready(container: Container, settings: Settings, say: Say) -> None:
                 f"{' | '.join(tail.splitlines()) or result.detail}"
             )
         time.sleep(0.1)
-
-
-def _join(client: docker.DockerClient, container: Container, network: str, alias: str) -> None:
-    """Attach the container to `network` under `alias`, unless it already is."""
-    container.reload()
-    attached = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
-    if network in attached and alias in (attached[network].get("Aliases") or []):
-        return
-    if network in attached:
-        client.api.disconnect_container_from_network(container.id, network)
-    try:
-        client.api.connect_container_to_network(container.id, network, aliases=[alias])
-    except APIError as exc:
-        # Another replica connected it between our look and our call.
-        if exc.status_code not in (403, 409) or "already exists" not in str(exc):
-            raise
 
 
 # --- health -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 from tower.execution import protocol
 from tower.execution.slots import ContainerShape
 from tower.execution.spec import bounded_cpus, bounded_memory
-from tower.settings import Settings, memory_bytes
+from tower.settings import Settings, gateway_socket_volume, memory_bytes
 
 WORKER_UID = protocol.WORKER_UID
 WORKER_USER = f"{WORKER_UID}:{WORKER_UID}"
@@ -26,7 +26,8 @@ WORKER_ROLE = "worker"
 # Bump when the options below change in a way that makes older warm containers unfit.
 # 3: the bundle comes on stdin (stdin_open), no longer put_archive + SIGUSR1.
 # 4: the entry script is a file of the image (worker/entrypoint.sh), no longer `sh -c`.
-HARDENING_VERSION = 4
+# 5: no network (network_mode none); the gateway through its socket volume, read-only.
+HARDENING_VERSION = 5
 
 # The worker runs under its image's entry script, which outlives it (it keeps the
 # container, and so the bundle volume's tmpfs, up until tower has collected /bundle/out),
@@ -62,7 +63,7 @@ def shape_from_settings(settings: Settings, image: str | None = None) -> Contain
         cpus=bounded_cpus(settings.worker_cpu_limit, settings, "WORKER_CPU_LIMIT"),
         pids_limit=int(settings.worker_pids_limit),
         runtime=settings.worker_runtime,
-        network=settings.worker_net,
+        gateway_socket=gateway_socket_volume(settings),
     )
 
 
@@ -97,7 +98,11 @@ def container_options(
         "user": WORKER_USER,
         "read_only": True,
         "tmpfs": _scratch_mounts(settings),
-        "volumes": {volume: {"bind": protocol.BUNDLE_DIR, "mode": "rw"}},
+        "volumes": {
+            volume: {"bind": protocol.BUNDLE_DIR, "mode": "rw"},
+            # The gateway's socket, a worker's only peer (docker/network.py).
+            shape.gateway_socket: {"bind": protocol.GATEWAY_SOCKET_DIR, "mode": "ro"},
+        },
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "pids_limit": shape.pids_limit,
@@ -106,7 +111,8 @@ def container_options(
         "mem_limit": shape.memory,
         "memswap_limit": shape.memory,
         "nano_cpus": round(shape.cpus * 1e9),
-        "network": shape.network,
+        # No device but loopback: nothing to reach, nothing to be reached at.
+        "network_mode": "none",
         # tini as PID 1 forwards SIGTERM to the worker's shell and reaps the engine's orphans.
         "init": True,
         "command": list(WORKER_COMMAND),

@@ -89,7 +89,7 @@ DELETE_SLOT = "DELETE FROM pool_slots WHERE slot_id = $1"
 # Presence: every replica with a running pool on a Docker host holds this lock *shared*,
 # on a connection kept for the pool's lifetime. When a replica stops, it lets go and tries
 # the *exclusive* form: only the last replica on the host (for this deployment) gets it.
-# $1 is the host, $2 the pool's scope (its workers network).
+# $1 is the host, $2 the pool's scope (its WORKER_NET name).
 _PRESENCE_KEY = "hashtext('parpaing-presence:' || $1 || ':' || $2)"
 # A replica killed with its container (docker kill) sends no FIN: its backend, and the
 # shared lock with it, would outlive it by the kernel's two hours of TCP idle. Keepalive

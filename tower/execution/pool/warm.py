@@ -6,8 +6,8 @@ per-host lock, keep replicas from overshooting); it wakes on every take, not on 
 A reconcile loop (reconcile.py) runs at start and every POOL_CHECK_INTERVAL.
 
 A pool's containers carry `parpaing.pool=<WORKER_NET>`: deployments sharing a daemon
-must use distinct worker networks anyway (workers of one must not be peers of the
-other's), so the network name is what tells one deployment's workers from another's.
+use distinct WORKER_NET names (once their workers' bridges; workers have no network
+now), and that name is what tells one deployment's workers from another's.
 
 Stopping leaves ready containers running: the next start, or another replica, uses
 them, and the reconcile removes what nobody will. With POOL_DRAIN_ON_LAST_STOP, the
@@ -39,7 +39,7 @@ from tower.execution.docker.containers import (
     remove_worker,
 )
 from tower.execution.docker.hardening import bundle_volume_name, config_hash
-from tower.execution.docker.network import ensure_worker_network
+from tower.execution.docker.network import ensure_socket_volume
 from tower.execution.pool import queries as q
 from tower.execution.pool.reconcile import Reconciled, Reconciler
 from tower.execution.runner import ClaimedJob
@@ -105,7 +105,8 @@ class WarmPool:
     ) -> WarmPool:
         """A running pool: one reconcile pass done, the fill and reconcile loops started."""
         host = await calls(docker_host_id)
-        await calls(ensure_worker_network, settings.worker_net)
+        # Before any worker mounts it, or Docker would make a plain volume of that name.
+        await calls(ensure_socket_volume, default_shape.gateway_socket)
         pool = cls(settings, db, calls, default_shape, host)
         await pool._announce()
         await pool._reconcile_round()
