@@ -68,7 +68,7 @@ async def test_each_upload_is_streamed_into_its_own_private_file_in_order(
     job_id = await _job_with(db, (first, "data"), (second, ""))
     request = {"inputs": [{"upload": first}, {"upload": second}]}
 
-    staged = await staging.stage(pool, _claimed(job_id, request))
+    staged = await staging.stage(pool, _claimed(job_id, request), Settings())
     try:
         assert [(one.path, one.kind, one.filename, one.size) for one in staged.inputs] == [
             ("data", "file", "blob.bin", len(big)),
@@ -78,7 +78,7 @@ async def test_each_upload_is_streamed_into_its_own_private_file_in_order(
         assert staged.inputs[1].local.read_bytes() == b"small"
         assert all(one.local.stat().st_mode & 0o077 == 0 for one in staged.inputs)
     finally:
-        staging.discard(staged.inputs)
+        staged.discard()
     assert not any(one.local.exists() for one in staged.inputs)
 
 
@@ -96,8 +96,10 @@ async def test_a_large_upload_is_staged_without_being_held_in_memory(db: Any, po
     job_id = await _job_with(db, (upload, ""))
 
     async with RssWatch(os.getpid()) as rss:
-        staged = await staging.stage(pool, _claimed(job_id, {"inputs": [{"upload": upload}]}))
-    staging.discard(staged.inputs)
+        staged = await staging.stage(
+            pool, _claimed(job_id, {"inputs": [{"upload": upload}]}), settings
+        )
+    staged.discard()
 
     assert staged.size == size
     print(f"staging RSS +{rss.growth / MiB:.1f} MiB for a 150 MiB upload")

@@ -51,6 +51,8 @@ class ClaimedJob:
     gateway_token: str = field(default="", repr=False)
     # Its inputs, staged before the runner gets the job (tower/queue/dispatcher.py).
     inputs: tuple[WorkspaceInput, ...] = ()
+    # The commit tower cloned into /workspace (a repository job): what the diff is against.
+    workspace_commit: str | None = None
 
 
 @dataclass(frozen=True)

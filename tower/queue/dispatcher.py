@@ -196,22 +196,26 @@ class Dispatcher:
     # --- running ------------------------------------------------------------------
 
     async def _run(self, job: ClaimedJob, output: JobLog) -> RunOutcome:
-        """Stage the job's inputs, then run it; the staged files go when the run ends,
-        however it ends (cancellation included). A job without inputs goes straight on."""
+        """Stage the job's workspace (its repository, its inputs), then run it; what was
+        staged goes when the run ends, however it ends (cancellation included). A job
+        without inputs or a repository goes straight on."""
         if not staging.has_inputs(job):
             return await self._runner.run(job, output)
         try:
-            staged = await staging.stage(self._pool, job)
+            staged = await staging.stage(self._pool, job, self._settings)
         except Exception as error:
             log.warning("job %s: staging its inputs failed: %r", job.job_id, error)
             why = error.message if isinstance(error, TowerError) else one_line(error, 500)
-            message = f"the job's inputs could not be staged: {why}"
+            message = f"the job's workspace could not be staged: {why}"
             return RunOutcome(False, error=message, failure_reason="input")
         try:
             output.write("stderr", staged.summary().encode())
-            return await self._runner.run(dataclasses.replace(job, inputs=staged.inputs), output)
+            prepared = dataclasses.replace(
+                job, inputs=staged.inputs, workspace_commit=staged.commit
+            )
+            return await self._runner.run(prepared, output)
         finally:
-            staging.discard(staged.inputs)
+            staged.discard()
 
     async def _supervise(
         self, job: ClaimedJob, run: asyncio.Task[RunOutcome], output: JobLog

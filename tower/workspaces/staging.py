@@ -1,22 +1,29 @@
-"""Staging a claimed job's inputs: each upload it names is copied out of PostgreSQL into
-a private temporary file, a chunk at a time (never whole in memory), for the runner to
-carry into the worker's bundle. The caller removes the files once the run is over
-(`discard`), whatever way it ends."""
+"""Staging a claimed job's workspace on tower's side: its repository cloned (with the
+job's credential, which never leaves tower) and tarred as the workspace's root, then each
+upload it names copied out of PostgreSQL into a private temporary file, a chunk at a time
+(never whole in memory), for the runner to carry into the worker's bundle. The caller
+removes it all once the run is over (`Staged.discard`), whatever way it ends; the clone
+stays until then, for publishing the agent's changes from it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from tower.credentials import service as credentials
 from tower.db.pool import Pool
 from tower.errors import TowerError
 from tower.execution.runner import ClaimedJob, InputKind, WorkspaceInput
+from tower.settings import Settings, memory_bytes
 from tower.uploads import service as uploads
 from tower.workspaces import queries
+from tower.workspaces.git import GitLimits
+from tower.workspaces.repo import Cloned, RepoSource, clone
 
 
 class StagingFailed(TowerError):
@@ -27,37 +34,70 @@ class StagingFailed(TowerError):
 class Staged:
     inputs: tuple[WorkspaceInput, ...]
     seconds: float
+    # The job's repository, cloned (its tree is kept for publishing); None without one.
+    repo: Cloned | None = None
+    workdir: Path | None = None
 
     @property
     def size(self) -> int:
         return sum(staged.size for staged in self.inputs)
 
+    @property
+    def commit(self) -> str | None:
+        return self.repo.commit if self.repo else None
+
     def summary(self) -> str:
+        cloned = f"cloned {self.repo.git.url} at {self.repo.commit[:12]}; " if self.repo else ""
         return (
-            f"parpaing: staged {len(self.inputs)} input(s), {self.size} bytes,"
+            f"parpaing: {cloned}staged {len(self.inputs)} input(s), {self.size} bytes,"
             f" in {self.seconds:.2f} s\n"
         )
 
+    def discard(self) -> None:
+        discard(self.inputs)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
 
 def has_inputs(job: ClaimedJob) -> bool:
-    """Whether the job names inputs (its stored request says so: no query needed)."""
-    return bool(job.request.get("inputs"))
+    """Whether the job names inputs or a repository (its stored request says so)."""
+    return bool(job.request.get("inputs") or job.request.get("repo"))
 
 
-async def stage(pool: Pool, job: ClaimedJob) -> Staged:
-    """The job's inputs in temporary files, in the request's order. On any failure (or
-    cancellation) the files made so far are removed before the error goes on."""
+async def stage(pool: Pool, job: ClaimedJob, settings: Settings) -> Staged:
+    """The job's repository (tarred, first: it is the workspace's root) and its inputs in
+    temporary files, in the request's order. On any failure (or cancellation) what was
+    made so far is removed before the error goes on."""
     started = time.monotonic()
-    async with pool.acquire() as connection:
-        rows = await connection.fetch(queries.SELECT_JOB_INPUTS, job.job_id)
+    workdir = Path(tempfile.mkdtemp(prefix="parpaing-workspace-"))
     staged: list[WorkspaceInput] = []
     try:
+        repo = await _clone(pool, job, settings, workdir)
+        if repo is not None:
+            staged.append(WorkspaceInput("", "tar", None, repo.tar, repo.size))
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(queries.SELECT_JOB_INPUTS, job.job_id)
         for row in rows:
             staged.append(await _stage_one(pool, job, row))
     except BaseException:
-        discard(staged)
+        Staged(tuple(staged), 0.0, None, workdir).discard()
         raise
-    return Staged(tuple(staged), time.monotonic() - started)
+    return Staged(tuple(staged), time.monotonic() - started, repo, workdir)
+
+
+async def _clone(pool: Pool, job: ClaimedJob, settings: Settings, workdir: Path) -> Cloned | None:
+    request = job.request.get("repo")
+    if not request:
+        return None
+    name = request.get("credential")
+    secrets_key = settings.secrets_key.get_secret_value()
+    credential = await credentials.reveal(pool, secrets_key, name) if name else None
+    limits = GitLimits(
+        max_bytes=memory_bytes(settings.bundle_volume_size) or 0,
+        timeout_seconds=settings.repo_clone_timeout_seconds,
+        allow_private=settings.repo_allow_private,
+    )
+    return await clone(RepoSource(request["url"], request.get("ref")), credential, limits, workdir)
 
 
 async def _stage_one(pool: Pool, job: ClaimedJob, row: Any) -> WorkspaceInput:
