@@ -16,6 +16,8 @@ ECHOED: dict[str, Any] = {
     "max_turns": None,
     "max_budget_usd": None,
     "inputs": [],
+    "repo": None,
+    "output": None,
 }
 
 

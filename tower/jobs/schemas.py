@@ -10,18 +10,29 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from tower.db.ids import JOB_ID as JOB_ID
 from tower.db.ids import SAFE_ID as SAFE_ID
 from tower.db.statuses import JobStatus as JobStatus
-from tower.errors import Invalid
+from tower.errors import Invalid, TowerError
 from tower.uploads.archive import inside
 from tower.webhooks.schemas import WebhookDelivery
 from tower.webhooks.url import check_url_shape
+from tower.workspaces.publish import check_branch
+from tower.workspaces.repo import check_ref
 
 MODEL_NAME = r"^[A-Za-z0-9._:/@+-]{1,200}$"
 # Printable ASCII, so the key survives every proxy and log unchanged.
@@ -158,6 +169,52 @@ class JobInput(BaseModel):
     ] = ""
 
 
+REPO_URL_MAX = 2048
+PR_TITLE_MAX = 256
+PR_BODY_MAX = 65_536
+
+
+def _checked_by(check: Callable[[str], None]) -> AfterValidator:
+    """A workspace rule (it raises a TowerError) as a field validator (a 422 on the field)."""
+
+    def run(value: str) -> str:
+        try:
+            check(value)
+        except TowerError as error:
+            raise ValueError(error.message) from None
+        return value
+
+    return AfterValidator(run)
+
+
+class JobRepo(BaseModel):
+    """The repository tower clones as the workspace's root (with .git), before the agent
+    starts; `credential` names a stored one (POST /credentials)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, Field(max_length=REPO_URL_MAX), AfterValidator(check_url_shape)]
+    ref: Annotated[str, Field(max_length=200), _checked_by(check_ref)] | None = None
+    credential: SafeId | None = None
+
+
+class PullRequestSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[StorableText, Field(min_length=1, max_length=PR_TITLE_MAX)]
+    body: Annotated[StorableText, _at_most_bytes(PR_BODY_MAX)] = ""
+
+
+class JobOutput(BaseModel):
+    """What tower does with a repository job's changes: commit them on a new `branch`,
+    push it with the repository's credential, and open a pull request if asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branch: Annotated[str, Field(max_length=200), _checked_by(check_branch)]
+    pull_request: PullRequestSpec | None = None
+
+
 class JobRequest(BaseModel):
     """POST /jobs body. Unknown fields are refused, so a typo is an error, not a no-op."""
 
@@ -182,6 +239,16 @@ class JobRequest(BaseModel):
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
     max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
     inputs: Annotated[list[JobInput], Field(max_length=INPUTS_MAX)] = Field(default_factory=list)
+    repo: JobRepo | None = None
+    output: JobOutput | None = None
+
+    @model_validator(mode="after")
+    def _output_needs_a_repo(self) -> JobRequest:
+        if self.output is not None and self.repo is None:
+            raise ValueError("output needs repo: the branch is pushed to the job's repository")
+        if self.output and self.output.pull_request and not (self.repo and self.repo.credential):
+            raise ValueError("output.pull_request needs repo.credential (a github or gitlab one)")
+        return self
 
 
 class Submitted(BaseModel):
@@ -240,6 +307,8 @@ class JobRecord(JobSummary):
     max_budget_usd: float | None
     prompt_chars: int
     inputs: list[JobInput] = Field(default_factory=list)
+    repo: JobRepo | None = None
+    output: JobOutput | None = None
     webhook_deliveries: list[WebhookDelivery] = Field(default_factory=list)
 
 

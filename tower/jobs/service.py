@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tower.configs.store import ConfigStore
+from tower.credentials import service as credentials
 from tower.db.group_commit import GroupCommit
 from tower.db.notify import NotifyHub
 from tower.db.pool import Pool, transaction
@@ -24,6 +25,8 @@ from tower.uploads import service as uploads
 from tower.webhooks.url import check_webhook_url
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# JobRequest fields added after idempotency keys were first stored.
+ADDED_FIELDS = ("inputs", "repo", "output")
 
 
 class InvalidHeader(Invalid):
@@ -57,8 +60,9 @@ def new_job_id(agent_id: str) -> str:
 
 def request_hash(request: JobRequest) -> str:
     """Fingerprint of the validated request: equal for bodies that mean the same job."""
-    # Without inputs, the fingerprint is the one keys stored before inputs existed have.
-    exclude = None if request.inputs else {"inputs"}
+    # Fields a request leaves empty are left out, so its fingerprint is the one keys
+    # stored before those fields existed have.
+    exclude = {name for name in ADDED_FIELDS if not getattr(request, name)} or None
     canonical = json.dumps(
         request.model_dump(mode="json", exclude=exclude),
         sort_keys=True,
@@ -128,6 +132,48 @@ async def _check_inputs(pool: Pool, settings: Settings, request: JobRequest) -> 
         )
 
 
+async def _check_repo(pool: Pool, settings: Settings, request: JobRequest) -> None:
+    """The repository's host by the URL's text (as a webhook's; its addresses are checked
+    again at clone time) and its credential: it exists, and can open a pull request."""
+    repo = request.repo
+    if repo is None:
+        return
+    if not settings.repo_allow_private:
+        try:
+            check_webhook_url(repo.url)
+        except ValueError as error:
+            message = f"repo.url {error} (set REPO_ALLOW_PRIVATE=true to allow)"
+            raise InvalidAt(message, ["repo", "url"]) from None
+    if repo.credential is None:
+        return
+    try:
+        credential = await credentials.get(pool, repo.credential)
+    except NotFound:
+        raise InvalidAt("unknown credential", ["repo", "credential"]) from None
+    wants_pull = request.output is not None and request.output.pull_request is not None
+    if wants_pull and credential.kind == "git":
+        message = (
+            f"credential {repo.credential!r} is a git one: a pull request needs github or gitlab"
+        )
+        raise InvalidAt(message, ["repo", "credential"])
+
+
+class InvalidAt(Invalid):
+    """A 422 whose loc is a nested body field."""
+
+    def __init__(self, message: str, loc: list[str | int]) -> None:
+        super().__init__(message, field=".".join(str(part) for part in loc))
+        self.loc = loc
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": [{"loc": ["body", *self.loc], "msg": self.message}]}
+
+
+async def _check_workspace(pool: Pool, settings: Settings, request: JobRequest) -> None:
+    await _check_repo(pool, settings, request)
+    await _check_inputs(pool, settings, request)
+
+
 async def _submit(
     pool: Pool,
     inserts: JobInserts,
@@ -138,7 +184,7 @@ async def _submit(
 ) -> SubmitOutcome:
     if idempotency_key is None:
         configs.validate_job(request.profile, request.engine, request.prompt_vars)
-        await _check_inputs(pool, settings, request)
+        await _check_workspace(pool, settings, request)
         return SubmitOutcome(await _insert_job(inserts, settings, request), replayed=False)
     fingerprint = request_hash(request)
     # A replay returns the original job even if the configs changed since (Stripe semantics).
@@ -147,7 +193,7 @@ async def _submit(
         return replay
     configs.validate_job(request.profile, request.engine, request.prompt_vars)
     # After the replay: a replay returns its job even once the uploads are gone.
-    await _check_inputs(pool, settings, request)
+    await _check_workspace(pool, settings, request)
     try:
         job_id = await _insert_keyed_job(pool, settings, request, (idempotency_key, fingerprint))
     except _KeyTaken:
