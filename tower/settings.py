@@ -42,6 +42,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_result_size": (1024, 1 << 30),
     "max_request_bytes": (1 << 20, 1 << 34),
     "max_upload_bytes": (1 << 20, 1 << 36),
+    "max_artifact_bytes": (0, 1 << 36),
     "upload_ttl_hours": (1, 24 * 30),
     "repo_clone_timeout_seconds": (1, 3600),
     "webhook_timeout": (1, 300),
@@ -116,6 +117,9 @@ class Settings(BaseSettings):
     # POST /uploads bodies (files and archives for workspaces) may be this large instead;
     # they are spooled to a temporary file, never held in memory.
     max_upload_bytes: int = 1024 * 1024 * 1024
+    # What a job created or changed in /workspace comes back as artifacts up to this many
+    # bytes (its diff included); past it, files are listed as omitted. 0: no artifacts.
+    max_artifact_bytes: int = 1024 * 1024 * 1024
     # An upload no job has used is deleted after this many hours.
     upload_ttl_hours: int = 24
     # Jobs' repositories are cloned by tower (the worker has no route out): private and

@@ -52,9 +52,11 @@ try:
 except ModuleNotFoundError:  # run from a checkout: the same file, in tower's package
     from tower.execution import protocol
 
-import forwarder  # beside this file, in the image and in a checkout
+import artifacts  # beside this file, in the image and in a checkout
+import forwarder
 
 HOOK_DIR = "/tmp/parpaing/hooks"
+DIFF_PATH = "/tmp/parpaing/diff.patch"
 STDERR_TAIL = 64 * 1024
 CHUNK = 64 * 1024
 # Linux refuses one argv element longer than this (MAX_ARG_STRLEN, NUL included).
@@ -201,6 +203,8 @@ class Job:
         self.spec = spec
         self.job_dir = job_dir
         self.root = root
+        # The workspace as the job found it (after its inputs), when it keeps artifacts.
+        self.before: artifacts.Snapshot | None = None
 
     def local(self, path: str) -> Path:
         return Path(self.root + path) if self.root else Path(path)
@@ -209,6 +213,21 @@ class Job:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("PARPAING_")}
         home = {"HOME": str(self.local(protocol.HOME_DIR))}
         return inherited | home | dict(self.spec.get("env") or {})
+
+    def artifact_limit(self) -> int:
+        return 0 if self.spec.get("dry_run") else int(self.spec.get("artifact_limit") or 0)
+
+    def collect_artifacts(self) -> artifacts.Collected | None:
+        """What the job created or changed in the workspace (see artifacts.py)."""
+        if self.before is None:
+            return None
+        workspace = self.local(protocol.WORKSPACE_DIR)
+        commit = self.spec.get("workspace_commit")
+        diff = None
+        if commit:
+            git_env = self.env() | {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+            diff = artifacts.git_diff(workspace, str(commit), self.local(DIFF_PATH), git_env)
+        return artifacts.collect(workspace, self.before, self.artifact_limit(), diff)
 
     def place_files(self) -> list[str]:
         placed = []
@@ -284,6 +303,8 @@ def run_job(job: Job, out_dir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"argv": list(job.spec["argv"])}
     if job.spec.get("inputs"):
         report["inputs"] = unpack_inputs(job)
+    if job.artifact_limit() > 0:
+        job.before = artifacts.snapshot(job.local(protocol.WORKSPACE_DIR))
     report["files"] = job.place_files()
     if job.spec.get("dry_run"):
         return report | {"phase": "dry_run", "exit_code": 0}
@@ -302,14 +323,16 @@ def run_job(job: Job, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_bundle(bundle: Path) -> int:
+def run_bundle(bundle: Path) -> tuple[int, Job | None]:
     """Run the bundle's job and write result.json, whatever happens. Returns the spec's
-    output_limit as read before the job ran (the job may rewrite spec.json), or 0."""
+    output_limit as read before the job ran (the job may rewrite spec.json), or 0, and
+    the job (None when its spec could not be read)."""
     started = time.monotonic()
     out_dir = bundle / protocol.OUT_DIR
     out_dir.mkdir(exist_ok=True)
     report = worker_report(None)
     output_limit = 0
+    job = None
     try:
         job_dir = bundle / protocol.JOB_DIR
         spec = json.loads((job_dir / protocol.SPEC_FILE).read_text(encoding="utf-8"))
@@ -324,7 +347,7 @@ def run_bundle(bundle: Path) -> int:
         report["error"] = f"{type(error).__name__}: {error}"
     report["duration_ms"] = round((time.monotonic() - started) * 1000)
     _write_atomically(out_dir / protocol.RESULT_FILE, json.dumps(report).encode("utf-8"))
-    return output_limit
+    return output_limit, job
 
 
 def worker_report(error: str | None) -> dict[str, Any]:
@@ -361,6 +384,20 @@ def send_output(out_dir: Path, cap: int) -> None:
             members = [_too_large_report(out_dir, members, refusal)]
         with contextlib.suppress(OSError):  # nobody reads: tower copies the files instead
             _write_frame(members)
+
+
+def send_artifacts(job: Job | None) -> None:
+    """The artifacts frame, before the output frame (always one, if empty: tower keeps
+    the last one before the output frame, so nothing an engine printed stands in for
+    it). Its failure costs the artifacts, never the result."""
+    collected = None
+    try:
+        collected = job.collect_artifacts() if job is not None else None
+    except Exception as error:
+        print(f"parpaing-worker: artifacts not collected: {error!r}", file=sys.stderr, flush=True)
+    workspace = job.local(protocol.WORKSPACE_DIR) if job is not None else Path("/")
+    with contextlib.suppress(OSError):  # nobody reads: no artifacts, as with no frame
+        artifacts.send(collected, workspace, sys.stdout.buffer)
 
 
 # One file of the output frame: its header, and where its bytes come from.
@@ -754,7 +791,7 @@ def main() -> int:
     forward_to_gateway()
     bundle = Path(os.environ.get("PARPAING_BUNDLE_DIR", protocol.BUNDLE_DIR))
     print(protocol.READY_LINE.decode("ascii"), flush=True)
-    output_limit = 0  # a refused bundle sends back its report alone
+    output_limit, job = 0, None  # a refused bundle sends back its report alone
     try:
         receive_bundle(sys.stdin.buffer, bundle)
     except NoBundle as error:
@@ -763,7 +800,8 @@ def main() -> int:
     except WorkerError as error:
         refused_bundle(bundle, error)
     else:
-        output_limit = run_bundle(bundle)
+        output_limit, job = run_bundle(bundle)
+    send_artifacts(job)
     send_output(bundle / protocol.OUT_DIR, protocol.output_cap(output_limit))
     return 0
 

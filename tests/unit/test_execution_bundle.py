@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from dataclasses import replace
 
 from tower.execution.bundle import bundle_tar, read_output, spec_document
 from tower.execution.slots import ContainerShape
@@ -86,8 +87,12 @@ def test_spec_json_is_the_documented_version_1_format() -> None:
         "post_hook": None,
         "dry_run": False,
         "output_limit": 10_485_760,
+        "artifact_limit": 0,
     }
     assert json.loads(raw) == spec_document(job_spec())
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    document = spec_document(replace(job_spec(), workspace_commit=commit))
+    assert document["workspace_commit"] == commit
 
 
 def test_every_entry_belongs_to_the_worker_and_is_private() -> None:

@@ -85,6 +85,7 @@ def test_the_image_holds_entry_script_worker_and_protocol_where_the_protocol_say
     dockerfile = (WORKER_CONTEXT / "Dockerfile").read_text()
     names = {Path(protocol.ENTRYPOINT_PATH).name, Path(protocol.WORKER_PATH).name, "protocol.py"}
     names.add("forwarder.py")  # worker.py imports it from beside itself
+    names.add("artifacts.py")  # and this one
     copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     ours = [words for words in copies if words[-1] == f"{protocol.WORKER_DIR}/"]
     assert len(ours) == 1 and set(ours[0][:-1]) == names, copies

@@ -63,7 +63,10 @@ def spec_document(spec: JobSpec, inputs: Sequence[WorkspaceInput] = ()) -> dict[
         "post_hook": spec.post_hook,
         "dry_run": spec.dry_run,
         "output_limit": spec.output_limit,
+        "artifact_limit": spec.artifact_limit,
     }
+    if spec.workspace_commit:
+        document["workspace_commit"] = spec.workspace_commit
     if inputs:
         document["inputs"] = [
             {

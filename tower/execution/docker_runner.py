@@ -26,6 +26,7 @@ from tower.execution.docker import archive, containers, hardening
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.network import retire_worker_network
 from tower.execution.docker.probe import ping_client
+from tower.execution.docker.worker_stdout import Handover
 from tower.execution.outcome import parse_outcome
 from tower.execution.pool.warm import WarmPool
 from tower.execution.runner import (
@@ -121,6 +122,7 @@ class DockerRunner:
         spec = build_spec(
             job.request, profile, engine, templates, self._settings, job.job_id, job.gateway_token
         )
+        spec = dataclasses.replace(spec, workspace_commit=job.workspace_commit)
         return Plan(spec, engine, job.inputs)
 
     def _templates(self, names: list[str]) -> dict[str, Template]:
@@ -136,20 +138,27 @@ class DockerRunner:
     async def _execute(self, slot: Slot, plan: Plan, emit: containers.Emit) -> RunOutcome:
         spec = plan.spec
         feed = await self._calls(containers.attach, slot.container_id)
+        artifacts = Handover()
         try:
             delivered_at = time.time()
             await self._calls(containers.deliver, feed, _bundle(spec, plan.inputs))
-            ended, output = await self._finish(slot.container_id, spec, delivered_at, feed, emit)
+            ended, output = await self._finish(
+                slot.container_id, spec, delivered_at, feed, emit, artifacts
+            )
+            outcome = parse_outcome(
+                output,
+                engine=plan.engine,
+                spec=spec,
+                oom_killed=ended is not None and ended.oom_killed,
+                timed_out=ended is None,
+                max_result_size=self._settings.max_result_size,
+            )
+        except BaseException:
+            artifacts.discard()
+            raise
         finally:
             containers.close_output(feed)  # already closed unless this was cut short
-        return parse_outcome(
-            output,
-            engine=plan.engine,
-            spec=spec,
-            oom_killed=ended is not None and ended.oom_killed,
-            timed_out=ended is None,
-            max_result_size=self._settings.max_result_size,
-        )
+        return dataclasses.replace(outcome, artifacts=artifacts.take())
 
     async def _finish(
         self,
@@ -158,13 +167,17 @@ class DockerRunner:
         delivered_at: float,
         feed: object,
         emit: containers.Emit,
+        artifacts: Handover,
     ) -> tuple[containers.ExitInfo | None, WorkerOutput | None]:
         """How the worker ended and what it left; None for a timeout (then killed).
-        Its output goes to `emit` as it comes, until then. Neither its frame nor the
-        copy of /bundle/out is read past the output cap."""
+        Its output goes to `emit` as it comes, until then, its artifacts to `artifacts`.
+        Neither its frame nor the copy of /bundle/out is read past the output cap."""
         timeout = float(spec.timeout_seconds)
         cap = protocol.output_cap(spec.output_limit)
-        followed = await self._calls(containers.follow_output, feed, timeout, emit, cap)
+        kept = protocol.artifact_cap(spec.artifact_limit)
+        followed = await self._calls(
+            containers.follow_output, feed, timeout, emit, cap, kept, artifacts
+        )
         if not followed.finished:
             await self._calls(containers.kill, container_id)
             return None, await self._calls(archive.collect_output, container_id, cap)

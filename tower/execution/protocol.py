@@ -13,6 +13,10 @@ runs under the image's python3 (Debian's 3.11). The prose is docs/execution.md.
    writes an output frame on stdout: output_header(size), then `size` bytes of tar of
    OUT_DIR/<file>, at most output_cap(the spec's output_limit) bytes. Over the cap, it
    sends result.json alone, its `reason` RESULT_TOO_LARGE.
+   Just before it, an artifacts frame: artifacts_header(size), then `size` bytes of tar
+   (ARTIFACTS_MANIFEST, then ARTIFACT_FILES_DIR/<path> for each file the job created
+   or changed under WORKSPACE_DIR, then ARTIFACTS_DIFF for a repository job), at most
+   artifact_cap(the spec's artifact_limit) bytes; size 0 when there is nothing to send.
 4. The entry script (ENTRYPOINT_PATH, worker/entrypoint.sh) prints DONE_LINE once the
    worker has ended, and keeps the container up until tower removes it.
 A frame's size is at most SIZE_DIGITS decimal digits; anything else is no frame.
@@ -67,6 +71,21 @@ RESULT_TOO_LARGE = "result_too_large"
 RESULT_INPUT = "input"
 # Room in an output tar beyond the job's stdout: its stderr tail, result.json, headers.
 OUTPUT_MARGIN = 8 * 1024 * 1024
+# The artifacts frame's tar: the manifest first (JSON: files, omitted, deleted, changes,
+# diff), then each artifact as ARTIFACT_FILES_DIR/<path in /workspace>, then the diff.
+ARTIFACTS_MANIFEST = "manifest.json"
+ARTIFACT_FILES_DIR = "files"
+ARTIFACTS_DIFF = "diff.patch"
+ARTIFACTS_VERSION = 1
+# Bounds the worker keeps so that everything but the files' bytes fits ARTIFACT_MARGIN:
+# at most MAX_ARTIFACT_FILES files, each path at most MAX_ARTIFACT_PATH bytes (each tar
+# header then takes at most 4 KiB), at most MAX_ARTIFACT_LISTED omitted and deleted
+# paths listed (the rest counted), so the manifest stays under MAX_ARTIFACTS_MANIFEST.
+MAX_ARTIFACT_FILES = 10_000
+MAX_ARTIFACT_PATH = 1024
+MAX_ARTIFACT_LISTED = 1000
+MAX_ARTIFACTS_MANIFEST = 16 * 1024 * 1024
+ARTIFACT_MARGIN = 64 * 1024 * 1024
 # In an argv element of the spec: replaced by the prompt file's text (arg-from-file).
 PROMPT_PLACEHOLDER = "{prompt}"
 
@@ -76,6 +95,7 @@ READY_LINE = b"parpaing-worker ready"
 DONE_LINE = b"parpaing-worker done"
 BUNDLE_MARK = b"parpaing-bundle "
 OUTPUT_MARK = b"parpaing-worker output "
+ARTIFACTS_MARK = b"parpaing-worker artifacts "
 # A frame's size is at most this many digits; a longer run after a mark is no frame.
 SIZE_DIGITS = 12
 # The longest bundle header line: the mark, the digits, the newline.
@@ -100,6 +120,18 @@ def bundle_header(size: int) -> bytes:
 def output_header(size: int) -> bytes:
     """The line the worker writes before exactly `size` bytes of output tar."""
     return OUTPUT_MARK + _size(size) + b"\n"
+
+
+def artifacts_header(size: int) -> bytes:
+    """The line the worker writes before exactly `size` bytes of artifacts tar."""
+    return ARTIFACTS_MARK + _size(size) + b"\n"
+
+
+def artifact_cap(artifact_limit: int) -> int:
+    """The most bytes an artifacts tar may take: the files' and the diff's bytes (at
+    most artifact_limit), plus ARTIFACT_MARGIN for headers and the manifest; 0 when
+    the job keeps no artifacts."""
+    return artifact_limit + ARTIFACT_MARGIN if artifact_limit > 0 else 0
 
 
 def output_cap(output_limit: int) -> int:

@@ -63,6 +63,9 @@ class RunOutcome:
     error: str | None = None
     failure_reason: FailureReason | None = None
     usage: dict[str, Any] | None = field(default=None)
+    # What the job created or changed in its workspace: a private temporary file holding
+    # the worker's artifacts tar (tower/artifacts stores it), removed by whoever stores it.
+    artifacts: pathlib.Path | None = None
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,12 @@ class JobSpec:
     # The engine's requested output format (json, stream-json, text), for parsing.
     output_format: str
     shape: ContainerShape
+    # The bytes of artifacts (files created or changed in the workspace, the diff) the
+    # worker sends back (MAX_ARTIFACT_BYTES); 0 for none.
+    artifact_limit: int = 0
+    # The commit tower cloned into the workspace (a repository job): what the diff is
+    # against. Set by the runner from ClaimedJob.workspace_commit.
+    workspace_commit: str | None = None
 
 
 def build_spec(
@@ -93,6 +99,7 @@ def build_spec(
         dry_run=bool(request.get("dry_run", False)),
         timeout_seconds=job_timeout(profile, settings),
         output_limit=settings.max_result_size,
+        artifact_limit=settings.max_artifact_bytes,
         output_format=str(options["output_format"]),
         shape=container_shape(profile, settings),
     )

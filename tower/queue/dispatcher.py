@@ -239,6 +239,13 @@ class Dispatcher:
         # Otherwise it was cancelled, or its lease was lost: the row is not ours to write.
 
     async def _finish(self, job: ClaimedJob, outcome: RunOutcome, duration_ms: int) -> None:
+        try:
+            await self._finish_storing(job, outcome, duration_ms)
+        finally:
+            if outcome.artifacts is not None:
+                outcome.artifacts.unlink(missing_ok=True)
+
+    async def _finish_storing(self, job: ClaimedJob, outcome: RunOutcome, duration_ms: int) -> None:
         final = queries.Finish(
             status="completed" if outcome.succeeded else "failed",
             exit_code=outcome.exit_code,

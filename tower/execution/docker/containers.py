@@ -33,7 +33,7 @@ from tower.execution.docker.hardening import (
     container_options,
     worker_labels,
 )
-from tower.execution.docker.worker_stdout import WorkerStdout
+from tower.execution.docker.worker_stdout import Handover, WorkerStdout
 from tower.execution.slots import ContainerShape
 from tower.settings import Settings
 
@@ -210,18 +210,26 @@ def attach(client: docker.DockerClient, container_id: str) -> Any:
 @dataclass(frozen=True)
 class Followed:
     """How following a worker's output ended: `finished` is False when the deadline
-    passed first; `output` is the tar of /bundle/out the worker sent, if it sent one."""
+    passed first; `output` is the tar of /bundle/out the worker sent, if it sent one;
+    its artifacts went to the Handover."""
 
     finished: bool
     output: bytes | None
 
 
 def follow_output(
-    _client: docker.DockerClient, feed: Any, timeout: float, emit: Emit, max_frame: int
+    _client: docker.DockerClient,
+    feed: Any,
+    timeout: float,
+    emit: Emit,
+    max_frame: int,
+    artifact_cap: int = 0,
+    handover: Handover | None = None,
 ) -> Followed:
     """Pass the worker's output to `emit` until the worker announces it is done (its
     frames are not output, see worker_stdout) or the container exits, for at most
-    `timeout` seconds. Closes the feed."""
+    `timeout` seconds. Closes the feed. Artifacts are kept only from a worker that
+    finished in time."""
     expired = threading.Event()
 
     def expire() -> None:
@@ -231,20 +239,25 @@ def follow_output(
     deadline = threading.Timer(timeout, expire)
     deadline.daemon = True
     deadline.start()
-    stdout = WorkerStdout(emit, max_frame)
+    stdout = WorkerStdout(emit, max_frame, artifact_cap)
     try:
         for stream, data in frames_iter(feed, tty=False):
             if stream == STDERR:
                 emit("stderr", data)
             elif stdout.feed(data):
-                return Followed(not expired.is_set(), stdout.output)
+                break
+        else:
+            stdout.flush()
     except (OSError, ValueError):
-        pass  # the feed was closed under us: the deadline passed
+        stdout.flush()  # the feed was closed under us: the deadline passed
     finally:
         deadline.cancel()
         close_output(feed)
-    stdout.flush()
-    return Followed(not expired.is_set(), stdout.output)
+        finished = not expired.is_set()
+        if finished and handover is not None:
+            handover.give(stdout.take_artifacts())
+        stdout.discard()
+    return Followed(finished, stdout.output)
 
 
 def close_output(feed: Any) -> None:

@@ -1,0 +1,331 @@
+"""What a job left in /workspace, sent back to tower as the artifacts frame.
+
+Contract: docs/execution.md ("Artifacts"); the frame, the tar's names and the bounds are
+protocol.py's. Standard library only (the image's python3, 3.11).
+
+Before anything runs (right after the inputs are unpacked) the worker takes a snapshot
+of the workspace: each path's type and mode, size and mtime_ns (`.git` directories
+skipped). After the engine and the post-hook, a second snapshot: regular files that
+are new or whose entry differs are the artifacts; paths gone are deleted; new or
+changed links, pipes and devices are listed as omitted, never followed. For a
+repository job (spec.json's workspace_commit), `git add -A` then `git diff --cached
+--binary <commit>` is the diff, with `--numstat`'s totals as its changes.
+
+The tar is streamed from disk, its exact size computed first: the manifest, the diff,
+then files/<path>, each read through O_NOFOLLOW. Files past the artifact limit are
+left out and listed as omitted, never cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+try:
+    import protocol  # in the worker image: beside this file
+except ModuleNotFoundError:  # run from a checkout: the same file, in tower's package
+    from tower.execution import protocol
+
+CHUNK = 1 << 20
+GIT_TIMEOUT = 300.0
+# What git must not run or read on the agent's behalf while it measures the changes.
+GIT_OPTIONS = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "diff.external=",
+    "-c", "core.quotePath=false",
+)  # fmt: skip
+
+# path -> (st_mode, size, mtime_ns): what decides whether a path changed.
+Snapshot = dict[str, tuple[int, int, int]]
+
+
+def snapshot(workspace: Path) -> Snapshot:
+    """Every entry under `workspace` but directories, by relative path; links are not
+    followed and `.git` directories are not entered."""
+    found: Snapshot = {}
+    pending = [workspace]
+    while pending:
+        directory = pending.pop()
+        with contextlib.suppress(OSError), os.scandir(directory) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    _record(entry, workspace, found, pending)
+    return found
+
+
+def _record(entry: os.DirEntry[str], workspace: Path, found: Snapshot, pending: list[Path]) -> None:
+    status = entry.stat(follow_symlinks=False)
+    if stat.S_ISDIR(status.st_mode):
+        if entry.name != ".git":
+            pending.append(Path(entry.path))
+        return
+    path = os.path.relpath(entry.path, workspace)
+    found[path] = (status.st_mode, status.st_size, status.st_mtime_ns)
+
+
+@dataclass
+class Diff:
+    """A repository job's diff: the patch's file (or why there is none) and its totals."""
+
+    path: Path | None
+    size: int = 0
+    changes: dict[str, int] | None = None
+    error: str | None = None
+
+
+def git_diff(workspace: Path, commit: str, patch: Path, env: dict[str, str]) -> Diff:
+    """Stage everything (new files included) and diff the index against `commit`:
+    a binary-safe patch that `git apply` takes on a fresh clone of that commit."""
+    git = ["git", *GIT_OPTIONS]
+    diff = ["diff", "--cached", "--no-ext-diff", "--no-textconv", commit, "--"]
+    try:
+        _git([*git, "add", "-A"], workspace, env)
+        numstat = _git([*git, diff[0], "--numstat", *diff[1:]], workspace, env)
+        patch.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(patch, "wb") as file:
+            _git([*git, diff[0], "--binary", *diff[1:]], workspace, env, file)
+    except (OSError, subprocess.SubprocessError, ValueError) as error:
+        return Diff(None, error=f"git diff against {commit[:40]}: {str(error)[:500]}")
+    return Diff(patch, patch.stat().st_size, _totals(numstat))
+
+
+def _git(argv: list[str], cwd: Path, env: dict[str, str], out: BinaryIO | None = None) -> bytes:
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out or subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        timeout=GIT_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ValueError(done.stderr.decode("utf-8", "replace").strip()[-500:])
+    return done.stdout or b""
+
+
+def _totals(numstat: bytes) -> dict[str, int]:
+    """`--numstat` lines are `insertions<TAB>deletions<TAB>path`, `-` for a binary file."""
+    files = insertions = deletions = 0
+    for line in numstat.splitlines():
+        added, removed, *_ = line.split(b"\t")
+        files += 1
+        insertions += int(added) if added.isdigit() else 0
+        deletions += int(removed) if removed.isdigit() else 0
+    return {"files": files, "insertions": insertions, "deletions": deletions}
+
+
+# --- choosing what goes ------------------------------------------------------------------
+
+
+@dataclass
+class Artifact:
+    path: str
+    size: int
+    mode: int
+    sha256: str
+
+
+@dataclass
+class Collected:
+    """What goes back: the artifacts, what was left out and why, what was deleted."""
+
+    files: list[Artifact] = field(default_factory=list)
+    omitted: list[dict[str, Any]] = field(default_factory=list)
+    omitted_count: int = 0
+    deleted: list[str] = field(default_factory=list)
+    diff: Diff | None = None
+
+    def omit(self, path: str, size: int, why: str) -> None:
+        self.omitted_count += 1
+        if len(self.omitted) < protocol.MAX_ARTIFACT_LISTED:
+            self.omitted.append(
+                {"path": path[: protocol.MAX_ARTIFACT_PATH], "size": size, "why": why}
+            )
+
+    def empty(self) -> bool:
+        return not (self.files or self.omitted_count or self.deleted or self.diff)
+
+    def manifest(self) -> bytes:
+        diff = self.diff
+        document = {
+            "version": protocol.ARTIFACTS_VERSION,
+            "files": [vars(artifact) for artifact in self.files],
+            "omitted": self.omitted,
+            "omitted_count": self.omitted_count,
+            "deleted": self.deleted[: protocol.MAX_ARTIFACT_LISTED],
+            "deleted_count": len(self.deleted),
+            "changes": diff.changes if diff else None,
+            "diff": {"size": diff.size} if diff and diff.path else None,
+            "diff_error": diff.error if diff else None,
+        }
+        return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogateescape")
+
+
+def collect(workspace: Path, before: Snapshot, limit: int, diff: Diff | None) -> Collected:
+    """The artifacts of a job whose workspace was `before` when it started, within
+    `limit` bytes (the diff's included, counted first)."""
+    after = snapshot(workspace)
+    collected = Collected(deleted=sorted(set(before) - set(after)), diff=diff)
+    room = limit
+    if diff is not None and diff.path is not None:
+        if diff.size > room:
+            diff.error = f"the diff is {diff.size} bytes, over the artifact limit ({limit} bytes)"
+            diff.path = None
+        else:
+            room -= diff.size
+    for path in sorted(after):
+        mode, size, _ = after[path]
+        if before.get(path) == after[path]:
+            continue
+        why = _refusal(path, mode, size, room, len(collected.files))
+        artifact = None if why else _measured(workspace / path, path)
+        if artifact is None:
+            collected.omit(path, size, why or "changed while it was read, or not a regular file")
+            continue
+        collected.files.append(artifact)
+        room -= artifact.size
+    return collected
+
+
+def _refusal(path: str, mode: int, size: int, room: int, count: int) -> str | None:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if len(path.encode("utf-8", "surrogateescape")) > protocol.MAX_ARTIFACT_PATH:
+        return f"its path is longer than {protocol.MAX_ARTIFACT_PATH} bytes"
+    if count >= protocol.MAX_ARTIFACT_FILES:
+        return f"more than {protocol.MAX_ARTIFACT_FILES} files"
+    if size > room:
+        return "over the artifact limit (MAX_ARTIFACT_BYTES)"
+    return None
+
+
+def _measured(local: Path, path: str) -> Artifact | None:
+    """The file's size, mode and SHA-256, read through O_NOFOLLOW; None unless it is
+    still a regular file."""
+    try:
+        with _open_regular(local) as (reader, status):
+            digest = hashlib.sha256()
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+            return Artifact(path, status.st_size, stat.S_IMODE(status.st_mode), digest.hexdigest())
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _open_regular(local: Path) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    with open(os.open(local, flags), "rb") as reader:
+        status = os.fstat(reader.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"{local} is not a regular file")
+        yield reader, status
+
+
+# --- the frame -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    header: bytes
+    size: int
+    source: bytes | Path
+
+
+def members(collected: Collected, workspace: Path) -> list[Member]:
+    manifest = collected.manifest()
+    found = [
+        Member(_header(protocol.ARTIFACTS_MANIFEST, len(manifest), 0o600), len(manifest), manifest)
+    ]
+    diff = collected.diff
+    if diff is not None and diff.path is not None:
+        found.append(
+            Member(_header(protocol.ARTIFACTS_DIFF, diff.size, 0o600), diff.size, diff.path)
+        )
+    for artifact in collected.files:
+        name = f"{protocol.ARTIFACT_FILES_DIR}/{artifact.path}"
+        found.append(
+            Member(
+                _header(name, artifact.size, artifact.mode),
+                artifact.size,
+                workspace / artifact.path,
+            )
+        )
+    return found
+
+
+def tar_size(found: list[Member]) -> int:
+    """The exact size of the tar `pieces` yields: headers, data padded to whole blocks,
+    two end blocks, all padded to a whole record (as tarfile lays it out)."""
+    size = sum(len(member.header) + _padded(member.size) for member in found)
+    size += 2 * tarfile.BLOCKSIZE
+    return -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+def pieces(found: list[Member]) -> Iterator[bytes]:
+    written = 0
+    for member in found:
+        yield member.header
+        yield from _content(member)
+        yield bytes(_padded(member.size) - member.size)
+        written += len(member.header) + _padded(member.size)
+    yield bytes(tar_size(found) - written)
+
+
+def _content(member: Member) -> Iterator[bytes]:
+    """Exactly member.size bytes: a file that shrank since it was measured reads as
+    zeros past its end, one that grew is cut at its size (the frame's size holds)."""
+    if isinstance(member.source, bytes):
+        yield member.source
+        return
+    left = member.size
+    try:
+        with _open_regular(member.source) as (reader, _):
+            while left and (chunk := reader.read(min(left, CHUNK))):
+                left -= len(chunk)
+                yield chunk
+    except OSError:
+        pass
+    while left:
+        zeros = min(left, CHUNK)
+        left -= zeros
+        yield bytes(zeros)
+
+
+def _padded(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _header(name: str, size: int, mode: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = size, mode & 0o777
+    info.uid = info.gid = protocol.WORKER_UID
+    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def send(collected: Collected | None, workspace: Path, stdout: BinaryIO) -> None:
+    """The artifacts frame on `stdout`: size 0 when there is nothing (or no limit), so
+    that a frame an engine printed earlier is never taken for the worker's."""
+    if collected is None or collected.empty():
+        stdout.write(protocol.artifacts_header(0))
+        stdout.flush()
+        return
+    found = members(collected, workspace)
+    stdout.write(protocol.artifacts_header(tar_size(found)))
+    for piece in pieces(found):
+        stdout.write(piece)
+    stdout.flush()
