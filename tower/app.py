@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
+from tower.artifacts import routes as artifact_routes
 from tower.configs import routes as config_routes
 from tower.configs.store import ConfigStore
 from tower.credentials import routes as credential_routes
@@ -72,6 +73,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         config_routes.router,
         credential_routes.router,
         upload_routes.router,
+        artifact_routes.router,
         health.router,
         metrics.router,
         stats.router,

@@ -151,7 +151,7 @@ class Collected:
         self.omitted_count += 1
         if len(self.omitted) < protocol.MAX_ARTIFACT_LISTED:
             self.omitted.append(
-                {"path": path[: protocol.MAX_ARTIFACT_PATH], "size": size, "why": why}
+                {"path": _printable(path)[: protocol.MAX_ARTIFACT_PATH], "size": size, "why": why}
             )
 
     def empty(self) -> bool:
@@ -164,13 +164,19 @@ class Collected:
             "files": [vars(artifact) for artifact in self.files],
             "omitted": self.omitted,
             "omitted_count": self.omitted_count,
-            "deleted": self.deleted[: protocol.MAX_ARTIFACT_LISTED],
+            "deleted": [_printable(path) for path in self.deleted[: protocol.MAX_ARTIFACT_LISTED]],
             "deleted_count": len(self.deleted),
             "changes": diff.changes if diff else None,
             "diff": {"size": diff.size} if diff and diff.path else None,
             "diff_error": diff.error if diff else None,
         }
-        return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        return json.dumps(document, ensure_ascii=False).encode("utf-8")
+
+
+def _printable(path: str) -> str:
+    """A path as UTF-8 text: bytes that are not UTF-8 (a file name may hold any) read as
+    U+FFFD, so the manifest is always valid JSON text."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def collect(workspace: Path, before: Snapshot, limit: int, diff: Diff | None) -> Collected:
@@ -204,7 +210,11 @@ def _refusal(path: str, mode: int, size: int, room: int, count: int) -> str | No
         return "a symbolic link"
     if not stat.S_ISREG(mode):
         return "not a regular file"
-    if len(path.encode("utf-8", "surrogateescape")) > protocol.MAX_ARTIFACT_PATH:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its path is not UTF-8"
+    if len(path.encode("utf-8")) > protocol.MAX_ARTIFACT_PATH:
         return f"its path is longer than {protocol.MAX_ARTIFACT_PATH} bytes"
     if count >= protocol.MAX_ARTIFACT_FILES:
         return f"more than {protocol.MAX_ARTIFACT_FILES} files"

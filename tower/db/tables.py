@@ -72,6 +72,9 @@ jobs = Table(
     # The last job_events.seq handed out for this job. Every event bumps it in the same
     # statement that writes the event, so the row lock orders a job's events.
     Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
+    # What the last attempt left in its workspace, beyond the files (tower/artifacts):
+    # {files, bytes, omitted, omitted_count, deleted, deleted_count, changes, diff_error}.
+    Column("artifacts", JSONB),
     CheckConstraint(
         f"status IN {sql_list(JOB_STATUSES)}",
         name="jobs_status_valid",
@@ -290,4 +293,40 @@ job_inputs = Table(
     Column("path", Text, nullable=False),
     # Retention asks "does a live job use this upload?" by upload.
     Index("job_inputs_upload", "upload_id"),
+)
+
+# What a job created or changed in its workspace (tower/artifacts): its files and, for a
+# repository job, its diff. An attempt that stores them replaces the last one's; they go
+# with their job.
+job_artifacts = Table(
+    "job_artifacts",
+    metadata,
+    Column("artifact_id", BigInteger, Identity(always=True), primary_key=True),
+    _job_id("job_artifacts"),
+    Column("kind", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mode", Integer, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    CheckConstraint("kind IN ('file', 'diff')", name="job_artifacts_kind_valid"),
+    Index("job_artifacts_path", "job_id", "kind", "path", unique=True),
+)
+
+# An artifact's bytes in order, 1 MiB a row, deleted with it.
+job_artifact_chunks = Table(
+    "job_artifact_chunks",
+    metadata,
+    Column(
+        "artifact_id",
+        BigInteger,
+        ForeignKey(
+            "job_artifacts.artifact_id",
+            ondelete="CASCADE",
+            name="job_artifact_chunks_artifact_fk",
+        ),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )

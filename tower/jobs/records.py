@@ -29,4 +29,6 @@ def record(row: Mapping[str, Any]) -> JobRecord:
     fields = {key: value for key, value in row.items() if key != "echo"}
     echo = row["echo"] or {}
     fields.update({name: echo.get(name, default) for name, default in ECHOED.items()})
+    artifacts = row.get("artifacts")
+    fields["changes"] = artifacts.get("changes") if isinstance(artifacts, dict) else None
     return JobRecord.model_validate(fields)

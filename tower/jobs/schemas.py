@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from tower.artifacts.schemas import ArtifactsSummary, Changes
 from tower.db.ids import JOB_ID as JOB_ID
 from tower.db.ids import SAFE_ID as SAFE_ID
 from tower.db.statuses import JobStatus as JobStatus
@@ -310,6 +311,10 @@ class JobRecord(JobSummary):
     repo: JobRepo | None = None
     output: JobOutput | None = None
     webhook_deliveries: list[WebhookDelivery] = Field(default_factory=list)
+    # What the last attempt left in /workspace (GET /jobs/{id}/artifacts lists it); a
+    # repository job's diff totals. None until an attempt stored some.
+    artifacts: ArtifactsSummary | None = None
+    changes: Changes | None = None
 
 
 class JobPage(BaseModel):

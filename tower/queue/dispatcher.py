@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import time
 
+from tower.artifacts import store as artifacts
 from tower.db import channels
 from tower.db.group_commit import GroupCommit
 from tower.db.notify import NotifyHub
@@ -240,6 +241,7 @@ class Dispatcher:
 
     async def _finish(self, job: ClaimedJob, outcome: RunOutcome, duration_ms: int) -> None:
         try:
+            await self._store_artifacts(job, outcome)
             await self._finish_storing(job, outcome, duration_ms)
         finally:
             if outcome.artifacts is not None:
@@ -275,6 +277,18 @@ class Dispatcher:
             return
         self._metrics.job_finished(final.status)
         self._metrics.job_ran(final.status, duration_ms / 1000, final.usage)
+
+    async def _store_artifacts(self, job: ClaimedJob, outcome: RunOutcome) -> None:
+        """What the run left in its workspace, stored before the job's final write (so a
+        finished job's artifacts are there to read); an attempt's replace an earlier
+        one's, even with none. A failure costs the artifacts, never the outcome."""
+        if outcome.artifacts is None and job.attempt <= 1:
+            return
+        attempt = artifacts.Attempt(job.job_id, job.lease_token, job.attempt)
+        try:
+            await artifacts.store(self._pool, attempt, outcome.artifacts)
+        except Exception as error:
+            log.warning("job %s: its artifacts could not be stored: %r", job.job_id, error)
 
     async def _write_finish(
         self, job: ClaimedJob, final: queries.Finish, deadline: float

@@ -1,0 +1,222 @@
+"""Storing a run's artifacts: the worker's tar (spooled to a file by the runner) read
+member by member into PostgreSQL, 1 MiB a row, in one transaction fenced by the lease.
+
+The tar came out of the job's container, so it is checked like anything from there:
+the manifest first and bounded, then the diff, then files/<path> at relative paths
+without `..`, regular files only, at most MAX_ARTIFACT_FILES of them. Sizes and
+digests are tower's own measure of what it stored, not the worker's word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import posixpath
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+from tower.artifacts import queries
+from tower.db.pool import Pool, transaction
+from tower.execution import protocol
+
+CHUNK_BYTES = 1 << 20
+
+
+class Unreadable(Exception):
+    """The artifacts tar is not what the worker sends."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The attempt storing its artifacts: its lease token fences the write."""
+
+    job_id: str
+    lease_token: UUID
+    attempt: int
+
+
+async def store(pool: Pool, attempt: Attempt, tar_path: Path | None) -> bool:
+    """Replace the job's artifacts with those in `tar_path` (None: the attempt left
+    none); False when the lease is gone (nothing is kept). Raises Unreadable for a
+    tar that is not the worker's, and the database's errors."""
+    try:
+        async with transaction(pool) as connection:
+            await connection.execute(queries.DELETE_OF_JOB, attempt.job_id)
+            summary = None
+            if tar_path is not None:
+                summary = await _store_tar(connection, attempt, tar_path)
+            fenced = queries.SET_SUMMARY
+            if await connection.fetchval(fenced, attempt.job_id, attempt.lease_token, summary):
+                return True
+            raise _LeaseGone
+    except _LeaseGone:
+        return False
+
+
+class _LeaseGone(Exception):
+    """Raised to roll the transaction back."""
+
+
+async def _store_tar(connection: Any, attempt: Attempt, tar_path: Path) -> dict[str, Any]:
+    archive = await asyncio.to_thread(tarfile.open, tar_path, "r:")
+    try:
+        members = iter(archive)
+        first = await asyncio.to_thread(next, members, None)
+        manifest = await asyncio.to_thread(_manifest, archive, first)
+        stored = Stored()
+        while (member := await asyncio.to_thread(next, members, None)) is not None:
+            await _store_member(connection, attempt, archive, member, stored)
+    finally:
+        archive.close()
+    return summary(manifest, stored)
+
+
+@dataclass
+class Stored:
+    files: int = 0
+    bytes: int = 0
+    diff_size: int | None = None
+    seen: set[str] = field(default_factory=set)
+
+
+async def _store_member(
+    connection: Any,
+    attempt: Attempt,
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    stored: Stored,
+) -> None:
+    seen = stored.seen
+    if member.name == protocol.ARTIFACTS_DIFF and member.isfile() and stored.diff_size is None:
+        stored.diff_size = await _store_file(connection, attempt, archive, member, "diff", "")
+        return
+    path = artifact_path(member.name)
+    if path is None or not member.isfile() or path in seen:
+        return
+    if stored.files >= protocol.MAX_ARTIFACT_FILES:
+        return
+    seen.add(path)
+    stored.bytes += await _store_file(connection, attempt, archive, member, "file", path)
+    stored.files += 1
+
+
+def artifact_path(name: str) -> str | None:
+    """The workspace path of a files/<path> member, or None when it is not one that
+    stays inside the workspace."""
+    head, _, path = name.partition("/")
+    if head != protocol.ARTIFACT_FILES_DIR:
+        return None
+    return clean_path(path)
+
+
+def clean_path(path: str) -> str | None:
+    """`path` when it is a plain relative path (no `..`, `.`, empty part, NUL), or None."""
+    if not path or "\x00" in path or path.startswith("/") or "\\" in path:
+        return None
+    if len(path.encode("utf-8", "surrogateescape")) > protocol.MAX_ARTIFACT_PATH:
+        return None
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts) or posixpath.normpath(path) != path:
+        return None
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return path
+
+
+async def _store_file(
+    connection: Any,
+    attempt: Attempt,
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    kind: str,
+    path: str,
+) -> int:
+    """Insert one artifact and its chunks; its size as stored."""
+    reader = archive.extractfile(member)
+    assert reader is not None  # a regular file always has content, if empty
+    artifact_id = await connection.fetchval(
+        queries.INSERT_ARTIFACT, attempt.job_id, kind, path, member.mode & 0o777, attempt.attempt
+    )
+    digest = hashlib.sha256()
+    size = seq = 0
+    while chunk := await asyncio.to_thread(_read, reader):
+        digest.update(chunk)
+        await connection.execute(queries.INSERT_CHUNK, artifact_id, seq, chunk)
+        size += len(chunk)
+        seq += 1
+    await connection.execute(queries.MEASURED, artifact_id, size, digest.hexdigest())
+    return size
+
+
+def _read(reader: IO[bytes]) -> bytes:
+    return reader.read(CHUNK_BYTES)
+
+
+def _manifest(archive: tarfile.TarFile, member: tarfile.TarInfo | None) -> dict[str, Any]:
+    if (
+        member is None
+        or member.name != protocol.ARTIFACTS_MANIFEST
+        or not member.isfile()
+        or member.size > protocol.MAX_ARTIFACTS_MANIFEST
+    ):
+        raise Unreadable("the artifacts tar does not start with its manifest")
+    reader = archive.extractfile(member)
+    assert reader is not None
+    try:
+        document = json.loads(reader.read(member.size))
+    except ValueError as error:
+        raise Unreadable(f"the artifacts manifest is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise Unreadable("the artifacts manifest is not an object")
+    return document
+
+
+def summary(manifest: dict[str, Any], stored: Stored) -> dict[str, Any]:
+    """The job's summary (jobs.artifacts), from the worker's manifest, kept to the
+    shapes and bounds the API states, and what tower stored."""
+    omitted = [
+        {
+            "path": _text(one.get("path")),
+            "size": _count(one.get("size")),
+            "why": _text(one.get("why")),
+        }
+        for one in _listed(manifest.get("omitted"))
+        if isinstance(one, dict)
+    ]
+    deleted = [_text(path) for path in _listed(manifest.get("deleted"))]
+    return {
+        "files": stored.files,
+        "bytes": stored.bytes,
+        "omitted": omitted,
+        "omitted_count": max(_count(manifest.get("omitted_count")), len(omitted)),
+        "deleted": deleted,
+        "deleted_count": max(_count(manifest.get("deleted_count")), len(deleted)),
+        "changes": _changes(manifest.get("changes")),
+        "diff_size": stored.diff_size,
+        "diff_error": _text(manifest["diff_error"]) if manifest.get("diff_error") else None,
+    }
+
+
+def _listed(value: Any) -> list[Any]:
+    return value[: protocol.MAX_ARTIFACT_LISTED] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    # PostgreSQL's jsonb holds no NUL; a path is at most MAX_ARTIFACT_PATH.
+    return str(value).replace("\x00", "")[: protocol.MAX_ARTIFACT_PATH]
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and 0 <= value < 2**53 else 0
+
+
+def _changes(value: Any) -> dict[str, int] | None:
+    if not isinstance(value, dict):
+        return None
+    return {name: _count(value.get(name)) for name in ("files", "insertions", "deletions")}
