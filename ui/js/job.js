@@ -8,6 +8,10 @@ import { renderMarkdown } from './markdown.js';
 import { subscribe } from './sse.js';
 import { tabs } from './tabs.js';
 
+// A result larger than this is shown as plain text, not rendered: Markdown makes a node per
+// span, and a page holding megabytes of them is slow to build, lay out and scroll.
+const MARKDOWN_MAX_BYTES = 200 * 1024;
+
 // How long after a delivery's due time to look at its outcome (an attempt takes a moment).
 const DELIVERY_GRACE_MS = 1000;
 
@@ -185,6 +189,7 @@ function renderResult(card, job) {
 
 // The final text is Markdown; a JSON document (a dry run's report, say) is shown as JSON.
 function resultView(text) {
+  if (new TextEncoder().encode(text).length > MARKDOWN_MAX_BYTES) return plainResult(text);
   const trimmed = text.trim();
   if (/^[[{]/.test(trimmed)) {
     try {
@@ -192,6 +197,12 @@ function resultView(text) {
     } catch { /* not JSON after all */ }
   }
   return renderMarkdown(text);
+}
+
+function plainResult(text) {
+  return h('div', { class: 'plain-result' },
+    h('p', { class: 'muted result-note' }, 'Shown as plain text: larger than 200 KB.'),
+    h('pre', { class: 'plain-text' }, text));
 }
 
 function renderWebhooks(card, job, redeliver) {

@@ -1,18 +1,29 @@
 // A small Markdown renderer that builds DOM nodes: the agent's text never becomes markup.
 // Blocks: headings, fenced and indented code, lists (nested by indent), quotes, rules,
-// tables, paragraphs. Inline: code, bold, italic, strike-through, links (http, https and
-// mailto only; others stay text), autolinks. Anything else is shown as the text it is.
+// tables, paragraphs. Inline spans: see markdown-inline.js. Anything else is shown as the
+// text it is.
+//
+// The text is an agent's, so it may be hostile: rendering takes time linear in its length
+// (times the nesting bound below). Each regular expression here is anchored and cannot
+// backtrack over more than a few characters; trimming is done by hand where a pattern
+// such as `\s*#*\s*$` would try every split of a long run of spaces.
 
 import { h } from './dom.js';
+import { inline } from './markdown-inline.js';
+
+// Quotes and lists nested deeper than this are shown as text: each level reads its lines
+// again, and `>>>>…` nested by thousands overflowed the stack.
+const MAX_DEPTH = 16;
 
 export function renderMarkdown(source) {
   const lines = String(source).replace(/\r\n?/g, '\n').split('\n');
   const root = h('div', { class: 'markdown' });
-  root.append(...blocks(lines));
+  root.append(...blocks(lines, 0));
   return root;
 }
 
-function blocks(lines) {
+function blocks(lines, depth) {
+  if (depth > MAX_DEPTH) return [h('p', {}, inline(lines.join('\n')))];
   const out = [];
   let i = 0;
   while (i < lines.length) {
@@ -21,8 +32,8 @@ function blocks(lines) {
     const step = FENCE.test(line) ? fenced(lines, i)
       : /^ {0,3}#{1,6}\s/.test(line) ? heading(lines, i)
       : /^ {0,3}([-*_])(\s*\1){2,}\s*$/.test(line) ? [h('hr'), i + 1]
-      : /^ {0,3}>/.test(line) ? quote(lines, i)
-      : LIST_ITEM.test(line) ? list(lines, i)
+      : /^ {0,3}>/.test(line) ? quote(lines, i, depth)
+      : LIST_ITEM.test(line) ? list(lines, i, depth)
       : /^( {4}|\t)/.test(line) ? indented(lines, i)
       : isTable(lines, i) ? table(lines, i)
       : paragraph(lines, i);
@@ -55,19 +66,28 @@ function indented(lines, start) {
   return [h('pre', {}, h('code', {}, body.join('\n'))), i];
 }
 
+// `## Title ##`: the closing hashes and the spaces around them are not part of the title.
 function heading(lines, start) {
-  const [, hashes, text] = lines[start].match(/^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/);
-  return [h(`h${hashes.length}`, {}, inline(text)), start + 1];
+  const line = lines[start].trimStart();
+  const level = line.match(/^#{1,6}/)[0].length;
+  const text = trimEndOf(line.slice(level).trim(), '#').trimEnd();
+  return [h(`h${level}`, {}, inline(text)), start + 1];
 }
 
-function quote(lines, start) {
+function trimEndOf(text, character) {
+  let end = text.length;
+  while (end > 0 && text[end - 1] === character) end -= 1;
+  return text.slice(0, end);
+}
+
+function quote(lines, start, depth) {
   const body = [];
   let i = start;
   while (i < lines.length && /^ {0,3}>/.test(lines[i])) body.push(lines[i++].replace(/^ {0,3}> ?/, ''));
-  return [h('blockquote', {}, blocks(body)), i];
+  return [h('blockquote', {}, blocks(body, depth + 1)), i];
 }
 
-function list(lines, start) {
+function list(lines, start, depth) {
   const [, indent, marker] = lines[start].match(LIST_ITEM);
   const ordered = /\d/.test(marker);
   const element = h(ordered ? 'ol' : 'ul');
@@ -84,19 +104,20 @@ function list(lines, start) {
       body.push(lines[i].slice(Math.min(lines[i].match(/^\s*/)[0].length, indent.length + 2)));
       i += 1;
     }
-    element.append(listItem(body));
+    element.append(listItem(body, depth));
     while (i < lines.length && !lines[i].trim() && i + 1 < lines.length && LIST_ITEM.test(lines[i + 1])) i += 1;
   }
   return [element, i];
 }
 
-function listItem(body) {
-  const task = body[0].match(/^\[([ xX])\]\s+(.*)$/);
+function listItem(body, depth) {
   if (body.length === 1) {
-    if (task) return h('li', { class: 'task' }, task[1] === ' ' ? '☐ ' : '☑ ', inline(task[2]));
+    if (/^\[[ xX]\]\s/.test(body[0])) {
+      return h('li', { class: 'task' }, body[0][1] === ' ' ? '☐ ' : '☑ ', inline(body[0].slice(4).trimStart()));
+    }
     return h('li', {}, inline(body[0]));
   }
-  const [first, ...rest] = blocks(body);
+  const [first, ...rest] = blocks(body, depth + 1);
   const item = h('li');
   if (first && first.tagName === 'P') item.append(...first.childNodes);
   else if (first) item.append(first);
@@ -104,9 +125,10 @@ function listItem(body) {
   return item;
 }
 
+// The second line is the delimiter row: `| --- | :--: |`, outer pipes optional.
 function isTable(lines, i) {
   return lines[i].includes('|') && i + 1 < lines.length
-    && /^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$/.test(lines[i + 1]);
+    && cells(lines[i + 1]).every((cell) => /^:?-{2,}:?$/.test(cell));
 }
 
 function cells(line) {
@@ -132,47 +154,4 @@ function paragraph(lines, start) {
     i += 1;
   }
   return [h('p', {}, inline(body.join('\n'))), i];
-}
-
-// Inline spans, left to right: the earliest match wins; text between matches stays text.
-const INLINE = [
-  { re: /`([^`]+)`/, make: (m) => h('code', {}, m[1]) },
-  { re: /\*\*([^*]+?)\*\*|__([^_]+?)__/, make: (m) => h('strong', {}, inline(m[1] || m[2])) },
-  { re: /~~([^~]+?)~~/, make: (m) => h('del', {}, inline(m[1])) },
-  { re: /\*([^*\s][^*]*?)\*|(?<![\w])_([^_\s][^_]*?)_(?![\w])/, make: (m) => h('em', {}, inline(m[1] || m[2])) },
-  { re: /\[([^\]]+)\]\(([^)\s]+)(?:\s+"[^"]*")?\)/, make: (m) => link(m[1], m[2], m[0]) },
-  { re: /<(https?:\/\/[^>\s]+)>/, make: (m) => link(m[1], m[1], m[0]) },
-  { re: /\bhttps?:\/\/[^\s<>()]+[^\s<>().,;:!?'"]/, make: (m) => link(m[0], m[0], m[0]) },
-];
-
-function inline(text) {
-  const nodes = [];
-  let rest = text;
-  while (rest) {
-    let best = null;
-    for (const rule of INLINE) {
-      const match = rule.re.exec(rest);
-      if (match && (best === null || match.index < best.match.index)) best = { rule, match };
-    }
-    if (!best) { pushText(nodes, rest); break; }
-    pushText(nodes, rest.slice(0, best.match.index));
-    nodes.push(best.rule.make(best.match));
-    rest = rest.slice(best.match.index + best.match[0].length);
-  }
-  return nodes;
-}
-
-function pushText(nodes, text) {
-  const parts = text.split('\n');
-  parts.forEach((part, index) => {
-    if (index) nodes.push(h('br'));
-    if (part) nodes.push(document.createTextNode(part));
-  });
-}
-
-function link(label, href, original) {
-  let url;
-  try { url = new URL(href); } catch { return document.createTextNode(original); }
-  if (!['http:', 'https:', 'mailto:'].includes(url.protocol)) return document.createTextNode(original);
-  return h('a', { href: url.href, rel: 'noopener noreferrer nofollow', target: '_blank' }, inline(label));
 }
