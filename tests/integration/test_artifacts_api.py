@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cli import parpaing
 from tests.support.live import client_for, live_tower
 from tests.support.towers import insert_job
 from tests.unit.test_worker import WorkerProcess, base_spec, shell, started, workers
@@ -219,3 +220,38 @@ async def test_retention_deletes_artifacts_with_their_job(
     await Retention(settings, pool).clean_once()
     assert await db.fetchval("SELECT count(*) FROM job_artifacts") == 0
     assert await db.fetchval("SELECT count(*) FROM job_artifact_chunks") == 0
+
+
+async def test_the_cli_lists_downloads_and_prints_the_diff(
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+    origin: tuple[Path, str],
+    pool: Pool,
+    db: Any,
+    client: httpx.AsyncClient,
+) -> None:
+    source, commit = origin
+    frame = worker_frame(tmp_path, workers, SCRIPT, workspace_commit=commit, prepare=cloned(source))
+    job = await claimed(db)
+    assert await store.store(pool, job, frame)
+    url = str(client.base_url).rstrip("/")
+    workspace = tmp_path / "root" / "workspace"
+
+    listed = await parpaing(url, "artifacts", job.job_id, api_key=KEY)
+    assert listed.code == 0, listed.stderr
+    assert "src/main.py" in listed.stdout and "deleted  remove.txt" in listed.stdout
+    assert "changes: 5 file(s), +2 -1" in listed.stdout
+
+    out = tmp_path / "out"
+    fetched = await parpaing(url, "artifacts", job.job_id, "--out", str(out), api_key=KEY)
+    assert fetched.code == 0, fetched.stderr
+    found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert found == ["README.md", "big.bin", "old.bin", "src/main.py"]
+    for name in found:
+        assert (out / name).read_bytes() == (workspace / name).read_bytes()
+
+    patch = await parpaing(url, "diff", job.job_id, api_key=KEY)
+    served = (await client.get(f"/jobs/{job.job_id}/diff")).text
+    assert patch.code == 0 and patch.stdout == served
+    missing = await parpaing(url, "diff", "a-000000000000", api_key=KEY)
+    assert missing.code != 0 and "not found" in missing.stderr

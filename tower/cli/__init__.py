@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from tower.cli import admin, client, credentials, doctor, images, serve, uploads
+from tower.cli import admin, artifacts, client, credentials, doctor, images, serve, uploads
 from tower.cli.output import CliError, report_failure
 
 # In the order `parpaing --help` lists the commands: the server's first, then the client's.
@@ -23,6 +23,7 @@ REGISTER_COMMANDS: tuple[Callable[[Any], None], ...] = (
     client.add_commands,
     credentials.add_commands,
     uploads.add_commands,
+    artifacts.add_commands,
 )
 
 

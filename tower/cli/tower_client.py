@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tower.cli.output import CliError
 
@@ -17,6 +17,9 @@ from tower.cli.output import CliError
 STREAM_READ_TIMEOUT = 60.0
 # A large upload is checked by tower before it answers (an archive's entries).
 UPLOAD_TIMEOUT = 600.0
+# A download's each read waits at most this long (the body streams from PostgreSQL).
+DOWNLOAD_TIMEOUT = 120.0
+DOWNLOAD_CHUNK = 1 << 20
 
 
 class TowerClient:
@@ -62,6 +65,22 @@ class TowerClient:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CliError(f"uploading {file} to {self.base_url}: {reason}") from None
+
+    def download(self, path: str, sink: BinaryIO) -> int:
+        """GET `path` into `sink` a piece at a time (never read whole); bytes written."""
+        request = urllib.request.Request(self.base_url + path, headers=self._headers(False))
+        written = 0
+        try:
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as reply:
+                while piece := reply.read(DOWNLOAD_CHUNK):
+                    sink.write(piece)
+                    written += len(piece)
+        except urllib.error.HTTPError as exc:
+            raise CliError(_http_error_message(exc), exc.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"downloading {path} from {self.base_url}: {reason}") from None
+        return written
 
     def events(self, path: str, last_event_id: str = "") -> Iterator[tuple[str, str, Any]]:
         """(id, event, data) for each Server-Sent Event of `path`, until it closes."""
