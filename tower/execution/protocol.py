@@ -14,8 +14,9 @@ runs under the image's python3 (Debian's 3.11). The prose is docs/execution.md.
    OUT_DIR/<file>, at most output_cap(the spec's output_limit) bytes. Over the cap, it
    sends result.json alone, its `reason` RESULT_TOO_LARGE.
    Just before it, an artifacts frame: artifacts_header(size), then `size` bytes of tar
-   (ARTIFACTS_MANIFEST, then ARTIFACT_FILES_DIR/<path> for each file the job created
-   or changed under WORKSPACE_DIR, then ARTIFACTS_DIFF for a repository job), at most
+   (ARTIFACTS_MANIFEST, then ARTIFACTS_DIFF for a repository job, then
+   ARTIFACT_FILES_DIR/<path> for each file the job created or changed under
+   WORKSPACE_DIR), at most
    artifact_cap(the spec's artifact_limit) bytes; size 0 when there is nothing to send.
 4. The entry script (ENTRYPOINT_PATH, worker/entrypoint.sh) prints DONE_LINE once the
    worker has ended, and keeps the container up until tower removes it.
@@ -72,7 +73,7 @@ RESULT_INPUT = "input"
 # Room in an output tar beyond the job's stdout: its stderr tail, result.json, headers.
 OUTPUT_MARGIN = 8 * 1024 * 1024
 # The artifacts frame's tar: the manifest first (JSON: files, omitted, deleted, changes,
-# diff), then each artifact as ARTIFACT_FILES_DIR/<path in /workspace>, then the diff.
+# diff), then the diff, then each artifact as ARTIFACT_FILES_DIR/<path in /workspace>.
 ARTIFACTS_MANIFEST = "manifest.json"
 ARTIFACT_FILES_DIR = "files"
 ARTIFACTS_DIFF = "diff.patch"
