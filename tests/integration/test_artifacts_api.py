@@ -255,3 +255,55 @@ async def test_the_cli_lists_downloads_and_prints_the_diff(
     assert patch.code == 0 and patch.stdout == served
     missing = await parpaing(url, "diff", "a-000000000000", api_key=KEY)
     assert missing.code != 0 and "not found" in missing.stderr
+
+
+def hostile_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    manifest = b'{"version": 1, "files": [], "omitted": [{"path": "x\\u0000y", "size": -1}]}'
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for info, data in members:
+            info.size = len(data) if info.isfile() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return path
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, **pax: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.pax_headers = kind, pax
+    return info
+
+
+async def test_a_tar_that_is_not_the_workers_keeps_only_plain_files(
+    tmp_path: Path, pool: Pool, db: Any, client: httpx.AsyncClient
+) -> None:
+    """Anything in the container may have written on its stdout: escaping names, links,
+    an extended header too large to read, too many members are not stored."""
+    job = await claimed(db)
+    escaping = hostile_tar(
+        tmp_path / "escaping.tar",
+        [
+            (member("files/../../etc/x"), b"no"),
+            (member("files//abs"), b"no"),
+            (member("files/link", tarfile.SYMTYPE), b""),
+            (member("other/y"), b"no"),
+            (member("files/ok.txt"), b"yes"),
+        ],
+    )
+    assert await store.store(pool, job, escaping)
+    listed = (await client.get(f"/jobs/{job.job_id}/artifacts")).json()
+    assert [entry["path"] for entry in listed["files"]] == ["ok.txt"]
+    assert listed["omitted"] == [{"path": "xy", "size": 0, "why": ""}]
+
+    bomb = hostile_tar(tmp_path / "bomb.tar", [(member("files/a", comment="x" * (2 << 20)), b"a")])
+    with pytest.raises(store.Unreadable, match="extended header"):
+        await store.store(pool, job, bomb)
+    many = hostile_tar(
+        tmp_path / "many.tar",
+        [(member(f"d{n}", tarfile.DIRTYPE), b"") for n in range(store.MAX_MEMBERS + 1)],
+    )
+    with pytest.raises(store.Unreadable, match="members"):
+        await store.store(pool, job, many)
+    listed = (await client.get(f"/jobs/{job.job_id}/artifacts")).json()
+    assert [entry["path"] for entry in listed["files"]] == ["ok.txt"]  # rolled back

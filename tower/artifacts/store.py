@@ -62,6 +62,7 @@ class _LeaseGone(Exception):
 
 
 async def _store_tar(connection: Any, attempt: Attempt, tar_path: Path) -> dict[str, Any]:
+    await asyncio.to_thread(check_headers, tar_path)
     archive = await asyncio.to_thread(tarfile.open, tar_path, "r:")
     try:
         members = iter(archive)
@@ -102,6 +103,45 @@ async def _store_member(
     seen.add(path)
     stored.bytes += await _store_file(connection, attempt, archive, member, "file", path)
     stored.files += 1
+
+
+# Members a worker's tar may hold: the manifest, the diff, the files, and the extended
+# header (PAX) before each; a tar of more is not the worker's.
+MAX_MEMBERS = 2 * (protocol.MAX_ARTIFACT_FILES + 2)
+# The largest extended header (PAX, GNU long name) tarfile is allowed to read: it reads
+# one whole into memory, so the frame's size alone would not bound it.
+MAX_EXTENDED_HEADER = 1 << 20
+EXTENDED_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+def check_headers(tar_path: Path) -> None:
+    """Walk the tar's headers (seeking past the data) before tarfile reads it: at most
+    MAX_MEMBERS headers, no extended header over MAX_EXTENDED_HEADER. Raises Unreadable."""
+    with tar_path.open("rb") as file:
+        for _ in range(MAX_MEMBERS + 1):
+            block = file.read(tarfile.BLOCKSIZE)
+            if len(block) < tarfile.BLOCKSIZE or block == bytes(tarfile.BLOCKSIZE):
+                return
+            size = _header_size(block[124:136])
+            if block[156:157] in EXTENDED_TYPES and size > MAX_EXTENDED_HEADER:
+                raise Unreadable(f"the artifacts tar has a {size} byte extended header")
+            file.seek(-(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE, 1)
+    raise Unreadable(f"the artifacts tar holds more than {MAX_MEMBERS} members")
+
+
+def _header_size(field: bytes) -> int:
+    """A header's size field: octal digits, or base-256 (GNU) for a large size."""
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    try:
+        return int(field.split(b"\x00", 1)[0].strip(b" ") or b"0", 8)
+    except ValueError:
+        raise Unreadable("the artifacts tar has a header it cannot read") from None
 
 
 def artifact_path(name: str) -> str | None:
@@ -209,7 +249,8 @@ def _listed(value: Any) -> list[Any]:
 
 def _text(value: Any) -> str:
     # PostgreSQL's jsonb holds no NUL; a path is at most MAX_ARTIFACT_PATH.
-    return str(value).replace("\x00", "")[: protocol.MAX_ARTIFACT_PATH]
+    text = value if isinstance(value, str) else ""
+    return text.replace("\x00", "")[: protocol.MAX_ARTIFACT_PATH]
 
 
 def _count(value: Any) -> int:
