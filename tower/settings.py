@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     # BUNDLE_VOLUME_SIZE (the clone travels to the worker in the job's bundle).
     repo_allow_private: bool = False
     repo_clone_timeout_seconds: float = 300.0
+    # Who commits a job's changes on its output branch.
+    publish_author_name: str = "Parpaing"
+    publish_author_email: str = "parpaing@localhost"
     webhook_timeout: int = 10
     # Standard Webhooks signing key, `whsec_<base64>` (or any other string, used as raw
     # bytes). Empty: one is generated at first start and kept in the database.

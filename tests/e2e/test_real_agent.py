@@ -9,25 +9,22 @@ leaves this host. The gateway holds the "real" key; the fake checks it arrived o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import docker
-import httpx
 import pytest
 
+from tests.e2e.agents import JOB_DEADLINE, REAL_GEMINI_KEY, AgentRig, claude_job
+from tests.e2e.agents import agent_rig as rig_for
 from tests.e2e.gateway import (
     REAL_ANTHROPIC_KEY,
     REAL_OPENAI_KEY,
     GatewayNames,
     anthropic_headers,
-    egress_host_address,
-    gateway_address,
     gateway_names,
-    gateway_settings,
 )
 from tests.e2e.support import (
     describe,
@@ -36,14 +33,11 @@ from tests.e2e.support import (
     python_script,
     register_shell,
     run_job,
-    serve,
 )
 from tests.support.fake_llm import FakeLLM, Turn, text, tool
 
-REAL_GEMINI_KEY = "real-gemini-" + "g" * 24
 # nginx may serve a cached yes for up to GATEWAY_AUTH_CACHE_SECONDS + 1 s (docs/gateway.md).
 CACHE_BOUND = 2.5
-JOB_DEADLINE = 240.0
 
 
 @pytest.fixture
@@ -57,13 +51,6 @@ def names(docker_client: docker.DockerClient) -> Iterator[GatewayNames]:
         yield found
 
 
-@dataclass
-class AgentRig:
-    tower: httpx.AsyncClient
-    gateway: httpx.AsyncClient
-    fake: FakeLLM
-
-
 @pytest.fixture
 async def agent_rig(
     database_url: str,
@@ -74,41 +61,9 @@ async def agent_rig(
     docker_client: docker.DockerClient,
 ) -> AsyncIterator[AgentRig]:
     """A tower running its gateway in front of the fake LLM, with the real worker image."""
-    host = await asyncio.to_thread(egress_host_address, docker_client, names)
-    with FakeLLM(host=host) as fake:
-        settings = gateway_settings(
-            database_url,
-            network,
-            names,
-            gateway_image,
-            fake.url,
-            worker_image=worker_image,
-            gemini_api_key=REAL_GEMINI_KEY,
-        )
-        async with (
-            serve(settings) as url,
-            httpx.AsyncClient(base_url=url, timeout=60) as tower,
-        ):
-            base = await asyncio.to_thread(gateway_address, docker_client, names)
-            async with httpx.AsyncClient(base_url=base, timeout=30) as gateway:
-                await _until_healthy(gateway)
-                yield AgentRig(tower, gateway, fake)
-
-
-async def _until_healthy(gateway: httpx.AsyncClient) -> None:
-    for _ in range(300):
-        with contextlib.suppress(httpx.HTTPError):
-            if (await gateway.get("/health")).status_code == 200:
-                return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the gateway never answered /health")
-
-
-async def claude_job(rig: AgentRig, prompt: str, **fields: Any) -> dict[str, Any]:
-    body = {"agent_id": "e2e", "engine": "claude-code", "prompt": prompt, **fields}
-    response = await rig.tower.post("/jobs", json=body)
-    assert response.status_code == 202, response.text
-    return await _wait(rig, response.json()["job_id"])
+    images = (gateway_image, worker_image)
+    async with rig_for(docker_client, database_url, network, names, images) as rig:
+        yield rig
 
 
 def assert_real_key_on_every_call(fake: FakeLLM) -> None:

@@ -54,7 +54,8 @@ TERMINAL_COLUMNS = """
 jobs.job_id, jobs.status, jobs.request ->> 'webhook_url' AS webhook_url,
 jobs.agent_id, jobs.engine, jobs.profile, jobs.exit_code, jobs.result, jobs.error,
 jobs.failure_reason, jobs.usage, jobs.duration_ms, jobs.attempt,
-jobs.created_at, jobs.started_at, jobs.finished_at
+jobs.created_at, jobs.started_at, jobs.finished_at,
+jobs.artifacts -> 'changes' AS changes, jobs.published
 """
 
 # The Standard Webhooks envelope: type, timestamp, data. Stored whole, sent as stored.
@@ -67,7 +68,7 @@ jsonb_build_object(
         'profile', profile, 'exit_code', exit_code, 'failure_reason', failure_reason,
         'error', error, 'result', result, 'usage', usage, 'duration_ms', duration_ms,
         'attempt', attempt, 'created_at', created_at, 'started_at', started_at,
-        'finished_at', finished_at))
+        'finished_at', finished_at, 'changes', changes, 'published', published))
 """
 
 # Standard Webhooks message ids look like msg_<random>; this one is the delivery's key.

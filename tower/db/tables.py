@@ -75,6 +75,9 @@ jobs = Table(
     # What the last attempt left in its workspace, beyond the files (tower/artifacts):
     # {files, bytes, omitted, omitted_count, deleted, deleted_count, changes, diff_error}.
     Column("artifacts", JSONB),
+    # A repository job's output, as tower did it (tower/workspaces/outputs.py):
+    # {branch, commit, pull_request_url, pull_request_number}, or why nothing was pushed.
+    Column("published", JSONB),
     CheckConstraint(
         f"status IN {sql_list(JOB_STATUSES)}",
         name="jobs_status_valid",

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 from uuid import UUID
 
 FailureReason = Literal[
-    "error", "timeout", "oom", "tower_lost", "result_too_large", "cancelled", "input"
+    "error", "timeout", "oom", "tower_lost", "result_too_large", "cancelled", "input", "output"
 ]
 OutputStream = Literal["stdout", "stderr"]
 InputKind = Literal["file", "tar", "tar.gz", "zip"]

@@ -99,7 +99,7 @@ exit_code, attempt, max_attempts, failure_reason, usage, duration_ms, ran_by
 
 # The request's echoed fields come out of the jsonb; the prompt only as its length.
 SELECT_JOB = f"""
-SELECT {_SUMMARY_COLUMNS}, result, error, artifacts,
+SELECT {_SUMMARY_COLUMNS}, result, error, artifacts, published,
        request - 'prompt' - 'system_prompt' - 'mcp_config' AS echo,
        coalesce(length(request ->> 'prompt'), 0) AS prompt_chars,
        {DELIVERIES_OF_JOB} AS webhook_deliveries

@@ -315,6 +315,9 @@ class JobRecord(JobSummary):
     # repository job's diff totals. None until an attempt stored some.
     artifacts: ArtifactsSummary | None = None
     changes: Changes | None = None
+    # A repository job's output as tower did it: {branch, commit, pull_request_url,
+    # pull_request_number}, or {branch: null, reason | error} when nothing was pushed.
+    published: dict[str, Any] | None = None
 
 
 class JobPage(BaseModel):

@@ -38,7 +38,7 @@ from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
 from tower.queue.leases import Leases
 from tower.settings import Settings
-from tower.workspaces import staging
+from tower.workspaces import outputs, staging
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,9 @@ class Dispatcher:
             prepared = dataclasses.replace(
                 job, inputs=staged.inputs, workspace_commit=staged.commit
             )
-            return await self._runner.run(prepared, output)
+            outcome = await self._runner.run(prepared, output)
+            # The branch and pull request, from the clone, while it is still here.
+            return await outputs.after_run(self._pool, self._settings, job, staged, outcome)
         finally:
             staged.discard()
 

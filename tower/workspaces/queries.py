@@ -10,3 +10,12 @@ FROM job_inputs AS i LEFT JOIN uploads AS u ON u.upload_id = i.upload_id
 WHERE i.job_id = $1
 ORDER BY i.position
 """
+
+# What tower pushed for the job's output, written by the attempt that holds the lease
+# (fenced like every owner's write) before its final write, so the finish's webhook and
+# every reader see it with the terminal status.
+SET_PUBLISHED = """
+UPDATE jobs SET published = $3
+WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
+RETURNING job_id
+"""
