@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cli import parpaing
 from tests.support.git_server import GitServer, git_server
 from tests.support.live import client_for, live_tower
 from tower.execution.simulated import SimulatedRunner
@@ -156,3 +157,26 @@ async def test_a_private_repository_host_is_refused_unless_allowed(database_url:
         response = await client.post("/jobs", json=job(repo={"url": "http://127.0.0.1/r.git"}))
         where, why = error_at(response)
         assert where == ["body", "repo", "url"] and "REPO_ALLOW_PRIVATE" in why
+
+
+async def test_the_cli_submits_files_and_a_repository_with_its_output(
+    client: httpx.AsyncClient, server: GitServer, tmp_path: Path
+) -> None:
+    server.create("app", {"README.md": b"hi\n"})
+    notes = tmp_path / "notes.txt"
+    notes.write_text("notes\n")
+    url = str(client.base_url)
+    args = ["submit", "--agent", "cli", "--engine", "claude-code", "--prompt", "echo done"]
+    args += ["--file", f"{notes}:docs", "--repo", f"{server.url('app')}@main"]
+    args += ["--credential", "repo-hub", "--branch", "agent/cli", "--pr-title", "From the CLI"]
+    ran = await parpaing(url, *args, api_key=KEY)
+    assert ran.code == 0, ran.stderr
+    record = await finished(client, ran.stdout.strip())
+    assert record["repo"] == {"url": server.url("app"), "ref": "main", "credential": "repo-hub"}
+    assert record["output"]["branch"] == "agent/cli"
+    assert record["output"]["pull_request"] == {"title": "From the CLI", "body": ""}
+    assert [item["path"] for item in record["inputs"]] == ["docs"]
+    lonely = await parpaing(
+        url, "submit", "--agent", "a", "--engine", "e", "--branch", "b", api_key=KEY
+    )
+    assert lonely.code == 1 and "need --repo" in lonely.stderr

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tower.cli.files import upload_path
 from tower.cli.output import CliError
 from tower.cli.tower_client import TowerClient
 from tower.db.statuses import JOB_STATUSES, TERMINAL_STATUSES
@@ -77,7 +78,25 @@ def _add_submit(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--var", action="append", help="NAME=VALUE or NAME:=JSON (repeatable)")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--wait", action="store_true", help="wait and print the finished job")
+    _add_workspace_options(parser)
     parser.set_defaults(handler=against_tower(submit))
+
+
+def _add_workspace_options(parser: argparse.ArgumentParser) -> None:
+    workspace = parser.add_argument_group("workspace (docs: README, Inputs and Repositories)")
+    workspace.add_argument(
+        "--file",
+        action="append",
+        metavar="PATH[:DEST]",
+        help="upload a file, archive or directory into /workspace[/DEST] (repeatable)",
+    )
+    workspace.add_argument(
+        "--repo", metavar="URL[@REF]", help="clone this repository as /workspace"
+    )
+    workspace.add_argument("--credential", help="the stored credential for --repo")
+    workspace.add_argument("--branch", help="push the agent's changes on this new branch")
+    workspace.add_argument("--pr-title", help="and open a pull request with this title")
+    workspace.add_argument("--pr-body", default="", help="the pull request's description")
 
 
 def _add_wait(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -117,7 +136,11 @@ def against_tower(command: ClientCommand) -> Callable[[argparse.Namespace], int]
 
 
 def submit(args: argparse.Namespace, client: TowerClient) -> int:
-    reply = client.call("POST", "/jobs", submit_body(args))
+    body = submit_body(args)
+    inputs = [_uploaded(client, item) for item in args.file or []]
+    if inputs:
+        body["inputs"] = inputs
+    reply = client.call("POST", "/jobs", body)
     job_id = str(reply["job_id"])
     print(job_id)
     if not args.wait:
@@ -245,7 +268,48 @@ def submit_body(args: argparse.Namespace) -> dict[str, Any]:
         body["prompt_vars"] = dict(parse_var(item) for item in args.var)
     if args.dry_run:
         body["dry_run"] = True
+    body.update(_repository(args))
     return body
+
+
+def _repository(args: argparse.Namespace) -> dict[str, Any]:
+    """`repo` and `output` from --repo URL[@REF], --credential, --branch, --pr-title."""
+    if not args.repo:
+        if args.credential or args.branch or args.pr_title:
+            raise CliError("--credential, --branch and --pr-title need --repo")
+        return {}
+    url, ref = _url_and_ref(args.repo)
+    repo: dict[str, Any] = {"url": url, **({"ref": ref} if ref else {})}
+    if args.credential:
+        repo["credential"] = args.credential
+    fields: dict[str, Any] = {"repo": repo}
+    if args.pr_title and not args.branch:
+        raise CliError("--pr-title needs --branch (the pull request's branch)")
+    if args.branch:
+        output: dict[str, Any] = {"branch": args.branch}
+        if args.pr_title:
+            output["pull_request"] = {"title": args.pr_title, "body": args.pr_body}
+        fields["output"] = output
+    return fields
+
+
+def _url_and_ref(text: str) -> tuple[str, str | None]:
+    """https://host/o/r.git@feature/x -> (https://host/o/r.git, feature/x): the ref
+    follows the last '@' after the host (a ref may hold '/', a host part may not hold '@')."""
+    scheme, separator, rest = text.partition("://")
+    host, slash, path = rest.partition("/")
+    if "@" not in path:
+        return text, None
+    path, _, ref = path.rpartition("@")
+    return f"{scheme}{separator}{host}{slash}{path}", ref or None
+
+
+def _uploaded(client: TowerClient, item: str) -> dict[str, str]:
+    """--file PATH[:DEST] uploaded; the job's input naming it."""
+    local, _, destination = item.partition(":")
+    reply = upload_path(client, Path(local))
+    print(f"uploaded {local}: {reply['upload_id']} ({reply['size']} bytes)", file=sys.stderr)
+    return {"upload": str(reply["upload_id"]), "path": destination}
 
 
 def parse_var(item: str) -> tuple[str, Any]:
