@@ -27,7 +27,17 @@ WORKER_ROLE = "worker"
 # 3: the bundle comes on stdin (stdin_open), no longer put_archive + SIGUSR1.
 # 4: the entry script is a file of the image (worker/entrypoint.sh), no longer `sh -c`.
 # 5: no network (network_mode none); the gateway through its socket volume, read-only.
-HARDENING_VERSION = 5
+# 6: Docker's `local` log driver, bounded (LOG_CONFIG).
+HARDENING_VERSION = 6
+
+# Tower follows a worker through attach, not its log; Docker keeps one only for the ready
+# line (containers.wait_ready) and for an operator's `docker logs`. The `local` driver,
+# bounded: json-file kept every byte an agent printed on the host's disk, unbounded, and
+# encoding it cost stdout three quarters of its throughput (100 MB: 2.6 s, not 0.8 s).
+LOG_CONFIG = {
+    "type": "local",
+    "config": {"max-size": "1m", "max-file": "2", "compress": "false"},
+}
 
 # The worker runs under its image's entry script, which outlives it (it keeps the
 # container, and so the bundle volume's tmpfs, up until tower has collected /bundle/out),
@@ -119,6 +129,7 @@ def container_options(
         # The bundle comes on stdin (containers.deliver); no tty, so output stays framed
         # as stdout and stderr apart.
         "stdin_open": True,
+        "log_config": LOG_CONFIG,
         "labels": worker_labels(shape, slot_id, labels),
         "detach": True,
     }

@@ -1,0 +1,197 @@
+"""Workspace benchmark: 100 MB in and out of a job, against `docker cp` of the same bytes.
+
+A benchmark, not a test: it prints figures and a target, and never fails on them.
+Run from the repository root, with Docker up and the worker image built:
+    .venv/bin/python bench/workspace.py [--mb 100] [--rounds 3]
+
+Each round, in one run on one machine:
+1. Baseline: `docker cp` of the file into a created (not started) worker container, then
+   `docker cp` of it back out: the bytes in and out through Docker alone.
+2. Parpaing: POST /uploads of the file (streamed), a job naming it as an input whose
+   engine copies it to a new file in /workspace, then GET /jobs/{id}/artifacts/<file>
+   streamed to disk: upload -> job -> artifact download, end to end.
+The ratio is baseline seconds / Parpaing seconds (throughput, so higher is better), with
+the median of the rounds reported. Target: >= 0.5.
+"""
+
+# ruff: noqa: E402  (sys.path is repaired below, before the imports that need it)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+import httpx
+
+from bench.e2e import database, remove_bench_workers, tower
+from tower.db.embedded import LocalPostgres
+from tower.settings import Settings
+
+TARGET = 0.5
+MiB = 1 << 20
+ENGINE = """\
+id = "shell"
+name = "Shell"
+binary = "bash"
+args = ["-s"]
+output = "text"
+
+[prompt]
+via = "stdin"
+"""
+PROFILE = 'name = "shell"\nengine = "shell"\n'
+COPY = "cp /workspace/in/payload.bin /workspace/out.bin"
+
+
+def make_payload(directory: Path, size_mb: int) -> Path:
+    path = directory / "payload.bin"
+    with path.open("wb") as file:
+        for _ in range(size_mb):
+            file.write(os.urandom(MiB))
+    return path
+
+
+def docker_cp_round(image: str, payload: Path, scratch: Path) -> float:
+    """Seconds to copy `payload` into a fresh worker container and back out."""
+    created = subprocess.run(
+        ["docker", "create", image, "true"], check=True, capture_output=True, text=True
+    )
+    container = created.stdout.strip()
+    try:
+        started = time.perf_counter()
+        subprocess.run(["docker", "cp", str(payload), f"{container}:/tmp/payload.bin"], check=True)
+        subprocess.run(
+            ["docker", "cp", f"{container}:/tmp/payload.bin", str(scratch / "back.bin")],
+            check=True,
+        )
+        return time.perf_counter() - started
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], check=True, capture_output=True)
+
+
+async def parpaing_round(client: httpx.AsyncClient, payload: Path, scratch: Path) -> float:
+    """Seconds for upload -> job -> artifact download; checks the bytes came back whole."""
+    started = time.perf_counter()
+    with payload.open("rb") as body:
+        uploaded = await client.post(
+            "/uploads?filename=payload.bin",
+            content=_chunks(body),
+            headers={"content-type": "application/octet-stream"},
+        )
+    uploaded.raise_for_status()
+    after_upload = time.perf_counter()
+    job = {"agent_id": "bench", "engine": "shell", "profile": "shell", "prompt": COPY}
+    job["inputs"] = [{"upload": uploaded.json()["upload_id"], "path": "in"}]
+    submitted = await client.post("/jobs", json=job)
+    submitted.raise_for_status()
+    job_id = submitted.json()["job_id"]
+    waited = await client.get(f"/jobs/{job_id}/wait", params={"timeout": 600}, timeout=630)
+    record = waited.json()
+    if record["status"] != "completed":
+        raise RuntimeError(f"job {job_id} ended {record['status']}: {record['error']}")
+    after_job = time.perf_counter()
+    target = scratch / "out.bin"
+    async with client.stream("GET", f"/jobs/{job_id}/artifacts/out.bin") as answer:
+        answer.raise_for_status()
+        with target.open("wb") as file:
+            async for chunk in answer.aiter_bytes(MiB):
+                file.write(chunk)
+    elapsed = time.perf_counter() - started
+    if _digest(target) != _digest(payload):
+        raise RuntimeError("the artifact is not the uploaded bytes")
+    print(
+        f"    upload {after_upload - started:5.2f} s, job {after_job - after_upload:5.2f} s,"
+        f" download {started + elapsed - after_job:5.2f} s"
+    )
+    return elapsed
+
+
+async def _chunks(body: BinaryIO) -> AsyncIterator[bytes]:
+    while chunk := body.read(MiB):
+        yield chunk
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def measure(server: LocalPostgres, root: Path, args: argparse.Namespace) -> None:
+    payload = make_payload(root, args.mb)
+    network = f"parpaing-bench-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        database_url=await database(server, "workspace"),
+        worker_net=network,
+        gateway_socket_volume=f"{network}-socket",
+        gateway_managed=False,
+        pool_size=1,
+    )
+    image = settings.worker_image
+    baseline, ours = [], []
+    try:
+        async with tower(settings) as client:
+            client.timeout = httpx.Timeout(600)
+            for path, content in (("engine/shell", ENGINE), ("profile/shell", PROFILE)):
+                (await client.put(f"/configs/{path}", json={"content": content})).raise_for_status()
+            await parpaing_round(client, payload, root)  # warms caches and the pool
+            for _ in range(args.rounds):
+                baseline.append(await asyncio.to_thread(docker_cp_round, image, payload, root))
+                ours.append(await parpaing_round(client, payload, root))
+    finally:
+        await asyncio.to_thread(remove_bench_workers, network)
+    report(args.mb, baseline, ours)
+
+
+def report(size_mb: int, baseline: list[float], ours: list[float]) -> None:
+    ratios = [base / mine for base, mine in zip(baseline, ours, strict=True)]
+    print(f"\n{size_mb} MB in and out, {len(ours)} rounds")
+    for base, mine, ratio in zip(baseline, ours, ratios, strict=True):
+        print(
+            f"  docker cp in+out {base:6.2f} s   upload->job->download {mine:6.2f} s   {ratio:.2f}"
+        )
+    median = statistics.median(ratios)
+    verdict = "meets" if median >= TARGET else "misses"
+    print(
+        f"  median ratio {median:.2f} (docker cp seconds / Parpaing seconds): {verdict} "
+        f"the target >= {TARGET}"
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="parpaing-bench-") as root:
+        server = await asyncio.to_thread(LocalPostgres(Path(root) / "pgdata").start)
+        try:
+            await measure(server, Path(root), args)
+        finally:
+            await asyncio.to_thread(server.stop, "immediate")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=100, help="the payload's size in MiB")
+    parser.add_argument("--rounds", type=int, default=3)
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
