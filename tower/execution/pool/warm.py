@@ -236,9 +236,7 @@ class WarmPool:
         return Slot(slot_id, container_id, bundle_volume_name(slot_id), False)
 
     async def _create(self, slot_id: str, shape: ContainerShape) -> str:
-        return await self._calls(
-            create_worker, shape, self._settings, slot_id, self._labels
-        )
+        return await self._calls(create_worker, shape, self._settings, slot_id, self._labels)
 
     def _key_for(self, shape: ContainerShape) -> q.PoolKey:
         return q.PoolKey(self._host, shape.image, config_hash(shape))
