@@ -53,3 +53,27 @@ export function count(value) {
   if (value === null || value === undefined) return '—';
   return Number(value).toLocaleString();
 }
+
+// 1536 -> "1.5 KiB": sizes in powers of 1024, the exact count kept for a title.
+export function bytes(value) {
+  if (value === null || value === undefined) return '—';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let amount = Number(value);
+  let unit = 0;
+  while (amount >= 1024 && unit < units.length - 1) {
+    amount /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${amount} B` : `${amount.toFixed(amount < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+// An http(s) URL as a string, or null: only those become links on the page.
+export function httpUrl(value) {
+  if (typeof value !== 'string') return null;
+  try {
+    const url = new URL(value);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+  } catch {
+    return null;
+  }
+}

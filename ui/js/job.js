@@ -1,5 +1,6 @@
 // One job: its facts, the live log from GET /jobs/{id}/events, the result (the final text
-// as Markdown, and the raw record as JSON), usage and cost, webhook deliveries, cancel.
+// as Markdown, and the raw record as JSON), usage and cost, its workspace (inputs,
+// repository, artifacts, diff, what was published), webhook deliveries, cancel.
 
 import { ApiError, api, get } from './api.js';
 import { h, replace, statusBadge } from './dom.js';
@@ -7,6 +8,7 @@ import { TERMINAL, between, count, dateTime, duration, usd } from './format.js';
 import { renderMarkdown } from './markdown.js';
 import { subscribe } from './sse.js';
 import { tabs } from './tabs.js';
+import { ArtifactsView, DiffView, renderWorkspace } from './workspace.js';
 
 // A result larger than this is shown as plain text, not rendered: Markdown makes a node per
 // span, and a page holding megabytes of them is slow to build, lay out and scroll.
@@ -33,6 +35,9 @@ class JobView {
     this.logState = h('span', { class: 'log-state', role: 'status' }, 'Connecting…');
     this.result = h('div', { class: 'card result' });
     this.webhooks = h('div', { class: 'card webhooks', hidden: true });
+    this.workspace = h('div', { class: 'card workspace', hidden: true });
+    this.artifacts = new ArtifactsView(jobId, (message) => this.showNotice(message));
+    this.diff = new DiffView(jobId, (message) => this.showNotice(message));
     this.element = h('section', { class: 'view job-view', 'aria-labelledby': 'job-title' },
       h('p', { class: 'crumbs' }, h('a', { href: '#/jobs' }, '← Jobs')),
       h('div', { class: 'view-head' },
@@ -43,7 +48,10 @@ class JobView {
       h('div', { class: 'card' },
         h('div', { class: 'card-head' }, h('h2', {}, 'Log'), this.logState),
         this.log),
+      this.workspace,
       this.result,
+      this.artifacts.element,
+      this.diff.element,
       this.webhooks);
     this.stream = subscribe(`/jobs/${encodeURIComponent(jobId)}/events`, {
       onEvent: (event) => this.onEvent(event),
@@ -117,7 +125,10 @@ class JobView {
     this.setStatus(job.status);
     renderFacts(this.facts, job);
     renderUsage(this.usage, job.usage);
+    renderWorkspace(this.workspace, job);
     renderResult(this.result, job);
+    this.artifacts.update(job);
+    this.diff.update(job);
     renderWebhooks(this.webhooks, job, () => this.redeliver());
     this.followDeliveries(job);
   }

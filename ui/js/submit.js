@@ -1,15 +1,29 @@
 // The submit form, built from GET /profiles and GET /engines. Prompt variables are sent
 // with their declared types (integer, float, boolean, enum); a value that does not read
 // as its type is sent as typed, so the server's own message explains what is wrong.
-// A 422's messages are shown next to the field they name.
+// Files are uploaded as they are chosen (ui/js/uploads.js) and sent as `inputs`; a
+// repository (URL, ref, a stored credential) and what to do with the changes (a branch,
+// a pull request) as `repo` and `output`. A 422's messages are shown next to the field
+// they name.
 
 import { ApiError, api, get } from './api.js';
 import { field, h, replace, setFieldError } from './dom.js';
+import { FilePicker } from './uploads.js';
 
 export function showSubmit() {
   const view = new SubmitForm();
   return { element: view.element };
 }
+
+// name in the form -> where it goes in the body (and the key a 422's loc gives it).
+const REPOSITORY = [
+  { name: 'repo_url', key: 'repo.url', label: 'Repository URL', hint: 'Cloned as /workspace (with its .git) before the agent starts; https://…', control: () => text('repo_url', 'url') },
+  { name: 'repo_ref', key: 'repo.ref', label: 'Ref', hint: 'A branch, a tag or a 40-digit commit; the default branch when empty.', control: () => text('repo_ref') },
+  { name: 'repo_credential', key: 'repo.credential', label: 'Credential', hint: 'A stored credential (POST /credentials) for cloning and pushing.', control: () => h('select', { name: 'repo_credential' }, h('option', { value: '' }, 'none')) },
+  { name: 'output_branch', key: 'output.branch', label: 'Output branch', hint: 'The agent’s changes are committed on this new branch and pushed.', control: () => text('output_branch') },
+  { name: 'pr_title', key: 'output.pull_request.title', label: 'Pull request title', hint: 'Opens a pull (or merge) request from the branch; needs a github or gitlab credential.', control: () => text('pr_title') },
+  { name: 'pr_body', key: 'output.pull_request.body', label: 'Pull request description', control: () => h('textarea', { name: 'pr_body', rows: 3 }) },
+];
 
 const ADVANCED = [
   { key: 'model', label: 'Model', hint: 'Overrides the profile’s model.', control: () => text('model') },
@@ -38,6 +52,7 @@ class SubmitForm {
   constructor() {
     this.fields = new Map();
     this.profiles = [];
+    this.picker = new FilePicker();
     this.form = h('form', { class: 'submit-form card', novalidate: true, onsubmit: (event) => this.submit(event) });
     this.formError = h('p', { class: 'form-error', role: 'alert', hidden: true });
     this.vars = h('fieldset', { class: 'vars' });
@@ -55,6 +70,19 @@ class SubmitForm {
       this.build(engines.engines);
     } catch (error) {
       replace(this.form, h('p', { class: 'form-error', role: 'alert' }, `Cannot load profiles and engines: ${error.message}`));
+      return;
+    }
+    this.loadCredentials();
+  }
+
+  // Without them the form still works: only the credential select stays empty.
+  async loadCredentials() {
+    const select = this.form.elements.repo_credential;
+    try {
+      const { credentials } = await get('/credentials');
+      select.append(...credentials.map((c) => h('option', { value: c.name }, `${c.name} (${c.kind})`)));
+    } catch (error) {
+      setFieldError(this.fields.get('repo.credential'), `Cannot list the credentials: ${error.message}`);
     }
   }
 
@@ -83,15 +111,25 @@ class SubmitForm {
       this.profileHint,
       this.add('prompt', 'Prompt', h('textarea', { name: 'prompt', id: 'job-prompt', rows: 6, spellcheck: 'true' })),
       this.vars,
+      this.picker.element,
+      h('details', { class: 'advanced repository' }, h('summary', {}, 'Repository and pull request'),
+        h('div', { class: 'grid two' }, REPOSITORY.map((spec) =>
+          this.add(spec.key, spec.label, spec.control(), { hint: spec.hint })))),
       h('details', { class: 'advanced' }, h('summary', {}, 'Advanced options'),
         h('div', { class: 'grid two' }, ADVANCED.map((spec) =>
           this.add(spec.key, spec.label, spec.control(), { hint: spec.hint })))),
       this.formError,
       h('div', { class: 'actions' },
         h('button', { type: 'submit', class: 'primary' }, 'Submit job'),
-        h('button', { type: 'reset', onclick: () => setTimeout(() => this.onProfile(), 0) }, 'Reset')));
+        h('button', { type: 'reset', onclick: () => this.reset() }, 'Reset')));
     this.dryRun = dryRun;
     this.onProfile();
+  }
+
+  reset() {
+    this.picker.reset();
+    this.clearErrors();
+    setTimeout(() => this.onProfile(), 0); // once the form's own reset has run
   }
 
   currentProfile() {
@@ -132,6 +170,7 @@ class SubmitForm {
 
   clearErrors() {
     for (const wrapper of this.fields.values()) setFieldError(wrapper, '');
+    this.picker.clearErrors();
     this.formError.hidden = true;
   }
 
@@ -152,6 +191,8 @@ class SubmitForm {
 
   // "prompt_vars.x.y" goes to the prompt_vars.x field, "allowed_tools.3" to allowed_tools.
   fieldFor(key) {
+    const upload = this.picker.fieldFor(key);
+    if (upload) return upload;
     const parts = key.split('.');
     for (let n = parts.length; n > 0; n -= 1) {
       const wrapper = this.fields.get(parts.slice(0, n).join('.'));
@@ -198,6 +239,7 @@ class SubmitForm {
         body[spec.key] = typed(spec.type, raw);
       }
     }
+    Object.assign(body, repository(elements));
     return { body, errors };
   }
 
@@ -212,6 +254,12 @@ class SubmitForm {
     const button = this.form.querySelector('button[type=submit]');
     button.disabled = true;
     try {
+      const files = await this.picker.inputs();
+      if (files.error) {
+        this.showErrors({ inputs: files.error });
+        return;
+      }
+      if (files.inputs.length) body.inputs = files.inputs;
       const submitted = await api('POST', '/jobs', { body });
       location.hash = `#/jobs/${encodeURIComponent(submitted.job_id)}`;
     } catch (error) {
@@ -224,6 +272,25 @@ class SubmitForm {
       button.disabled = false;
     }
   }
+}
+
+// `repo` and `output` from the repository section: each part only when filled in, so the
+// server says what a half-filled one lacks (a branch without a repository, say).
+function repository(elements) {
+  const value = (name) => elements[name].value.trim();
+  const fields = {};
+  const repo = pick({ url: value('repo_url'), ref: value('repo_ref'), credential: value('repo_credential') });
+  if (repo) fields.repo = repo;
+  const pullRequest = pick({ title: value('pr_title'), body: elements.pr_body.value });
+  const output = pick({ branch: value('output_branch') });
+  if (output || pullRequest) fields.output = { ...output, ...(pullRequest ? { pull_request: pullRequest } : {}) };
+  return fields;
+}
+
+// The entries with a value, or null when none has one.
+function pick(entries) {
+  const kept = Object.fromEntries(Object.entries(entries).filter(([, value]) => value));
+  return Object.keys(kept).length ? kept : null;
 }
 
 // The value in its declared type when it reads as one; otherwise the text as typed, for
