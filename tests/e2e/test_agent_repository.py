@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 
 from tests.e2e.agents import AgentRig, agent_rig, claude_job
@@ -27,7 +28,8 @@ from tests.e2e.test_real_agent import KEY_SEARCH, PLANTED
 from tests.support.fake_forge import FakeForge, fake_forge
 from tests.support.fake_llm import text, tool
 from tests.support.git_server import GitServer, git, git_server
-from tower.settings import new_secrets_key
+from tests.support.live import live_tower
+from tower.settings import Settings, new_secrets_key
 
 TOKEN = "forge-token-" + "t" * 24
 EDIT = (
@@ -42,6 +44,7 @@ class RepoRig:
     server: GitServer
     forge: FakeForge
     sha: str
+    database_url: str
 
 
 @pytest.fixture
@@ -86,7 +89,7 @@ async def rig(
             }
             stored = await agent.tower.post("/credentials", json=credential)
             assert stored.status_code == 201, stored.text
-            yield RepoRig(agent, server, forge, sha)
+            yield RepoRig(agent, server, forge, sha, database_url)
 
 
 async def test_an_agent_edits_a_cloned_repository_and_tower_opens_the_pull_request(
@@ -127,10 +130,20 @@ async def test_an_agent_edits_a_cloned_repository_and_tower_opens_the_pull_reque
     [call] = rig.forge.calls
     assert call.headers["authorization"] == f"Bearer {TOKEN}"
     assert (call.body["head"], call.body["base"]) == ("agent/greeting", "main")
+    await assert_another_replica_serves(rig, record["job_id"], diff.content)
     published = record["published"]
     assert published["branch"] == "agent/greeting"
     assert published["pull_request_url"] == "https://forge.test/git/app/pull/1"
     assert published["commit"] == git("-C", str(pushed), "rev-parse", "HEAD").strip()
+
+
+async def assert_another_replica_serves(rig: RepoRig, job_id: str, diff: bytes) -> None:
+    """A replica that never ran the job serves its artifacts and diff (all in PostgreSQL)."""
+    settings = Settings(database_url=rig.database_url, tower_runner="simulated")
+    async with live_tower(settings) as url, httpx.AsyncClient(base_url=url) as other:
+        assert (await other.get(f"/jobs/{job_id}/diff")).content == diff
+        added = await other.get(f"/jobs/{job_id}/artifacts/added.txt")
+        assert added.status_code == 200 and added.content == b"new file\n"
 
 
 async def test_the_repository_credential_is_nowhere_in_the_worker(rig: RepoRig) -> None:
