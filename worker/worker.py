@@ -303,6 +303,14 @@ def run_job(job: Job, out_dir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"argv": list(job.spec["argv"])}
     if job.spec.get("inputs"):
         report["inputs"] = unpack_inputs(job)
+        # In the job's log, next to tower's staging line: what reached the workspace.
+        unpacked = report["inputs"]
+        print(
+            f"parpaing: unpacked {unpacked['entries']} input entries, {unpacked['bytes']} bytes,"
+            f" in {unpacked['duration_ms']} ms",
+            file=sys.stderr,
+            flush=True,
+        )
     if job.artifact_limit() > 0:
         job.before = artifacts.snapshot(job.local(protocol.WORKSPACE_DIR))
     report["files"] = job.place_files()

@@ -6,6 +6,7 @@ failure_reason "input" and starts no container."""
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from collections.abc import Iterator
 
@@ -65,8 +66,12 @@ async def test_a_tar_gz_and_a_file_land_in_the_workspace_at_their_paths(
         note = await upload(client, b"# notes\n", "application/octet-stream", "?filename=readme.md")
         inputs = [{"upload": tree, "path": "src"}, {"upload": note, "path": "notes"}]
         record = await wait_terminal(client, await submit(client, LISTING, inputs=inputs))
+        log = await client.get(f"/jobs/{record['job_id']}/events")
 
     assert record["status"] == "completed", describe(record)
+    # The job's log says what was staged on tower and what the worker unpacked, and how long.
+    assert "parpaing: staged 2 input(s)" in log.text
+    assert re.search(r"parpaing: unpacked 3 input entries, \d+ bytes, in \d+ ms", log.text)
     listing, _, rest = record["result"].partition("---\n")
     assert listing.split() == [
         ".",
