@@ -120,6 +120,15 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+async def upload_id(row: Locator) -> str:
+    """The id the tower gave the file uploaded in this row of the form."""
+    await expect(row).to_have_attribute("data-state", "uploaded")
+    state = await row.locator(".upload-state").text_content()
+    found = re.search(r"up-[0-9a-f]+", state or "")
+    assert found is not None, state
+    return found.group()
+
+
 async def job_page_id(page: Page) -> str:
     await expect(page).to_have_url(re.compile(r"#/jobs/[\w-]+$"))
     return page.url.rsplit("/", 1)[-1]
@@ -145,6 +154,17 @@ async def test_a_file_and_a_tar_gz_uploaded_from_the_form_reach_the_job(
     await expect(tar_row.locator(".upload-state")).to_contain_text("tar.gz")
     await tar_row.get_by_label("Path in /workspace").fill("src")
     await screenshot(page, "submit-uploads")
+
+    # A file removed from the form is deleted from the tower: no job will name it.
+    (tmp_path / "extra.txt").write_text("changed my mind\n")
+    await page.get_by_label("Files", exact=True).set_input_files(tmp_path / "extra.txt")
+    extra = page.locator('.upload[data-file="extra.txt"]')
+    extra_id = await upload_id(extra)
+    async with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        await page.get_by_role("button", name="Remove extra.txt").click()
+    assert (await deleted.value).status == 204
+    async with client_for(tower_url, KEY) as client:
+        assert (await client.get(f"/uploads/{extra_id}")).status_code == 404
     await page.get_by_role("button", name="Submit job").click()
 
     job_id = await job_page_id(page)
@@ -215,11 +235,7 @@ async def test_an_upload_gone_before_submit_is_refused_next_to_its_file(
     await open_page(page, tower_url, "/submit")
     await page.get_by_label("Files", exact=True).set_input_files(tmp_path / "notes.txt")
     row = page.locator('.upload[data-file="notes.txt"]')
-    await expect(row).to_have_attribute("data-state", "uploaded")
-    state = await row.locator(".upload-state").text_content()
-    found = re.search(r"up-[0-9a-f]+", state or "")
-    assert found is not None, state
-    await api(tower_url, "DELETE", f"/uploads/{found.group()}")
+    await api(tower_url, "DELETE", f"/uploads/{await upload_id(row)}")
     await page.get_by_role("button", name="Submit job").click()
     await expect(row.locator(".field-error")).to_contain_text("unknown or expired upload")
     await expect(row.get_by_label("Path in /workspace")).to_have_attribute("aria-invalid", "true")

@@ -167,7 +167,8 @@ export async function download(path, filename) {
 
 // POST /uploads with the file as the body, its Content-Type from its name; progress
 // comes from XMLHttpRequest (fetch reports none for a request body).
-export function uploadFile(file, onProgress) {
+// `signal` aborts it (the file was removed from the form while it went up).
+export function uploadFile(file, onProgress, signal) {
   const type = archiveType(file.name);
   const query = type === FILE_TYPE ? { filename: file.name } : {};
   return new Promise((resolve, reject) => {
@@ -184,6 +185,8 @@ export function uploadFile(file, onProgress) {
       if (request.status === 401) reportUnauthorized();
       reject(new ApiError(request.status, body));
     });
+    request.addEventListener('abort', () => reject(new Error('The upload was stopped.')));
+    signal?.addEventListener('abort', () => request.abort());
     request.addEventListener('error', () => reject(new Error(
       'The upload was cut off (the tower closed the connection: the file may be larger than it accepts).')));
     request.send(file);

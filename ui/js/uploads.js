@@ -3,7 +3,7 @@
 // with an optional path in /workspace. A refused upload shows the tower's own message
 // (415, 413, 422) next to the picker, and the form is not sent until it is removed.
 
-import { ApiError, uploadFile } from './api.js';
+import { ApiError, api, uploadFile } from './api.js';
 import { field, h, setFieldError } from './dom.js';
 import { bytes } from './format.js';
 
@@ -35,6 +35,7 @@ export class FilePicker {
   }
 
   remove(row) {
+    row.discard();
     this.rows = this.rows.filter((one) => one !== row);
     row.element.remove();
     this.showFailures();
@@ -83,6 +84,7 @@ class UploadRow {
     this.file = file;
     this.error = null;
     this.upload = null;
+    this.stop = new AbortController();
     this.progress = h('progress', { max: String(file.size || 1), value: '0', 'aria-label': `Upload of ${file.name}` });
     this.state = h('span', { class: 'upload-state', role: 'status' }, 'Uploading…');
     this.path = h('input', { type: 'text', name: 'input-path', spellcheck: 'false', autocomplete: 'off', placeholder: '(the workspace itself)' });
@@ -98,7 +100,7 @@ class UploadRow {
 
   async send() {
     try {
-      this.upload = await uploadFile(this.file, (loaded, total) => this.onProgress(loaded, total));
+      this.upload = await uploadFile(this.file, (loaded, total) => this.onProgress(loaded, total), this.stop.signal);
       this.progress.value = this.progress.max;
       const entries = this.upload.kind === 'file' ? '' : `, ${this.upload.entries} entries`;
       this.state.textContent = `Uploaded: ${this.upload.upload_id} (${this.upload.kind}${entries})`;
@@ -109,6 +111,13 @@ class UploadRow {
       this.element.dataset.state = 'failed';
       this.wrapper.hidden = true; // nothing to place
     }
+  }
+
+  // Removed from the form: stop it going up, or delete it from the tower (no job will
+  // name it; left alone it would wait for UPLOAD_TTL_HOURS).
+  discard() {
+    this.stop.abort();
+    if (this.upload) api('DELETE', `/uploads/${encodeURIComponent(this.upload.upload_id)}`).catch(() => {});
   }
 
   onProgress(loaded, total) {
