@@ -17,21 +17,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 from tower import resources
+from tower.web.headers import PAGE_CONTENT_SECURITY_POLICY
 
 MOUNT = "/ui"
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ]
-)
+CONTENT_SECURITY_POLICY = PAGE_CONTENT_SECURITY_POLICY
 
 router = APIRouter(include_in_schema=False)
 

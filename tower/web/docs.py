@@ -17,6 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from tower import resources
 from tower.errors import NotFound
+from tower.web.headers import PAGE_CONTENT_SECURITY_POLICY
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,18 +33,7 @@ ASSETS = {
 
 # Swagger UI draws its icons from data: URLs and sets element styles from script (not
 # inline style attributes or <style> elements, which 'self' alone refuses).
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ]
-)
+CONTENT_SECURITY_POLICY = PAGE_CONTENT_SECURITY_POLICY
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

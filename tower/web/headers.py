@@ -15,6 +15,21 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+# The pages tower serves (the dashboard, /docs): scripts and styles from tower itself
+# only, no inline script; data: images (Swagger UI's icons); fetches to tower only.
+PAGE_CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+
 _ENCODED = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
 
