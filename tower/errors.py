@@ -46,6 +46,14 @@ class TooManyRequests(TowerError):
     status_code = 429
 
 
+class PayloadTooLarge(TowerError):
+    status_code = 413
+
+
+class UnsupportedMediaType(TowerError):
+    status_code = 415
+
+
 class Invalid(TowerError):
     status_code = 422
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tower.db.pool import Pool, transaction
-from tower.errors import BadRequest, NotFound, TowerError
+from tower.errors import BadRequest, NotFound, UnsupportedMediaType
 from tower.settings import Settings, memory_bytes
 from tower.uploads import queries
 from tower.uploads.archive import CONTENT_TYPES, UploadKind, check_archive, inside
@@ -24,15 +24,11 @@ UPLOAD_ID = re.compile(r"^up-[0-9a-f]{24}$")
 FILENAME_MAX = 255
 
 
-class UnsupportedType(TowerError):
-    status_code = 415
-
-
 def upload_kind(content_type: str) -> UploadKind:
     kind = CONTENT_TYPES.get(content_type.split(";")[0].strip().lower())
     if kind is None:
         accepted = ", ".join(CONTENT_TYPES)
-        raise UnsupportedType(f"an upload's Content-Type must be one of: {accepted}")
+        raise UnsupportedMediaType(f"an upload's Content-Type must be one of: {accepted}")
     return kind
 
 

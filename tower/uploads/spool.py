@@ -12,13 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tower.errors import TowerError
+from tower.errors import PayloadTooLarge
 
 WRITE_BATCH = 1 << 20
-
-
-class TooLarge(TowerError):
-    status_code = 413
 
 
 @dataclass(frozen=True)
@@ -52,7 +48,7 @@ async def _copy(body: AsyncIterator[bytes], file: BinaryIO, limit: int) -> tuple
     async for chunk in body:
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the upload is larger than MAX_UPLOAD_BYTES ({limit} bytes)")
+            raise PayloadTooLarge(f"the upload is larger than MAX_UPLOAD_BYTES ({limit} bytes)")
         digest.update(chunk)
         pending += chunk
         if len(pending) >= WRITE_BATCH:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tower.errors import TowerError, Unauthorized
+from tower.errors import PayloadTooLarge, TowerError, Unauthorized, UnsupportedMediaType
 from tower.settings import Settings
 from tower.web.deps import require_key
 from tower.web.errors import render
@@ -44,14 +44,6 @@ SHOWN_HOST_CHARS = 100
 
 class MisdirectedHost(TowerError):
     status_code = 421
-
-
-class TooLarge(TowerError):
-    status_code = 413
-
-
-class NotJson(TowerError):
-    status_code = 415
 
 
 class _BodyCut(Exception):
@@ -94,7 +86,7 @@ class RequestGate:
             except Unauthorized as exc:
                 return exc
         if self._must_be_json(scope) and _has_body(scope) and not _is_json(scope):
-            return NotJson(f"Content-Type must be {JSON}")
+            return UnsupportedMediaType(f"Content-Type must be {JSON}")
         length = _content_length(scope)
         if length is not None and length > self._cap(scope):
             return self._too_large(scope)
@@ -114,9 +106,9 @@ class RequestGate:
     def _cap(self, scope: Scope) -> int:
         return self._limit(scope)[0]
 
-    def _too_large(self, scope: Scope) -> TooLarge:
+    def _too_large(self, scope: Scope) -> PayloadTooLarge:
         cap, setting = self._limit(scope)
-        return TooLarge(f"Request body is larger than {setting} ({cap} bytes)")
+        return PayloadTooLarge(f"Request body is larger than {setting} ({cap} bytes)")
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         cap = self._cap(scope)
