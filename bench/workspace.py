@@ -10,6 +10,10 @@ Each round, in one run on one machine:
 2. Parpaing: POST /uploads of the file (streamed), a job naming it as an input whose
    engine copies it to a new file in /workspace, then GET /jobs/{id}/artifacts/<file>
    streamed to disk: upload -> job -> artifact download, end to end.
+3. PostgreSQL alone: the payload written as 1 MiB chunks into a scratch table like
+   upload_chunks (one transaction) and read back, twice (the upload and the artifact are
+   each stored once and read once). No path that keeps the bytes in PostgreSQL can beat
+   it, so it bounds the ratio: baseline seconds / these seconds is the best one possible.
 The ratio is baseline seconds / Parpaing seconds (throughput, so higher is better), with
 the median of the rounds reported. Target: >= 0.5.
 """
@@ -37,6 +41,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
+import asyncpg
 import httpx
 
 from bench.e2e import database, remove_bench_workers, tower
@@ -96,7 +101,12 @@ async def parpaing_round(client: httpx.AsyncClient, payload: Path, scratch: Path
         )
     uploaded.raise_for_status()
     after_upload = time.perf_counter()
-    job = {"agent_id": "bench", "engine": "shell", "profile": "shell", "prompt": COPY}
+    job: dict[str, object] = {
+        "agent_id": "bench",
+        "engine": "shell",
+        "profile": "shell",
+        "prompt": COPY,
+    }
     job["inputs"] = [{"upload": uploaded.json()["upload_id"], "path": "in"}]
     submitted = await client.post("/jobs", json=job)
     submitted.raise_for_status()
@@ -120,6 +130,42 @@ async def parpaing_round(client: httpx.AsyncClient, payload: Path, scratch: Path
         f" download {started + elapsed - after_job:5.2f} s"
     )
     return elapsed
+
+
+async def postgres_floor(url: str, payload: Path) -> float:
+    """Seconds to store the payload's bytes in PostgreSQL and read them back, twice."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(FLOOR_TABLE)
+        started = time.perf_counter()
+        for copy in range(2):
+            await _store_and_read(connection, copy, payload)
+        return time.perf_counter() - started
+    finally:
+        await connection.execute("DROP TABLE bench_floor")
+        await connection.close()
+
+
+FLOOR_TABLE = """
+CREATE TABLE IF NOT EXISTS bench_floor (copy int, seq int, data bytea, PRIMARY KEY (copy, seq));
+ALTER TABLE bench_floor ALTER data SET STORAGE EXTERNAL;
+"""
+
+
+FLOOR_INSERT = "INSERT INTO bench_floor VALUES ($1, $2, $3)"
+
+
+async def _store_and_read(connection: asyncpg.Connection, copy: int, payload: Path) -> None:
+    with payload.open("rb") as body:
+        async with connection.transaction():
+            seq = 0
+            while chunk := body.read(MiB):
+                await connection.execute(FLOOR_INSERT, copy, seq, chunk)
+                seq += 1
+    for index in range(seq):
+        await connection.fetchval(
+            "SELECT data FROM bench_floor WHERE copy = $1 AND seq = $2", copy, index
+        )
 
 
 async def _chunks(body: BinaryIO) -> AsyncIterator[bytes]:
@@ -146,7 +192,7 @@ async def measure(server: LocalPostgres, root: Path, args: argparse.Namespace) -
         pool_size=1,
     )
     image = settings.worker_image
-    baseline, ours = [], []
+    baseline, ours, floor = [], [], []
     try:
         async with tower(settings) as client:
             client.timeout = httpx.Timeout(600)
@@ -156,9 +202,19 @@ async def measure(server: LocalPostgres, root: Path, args: argparse.Namespace) -
             for _ in range(args.rounds):
                 baseline.append(await asyncio.to_thread(docker_cp_round, image, payload, root))
                 ours.append(await parpaing_round(client, payload, root))
+                floor.append(await postgres_floor(settings.database_url, payload))
     finally:
         await asyncio.to_thread(remove_bench_workers, network)
     report(args.mb, baseline, ours)
+    report_floor(baseline, floor)
+
+
+def report_floor(baseline: list[float], floor: list[float]) -> None:
+    ceilings = [base / alone for base, alone in zip(baseline, floor, strict=True)]
+    print(
+        f"  PostgreSQL alone (store + read the bytes twice): {statistics.median(floor):.2f} s;"
+        f" the best ratio any PostgreSQL-backed path could reach: {statistics.median(ceilings):.2f}"
+    )
 
 
 def report(size_mb: int, baseline: list[float], ours: list[float]) -> None:
