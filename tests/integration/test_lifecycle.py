@@ -100,9 +100,25 @@ async def release(db: Any, job_id: str, token: Any) -> list[Any]:
     return list(await db.fetch(lifecycle.RELEASE, lifecycle.LOST_BY_STOP, *args))
 
 
-async def reap(db: Any) -> list[Any]:
-    args = (lifecycle.LOST_BY_LEASE, channels.JOB_PENDING, channels.JOB_FINISHED)
+async def reap(db: Any, adopt_grace: float = 0.0) -> list[Any]:
+    args = (lifecycle.LOST_BY_LEASE, channels.JOB_PENDING, channels.JOB_FINISHED, adopt_grace)
     return list(await db.fetch(lifecycle.REAP, *args))
+
+
+async def busy_slot(db: Any, job_id: str, token: Any, docker_host: str = "host-a") -> str:
+    """A pool slot whose container runs the job (as the warm pool's take leaves it)."""
+    slot_id = new_job_id("slot")
+    await db.execute(
+        "INSERT INTO pool_slots (slot_id, docker_host, image, config_hash, container_id,"
+        " status, job_id, lease_token) VALUES ($1, $2, 'img', 'cfg', 'c-' || $1, 'busy', $3, $4)",
+        slot_id, docker_host, job_id, token,
+    )  # fmt: skip
+    return slot_id
+
+
+async def adopt(db: Any, job_id: str, token: Any, docker_host: str = "host-a") -> list[Any]:
+    args = ("owner-b", LEASE, docker_host, [job_id], [token])
+    return list(await db.fetch(lifecycle.ADOPT, *args))
 
 
 async def expire_lease(db: Any, job_id: str) -> None:
@@ -189,6 +205,41 @@ async def test_reap_releases_only_expired_leases(db: Any, max_attempts: int, aft
     assert await state_events(db, job_id) == ["pending", "running", after]
 
 
+async def test_reap_leaves_a_job_with_a_container_for_adoption_a_while(db: Any) -> None:
+    job_id = await insert(db)
+    claimed = await claim(db)
+    await busy_slot(db, job_id, claimed["lease_token"])
+    await expire_lease(db, job_id)  # expired one second ago
+    assert job_id not in {row["job_id"] for row in await reap(db, adopt_grace=LEASE)}
+    assert {row["job_id"]: row["status"] for row in await reap(db, adopt_grace=0.5)} == {
+        job_id: "failed"
+    }
+
+
+async def test_adopt_gives_an_expired_job_a_new_owner_and_the_same_attempt(db: Any) -> None:
+    job_id = await insert(db)
+    claimed = await claim(db)
+    old_token = claimed["lease_token"]
+    slot_id = await busy_slot(db, job_id, old_token)
+    before = await job(db, job_id)
+    assert await adopt(db, job_id, old_token) == []  # the lease still holds
+    await expire_lease(db, job_id)
+    assert await adopt(db, job_id, old_token, docker_host="host-b") == []  # not its host
+    (row,) = await adopt(db, job_id, old_token)
+    after = await job(db, job_id)
+    assert (row["job_id"], row["slot_id"], row["container_id"]) == (job_id, slot_id, f"c-{slot_id}")
+    assert row["lease_token"] == after["lease_token"] != old_token
+    assert (after["status"], after["attempt"], after["lease_owner"]) == ("running", 1, "owner-b")
+    assert after["gateway_token_sha256"] == before["gateway_token_sha256"]  # the agent goes on
+    assert after["lease_until"] > before["lease_until"]
+    slot_token = await db.fetchval("SELECT lease_token FROM pool_slots WHERE slot_id = $1", slot_id)
+    assert slot_token == after["lease_token"]
+    assert await state_events(db, job_id) == ["pending", "running"]  # no new status
+    assert await finish(db, job_id, old_token, "completed") == []  # the old owner is fenced
+    await expire_lease(db, job_id)
+    assert await adopt(db, job_id, old_token) == []  # only as found
+
+
 @pytest.mark.parametrize("claimed_first", [False, True])
 async def test_cancel_moves_a_live_job_to_cancelled(
     db: Any, heard: Heard, claimed_first: bool
@@ -224,6 +275,7 @@ async def test_no_statement_moves_a_terminal_job(db: Any, status: str) -> None:
     assert await finish(db, job_id, claimed["lease_token"], "completed") == []
     assert await release(db, job_id, claimed["lease_token"]) == []
     assert job_id not in {row["job_id"] for row in await reap(db)}
+    assert await adopt(db, job_id, claimed["lease_token"]) == []
     assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) is None
     assert await job(db, job_id) == before
     assert status in JOB_STATUSES

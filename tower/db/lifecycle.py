@@ -7,6 +7,7 @@ The state machine (docs/architecture.md draws it):
     FINISH       running            -> completed | failed      (the owner, fenced)
     RELEASE      running            -> pending | failed        (the owner hands it back)
     REAP         running, lease out -> pending | failed        (any replica)
+    ADOPT        running, lease out -> running      (a replica on the container's host)
     CANCEL_JOB   pending | running  -> cancelled    (the API)
 
 Each statement also writes, in the same statement and so the same transaction, the
@@ -142,6 +143,14 @@ SELECT job_id, status,
 FROM released
 """
 
+# REAP's wait for adoption: past $4 seconds of expiry, or no container to adopt.
+_NO_ADOPTABLE_CONTAINER = """(
+        lease_until < now() - make_interval(secs => $4)
+        OR NOT EXISTS (
+            SELECT 1 FROM pool_slots AS s
+            WHERE s.job_id = jobs.job_id AND s.lease_token = jobs.lease_token
+              AND s.status = 'busy' AND s.container_id IS NOT NULL))"""
+
 # The owner's own hand-back (a clean stop). $1 error, $2/$3 channels, $4 job, $5 token.
 RELEASE = f"""
 WITH released AS (
@@ -154,11 +163,14 @@ WITH released AS (
 
 # Every job whose lease expired. Safe when reapers race: the loser's UPDATE re-checks
 # the WHERE on the winner's row version, which is no longer running with an expired
-# lease, and skips it.
+# lease, and skips it. A job whose container was started (a busy pool slot with its
+# lease token) is left $4 seconds longer: a replica on that Docker host may adopt it
+# (ADOPT) while the agent runs on; past that, nobody on its host is there to.
 REAP = f"""
 WITH released AS (
     UPDATE jobs SET {_RELEASE_SET}
     WHERE status = 'running' AND lease_until < now()
+      AND {_NO_ADOPTABLE_CONTAINER}
     RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
 ),
 {_RELEASE_NOTIFY}
@@ -166,6 +178,44 @@ WITH released AS (
 
 LOST_BY_STOP = "The tower running this job stopped before it finished"
 LOST_BY_LEASE = "The tower running this job stopped renewing its lease"
+
+# --- running (lease expired) -> running (another owner) ----------------------------------
+
+# A replica on the Docker host where the job's container still runs takes the job over:
+# a new lease token (the old owner, should it come back, is fenced off) and the same
+# attempt and gateway token hash (the agent's LLM calls keep passing; nothing is run
+# again). The busy pool slot moves to the new token in the same statement, so the pool's
+# reconcile never takes the container for an orphan. $4/$5 are the jobs and the lease
+# tokens the adopter found (so a job reaped, cancelled or renewed since is skipped);
+# $3 the adopter's Docker host. No state event: the status does not change.
+ADOPT = """
+WITH picked AS MATERIALIZED (
+    SELECT j.job_id, s.slot_id FROM jobs AS j
+    JOIN unnest($4::text[], $5::uuid[]) AS found(job_id, token)
+      ON found.job_id = j.job_id AND found.token = j.lease_token
+    JOIN pool_slots AS s ON s.job_id = j.job_id AND s.lease_token = j.lease_token
+    WHERE j.status = 'running' AND j.lease_until < now()
+      AND s.docker_host = $3 AND s.status = 'busy' AND s.container_id IS NOT NULL
+    FOR UPDATE OF j, s SKIP LOCKED
+), adopted AS (
+    UPDATE jobs SET
+        lease_owner = $1,
+        ran_by = $1,
+        lease_token = gen_random_uuid(),
+        lease_until = now() + make_interval(secs => $2)
+    FROM picked
+    WHERE jobs.job_id = picked.job_id
+    RETURNING jobs.job_id, jobs.agent_id, jobs.engine, jobs.profile, jobs.request,
+              jobs.attempt, jobs.lease_token, picked.slot_id,
+              extract(epoch FROM jobs.started_at)::float8 AS started_epoch
+), moved AS (
+    UPDATE pool_slots SET lease_token = adopted.lease_token
+    FROM adopted
+    WHERE pool_slots.slot_id = adopted.slot_id
+    RETURNING pool_slots.slot_id, pool_slots.container_id
+)
+SELECT adopted.*, moved.container_id FROM adopted JOIN moved USING (slot_id)
+"""
 
 # --- pending | running -> cancelled ----------------------------------------------------------
 

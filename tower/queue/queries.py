@@ -157,12 +157,94 @@ async def release(connection: Connection, job_id: str, token: UUID) -> str | Non
     return str(rows[0]["status"]) if rows else None
 
 
-async def reap(connection: Connection) -> dict[str, str]:
-    """Release every job whose lease expired; returns job_id -> new status."""
+async def reap(connection: Connection, adopt_grace: float = 0.0) -> dict[str, str]:
+    """Release every job whose lease expired (one with a container `adopt_grace` seconds
+    later, see lifecycle.REAP); returns job_id -> new status."""
     rows = await connection.fetch(
-        lifecycle.REAP, lifecycle.LOST_BY_LEASE, channels.JOB_PENDING, channels.JOB_FINISHED
+        lifecycle.REAP,
+        lifecycle.LOST_BY_LEASE,
+        channels.JOB_PENDING,
+        channels.JOB_FINISHED,
+        adopt_grace,
     )
     return {row["job_id"]: row["status"] for row in rows}
+
+
+# --- adoption (tower/queue/adoption.py) ---------------------------------------------------
+
+# Jobs a replica on Docker host $1 may adopt: running, lease expired, with a busy pool
+# slot of this host holding the job's lease token and a container. Read without locks:
+# the adopter checks each container, then ADOPT re-checks all of it under the row locks.
+ADOPTABLE = """
+SELECT j.job_id, j.lease_token, s.container_id FROM jobs AS j
+JOIN pool_slots AS s ON s.job_id = j.job_id AND s.lease_token = j.lease_token
+WHERE j.status = 'running' AND j.lease_until < now()
+  AND s.docker_host = $1 AND s.status = 'busy' AND s.container_id IS NOT NULL
+"""
+
+# How many bytes of each stream the job's log holds: an adopter replaying the container's
+# output from its start skips that much, so no event is stored twice.
+STORED_LOG_BYTES = """
+SELECT data ->> 'stream' AS stream, sum(octet_length(data ->> 'text'))::bigint AS bytes
+FROM job_events WHERE job_id = $1 AND kind = 'log'
+GROUP BY data ->> 'stream'
+"""
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A job whose lease lapsed while its container is on this Docker host."""
+
+    job_id: str
+    lease_token: UUID
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A job this replica took over: the job (new lease token, same attempt), its
+    container and slot, and when it started (epoch seconds)."""
+
+    job: ClaimedJob
+    slot_id: str
+    container_id: str
+    started_epoch: float
+
+
+async def adoptable(connection: Connection, docker_host: str) -> list[Orphan]:
+    rows = await connection.fetch(ADOPTABLE, docker_host)
+    return [Orphan(row["job_id"], row["lease_token"], row["container_id"]) for row in rows]
+
+
+async def adopt(
+    connection: Connection,
+    owner: str,
+    lease_seconds: float,
+    docker_host: str,
+    orphans: list[Orphan],
+) -> list[Adopted]:
+    """lifecycle.ADOPT for the orphans still as found; returns those now this replica's."""
+    rows = await connection.fetch(
+        lifecycle.ADOPT,
+        owner,
+        lease_seconds,
+        docker_host,
+        [orphan.job_id for orphan in orphans],
+        [orphan.lease_token for orphan in orphans],
+    )
+    return [_adopted(row) for row in rows]
+
+
+def _adopted(row: Any) -> Adopted:
+    fields = {field: row[field] for field in CLAIMED_FIELDS if field != "queued_seconds"}
+    job = ClaimedJob(**fields)
+    return Adopted(job, row["slot_id"], row["container_id"], row["started_epoch"])
+
+
+async def stored_log_bytes(connection: Connection, job_id: str) -> dict[str, int]:
+    """Bytes of the job's stored log per stream (its text as UTF-8)."""
+    rows = await connection.fetch(STORED_LOG_BYTES, job_id)
+    return {row["stream"]: int(row["bytes"]) for row in rows}
 
 
 async def try_retention_lock(connection: Connection) -> bool:
