@@ -132,3 +132,25 @@ def test_doctor_reports_an_unreachable_database(gateway: str) -> None:
     assert done.returncode == 1
     assert database[0].startswith("[FAIL]") and "cannot connect" in database[0]
     assert "DATABASE_URL" in database[1]
+
+
+NO_PROVIDER_KEYS = {
+    "ANTHROPIC_API_KEY": "",
+    "CLAUDE_CODE_OAUTH_TOKEN": "",
+    "OPENAI_API_KEY": "",
+    "GEMINI_API_KEY": "",
+}
+
+
+def test_doctor_lists_the_providers_with_a_credential_never_the_key(
+    database_url: str, gateway: str
+) -> None:
+    secret = "sk-ant-doctor-must-not-print-this"
+    env = {"DATABASE_URL": database_url, "DOCKER_HOST": UNREACHABLE_DOCKER, "GATEWAY_URL": gateway}
+    keyed = parpaing("doctor", **env, **(NO_PROVIDER_KEYS | {"ANTHROPIC_API_KEY": secret}))
+    providers = lines_of(keyed.stdout, "providers")
+    assert providers[0].startswith("[ ok ]") and providers[0].endswith("anthropic"), keyed.stdout
+    assert secret not in keyed.stdout + keyed.stderr
+    keyless = parpaing("doctor", **env, **NO_PROVIDER_KEYS)
+    providers = lines_of(keyless.stdout, "providers")
+    assert providers[0].startswith("[FAIL]") and "ANTHROPIC_API_KEY" in providers[1]

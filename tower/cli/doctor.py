@@ -1,5 +1,6 @@
 """`parpaing doctor`: checks this host can run a tower (database and schema, Docker, the
-worker image, the gateway), each finding with the fix to try; exit 1 when one fails."""
+worker image, the gateway, the providers with a credential), each finding with the fix to
+try; exit 1 when one fails."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tower.cli.admin import current_revision, head_revision
 from tower.cli.database import PROBE_TIMEOUT, database, postgres_dir, redacted
 from tower.cli.output import CliError
 from tower.execution.docker import probe
+from tower.gateway.providers import ALL_VARIABLES, providers
 from tower.settings import Settings, gateway_container
 
 
@@ -35,6 +37,7 @@ def doctor(_args: argparse.Namespace) -> int:
     findings = [_database_finding(settings)]
     docker = _docker_finding()
     findings += [docker, _image_finding(settings, docker), _gateway_finding(settings)]
+    findings.append(_providers_finding(settings))
     for finding in findings:
         _print_finding(finding)
     return 1 if any(finding.outcome == "FAIL" for finding in findings) else 0
@@ -103,3 +106,15 @@ def _gateway_finding(settings: Settings) -> Finding:
     else:
         fix = "start the gateway (compose: `docker compose up -d gateway`) or set GATEWAY_URL"
     return Finding("gateway", "FAIL", result.detail, fix)
+
+
+def _providers_finding(settings: Settings) -> Finding:
+    """The providers with a credential (never a key): without any, every agent job is
+    refused at submit."""
+    known = providers(settings)
+    if not known.known:
+        return Finding("providers", "skip", known.describe())
+    if known.with_credential:
+        return Finding("providers", "ok", f"credentials for {known.describe()}")
+    fix = f"set {' or '.join(ALL_VARIABLES)} in tower's environment, then restart it"
+    return Finding("providers", "FAIL", "no provider has a credential", fix)

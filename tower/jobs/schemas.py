@@ -158,6 +158,20 @@ Tool = Annotated[StorableText, Field(min_length=1, max_length=TOOL_MAX)]
 WebhookUrl = Annotated[str, AfterValidator(check_url_shape)]
 
 
+# Omitted: the profile's, filled in at submit before the job is stored. A string in the
+# schema (where /openapi.json lists the engines), not a nullable one.
+OptionalEngine = Annotated[
+    SafeId | None,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": SAFE_ID,
+            "description": "the engine to run; omitted: the profile's",
+        }
+    ),
+]
+
+
 class JobInput(BaseModel):
     """An upload unpacked into the job's workspace before the agent starts: a file lands
     as /workspace/<path>/<its filename>, an archive's entries under /workspace/<path>."""
@@ -222,7 +236,7 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     agent_id: SafeId
-    engine: SafeId
+    engine: OptionalEngine = None
     prompt: Annotated[StorableText, _at_most_bytes(PROMPT_MAX)] = ""
     profile: SafeId = "default"
     prompt_vars: Vars = Field(default_factory=dict)

@@ -17,6 +17,7 @@ from tower.db.notify import NotifyHub
 from tower.db.pool import Pool, transaction
 from tower.db.statuses import TERMINAL_STATUSES
 from tower.errors import Conflict, Invalid, NotFound, Timeout, Unavailable
+from tower.gateway.providers import require_credential
 from tower.jobs import queries, records
 from tower.jobs.schemas import JOB_ID, Cancelled, JobPage, JobRecord, JobRequest, JobStatus
 from tower.observability.metrics import TowerMetrics
@@ -183,7 +184,7 @@ async def _submit(
     idempotency_key: str | None,
 ) -> SubmitOutcome:
     if idempotency_key is None:
-        configs.validate_job(request.profile, request.engine, request.prompt_vars)
+        request = _checked(configs, settings, request)
         await _check_workspace(pool, settings, request)
         return SubmitOutcome(await _insert_job(inserts, settings, request), replayed=False)
     fingerprint = request_hash(request)
@@ -191,7 +192,7 @@ async def _submit(
     replay = await _replay(pool, settings, idempotency_key, fingerprint)
     if replay is not None:
         return replay
-    configs.validate_job(request.profile, request.engine, request.prompt_vars)
+    request = _checked(configs, settings, request)
     # After the replay: a replay returns its job even once the uploads are gone.
     await _check_workspace(pool, settings, request)
     try:
@@ -204,6 +205,31 @@ async def _submit(
             ) from None
         return replay
     return SubmitOutcome(job_id, replayed=False)
+
+
+def _checked(configs: ConfigStore, settings: Settings, request: JobRequest) -> JobRequest:
+    """The request with its engine named (the profile's when it names none), checked
+    against the configs and, unless it is a dry run, against the provider credentials."""
+    engine = request.engine or _profile_engine(configs, request.profile)
+    configs.validate_job(request.profile, engine, request.prompt_vars)
+    found = configs.engine(engine)
+    if found is not None and not request.dry_run:
+        require_credential(settings, engine, found)
+    return request.model_copy(update={"engine": engine})
+
+
+def _profile_engine(configs: ConfigStore, name: str) -> str:
+    profile = configs.profile(name)
+    if profile is None:
+        return ""  # validate_job names the unknown profile
+    if profile.engine is None:
+        message = f"profile {name!r} names no engine: give one (known: {_engines(configs)})"
+        raise Invalid(message, field="engine")
+    return profile.engine
+
+
+def _engines(configs: ConfigStore) -> str:
+    return ", ".join(configs.engine_names())
 
 
 async def _replay(
@@ -227,7 +253,7 @@ def _insert_values(job_id: str, settings: Settings, request: JobRequest) -> quer
     return queries.JobRow(
         job_id,
         request.agent_id,
-        request.engine,
+        request.engine or "",  # named by _checked
         request.profile,
         stored,
         request.priority,

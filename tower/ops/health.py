@@ -11,6 +11,8 @@ Which checks decide the HTTP status (the others are reported, never fatal):
   not take every replica out of the load balancer.
   With the simulated runner it reads "not configured".
 - pool reads "not configured" until the warm pool reports here.
+- providers lists the LLM providers with a credential (never a key), reported only:
+  a job for an engine whose provider has none is refused at submit (409).
 If a required check fails the answer is 503 with status "degraded", so a load balancer
 stops sending traffic to this replica; otherwise 200 with status "ok".
 """
@@ -29,6 +31,7 @@ from tower.db.pool import Pool
 from tower.errors import one_line
 from tower.execution.docker import probe
 from tower.execution.runner import Probe, Runner
+from tower.gateway.providers import providers
 from tower.observability import queries
 from tower.settings import Settings
 from tower.web.deps import Db, SettingsDep, held
@@ -73,7 +76,9 @@ async def check_health(settings: Settings, pool: Pool, runner: Runner) -> Health
     docker = await check_docker(settings, held.docker)
     gateway = check_gateway(settings, held.gateway)
     pending = Check(NOT_CONFIGURED, ok=True, required=False)
-    return HealthReport({"db": db, "docker": docker, "pool": pending, "gateway": gateway})
+    known = Check(providers(settings).describe(), ok=True, required=False)
+    checks = {"db": db, "docker": docker, "pool": pending, "gateway": gateway}
+    return HealthReport(checks | {"providers": known})
 
 
 async def check_db(pool: Pool) -> Check:
