@@ -55,6 +55,9 @@ CLI_IN_IMAGE = "/usr/local/lib/node_modules/@anthropic-ai/claude-code/bin/claude
 # The worker's user (docs/execution.md): the CLI refuses to skip permissions as root.
 WORKER_UID = 1000
 ARGS = ["-p", "--dangerously-skip-permissions", "--output-format", "json"]
+# The job's profile adds nothing to ARGS (no model, tools, turns, prompt template or
+# CLAUDE.md), so both sides run the same command line and read the same files.
+BARE_PROFILE = 'name = "bench-agent"\nengine = "claude-code"\n'
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ QUIET = (
 async def parpaing_run(rig: AgentRig) -> Run:
     before = len(rig.fake.requests)
     started = time.time()
-    body = {"agent_id": "bench", "engine": "claude-code", "prompt": PROMPT}
+    body = {"agent_id": "bench", "profile": "bench-agent", "prompt": PROMPT}
     submitted = await rig.tower.post("/jobs", json=body)
     submitted.raise_for_status()
     job_id = submitted.json()["job_id"]
@@ -179,6 +182,10 @@ async def measure(server: LocalPostgres, root: Path, args: argparse.Namespace) -
             images = (os.environ.get("GATEWAY_IMAGE", "parpaing-gateway:latest"), image)
             async with agent_rig(client, url, network, names, images, pool_size=2) as rig:
                 rig.fake.set_script([text(ANSWER)] * 1000)
+                profile = {"content": BARE_PROFILE}
+                (
+                    await rig.tower.put("/configs/profile/bench-agent", json=profile)
+                ).raise_for_status()
                 await compare(rig, url, cli, scratch, args.runs)
     finally:
         next(network_names, None)
