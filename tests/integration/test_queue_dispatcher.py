@@ -298,9 +298,8 @@ async def test_a_job_outliving_the_grace_is_handed_back(
     assert (row["status"], row["attempt"], row["lease_token"]) == ("pending", 1, None)
 
 
-async def test_a_run_stops_before_an_unrenewable_lease_lapses(
+async def test_a_run_outlives_a_lease_it_cannot_renew_and_renews_it_on_reconnect(
     db: Any,
-    hub: NotifyHub,
     dispatcher: Any,
     runner: ObservedRunner,
     database_url: str,
@@ -312,25 +311,41 @@ async def test_a_run_stops_before_an_unrenewable_lease_lapses(
         await runner.started[job_id].wait()
 
     name = database_url.rsplit("/", 1)[1]
+    # The test's own eyes on the row: the one connection the cut spares.
+    observer = await asyncpg.connect(database_url)
     admin = await asyncpg.connect(pg_server.url)
     try:
         # The database vanishes for this replica: no connection old or new gets through.
         await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
         await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> $2",
+            name,
+            observer.get_server_pid(),
         )
-        async with _deadline():
-            await runner.cancelled[job_id].wait()
+        # Two leases without a renewal: long past the point where the lease lapsed.
+        await _until_row(observer, job_id, "lease_until < now() - interval '1 second'")
+        assert not runner.cancelled[job_id].is_set()
     finally:
         await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         await admin.close()
-
-    # Nothing was written: the reaper of some replica will hand the job back.
-    connection = await asyncpg.connect(database_url)
     try:
-        row = await connection.fetchrow(
+        # Nothing reaped it meanwhile: back, the owner renews the lease it still holds.
+        await _until_row(observer, job_id, "lease_until > now()")
+        row = await observer.fetchrow(
             "SELECT status, lease_owner FROM jobs WHERE job_id = $1", job_id
         )
     finally:
-        await connection.close()
+        await observer.close()
     assert tuple(row) == ("running", "replica-1")
+    assert not runner.cancelled[job_id].is_set()
+
+
+async def _until_row(connection: Any, job_id: str, condition: str) -> None:
+    """Until the job's row meets `condition` (checked often, bounded by DEADLINE)."""
+    query = f"SELECT {condition} FROM jobs WHERE job_id = $1"
+    async with _deadline():
+        while True:
+            if await connection.fetchval(query, job_id):
+                return
+            await asyncio.sleep(0.05)

@@ -147,3 +147,13 @@ async def test_scheduled_rounds_reap_once_the_grace_has_passed(
             await asyncio.sleep(0.1)
 
     assert (await _row(db, job.job_id))["failure_reason"] == "tower_lost"
+
+
+async def test_the_database_settles_for_a_lease_after_it_started(db: Any) -> None:
+    uptime = float(
+        await db.fetchval("SELECT extract(epoch FROM now() - pg_postmaster_start_time())")
+    )
+
+    # A lease longer than the server has been up: as if it had just restarted.
+    assert await queries.database_settling(db, uptime + LEASE)
+    assert not await queries.database_settling(db, uptime / 2)

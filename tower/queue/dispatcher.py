@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 
 from tower.artifacts import store as artifacts
@@ -42,7 +43,6 @@ from tower.workspaces import outputs, staging
 
 log = logging.getLogger(__name__)
 
-FINISH_RETRY_FLOOR = 60.0  # seconds
 UNSTORED_DETAIL = 1000  # characters of the database's refusal kept in the job's error
 
 
@@ -117,7 +117,7 @@ class Dispatcher:
         self._handing_back = True
         if self._leases.cancel_all():
             log.info("grace over: handing back %d job(s)", len(self._supervisors))
-        await asyncio.gather(*self._supervisors)
+        await self._wait_for_hand_backs()
         await self._finishes.close()
         await self._heartbeat.stop()
 
@@ -132,6 +132,22 @@ class Dispatcher:
         await asyncio.wait({finished, hurried}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         finished.cancel()
         hurried.cancel()
+
+    async def _wait_for_hand_backs(self) -> None:
+        """The hand-backs, and the outcomes still being written. An outcome waits for the
+        database as long as the replica runs; once it stops, a lease more, then its job
+        is left to the reaper."""
+        if not self._supervisors:
+            return
+        supervisors = set(self._supervisors)
+        _, stuck = await asyncio.wait(supervisors, timeout=self._settings.lease_seconds)
+        for supervisor in stuck:
+            log.error(
+                "%s: outcome not stored, the database is away; left to the reaper",
+                supervisor.get_name(),
+            )
+            supervisor.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
 
     # --- notifications ------------------------------------------------------------
 
@@ -169,7 +185,6 @@ class Dispatcher:
 
     async def _claim_and_launch(self, free: int) -> bool:
         """Claim up to `free` jobs and start them; whether more may be waiting."""
-        claimed_at = asyncio.get_running_loop().time()
         try:
             async with self._statements.acquire() as connection:
                 jobs = await queries.claim(
@@ -180,14 +195,15 @@ class Dispatcher:
             return True
         for job in jobs:
             self._metrics.job_claimed(job.queued_seconds)
-            self._launch(job, claimed_at)
+            self._launch(job)
         return len(jobs) == free
 
-    def _launch(self, job: ClaimedJob, claimed_at: float) -> None:
-        output = JobLog(self._pool, job, self._settings.max_log_bytes, self._settings.lease_seconds)
+    def _launch(self, job: ClaimedJob) -> None:
+        # Its tail is stored before the finish, however long the database is away.
+        output = JobLog(self._pool, job, self._settings.max_log_bytes, math.inf)
         # Registered before the next claim computes free capacity.
         run = asyncio.create_task(self._run(job, output), name=f"run-{job.job_id}")
-        self._leases.add(job, run, claimed_at)
+        self._leases.add(job, run)
         supervisor = asyncio.create_task(
             self._supervise(job, run, output), name=f"job-{job.job_id}"
         )
@@ -260,17 +276,16 @@ class Dispatcher:
             duration_ms=duration_ms,
         )
 
-        # A result is worth waiting for through a database restart; the write stays fenced.
-        deadline = time.monotonic() + max(3 * self._settings.lease_seconds, FINISH_RETRY_FLOOR)
+        # A result is worth waiting for through any database outage; the write stays fenced.
         try:
-            written = await self._write_finish(job, final, deadline)
+            written = await self._write_finish(job, final)
         except Exception as refused:
             # Refused, not lost: it would be refused again. Left alone, the job would be
             # reaped and run again; it ends failed instead, saying why.
             log.error("job %s: its outcome could not be stored", job.job_id, exc_info=refused)
             final = _unstored(final, refused)
             try:
-                written = await self._write_finish(job, final, deadline)
+                written = await self._write_finish(job, final)
             except Exception:
                 log.exception("job %s: nor could its failure; left to the reaper", job.job_id)
                 return
@@ -287,20 +302,22 @@ class Dispatcher:
         if outcome.artifacts is None and job.attempt <= 1:
             return
         attempt = artifacts.Attempt(job.job_id, job.lease_token, job.attempt)
+
+        async def write() -> bool:
+            return await artifacts.store(self._pool, attempt, outcome.artifacts)
+
         try:
-            await artifacts.store(self._pool, attempt, outcome.artifacts)
+            await write_with_retry(write, what=f"job {job.job_id}: artifacts")
         except Exception as error:
             log.warning("job %s: its artifacts could not be stored: %r", job.job_id, error)
 
-    async def _write_finish(
-        self, job: ClaimedJob, final: queries.Finish, deadline: float
-    ) -> bool | None:
-        """Fenced; retried only while the connection fails (a refusal is raised)."""
+    async def _write_finish(self, job: ClaimedJob, final: queries.Finish) -> bool | None:
+        """Fenced; retried while the connection fails, however long (a refusal is raised)."""
 
         async def write() -> bool:
             return await self._finishes.write(queries.FinishOf(job.job_id, job.lease_token, final))
 
-        return await write_with_retry(write, deadline)
+        return await write_with_retry(write, what=f"job {job.job_id}: finish")
 
     async def _release(self, job: ClaimedJob) -> None:
         async def write() -> str | None:
@@ -310,7 +327,7 @@ class Dispatcher:
         # Stopping should not hang on a lost database: the reaper will hand the job back.
         deadline = time.monotonic() + self._settings.lease_seconds
         try:
-            status = await write_with_retry(write, deadline)
+            status = await write_with_retry(write, deadline, f"job {job.job_id}: hand-back")
         except Exception:
             log.exception("job %s: hand-back refused; left to the reaper", job.job_id)
             return

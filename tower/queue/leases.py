@@ -1,10 +1,15 @@
 """The jobs this replica runs, and the heartbeat that keeps their leases.
 
-A job's task runs only while its lease is known to hold. When a heartbeat finds a
+A job's task runs while its lease is not known to be gone. When a heartbeat finds a
 token gone (the job was cancelled, or reaped after a stall), the task is cancelled.
-Each job also has a local deadline just short of its lease, pushed back by every
-successful renewal: if the database stays unreachable that long, the task is
-cancelled before another replica could reap the job, so it never runs twice at once.
+
+A heartbeat that fails (PostgreSQL restarting, or unreachable from here) gives up no
+job: the run goes on, and the next heartbeat that gets through renews every lease
+still held, stopping only the jobs whose lease went meanwhile. After a restart nobody
+reaps for one lease (queries.DATABASE_SETTLING), so a replica that renews within that
+keeps all its jobs. A replica cut off while the others still reach the database loses
+its jobs to their reapers; its late writes (log, artifacts, finish) are fenced off by
+the lease token, and its runs stop at its first heartbeat back.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob, RunOutcome
 from tower.queue import queries
@@ -20,15 +26,12 @@ from tower.queue import queries
 log = logging.getLogger(__name__)
 
 RENEWALS_PER_LEASE = 3
-# The run stops this fraction of a lease before the lease could lapse in the database.
-SAFETY_MARGIN = 0.1
 
 
 @dataclass
 class OwnedJob:
     job: ClaimedJob
     task: asyncio.Task[RunOutcome]
-    deadline: asyncio.TimerHandle
 
 
 class Leases:
@@ -36,6 +39,9 @@ class Leases:
         self._pool = pool
         self._lease_seconds = lease_seconds
         self._owned: dict[str, OwnedJob] = {}
+        # The event loop's time of the first heartbeat that failed since the last that
+        # got through; None while they get through.
+        self._unrenewed_since: float | None = None
 
     @property
     def renew_interval(self) -> float:
@@ -44,15 +50,11 @@ class Leases:
     def __len__(self) -> int:
         return len(self._owned)
 
-    def add(self, job: ClaimedJob, task: asyncio.Task[RunOutcome], claimed_at: float) -> None:
-        """`claimed_at` is the event loop's time when the claim was sent."""
-        deadline = self._deadline(job, task, claimed_at)
-        self._owned[job.job_id] = OwnedJob(job, task, deadline)
+    def add(self, job: ClaimedJob, task: asyncio.Task[RunOutcome]) -> None:
+        self._owned[job.job_id] = OwnedJob(job, task)
 
     def remove(self, job_id: str) -> None:
-        owned = self._owned.pop(job_id, None)
-        if owned is not None:
-            owned.deadline.cancel()
+        self._owned.pop(job_id, None)
 
     def cancel(self, job_id: str) -> bool:
         """Stop the job's run if this replica runs it; the caller owns the row's state."""
@@ -69,34 +71,47 @@ class Leases:
         return tasks
 
     async def heartbeat(self) -> None:
-        async with asyncio.timeout(self.renew_interval):
-            await self._renew()
+        """One renewal of every lease held (a Periodic round: a database error is
+        raised, logged by the loop, and the next round tries again)."""
+        try:
+            async with asyncio.timeout(self.renew_interval):
+                await self._renew()
+        except DATABASE_ERRORS:
+            self._note_failure()
+            raise
 
     async def _renew(self) -> None:
         owned = list(self._owned.values())
         if not owned:
+            self._note_renewed()
             return
-        # The database sets lease_until from its own clock, after this: a safe lower bound.
-        sent_at = asyncio.get_running_loop().time()
         async with self._pool.acquire() as connection:
             tokens = [entry.job.lease_token for entry in owned]
             held = await queries.heartbeat(connection, tokens, self._lease_seconds)
+        self._note_renewed(len(held))
         for entry in owned:
-            if entry.job.lease_token in held:
-                entry.deadline.cancel()
-                entry.deadline = self._deadline(entry.job, entry.task, sent_at)
-            elif not entry.task.done():
+            if entry.job.lease_token not in held and not entry.task.done():
                 log.info("job %s: lease gone (cancelled or reaped); stopping it", entry.job.job_id)
                 entry.task.cancel()
 
-    def _deadline(
-        self, job: ClaimedJob, task: asyncio.Task[RunOutcome], renewed_at: float
-    ) -> asyncio.TimerHandle:
-        when = renewed_at + self._lease_seconds * (1 - SAFETY_MARGIN)
-        return asyncio.get_running_loop().call_at(when, _lease_lapsing, job, task)
+    def _note_failure(self) -> None:
+        if self._unrenewed_since is None:
+            self._unrenewed_since = asyncio.get_running_loop().time()
+            if self._owned:
+                log.warning(
+                    "leases of %d running job(s) not renewed: the database is unreachable; "
+                    "the jobs go on, and their leases are renewed once it answers",
+                    len(self._owned),
+                )
 
-
-def _lease_lapsing(job: ClaimedJob, task: asyncio.Task[RunOutcome]) -> None:
-    if not task.done():
-        log.warning("job %s: lease could not be renewed in time; stopping it", job.job_id)
-        task.cancel()
+    def _note_renewed(self, held: int = 0) -> None:
+        since, self._unrenewed_since = self._unrenewed_since, None
+        if since is None or not self._owned:
+            return
+        unrenewed = asyncio.get_running_loop().time() - since
+        log.warning(
+            "database back after %.1fs without lease renewals: %d of %d lease(s) renewed",
+            unrenewed,
+            held,
+            len(self._owned),
+        )

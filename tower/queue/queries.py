@@ -26,6 +26,14 @@ RETURNING lease_token
 
 PING = "SELECT 1"
 
+# Whether PostgreSQL itself (its postmaster) started less than $1 seconds ago, by its own
+# clock. Every lease runs out while the database is down, and no owner could renew it:
+# reaped at once, a restart would look like every replica dying, and each running job
+# would be requeued or failed. So for one lease period ($1 = LEASE_SECONDS) after a start
+# nothing is reaped; the owners still alive renew within it (every third of a lease), and
+# what is left expired after that belongs to a replica really gone.
+DATABASE_SETTLING = "SELECT now() < pg_postmaster_start_time() + make_interval(secs => $1)"
+
 # One replica at a time runs retention; the others skip this round.
 TRY_RETENTION_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
 RETENTION_LOCK_KEY = 727_002
@@ -245,6 +253,12 @@ async def stored_log_bytes(connection: Connection, job_id: str) -> dict[str, int
     """Bytes of the job's stored log per stream (its text as UTF-8)."""
     rows = await connection.fetch(STORED_LOG_BYTES, job_id)
     return {row["stream"]: int(row["bytes"]) for row in rows}
+
+
+async def database_settling(connection: Connection, lease_seconds: float) -> bool:
+    """Whether the database started less than a lease ago (DATABASE_SETTLING)."""
+    settling: bool = await connection.fetchval(DATABASE_SETTLING, lease_seconds)
+    return settling
 
 
 async def try_retention_lock(connection: Connection) -> bool:

@@ -7,7 +7,9 @@ queue; one without is failed with failure_reason='tower_lost'. Racing reapers ar
 After the database was unreachable (a restart, a network cut), every lease may have
 lapsed while no owner could renew it. The reaper then waits one full lease of
 working connectivity before reaping again, so live owners renew first and only the
-jobs of replicas that are really gone are handed back.
+jobs of replicas that are really gone are handed back. The database's own start time
+says the same of a restart this reaper did not see (one between two of its rounds, or
+before it started): nothing is reaped for a lease after it (queries.DATABASE_SETTLING).
 
 Seam for later: with the Docker runner, a job whose container still runs on this
 host should be re-adopted instead of requeued; that check goes before `queries.reap`.
@@ -62,13 +64,22 @@ class Reaper:
     async def run_round(self) -> None:
         """One scheduled round: reaps only once owners have had a lease to renew."""
         try:
-            if self._owners_had_time_to_renew():
-                await self.reap_once()
-            else:
+            if not self._owners_had_time_to_renew():
                 await self._check_connectivity()
+            elif not await self._database_settling():
+                await self.reap_once()
         except DATABASE_ERRORS:
             self._connected_since = None
             raise
+
+    async def _database_settling(self) -> bool:
+        """Adopting or reaping now would take jobs from owners that had no lease to renew
+        since the database restarted (queries.DATABASE_SETTLING)."""
+        async with self._pool.acquire() as connection:
+            settling = await queries.database_settling(connection, self._lease_seconds)
+        if settling:
+            log.info("not reaping: the database started less than a lease ago")
+        return settling
 
     def _owners_had_time_to_renew(self) -> bool:
         since = self._connected_since
