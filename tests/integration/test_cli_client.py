@@ -49,6 +49,12 @@ async def test_submit_and_wait_prints_the_finished_job(tower: str) -> None:
     assert job["result"] == "hi"
 
 
+async def test_submit_without_engine_runs_the_profiles(tower: str) -> None:
+    ran = await parpaing(tower, "submit", "--agent", "cli", "--prompt", "print hi", "--wait")
+    assert ran.code == 0, ran.stderr
+    assert finished_job(ran)["engine"] == "claude-code"  # the default profile's
+
+
 async def test_prompt_file_then_wait_logs_and_list(tower: str, tmp_path: Path) -> None:
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("print from a file\nprint second line\n")

@@ -10,15 +10,17 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from tower.cli import admin, artifacts, client, credentials, doctor, images, serve, uploads
+from tower.cli import artifacts, client, credentials, images, server_commands, uploads
 from tower.cli.output import CliError, report_failure
 
 # In the order `parpaing --help` lists the commands: the server's first, then the client's.
+# Every module imported here stays light (tower/cli/lazy.py): the server's code loads only
+# when a server command runs.
 REGISTER_COMMANDS: tuple[Callable[[Any], None], ...] = (
-    serve.add_commands,
-    admin.add_migrate,
-    doctor.add_commands,
-    admin.add_webhook_secret,
+    server_commands.add_serve,
+    server_commands.add_migrate,
+    server_commands.add_doctor,
+    server_commands.add_webhook_secret,
     images.add_commands,
     client.add_commands,
     credentials.add_commands,

@@ -1,11 +1,10 @@
-"""`parpaing migrate` and `parpaing webhook-secret`, and the schema revision helpers that
-serve and doctor use too."""
+"""`parpaing migrate` and `parpaing webhook-secret` (registered in server_commands.py),
+and the schema revision helpers that serve and doctor use too."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
 
 import asyncpg
 from alembic.script import ScriptDirectory
@@ -18,21 +17,6 @@ from tower.observability import queries
 from tower.settings import Settings
 from tower.webhooks.secret import webhook_secret
 from tower.webhooks.signing import standard_form
-
-
-def add_migrate(commands: Any) -> None:
-    """Register `migrate` on `commands` (an argparse subparsers object)."""
-    commands.add_parser("migrate", help="apply database migrations").set_defaults(
-        handler=migrate_command
-    )
-
-
-def add_webhook_secret(commands: Any) -> None:
-    """Register `webhook-secret` on `commands` (an argparse subparsers object)."""
-    commands.add_parser(
-        "webhook-secret", help="print the webhook signing secret (whsec_...) for receivers"
-    ).set_defaults(handler=webhook_secret_command)
-
 
 # --- migrate -----------------------------------------------------------------------------
 

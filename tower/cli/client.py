@@ -70,7 +70,7 @@ def tower_options() -> argparse.ArgumentParser:
 def _add_submit(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("submit", parents=[common], help="submit a job")
     parser.add_argument("--agent", required=True, help="agent id")
-    parser.add_argument("--engine", required=True)
+    parser.add_argument("--engine", help="default: the profile's engine")
     parser.add_argument("--profile")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt")
@@ -257,11 +257,9 @@ def quoted(job_id: str) -> str:
 
 
 def submit_body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "agent_id": args.agent,
-        "engine": args.engine,
-        "prompt": _prompt(args),
-    }
+    body: dict[str, Any] = {"agent_id": args.agent, "prompt": _prompt(args)}
+    if args.engine:
+        body["engine"] = args.engine  # else tower runs the profile's
     if args.profile:
         body["profile"] = args.profile
     if args.var:

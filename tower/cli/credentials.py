@@ -12,7 +12,6 @@ from typing import Any
 from tower.cli.client import against_tower, quoted, tower_options
 from tower.cli.output import CliError
 from tower.cli.tower_client import TowerClient
-from tower.settings import new_secrets_key
 
 KINDS = ("git", "github", "gitlab")
 SECRET_MAX_BYTES = 16 * 1024
@@ -79,5 +78,7 @@ def delete_credential(args: argparse.Namespace, client: TowerClient) -> int:
 
 
 def print_new_key(args: argparse.Namespace) -> int:
+    from tower.settings import new_secrets_key  # pydantic-settings: only for this command
+
     print(new_secrets_key())
     return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 
@@ -25,11 +25,6 @@ class Finding:
     outcome: Literal["ok", "FAIL", "skip"]
     detail: str
     fix: str = ""
-
-
-def add_commands(commands: Any) -> None:
-    """Register `doctor` on `commands` (an argparse subparsers object)."""
-    commands.add_parser("doctor", help="check this host can run tower").set_defaults(handler=doctor)
 
 
 def doctor(_args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
 
 import asyncpg
 
@@ -35,20 +34,6 @@ from tower.web.hosts import is_loopback
 
 class Stopped(BaseException):
     """SIGTERM: unwinds like Ctrl-C so every `finally` (embedded server stop) runs."""
-
-
-def add_commands(commands: Any) -> None:
-    """Register `serve` on `commands` (an argparse subparsers object)."""
-    serving = commands.add_parser("serve", help="run a tower (embedded PostgreSQL by default)")
-    serving.add_argument("--host")
-    serving.add_argument("--port", type=int)
-    serving.add_argument(
-        "--insecure-no-auth",
-        action="store_true",
-        help="serve without TOWER_API_KEY on a non-loopback address (anyone who reaches it "
-        "can run jobs); same as INSECURE_NO_AUTH=true",
-    )
-    serving.set_defaults(handler=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
