@@ -139,10 +139,12 @@ async def _start(
     stack.push_async_callback(inserts.close)
     metrics = TowerMetrics(name)
     unix, tcp = auth_listener.wanted(settings)
+    slot = None
     if unix or tcp:
         listeners = await auth_listener.AuthListeners.start(settings, pool, unix_socket=unix)
         stack.push_async_callback(listeners.stop)
-    runner = runner or await build_runner(settings, pool, configs, metrics)
+        slot = listeners.slot.number if listeners.slot is not None else None
+    runner = runner or await build_runner(settings, pool, configs, metrics, slot)
     stack.push_async_callback(runner.close)
     streams = StreamLimits(settings.max_streams, settings.max_streams_per_key)
     state = TowerState(

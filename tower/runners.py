@@ -13,9 +13,14 @@ from tower.settings import Settings
 
 
 async def build_runner(
-    settings: Settings, pool: Pool, configs: ConfigStore, metrics: TowerMetrics
+    settings: Settings,
+    pool: Pool,
+    configs: ConfigStore,
+    metrics: TowerMetrics,
+    auth_slot: int | None = None,
 ) -> Runner:
-    """A started runner; its close() stops whatever it started."""
+    """A started runner; its close() stops whatever it started. `auth_slot`: this
+    replica's token-check socket, which the gateway must reach (gateway/listener.py)."""
     if settings.tower_runner == "simulated":
         return SimulatedRunner(settings.simulated_run_log)
     if settings.tower_runner == "docker":
@@ -23,6 +28,6 @@ async def build_runner(
         from tower.execution.docker_runner import start_docker_runner
         from tower.gateway.container import GatewayHost
 
-        host = GatewayHost(pool, settings)
+        host = GatewayHost(pool, settings, auth_slot)
         return await start_docker_runner(settings, pool, configs, metrics, host)
     raise Invalid(f"TOWER_RUNNER must be 'docker' or 'simulated', not {settings.tower_runner!r}")

@@ -46,11 +46,13 @@ async def listeners(pool: Pool, socket_dir: Path) -> AsyncIterator[tuple[Path, i
         gateway_auth_listen=f"127.0.0.1:{port}",
     )
     started = await AuthListeners.start(settings, pool, unix_socket=True)
+    socket = started.socket
+    assert socket == socket_dir / "auth-0.sock"  # the first replica's slot
     try:
-        yield socket_dir / "auth.sock", port
+        yield socket, port
     finally:
         await started.stop()
-    assert not (socket_dir / "auth.sock").exists()
+    assert not socket.exists()
 
 
 async def ask(socket: Path, token: str) -> httpx.Response:

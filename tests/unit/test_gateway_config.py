@@ -53,8 +53,31 @@ def test_defaults_go_to_the_public_apis_and_tower_over_the_socket() -> None:
     assert 'set $anthropic_upstream "https://api.anthropic.com";' in text
     assert 'set $openai_upstream "https://api.openai.com";' in text
     assert 'set $gemini_upstream "https://generativelanguage.googleapis.com";' in text
-    assert 'set $tower_auth "http://unix:/run/parpaing/auth.sock:/gateway/auth";' in text
+    assert 'set $tower_auth "http://parpaing_tower_auth/gateway/auth";' in text
     assert "resolver 127.0.0.11 valid=30s;" in text
+
+
+def test_the_replicas_sockets_are_tried_in_turn_slot_0_first() -> None:
+    text = config(TOWER_AUTH_SOCKET="/run/parpaing/a.sock", TOWER_AUTH_SLOTS="3")
+    (upstream,) = [line.strip() for line in text.splitlines() if "upstream parpaing_tower" in line]
+    servers = re.findall(r"server (unix:\S+)[^;]*?( backup)?;", upstream)
+    assert servers == [
+        ("unix:/run/parpaing/a-0.sock", ""),
+        ("unix:/run/parpaing/a-1.sock", " backup"),
+        ("unix:/run/parpaing/a-2.sock", " backup"),
+    ]
+    # One replica's socket, for tower's own end-to-end check (/health/tower/N).
+    assert '"http://unix:/run/parpaing/a-$tower_slot.sock:/gateway/auth"' in text
+    assert len(re.findall(r"server unix:", config())) == 16
+
+
+def test_an_unconfigured_provider_is_refused_with_a_status_engines_do_not_retry() -> None:
+    text = config(OPENAI_API_KEY="sk-open")
+    refusal = location(text, "@not_configured")
+    assert "return 403 " in refusal and "permission_error" in refusal
+    assert "add_header x-should-retry false always;" in refusal
+    assert "set $missing_credential on tower" in refusal  # names the variable to set
+    assert 'set $missing_credential "GEMINI_API_KEY";' in location(text, "/gemini/")
 
 
 def test_the_api_key_is_injected_and_the_workers_credentials_are_replaced() -> None:
@@ -82,7 +105,7 @@ def test_openai_and_gemini_keys_and_unconfigured_providers() -> None:
     assert 'proxy_set_header Authorization "Bearer sk-open";' in openai
     assert 'proxy_set_header x-api-key "";' in openai
     assert "set $openai_ready 1;" in openai
-    # No credential: the route answers 503 instead of calling the provider keyless.
+    # No credential: the route refuses the call instead of calling the provider keyless.
     assert "set $anthropic_ready 0;" in location(text, "/anthropic/")
     assert "set $gemini_ready 0;" in location(text, "/gemini/")
     gemini = location(config(GEMINI_API_KEY="AIza-x"), "/gemini/")
@@ -109,6 +132,7 @@ def test_the_auth_cache_follows_its_setting_and_never_keeps_a_no() -> None:
 def test_compose_reaches_tower_over_tcp() -> None:
     text = config(TOWER_AUTH_URL="http://tower:8081/gateway/auth")
     assert 'set $tower_auth "http://tower:8081/gateway/auth";' in text
+    assert "upstream parpaing_tower_auth" not in text
 
 
 @pytest.mark.parametrize(
@@ -127,6 +151,10 @@ def test_compose_reaches_tower_over_tcp() -> None:
         ("GATEWAY_AUTH_CACHE_SECONDS", "61"),
         ("GATEWAY_AUTH_CACHE_SECONDS", "1s"),
         ("GATEWAY_RESOLVER", "1.1.1.1; include x"),
+        ("TOWER_AUTH_SOCKET", "/run/x.sock; server evil"),
+        ("TOWER_AUTH_SOCKET", "relative.sock"),
+        ("TOWER_AUTH_SLOTS", "0"),
+        ("TOWER_AUTH_SLOTS", "100"),
     ],
 )
 def test_a_bad_value_stops_the_start_naming_the_variable_never_the_value(

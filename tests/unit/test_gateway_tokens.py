@@ -40,7 +40,10 @@ def test_the_gateway_gets_the_credentials_set_and_only_those() -> None:
     env = gateway_environment(settings(anthropic_api_key="sk-ant", openai_api_key=""))
     assert env["ANTHROPIC_API_KEY"] == "sk-ant"
     assert "OPENAI_API_KEY" not in env and "CLAUDE_CODE_OAUTH_TOKEN" not in env
-    assert env["TOWER_AUTH_URL"] == "http://unix:/run/parpaing/auth.sock:/gateway/auth"
+    # Each replica's socket is a slot beside this name (tower/gateway/listener.py).
+    assert env["TOWER_AUTH_SOCKET"] == "/run/parpaing/auth.sock"
+    assert env["TOWER_AUTH_SLOTS"] == "16"
+    assert "TOWER_AUTH_URL" not in env
     assert env["GATEWAY_AUTH_CACHE_SECONDS"] == "1"
     assert env["ANTHROPIC_UPSTREAM"] == "https://api.anthropic.com"
 
@@ -56,9 +59,7 @@ def test_names_follow_the_gateway_url_and_the_socket_the_state_dir() -> None:
         "/run/x",
         "gw-7-socket",
     )
-    assert gateway_environment(custom)["TOWER_AUTH_URL"].startswith(
-        "http://unix:/run/parpaing/a.sock:"
-    )
+    assert gateway_environment(custom)["TOWER_AUTH_SOCKET"] == "/run/parpaing/a.sock"
 
 
 def test_the_digest_changes_with_image_credentials_and_upstreams_only() -> None:

@@ -9,7 +9,11 @@ makes sure one container of it runs with the configuration this tower holds:
 - it sits on an ordinary bridge network (GATEWAY_EGRESS_NET) to reach the providers;
 - workers, which have no network, reach it through a Unix socket its nginx makes in the
   socket volume (GATEWAY_SOCKET_VOLUME), mounted read-write here and read-only in them;
-- tower's token checks reach it through the auth socket's directory, mounted read-only.
+- tower's token checks reach it through the auth socket's directory, mounted read-only,
+  where each replica on this host answers on a socket of its own (listener.py);
+- it must reach this replica's socket end to end: a container whose mount shows another
+  directory (the state dir was deleted and made again) is replaced, even when its
+  configuration is unchanged.
 Replicas sharing a Docker host do this one at a time (a PostgreSQL advisory lock).
 Compose runs the gateway itself (GATEWAY_MANAGED=false), socket volume included; tower
 then has nothing to do for it.
@@ -41,6 +45,8 @@ from tower.execution.docker.containers import DockerFailure
 from tower.execution.docker.network import ensure_socket_volume
 from tower.execution.docker.probe import Probe
 from tower.execution.protocol import GATEWAY_SOCKET_DIR
+from tower.gateway import tokens
+from tower.gateway.listener import AUTH_SLOTS
 from tower.settings import (
     Settings,
     gateway_auth_socket,
@@ -55,7 +61,8 @@ GATEWAY_ROLE = "gateway"
 HASH_LABEL = "parpaing.config_hash"
 # Bump when the container options below change, so running gateways are replaced.
 # 2: the workers' socket volume; off the workers' network (there is none any more).
-GATEWAY_OPTIONS_VERSION = 2
+# 3: one token-check socket per replica (TOWER_AUTH_SOCKET, TOWER_AUTH_SLOTS).
+GATEWAY_OPTIONS_VERSION = 3
 PORT = 8080
 SOCKET_MOUNT = "/run/parpaing"
 HEALTH_TIMEOUT = 2.0
@@ -92,13 +99,15 @@ class GatewaySpec:
 
 def gateway_environment(settings: Settings) -> dict[str, str]:
     """What the gateway container's config is rendered from (gateway/render-config).
-    Unset credentials are left out, so the gateway answers 503 for that provider."""
+    Unset credentials are left out, so the gateway refuses that provider's calls (403)."""
     socket_name = gateway_auth_socket(settings).name
     env = {
         "ANTHROPIC_UPSTREAM": settings.anthropic_upstream,
         "OPENAI_UPSTREAM": settings.openai_upstream,
         "GEMINI_UPSTREAM": settings.gemini_upstream,
-        "TOWER_AUTH_URL": f"http://unix:{SOCKET_MOUNT}/{socket_name}:/gateway/auth",
+        # The replicas' sockets are slots beside this name (listener.py).
+        "TOWER_AUTH_SOCKET": f"{SOCKET_MOUNT}/{socket_name}",
+        "TOWER_AUTH_SLOTS": str(AUTH_SLOTS),
         "GATEWAY_AUTH_CACHE_SECONDS": str(int(settings.gateway_auth_cache_seconds)),
     }
     secrets = {
@@ -157,6 +166,8 @@ class GatewayHost:
 
     db: Pool
     settings: Settings
+    # This replica's token-check socket (listener.SocketSlot.number); None: it has none.
+    auth_slot: int | None = None
 
     async def setup(self, calls: DockerCalls) -> None:
         """Run the gateway (all-in-one; compose runs its own). Without it jobs still run,
@@ -164,36 +175,53 @@ class GatewayHost:
         if not self.settings.gateway_managed:
             return
         try:
-            await ensure_gateway_once(self.db, calls, self.settings)
+            await ensure_gateway_once(self.db, calls, self.settings, self.auth_slot)
         except TowerError as problem:
             log.error("%s; agents cannot reach a provider until this is fixed", problem.message)
 
     def probe(self, client: docker.DockerClient) -> Probe:
-        return probe_gateway(self.settings, HEALTH_TIMEOUT, client)
+        found = probe_gateway(self.settings, HEALTH_TIMEOUT, client)
+        if not found.ok or not self.settings.gateway_managed:
+            return found
+        return probe_tower_check(self.settings, self.auth_slot, HEALTH_TIMEOUT, client)
 
 
-async def ensure_gateway_once(db: Pool, calls: DockerCalls, settings: Settings) -> str:
-    """ensure_gateway, one replica at a time."""
+async def ensure_gateway_once(
+    db: Pool, calls: DockerCalls, settings: Settings, auth_slot: int | None
+) -> str:
+    """ensure_gateway, one replica at a time, checking it reaches this replica."""
     async with db.acquire() as connection:
         key = f"gateway:{gateway_container(settings)}"
         await connection.execute(docker_queries.NETWORK_LOCK, key)
         try:
-            return await calls(ensure_gateway, settings)
+            return await calls(ensure_gateway, settings, auth_slot, True)
         finally:
             await connection.execute(docker_queries.NETWORK_UNLOCK, key)
 
 
-def ensure_gateway(client: docker.DockerClient, settings: Settings, say: Say = log.info) -> str:
-    """The running gateway container's id, created or replaced as needed."""
+def ensure_gateway(
+    client: docker.DockerClient,
+    settings: Settings,
+    auth_slot: int | None = None,
+    check_tower: bool = False,
+    say: Say = log.info,
+) -> str:
+    """The running gateway container's id, created or replaced as needed. With
+    `check_tower` (a tower serving its token check calls this), also replaced when it runs
+    but cannot reach that check on socket `auth_slot` (None: on any replica's)."""
     try:
         image_id = str(client.images.get(settings.gateway_image).id)
         spec = gateway_spec(settings, image_id)
         ensure_egress_network(client, spec.egress_net)
         ensure_socket_volume(client, spec.workers_socket_volume)
         container = _current(client, spec, say)
+        if container is not None and check_tower:
+            container = _kept_if_it_reaches_tower(client, container, settings, auth_slot, say)
         if container is None:
             container = _create(client, spec, say)
             _wait_ready(container, settings, say)
+            if check_tower:
+                _check_tower_reached(client, container, settings, auth_slot)
         return str(container.id)
     except ImageNotFound as exc:
         raise GatewayFailure(
@@ -231,6 +259,39 @@ def _current(client: docker.DockerClient, spec: GatewaySpec, say: Say) -> Contai
     with contextlib.suppress(NotFound):
         container.remove(force=True)
     return None
+
+
+def _kept_if_it_reaches_tower(
+    client: docker.DockerClient,
+    container: Container,
+    settings: Settings,
+    auth_slot: int | None,
+    say: Say,
+) -> Container | None:
+    """The kept container, or None once removed because it cannot ask this replica: its
+    mount of the socket directory outlived the directory (a deleted state dir)."""
+    _wait_ready(container, settings, say)
+    reached = probe_tower_check(settings, auth_slot, HEALTH_TIMEOUT, client)
+    if reached.ok:
+        return container
+    say(
+        f"replacing the gateway container {container.name}: it cannot reach this tower's "
+        f"token check ({reached.detail})"
+    )
+    with contextlib.suppress(NotFound):
+        container.remove(force=True)
+    return None
+
+
+def _check_tower_reached(
+    client: docker.DockerClient, container: Container, settings: Settings, auth_slot: int | None
+) -> None:
+    reached = probe_tower_check(settings, auth_slot, HEALTH_TIMEOUT, client)
+    if not reached.ok:
+        raise GatewayFailure(
+            f"gateway container {container.name} cannot reach this tower's token check: "
+            f"{reached.detail}"
+        )
 
 
 def _create(client: docker.DockerClient, spec: GatewaySpec, say: Say) -> Container:
@@ -277,15 +338,48 @@ def probe_gateway(
     only), so a gateway container on this host is reached at its address on the egress
     network; without such a container (compose, or Docker unreachable from here),
     GATEWAY_URL is asked directly. With no `client`, one is opened for the look (the CLI)."""
+    base, absent = _gateway_base(settings, timeout, client)
+    if absent is not None:
+        return absent
+    return _ask(f"{base}/health", timeout)
+
+
+def probe_tower_check(
+    settings: Settings,
+    auth_slot: int | None,
+    timeout: float = HEALTH_TIMEOUT,
+    client: docker.DockerClient | None = None,
+) -> Probe:
+    """Does the gateway reach tower's token check, end to end? Blocking. It is asked to
+    check a random token (never a job's) with the replica on socket `auth_slot` (None:
+    with whichever answers); any answer from tower, a "no" included, is a yes here."""
+    base, absent = _gateway_base(settings, timeout, client)
+    if absent is not None:
+        return absent
+    path = "/health/tower" if auth_slot is None else f"/health/tower/{auth_slot}"
+    found = _ask(base + path, timeout, {"x-api-key": tokens.mint()})
+    if found.ok:
+        return Probe(True, "the gateway reaches tower's token check")
+    return Probe(False, f"the gateway cannot reach tower's token check: {found.detail}")
+
+
+def _gateway_base(
+    settings: Settings, timeout: float, client: docker.DockerClient | None
+) -> tuple[str, Probe | None]:
+    """(the gateway's base URL from here, a failed Probe when its container is not up)."""
     try:
         state, address = _container_state(settings, timeout, client)
     except (DockerException, requests.RequestException):
         state, address = "unknown", None
     if settings.gateway_managed and state in ("absent", "stopped"):
-        return Probe(False, f"container {gateway_container(settings)} is {state}")
-    url = f"http://{address}:{PORT}/health" if address else f"{_base(settings)}/health"
+        return "", Probe(False, f"container {gateway_container(settings)} is {state}")
+    return (f"http://{address}:{PORT}" if address else _base(settings)), None
+
+
+def _ask(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> Probe:
+    request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
             return Probe(reply.status == 200, f"{url} answered {reply.status}")
     except OSError as exc:  # URLError and HTTPError are OSErrors
         return Probe(False, f"{url}: {one_line(exc)}")

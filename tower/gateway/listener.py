@@ -5,15 +5,24 @@ internet) can reach it: in all-in-one mode it is a Unix socket in the state dir,
 is mounted into the gateway container; in compose mode also host:port on the private
 network tower shares with the gateway (GATEWAY_AUTH_LISTEN). It answers one question,
 "is this token a running job's?", with 200 (and the job's id) or 401, and changes nothing.
+
+Replicas sharing a host (and its state dir) each answer on a socket of their own: slot N
+is `auth-N.sock` beside GATEWAY_AUTH_SOCKET's name, held by whoever holds the lock on
+`auth-N.lock` (flock, released by the kernel when its holder dies, kill -9 included). A
+replica takes the lowest free slot, unlinks only its own socket, and the gateway tries
+the slots in turn (gateway/render-config), so replicas come and go without cutting the
+others off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -37,6 +46,10 @@ JOB_HEADER = "X-Parpaing-Job"
 SOCKET_MODE = 0o666
 SOCKET_DIR_MODE = 0o755
 START_TIMEOUT = 10.0
+# How many replicas on one host can each have a socket; the gateway's upstream lists as
+# many (TOWER_AUTH_SLOTS). A replica finding none free serves without: the others answer
+# for its jobs too, since any replica can check any token.
+AUTH_SLOTS = 16
 
 
 def auth_app(pool: Pool) -> Starlette:
@@ -70,12 +83,56 @@ def wanted(settings: Settings) -> tuple[bool, bool]:
     return unix, bool(settings.gateway_auth_listen)
 
 
+@dataclass(frozen=True)
+class SocketSlot:
+    """Slot `number`: its socket's path, and the open lock file that makes it ours."""
+
+    number: int
+    path: Path
+    lock_fd: int
+
+
+def slot_socket(base: Path, number: int) -> Path:
+    """Slot `number`'s socket beside `base` (GATEWAY_AUTH_SOCKET): auth.sock -> auth-3.sock."""
+    return base.with_name(f"{base.stem}-{number}{base.suffix}")
+
+
+def take_slot(base: Path, slots: int = AUTH_SLOTS) -> SocketSlot | None:
+    """The lowest slot no living replica holds, locked; None when all are taken."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.parent.chmod(SOCKET_DIR_MODE)
+    for number in range(slots):
+        lock = base.with_name(f"{base.stem}-{number}.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        path = slot_socket(base, number)
+        # A socket left by a replica that died: the slot is ours, nobody answers on it.
+        path.unlink(missing_ok=True)
+        return SocketSlot(number, path, fd)
+    return None
+
+
+def release_slot(slot: SocketSlot) -> None:
+    """Unlink our socket, then let the slot go: in this order, so that the next holder's
+    socket is never the one unlinked."""
+    slot.path.unlink(missing_ok=True)
+    os.close(slot.lock_fd)
+
+
 class AuthListeners:
     """The auth app served on each configured address until stop()."""
 
     def __init__(self) -> None:
         self._servers: list[tuple[_EmbeddedServer, asyncio.Task[None]]] = []
-        self.socket: Path | None = None
+        self.slot: SocketSlot | None = None
+
+    @property
+    def socket(self) -> Path | None:
+        return self.slot.path if self.slot is not None else None
 
     @classmethod
     async def start(cls, settings: Settings, pool: Pool, *, unix_socket: bool) -> AuthListeners:
@@ -83,8 +140,7 @@ class AuthListeners:
         app = auth_app(pool)
         try:
             if unix_socket:
-                listeners.socket = gateway_auth_socket(settings)
-                await listeners._serve_unix(app, listeners.socket)
+                await listeners._serve_unix(app, gateway_auth_socket(settings))
             if settings.gateway_auth_listen:
                 host, port = _host_port(settings.gateway_auth_listen)
                 await listeners._serve(_config(app, host=host, port=port))
@@ -93,10 +149,18 @@ class AuthListeners:
             raise
         return listeners
 
-    async def _serve_unix(self, app: Starlette, path: Path) -> None:
-        await asyncio.to_thread(_prepare_socket_path, path)
-        await self._serve(_config(app, uds=str(path)))
-        await asyncio.to_thread(os.chmod, path, SOCKET_MODE)
+    async def _serve_unix(self, app: Starlette, base: Path) -> None:
+        self.slot = await asyncio.to_thread(take_slot, base)
+        if self.slot is None:
+            log.warning(
+                "all %d gateway token-check sockets beside %s are held by other replicas: "
+                "this one serves none (the others answer for its jobs)",
+                AUTH_SLOTS,
+                base,
+            )
+            return
+        await self._serve(_config(app, uds=str(self.slot.path)))
+        await asyncio.to_thread(os.chmod, self.slot.path, SOCKET_MODE)
 
     async def _serve(self, config: uvicorn.Config) -> None:
         server = _EmbeddedServer(config)
@@ -118,15 +182,9 @@ class AuthListeners:
             with contextlib.suppress(Exception, SystemExit):
                 await task
         self._servers.clear()
-        if self.socket is not None:
-            await asyncio.to_thread(self.socket.unlink, missing_ok=True)
-
-
-def _prepare_socket_path(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(SOCKET_DIR_MODE)
-    # A socket file left by a tower that died; nobody answers on it any more.
-    path.unlink(missing_ok=True)
+        if self.slot is not None:
+            await asyncio.to_thread(release_slot, self.slot)
+            self.slot = None
 
 
 def _config(
