@@ -64,7 +64,8 @@ class TcpForwarder:
             return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
+        except (OSError, asyncio.CancelledError):
+            # Cancelled: the test's loop is closing; nothing waits for this connection.
             _abort(writer)
             return
         if self.cut_off:  # cut while connecting
