@@ -25,6 +25,7 @@ from tower.jobs import routes as job_routes
 from tower.jobs.service import job_inserts
 from tower.observability.metrics import TowerMetrics
 from tower.ops import health, metrics, stats
+from tower.queue.adoption import adopter_for
 from tower.queue.dispatcher import Dispatcher
 from tower.queue.reaper import Reaper
 from tower.queue.retention import Retention
@@ -166,9 +167,18 @@ async def _start_background(state: TowerState, stack: AsyncExitStack) -> Dispatc
         state.metrics,
         statement_pool=state.statement_pool,
     )
+    # Jobs of a replica that died, whose containers run on here (tower/queue/adoption.py).
+    adopter = adopter_for(
+        state.runner,
+        state.pool,
+        state.replica_id,
+        state.settings.lease_seconds,
+        dispatcher.adopt,
+        dispatcher.accepting,
+    )
     for service in (
         dispatcher,
-        Reaper(state.settings, state.pool, state.replica_id, state.metrics),
+        Reaper(state.settings, state.pool, state.replica_id, state.metrics, adopter),
         Retention(state.settings, state.pool),
         Deliverer(state.settings, state.pool, state.hub, key, state.metrics),
     ):

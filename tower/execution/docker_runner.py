@@ -21,11 +21,14 @@ from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
 from tower.errors import TowerError
 from tower.execution import bundle, protocol
+from tower.execution.adoption import Adoption
 from tower.execution.bundle import StreamedBundle, WorkerOutput
-from tower.execution.docker import archive, containers, hardening
+from tower.execution.docker import archive, containers, hardening, reattach
 from tower.execution.docker.client import DockerCalls
+from tower.execution.docker.hardening import bundle_volume_name
 from tower.execution.docker.network import retire_worker_network
 from tower.execution.docker.probe import ping_client
+from tower.execution.docker.reattach import Counting, Replayed, Skipping
 from tower.execution.docker.worker_stdout import Handover
 from tower.execution.outcome import parse_outcome
 from tower.execution.pool.warm import WarmPool
@@ -52,6 +55,8 @@ DOCKER_DOWN = (
     "Docker is unavailable on this tower, so jobs cannot run ({detail}). "
     "Start the Docker daemon (scripts/setup-docker) and restart tower; /health reports it."
 )
+# Seconds between asks while Docker does not answer under a running job.
+DOCKER_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -139,16 +144,76 @@ class DockerRunner:
         spec = plan.spec
         feed = await self._calls(containers.attach, slot.container_id)
         artifacts = Handover()
+        counted = Counting(emit)
         try:
             delivered_at = time.time()
             await self._calls(containers.deliver, feed, _bundle(spec, plan.inputs))
+            followed = await self._calls(
+                containers.follow_output,
+                feed,
+                float(spec.timeout_seconds),
+                counted,
+                protocol.output_cap(spec.output_limit),
+                protocol.artifact_cap(spec.artifact_limit),
+                artifacts,
+            )
+        except BaseException:
+            artifacts.discard()
+            containers.close_output(feed)
+            raise
+        containers.close_output(feed)  # already closed by the follow
+        # A stream that ended short of a frame may have broken under a live worker.
+        first = Replayed(followed.finished, followed.output is not None, followed.output)
+        return await self._until_done(slot, plan, delivered_at, first, counted, artifacts)
+
+    async def docker_host(self) -> str | None:
+        host = getattr(self._slots, "docker_host", None)
+        return host if isinstance(host, str) else None
+
+    async def container_running(self, container_id: str) -> bool:
+        return await self._calls(reattach.container_running, container_id)
+
+    async def resume(self, adopted: Adoption, output: Output) -> RunOutcome:
+        """Finish a job adopted from a replica that died: its container runs on (or has
+        finished) on this Docker host. Its output is replayed from the container's log,
+        skipping the bytes `adopted.stored` says the job's log already holds."""
+        slot = Slot(
+            adopted.slot_id, adopted.container_id, bundle_volume_name(adopted.slot_id), False
+        )
+        try:
+            plan = await asyncio.to_thread(self._plan, adopted.job)
+            counted = Counting(_emitter(output))
+            counted.passed = dict(adopted.stored)
+            return await self._until_done(slot, plan, adopted.started_at, None, counted, Handover())
+        except asyncio.CancelledError:
+            await asyncio.shield(self._calls(containers.kill, slot.container_id))
+            raise
+        except TowerError as problem:
+            return failed(problem.message)
+        finally:
+            self._discard_soon(slot)
+
+    async def _until_done(
+        self,
+        slot: Slot,
+        plan: Plan,
+        since: float,
+        followed: Replayed | None,
+        emit: Counting,
+        artifacts: Handover,
+    ) -> RunOutcome:
+        """The outcome, once the worker is done: following its output again from the
+        container's log while the stream broke short of the done line and the container
+        still runs (Docker restarted with live-restore), or from the start (`followed`
+        None: an adopted job)."""
+        try:
             ended, output = await self._finish(
-                slot.container_id, spec, delivered_at, feed, emit, artifacts
+                slot.container_id, plan.spec, since, followed, emit, artifacts
             )
             outcome = parse_outcome(
                 output,
                 engine=plan.engine,
-                spec=spec,
+                spec=plan.spec,
                 oom_killed=ended is not None and ended.oom_killed,
                 timed_out=ended is None,
                 max_result_size=self._settings.max_result_size,
@@ -156,40 +221,58 @@ class DockerRunner:
         except BaseException:
             artifacts.discard()
             raise
-        finally:
-            containers.close_output(feed)  # already closed unless this was cut short
         return dataclasses.replace(outcome, artifacts=artifacts.take())
 
     async def _finish(
         self,
         container_id: str,
         spec: JobSpec,
-        delivered_at: float,
-        feed: object,
-        emit: containers.Emit,
+        since: float,
+        followed: Replayed | None,
+        emit: Counting,
         artifacts: Handover,
     ) -> tuple[containers.ExitInfo | None, WorkerOutput | None]:
         """How the worker ended and what it left; None for a timeout (then killed).
         Its output goes to `emit` as it comes, until then, its artifacts to `artifacts`.
         Neither its frame nor the copy of /bundle/out is read past the output cap."""
-        timeout = float(spec.timeout_seconds)
         cap = protocol.output_cap(spec.output_limit)
-        kept = protocol.artifact_cap(spec.artifact_limit)
-        followed = await self._calls(
-            containers.follow_output, feed, timeout, emit, cap, kept, artifacts
-        )
+        deadline = since + float(spec.timeout_seconds)
+        while followed is None or (followed.finished and not followed.done):
+            if followed is not None and not await self._still_running(container_id, deadline):
+                break  # the worker's container stopped: what it left is all there is
+            left = deadline - time.time()
+            if left <= 0:
+                followed = Replayed(False, False, None)
+                break
+            kept = protocol.artifact_cap(spec.artifact_limit)
+            followed = await self._calls(
+                reattach.follow_log, container_id, left, Skipping(emit, emit.passed), cap, kept,
+                artifacts,
+            )  # fmt: skip
         if not followed.finished:
             await self._calls(containers.kill, container_id)
             return None, await self._calls(archive.collect_output, container_id, cap)
         if followed.output is not None:
-            ended = await self._calls(containers.exit_info_since, container_id, delivered_at)
+            ended = await self._calls(containers.exit_info_since, container_id, since)
             return ended, bundle.read_output(followed.output) if followed.output else None
         # No frame (the worker died first): copy what it left. Both read a still-running
         # container, side by side.
         return await asyncio.gather(
-            self._calls(containers.exit_info_since, container_id, delivered_at),
+            self._calls(containers.exit_info_since, container_id, since),
             self._calls(archive.collect_output, container_id, cap),
         )
+
+    async def _still_running(self, container_id: str, deadline: float) -> bool:
+        """Whether the container is up, waiting (until `deadline`) for a Docker daemon
+        that does not answer: one restarting with live-restore leaves it running."""
+        while True:
+            try:
+                return await self._calls(reattach.container_running, container_id)
+            except containers.DockerFailure:
+                if time.time() >= deadline:
+                    raise
+                log.warning("container %s: Docker does not answer; waiting", container_id[:12])
+                await asyncio.sleep(DOCKER_RETRY)
 
     def _discard_soon(self, slot: Slot) -> None:
         """Discard in the background: the outcome need not wait for the removal, but

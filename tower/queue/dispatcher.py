@@ -34,6 +34,7 @@ from tower.db.pool import Pool, transaction
 from tower.db.writes import write_with_retry
 from tower.errors import TowerError, one_line
 from tower.events.log import JobLog
+from tower.execution.adoption import Adopting, Adoption
 from tower.execution.runner import ClaimedJob, Runner, RunOutcome
 from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
@@ -198,11 +199,22 @@ class Dispatcher:
             self._launch(job)
         return len(jobs) == free
 
-    def _launch(self, job: ClaimedJob) -> None:
+    def adopt(self, adopted: Adoption) -> None:
+        """Run a job adopted from a replica that died (tower/queue/adoption.py) as one
+        claimed: its lease renewed, its log stored, its outcome written, all fenced by
+        its new token. The runner follows its container (`Adopting.resume`)."""
+        self._launch(adopted.job, adopted)
+
+    def accepting(self) -> bool:
+        """Whether jobs may still start here (adopted ones too): not once draining."""
+        return not self._stopping
+
+    def _launch(self, job: ClaimedJob, adopted: Adoption | None = None) -> None:
         # Its tail is stored before the finish, however long the database is away.
         output = JobLog(self._pool, job, self._settings.max_log_bytes, math.inf)
+        work = self._run(job, output) if adopted is None else self._resume(adopted, output)
         # Registered before the next claim computes free capacity.
-        run = asyncio.create_task(self._run(job, output), name=f"run-{job.job_id}")
+        run = asyncio.create_task(work, name=f"run-{job.job_id}")
         self._leases.add(job, run)
         supervisor = asyncio.create_task(
             self._supervise(job, run, output), name=f"job-{job.job_id}"
@@ -211,6 +223,10 @@ class Dispatcher:
         supervisor.add_done_callback(self._supervisors.discard)
 
     # --- running ------------------------------------------------------------------
+
+    async def _resume(self, adopted: Adoption, output: JobLog) -> RunOutcome:
+        assert isinstance(self._runner, Adopting)  # adopter_for adopts for no other
+        return await self._runner.resume(adopted, output)
 
     async def _run(self, job: ClaimedJob, output: JobLog) -> RunOutcome:
         """Stage the job's workspace (its repository, its inputs), then run it; what was

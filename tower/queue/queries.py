@@ -183,11 +183,17 @@ async def reap(connection: Connection, adopt_grace: float = 0.0) -> dict[str, st
 # Jobs a replica on Docker host $1 may adopt: running, lease expired, with a busy pool
 # slot of this host holding the job's lease token and a container. Read without locks:
 # the adopter checks each container, then ADOPT re-checks all of it under the row locks.
+# None in the first lease ($2 seconds) after PostgreSQL started: every lease lapsed while
+# it was down, and live owners renew within that lease (taking a live owner's job would
+# have it kill its container when it finds its lease gone).
 ADOPTABLE = """
-SELECT j.job_id, j.lease_token, s.container_id FROM jobs AS j
+SELECT j.job_id, j.lease_token, s.container_id,
+       coalesce(jsonb_typeof(j.request -> 'output'), 'null') <> 'null' AS publishes
+FROM jobs AS j
 JOIN pool_slots AS s ON s.job_id = j.job_id AND s.lease_token = j.lease_token
 WHERE j.status = 'running' AND j.lease_until < now()
   AND s.docker_host = $1 AND s.status = 'busy' AND s.container_id IS NOT NULL
+  AND now() >= pg_postmaster_start_time() + make_interval(secs => $2)
 """
 
 # How many bytes of each stream the job's log holds: an adopter replaying the container's
@@ -206,6 +212,8 @@ class Orphan:
     job_id: str
     lease_token: UUID
     container_id: str
+    # A repository job that pushes a branch: not adopted (its clone died with its tower).
+    publishes: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,9 +227,12 @@ class Adopted:
     started_epoch: float
 
 
-async def adoptable(connection: Connection, docker_host: str) -> list[Orphan]:
-    rows = await connection.fetch(ADOPTABLE, docker_host)
-    return [Orphan(row["job_id"], row["lease_token"], row["container_id"]) for row in rows]
+async def adoptable(connection: Connection, docker_host: str, lease_seconds: float) -> list[Orphan]:
+    rows = await connection.fetch(ADOPTABLE, docker_host, lease_seconds)
+    return [
+        Orphan(row["job_id"], row["lease_token"], row["container_id"], row["publishes"])
+        for row in rows
+    ]
 
 
 async def adopt(

@@ -11,8 +11,9 @@ jobs of replicas that are really gone are handed back. The database's own start 
 says the same of a restart this reaper did not see (one between two of its rounds, or
 before it started): nothing is reaped for a lease after it (queries.DATABASE_SETTLING).
 
-Seam for later: with the Docker runner, a job whose container still runs on this
-host should be re-adopted instead of requeued; that check goes before `queries.reap`.
+With the Docker runner, a job whose container still runs on this replica's Docker host
+is adopted instead (tower/queue/adoption.py), before reaping; REAP leaves such a job
+one lease longer, so a replica on its host has the time to.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tower.db.periodic import Periodic
 from tower.db.pool import Pool, transaction
 from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
+from tower.queue.adoption import Adopter
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,9 @@ class Reaper:
         pool: Pool,
         replica_id: str,
         metrics: TowerMetrics | None = None,
+        adopter: Adopter | None = None,
     ) -> None:
+        self._adopter = adopter
         self._pool = pool
         self._metrics = metrics or TowerMetrics(replica_id)
         self._replica_id = replica_id
@@ -54,7 +58,7 @@ class Reaper:
     async def reap_once(self) -> dict[str, str]:
         """One round; returns job_id -> new status for every job handed back."""
         async with transaction(self._pool) as connection:
-            reaped = await queries.reap(connection)
+            reaped = await queries.reap(connection, adopt_grace=self._lease_seconds)
         for job_id, status in reaped.items():
             log.warning("job %s: lease expired; %s by %s", job_id, status, self._replica_id)
             if status == "failed":
@@ -67,10 +71,22 @@ class Reaper:
             if not self._owners_had_time_to_renew():
                 await self._check_connectivity()
             elif not await self._database_settling():
+                await self._adopt()
                 await self.reap_once()
         except DATABASE_ERRORS:
             self._connected_since = None
             raise
+
+    async def _adopt(self) -> None:
+        """Adopt what this replica can before reaping; a failure leaves it to the reap."""
+        if self._adopter is None:
+            return
+        try:
+            await self._adopter.adopt_once()
+        except DATABASE_ERRORS:
+            raise
+        except Exception:
+            log.exception("adoption round failed; reaping as usual")
 
     async def _database_settling(self) -> bool:
         """Adopting or reaping now would take jobs from owners that had no lease to renew
