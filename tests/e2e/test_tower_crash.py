@@ -163,7 +163,7 @@ async def test_jobs_of_a_killed_tower_are_adopted_by_a_replica_on_their_host(
 
     async def adopted() -> bool:
         row = await _job_row(database_url, running_id)
-        return row["lease_owner"] == "survivor"
+        return bool(row["lease_owner"] == "survivor")
 
     await poll_until(adopted, "the running job adopted", RECOVERY_DEADLINE)
     await asyncio.to_thread(_open, docker_client, containers[running_id], running)
