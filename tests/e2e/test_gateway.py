@@ -175,6 +175,35 @@ async def test_a_running_jobs_token_reaches_the_upstream_with_the_real_key(
         assert logs.count(f"job={job.job_id}") == 2, logs[-2000:]
 
 
+async def test_a_provider_without_a_credential_refuses_at_once_with_a_status_not_retried(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    # No GEMINI_API_KEY, no Anthropic credential: 403 (engines retry 408, 409, 429 and
+    # 5xx, and Claude Code gives up on a 403 after one call), naming what to set.
+    async with rig(
+        database_url, network, names, gateway_image, docker_client, anthropic_api_key=""
+    ) as r:
+        job = await running_job(database_url)
+        gemini = await r.gateway.post(
+            "/gemini/v1beta/models/m:generateContent",
+            json={},
+            headers={"x-goog-api-key": job.token},
+        )
+        anthropic = await _call(r, job.token)
+    for reply, variable in ((gemini, "GEMINI_API_KEY"), (anthropic, "ANTHROPIC_API_KEY")):
+        assert reply.status_code == 403, reply.text
+        assert reply.headers["x-should-retry"] == "false"
+        error = reply.json()["error"]
+        assert error["type"] == "permission_error"
+        assert variable in error["message"], error
+    assert "CLAUDE_CODE_OAUTH_TOKEN" in anthropic.json()["error"]["message"]
+    assert r.recorder.snapshot() == []
+
+
 async def test_unknown_missing_and_malformed_tokens_get_401_and_never_reach_upstream(
     database_url: str,
     network: str,
