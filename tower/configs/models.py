@@ -97,9 +97,17 @@ class Profile(ConfigModel):
     engine: str | None = Field(default=None, pattern=NAME_PATTERN)
     allowed_tools: list[str] = []
     max_turns: int | None = Field(default=None, ge=1, le=100)
+    # A job's budget unless it sets its own (the job's own range).
+    max_budget_usd: float | None = Field(default=None, gt=0, le=50)
     prompt_template: str | None = Field(default=None, pattern=NAME_PATTERN)
     claude_md_template: str | None = Field(default=None, pattern=NAME_PATTERN)
     vars: dict[str, VarSpec] = {}
+    # Defaults of the CLAUDE.md template's `vars`; a job's claude_md_vars win.
+    claude_md_vars: dict[str, VarValue] = {}
+    # "parpaing": converted from Parpaing's format, so its templates keep Parpaing's rules
+    # (tower/configs/legacy.py): a job's prompt replaces the prompt template, names a
+    # template reads but nobody gave are empty, and CLAUDE.md variables are bare names.
+    compat: Literal["parpaing"] | None = None
     resources: Resources = Resources()
     hooks: Hooks = Hooks()
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from tower.configs import legacy
 from tower.configs.models import KINDS, NAME_PATTERN, Config, Engine, Profile, Template
 from tower.configs.render import check_syntax
 from tower.errors import Invalid
@@ -53,6 +54,21 @@ def parse_config(kind: str, name: str, content: str) -> Config:
     if kind == "engine":
         return parse_engine(name, content)
     return parse_profile(name, content)
+
+
+def converted(kind: str, name: str, content: str) -> str:
+    """`content` in our format: a Parpaing profile or engine is converted (the result
+    says where it came from); anything else is returned as it is."""
+    if kind not in ("profile", "engine"):
+        return content
+    check_name(name)
+    check_storable(content)
+    data = _toml(kind, name, content)
+    if not legacy.is_parpaing(kind, data):
+        return content
+    if kind == "profile":
+        return legacy.convert_profile(name, data)
+    return legacy.convert_engine(name, data)
 
 
 def parse_profile(name: str, content: str) -> Profile:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import TemplateSyntaxError, Undefined, meta
 
 from tower.configs import renderer
 from tower.configs.models import Profile
@@ -40,10 +40,14 @@ def render_prompt(
     """The prompt the engine receives: the profile's template around the caller's prompt,
     with typed variables checked and their defaults applied. Never truncated."""
     values = resolve_vars(profile.name, profile.vars, prompt_vars)
-    if template_source is None:
-        return prompt
+    if template_source is None or (profile.compat == "parpaing" and prompt):
+        return prompt  # Parpaing: the request's prompt wins over the profile's template
     context = {**values, "prompt": prompt, "profile": profile.name}
-    return _render(profile.prompt_template or "prompt", template_source, context)
+    return _render(
+        profile.prompt_template or "prompt",
+        template_source,
+        _compat(profile, template_source, context),
+    )
 
 
 def render_claude_md(
@@ -51,8 +55,25 @@ def render_claude_md(
 ) -> str:
     """CLAUDE.md for the job. Its variables are free-form, so they are reached as
     `vars.<name>` (and tested with `vars.name is defined`), never as bare names."""
-    context = {"profile": profile.name, "model": profile.model, "vars": dict(claude_md_vars)}
-    return _render(profile.claude_md_template or "claude_md", template_source, context)
+    merged = {**profile.claude_md_vars, **claude_md_vars}
+    context: dict[str, Any] = {"profile": profile.name, "model": profile.model, "vars": merged}
+    if profile.compat == "parpaing":
+        context = {**merged, **context}  # Parpaing's CLAUDE.md templates read bare names
+    return _render(
+        profile.claude_md_template or "claude_md",
+        template_source,
+        _compat(profile, template_source, context),
+    )
+
+
+def _compat(profile: Profile, source: str, context: dict[str, Any]) -> dict[str, Any]:
+    """For a profile converted from Parpaing, each name the template reads that is not in
+    `context` is a lenient Undefined, as in Parpaing: empty, false, and replaced by
+    `default(...)`. Ours stay strict: a typo is an error there."""
+    if profile.compat != "parpaing":
+        return context
+    missing = undeclared_names(source) - set(context)
+    return {**context, **{name: Undefined(name=name) for name in missing}}
 
 
 def _render(name: str, source: str, context: Mapping[str, Any]) -> str:

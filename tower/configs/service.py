@@ -12,7 +12,13 @@ from typing import Any
 
 from tower.configs import queries
 from tower.configs.models import Engine, Profile
-from tower.configs.parse import check_kind, check_name, parse_config, parse_profile
+from tower.configs.parse import (
+    check_kind,
+    check_name,
+    converted,
+    parse_config,
+    parse_profile,
+)
 from tower.configs.render import undeclared_names
 from tower.configs.schemas import (
     ConfigNames,
@@ -142,6 +148,7 @@ async def delete_config(pool: Pool, store: ConfigStore, kind: str, name: str) ->
 async def _write(
     pool: Pool, store: ConfigStore, kind: str, name: str, content: str, statement: str
 ) -> Any:
+    content = converted(kind, name, content)
     config = parse_config(kind, name, content)
     async with transaction(pool) as connection:
         await connection.execute(queries.LOCK_WRITES)
@@ -169,7 +176,7 @@ async def _check_references(connection: Any, profile: Profile) -> None:
             raise Invalid(
                 f"profile {profile.name!r}: {key} {wanted!r} does not exist", field="content"
             )
-    if profile.prompt_template is not None:
+    if profile.prompt_template is not None and profile.compat is None:
         _check_template_vars(profile, templates[profile.prompt_template])
     engine = profile.engine
     if engine and not await connection.fetch(queries.SELECT_EXISTING, "engine", [engine]):
