@@ -205,6 +205,11 @@ async def test_a_gateway_that_cannot_reach_tower_is_replaced_and_calls_pass(
                 check = await gateway.get("/health/tower/0", headers={"x-api-key": tokens.mint()})
             fake.set_script([text("through the new gateway")])
             record = await wait_terminal(api, await submit(api, "hello"), JOB_DEADLINE)
+            # Deleted under a running tower: its /health says the gateway cannot ask it.
+            await asyncio.to_thread(made_again, Path(names.socket_dir))
+            degraded = await api.get("/health")
+    assert degraded.status_code == 503, degraded.text
+    assert "cannot reach tower's token check" in degraded.json()["checks"]["gateway"]
     assert "cannot reach this tower's token check" in tower.log(), tower.log()
     assert replaced.id != kept.id
     assert health["checks"]["gateway"] == "ok", health
