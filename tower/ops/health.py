@@ -7,6 +7,8 @@ Which checks decide the HTTP status (the others are reported, never fatal):
   (tests, benchmarks) the daemon is probed here, reported but harmless.
 - gateway (asked by the Docker runner, through its own client) is required when this
   tower runs it (GATEWAY_MANAGED, all-in-one): without it no agent reaches a provider.
+  There it must also reach this replica's token check end to end (tower/gateway/
+  container.py, probe_tower_check), or every agent's call would fail with a 503.
   A gateway run by someone else (compose) is reported only, so one gateway restart does
   not take every replica out of the load balancer.
   With the simulated runner it reads "not configured".
