@@ -56,8 +56,8 @@ async def test_profiles_list_shipped_profiles_with_typed_variables(
         "type": "string",
         "required": False,
         "default": "all",
-        "enum": ["all", "security", "performance", "correctness", "style"],
-        "description": "What to look at most closely.",
+        "enum": None,  # free text, as Parpaing's code-review profile takes it
+        "description": "What to look at most closely (all, security, performance, ...).",
     }
     include_praise = next(v for v in review["prompt_vars"] if v["name"] == "include_praise")
     assert include_praise["default"] is False
@@ -185,3 +185,52 @@ async def test_unknown_config_is_404(anonymous: httpx.AsyncClient) -> None:
     response = await anonymous.get("/configs/engine/nope")
     assert response.status_code == 404
     assert "nope" in problem(response)
+
+
+async def test_parpaing_clients_variables_are_accepted_by_the_shipped_profiles(
+    client: httpx.AsyncClient,
+) -> None:
+    """Parpaing's default, researcher and code-review variables, besides ours (dry runs:
+    the simulated runner never starts them)."""
+    for profile, prompt_vars in (
+        ("default", {"task": "Summarise the README"}),
+        ("researcher", {"query": "Which queue?", "criteria": "active", "context": "web"}),
+        (
+            "code-review",
+            {
+                "repo_url": "https://example.com/r.git",
+                "focus": "security, performance",
+                "branch": "main",
+                "test_command": "pytest",
+            },
+        ),
+    ):
+        body = {
+            "agent_id": "mover",
+            "profile": profile,
+            "prompt_vars": prompt_vars,
+            "dry_run": True,
+        }
+        response = await client.post("/jobs", json=body)
+        assert response.status_code == 202, (profile, response.text)
+
+
+async def test_a_parpaing_profile_put_is_converted_or_refused_naming_the_keys(
+    client: httpx.AsyncClient,
+) -> None:
+    template = await client.put("/configs/template/prompts-ask", json={"content": "Ask {{ q }}\n"})
+    assert template.status_code == 200
+    parpaing = (
+        '[agent]\ndescription = "asks"\nmodel = "m"\n[prompt]\ntemplate = "prompts/ask.md.j2"\n'
+        '[prompt.variables.q]\ntype = "string"\ndefault = "why"\nrequired = true\n'
+    )
+    response = await client.put("/configs/profile/ask", json={"content": parpaing})
+    assert response.status_code == 200, response.text
+    assert response.json()["content"].startswith("# Converted from a Parpaing profile")
+    listed = {p["name"]: p for p in (await client.get("/profiles")).json()["profiles"]}
+    assert [v["name"] for v in listed["ask"]["prompt_vars"]] == ["q"]
+    refused = await client.put(
+        "/configs/profile/ask2", json={"content": '[agent]\n[plugins]\nenabled = ["p"]\n'}
+    )
+    assert refused.status_code == 422
+    assert "plugins.enabled" in problem(refused)

@@ -262,8 +262,8 @@ async def test_validate_job_names_the_unknown_profile_or_engine(database_url: st
             store.validate_job("default", "nope", {})
         assert caught.value.field == "engine"
         with pytest.raises(Invalid) as caught:
-            store.validate_job("code-review", "claude-code", {"focus": "everything"})
-        assert caught.value.field == "prompt_vars.focus"
+            store.validate_job("code-review", "claude-code", {"max_findings": "many"})
+        assert caught.value.field == "prompt_vars.max_findings"
         store.validate_job("code-review", "codex", {"focus": "security", "max_findings": 5})
 
 

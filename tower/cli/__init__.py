@@ -10,7 +10,15 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from tower.cli import artifacts, client, credentials, images, server_commands, uploads
+from tower.cli import (
+    artifacts,
+    client,
+    configs_import,
+    credentials,
+    images,
+    server_commands,
+    uploads,
+)
 from tower.cli.output import CliError, report_failure
 
 # In the order `parpaing --help` lists the commands: the server's first, then the client's.
@@ -26,6 +34,7 @@ REGISTER_COMMANDS: tuple[Callable[[Any], None], ...] = (
     credentials.add_commands,
     uploads.add_commands,
     artifacts.add_commands,
+    configs_import.add_commands,
 )
 
 
