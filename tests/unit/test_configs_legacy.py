@@ -8,6 +8,7 @@ import pytest
 
 from tower.configs import legacy
 from tower.configs.legacy_dir import configs_in
+from tower.configs.models import Config, Engine, Profile, Template
 from tower.configs.parse import converted, parse_config
 from tower.configs.render import render_claude_md, render_prompt
 from tower.errors import Invalid
@@ -15,19 +16,32 @@ from tower.errors import Invalid
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "parpaing"
 
 
-def _configs() -> dict[tuple[str, str], object]:
+def _configs() -> dict[tuple[str, str], Config]:
     return {(k, n): parse_config(k, n, c) for k, n, c in configs_in(FIXTURES)}
+
+
+def _profile() -> Profile:
+    profile = _configs()[("profile", "triage")]
+    assert isinstance(profile, Profile)
+    return profile
+
+
+def _source(name: str) -> str:
+    template = _configs()[("template", name)]
+    assert isinstance(template, Template)
+    return template.source
 
 
 def test_a_parpaing_directory_converts_to_valid_configs() -> None:
     configs = _configs()
-    profile = configs[("profile", "triage")]
-    assert profile.compat == "parpaing"  # type: ignore[attr-defined]
-    assert profile.prompt_template == "prompts-triage"  # type: ignore[attr-defined]
-    assert profile.hooks.pre == "#!/bin/sh\necho preparing\n"  # type: ignore[attr-defined]
-    assert profile.resources.timeout_seconds == 600  # type: ignore[attr-defined]
+    profile = _profile()
+    assert profile.compat == "parpaing"
+    assert profile.prompt_template == "prompts-triage"
+    assert profile.hooks.pre == "#!/bin/sh\necho preparing\n"
+    assert profile.resources.timeout_seconds == 600
     engine = configs[("engine", "echo-cli")]
-    argv = engine.command({"allowed_tools": ["Read", "Grep"], "max_turns": 3}, {}, "/p")  # type: ignore[attr-defined]
+    assert isinstance(engine, Engine)
+    argv = engine.command({"allowed_tools": ["Read", "Grep"], "max_turns": 3}, {}, "/p")
     assert argv == [
         "echo-agent",
         "--quiet",
@@ -42,19 +56,18 @@ def test_a_parpaing_directory_converts_to_valid_configs() -> None:
 
 
 def test_templates_render_with_parpaings_rules() -> None:
-    configs = _configs()
-    profile = configs[("profile", "triage")]
-    prompt_source = configs[("template", "prompts-triage")].source  # type: ignore[attr-defined]
-    text = render_prompt(profile, prompt_source, "", {"audience": "team"})  # type: ignore[arg-type]
+    profile = _profile()
+    prompt_source = _source("prompts-triage")
+    text = render_prompt(profile, prompt_source, "", {"audience": "team"})
     # Undeclared names are empty and take their default(), as in Parpaing.
     assert (
         text
         == "Triage the build: keep the 5 most urgent items.\nWritten for: team.\n\nTone: plain\n"
     )
     # A request's own prompt replaces the template, as in Parpaing.
-    assert render_prompt(profile, prompt_source, "just this", {}) == "just this"  # type: ignore[arg-type]
-    md_source = configs[("template", "claude-md-base")].source  # type: ignore[attr-defined]
-    md = render_claude_md(profile, md_source, {"guidelines": "Be brief."})  # type: ignore[arg-type]
+    assert render_prompt(profile, prompt_source, "just this", {}) == "just this"
+    md_source = _source("claude-md-base")
+    md = render_claude_md(profile, md_source, {"guidelines": "Be brief."})
     assert "Timeout: 600s, memory 512m" in md
     assert "Role: Triage lead" in md and "Guidelines: Be brief." in md
 
