@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -133,7 +134,7 @@ async def run_on(api: httpx.AsyncClient, tower: str, others: list[TowerProcess])
             other.process.send_signal(signal.SIGCONT)
 
 
-async def test_each_of_two_towers_stopped_in_turn_while_the_other_runs_an_agent(
+async def test_towers_stopped_in_turn_or_killed_while_another_runs_an_agent(
     database_url: str,
     network: str,
     names: GatewayNames,
@@ -165,9 +166,30 @@ async def test_each_of_two_towers_stopped_in_turn_while_the_other_runs_an_agent(
                     tower = await start_tower(database_url, tmp_path, restarted, **env)
                     running[restarted] = tower
                 del running[stopped]
+        # kill -9 of the replica on slot 0, the gateway's first: its dead socket stays, and
+        # the other's agent calls pass it by.
+        running["tc"] = await start_tower(database_url, tmp_path, "tc", **tower_env(settings))
+        (killed,) = [tower for tower in running.values() if holds(tower, base, 0)]
+        (other,) = [tower for tower in running.values() if tower is not killed]
+        async with httpx.AsyncClient(base_url=other.base_url, timeout=60) as api:
+            fake.clear()
+            job_id = await run_on(api, other.tower_id, [killed])
+            await until_agents_called(fake, 1)
+            killed.kill()
+            del running[killed.tower_id]
+            assert slot_socket(base, 0).exists()
+            assert (await api.get(f"/jobs/{job_id}")).json()["status"] == "running"
+            records.append(await wait_terminal(api, job_id, JOB_DEADLINE))
     for record in records:
         assert record["status"] == "completed", describe(record)
         assert record["result"].startswith("done: "), describe(record)
+
+
+def holds(tower: TowerProcess, base: Path, slot: int) -> bool:
+    """Whether `tower`'s process has slot `slot`'s lock file open (it holds the slot)."""
+    lock = str(base.with_name(f"{base.stem}-{slot}.lock"))
+    fds = Path(f"/proc/{tower.pid}/fd")
+    return any(os.readlink(fd) == lock for fd in fds.iterdir() if fd.is_symlink())
 
 
 def main_calls(fake: FakeLLM) -> list[Any]:
