@@ -115,6 +115,13 @@ def test_request_only_options_reach_argv() -> None:
     assert job.output_format == "stream-json"
 
 
+def test_a_profiles_budget_is_the_jobs_unless_the_job_sends_one() -> None:
+    budgeted = parse_profile("budgeted", 'name = "budgeted"\nmax_budget_usd = 5.0\n')
+    assert flag_value(spec(profile_=budgeted).argv, "--max-budget-usd") == "5.0"
+    own = spec({"max_budget_usd": 1.5}, profile_=budgeted)
+    assert flag_value(own.argv, "--max-budget-usd") == "1.5"
+
+
 # --- prompt delivery ----------------------------------------------------------------------
 
 

@@ -113,7 +113,7 @@ def job_options(request: Mapping[str, Any], profile: Profile) -> dict[str, Optio
         "allowed_tools": _first(request.get("allowed_tools"), profile.allowed_tools),
         "system_prompt": _first(request.get("system_prompt")),
         "output_format": _first(request.get("output_format"), DEFAULT_OUTPUT_FORMAT),
-        "max_budget_usd": _first(request.get("max_budget_usd")),
+        "max_budget_usd": _first(request.get("max_budget_usd"), profile.max_budget_usd),
         "mcp_config": _mcp_json(request.get("mcp_config")),
     }
 
