@@ -25,9 +25,9 @@ async def build_runner(
         return SimulatedRunner(settings.simulated_run_log)
     if settings.tower_runner == "docker":
         # Imported here so that the Docker SDK loads only where Docker is used.
-        from tower.execution.docker_runner import start_docker_runner
+        from tower.execution.watched import WatchedRunner
         from tower.gateway.container import GatewayHost
 
         host = GatewayHost(pool, settings, auth_slot)
-        return await start_docker_runner(settings, pool, configs, metrics, host)
+        return await WatchedRunner.start(settings, pool, configs, metrics, host)
     raise Invalid(f"TOWER_RUNNER must be 'docker' or 'simulated', not {settings.tower_runner!r}")

@@ -240,6 +240,26 @@ async def test_adopt_gives_an_expired_job_a_new_owner_and_the_same_attempt(db: A
     assert await adopt(db, job_id, old_token) == []  # only as found
 
 
+async def test_requeue_hands_a_job_back_without_counting_the_attempt(db: Any, heard: Heard) -> None:
+    job_id = await insert(db, max_attempts=1)
+    claimed = await claim(db)
+    await heard.until(channels.JOB_PENDING)  # the insert's
+    requeued = await db.fetch(
+        lifecycle.REQUEUE, job_id, claimed["lease_token"], channels.JOB_PENDING
+    )
+    assert [row["job_id"] for row in requeued] == [job_id]
+    row = await job(db, job_id)
+    assert (row["status"], row["attempt"], row["lease_token"], row["gateway_token_sha256"]) == (
+        "pending", 0, None, None,
+    )  # fmt: skip
+    assert await state_events(db, job_id) == ["pending", "running", "pending"]
+    assert await outbox(db, job_id) == []
+    assert await heard.until(channels.JOB_PENDING) == job_id
+    assert (await claim(db))["attempt"] == 1  # its only attempt is still there
+    stale = await db.fetch(lifecycle.REQUEUE, job_id, claimed["lease_token"], channels.JOB_PENDING)
+    assert stale == []  # fenced: the earlier attempt's token
+
+
 @pytest.mark.parametrize("claimed_first", [False, True])
 async def test_cancel_moves_a_live_job_to_cancelled(
     db: Any, heard: Heard, claimed_first: bool
@@ -276,6 +296,8 @@ async def test_no_statement_moves_a_terminal_job(db: Any, status: str) -> None:
     assert await release(db, job_id, claimed["lease_token"]) == []
     assert job_id not in {row["job_id"] for row in await reap(db)}
     assert await adopt(db, job_id, claimed["lease_token"]) == []
+    requeue = (lifecycle.REQUEUE, job_id, claimed["lease_token"], channels.JOB_PENDING)
+    assert await db.fetch(*requeue) == []
     assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) is None
     assert await job(db, job_id) == before
     assert status in JOB_STATUSES

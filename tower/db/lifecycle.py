@@ -7,6 +7,7 @@ The state machine (docs/architecture.md draws it):
     FINISH       running            -> completed | failed      (the owner, fenced)
     RELEASE      running            -> pending | failed        (the owner hands it back)
     REAP         running, lease out -> pending | failed        (any replica)
+    REQUEUE      running            -> pending      (the owner: infrastructure failed, attempt kept)
     ADOPT        running, lease out -> running      (a replica on the container's host)
     CANCEL_JOB   pending | running  -> cancelled    (the API)
 
@@ -215,6 +216,26 @@ WITH picked AS MATERIALIZED (
     RETURNING pool_slots.slot_id, pool_slots.container_id
 )
 SELECT adopted.*, moved.container_id FROM adopted JOIN moved USING (slot_id)
+"""
+
+# --- running -> pending (the infrastructure failed, not the job) ---------------------------
+
+# The owner's hand-back of a job that could not run because of infrastructure (the Docker
+# daemon gone mid-job, the worker image missing): back to the queue with the attempt
+# given back, so it costs none of max_attempts. Fenced like every owner's write; the
+# gateway token dies with the attempt. $1 job, $2 token, $3 channel (JOB_PENDING).
+REQUEUE = f"""
+WITH requeued AS (
+    UPDATE jobs SET
+        status = 'pending', attempt = attempt - 1, run_after = now(),
+        event_seq = event_seq + 1,
+        lease_owner = NULL, lease_token = NULL, lease_until = NULL,
+        gateway_token_sha256 = NULL
+    WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
+    RETURNING {STATE_RETURNING}
+),
+state_event AS ({insert_state_event("requeued")})
+SELECT job_id, pg_notify($3, job_id) FROM requeued
 """
 
 # --- pending | running -> cancelled ----------------------------------------------------------

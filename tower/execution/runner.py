@@ -12,8 +12,9 @@ dispatcher stores it as the job's log (tower/events/log.py) before the final wri
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 FailureReason = Literal[
@@ -66,6 +67,9 @@ class RunOutcome:
     # What the job created or changed in its workspace: a private temporary file holding
     # the worker's artifacts tar (tower/artifacts stores it), removed by whoever stores it.
     artifacts: pathlib.Path | None = None
+    # The infrastructure failed, not the job (the Docker daemon gone mid-job, the worker
+    # image missing): the dispatcher gives it back to the queue, its attempt not counted.
+    requeue: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,20 @@ class Output(Protocol):
     def write(self, stream: OutputStream, data: bytes) -> None:
         """Take a piece of the job's output, in the order produced. Never blocks or
         raises; call it on the event loop's thread."""
+        ...
+
+
+@runtime_checkable
+class Gated(Protocol):
+    """A runner that can be unable to run anything for a while (its Docker daemon does
+    not answer): the dispatcher claims nothing until it can again."""
+
+    def unavailable(self) -> str | None:
+        """Why no job can run now, or None when jobs can run."""
+        ...
+
+    def on_available(self, wake: Callable[[], None]) -> None:
+        """Call `wake` (on the event loop) each time jobs can run again."""
         ...
 
 

@@ -35,7 +35,7 @@ from tower.db.writes import write_with_retry
 from tower.errors import TowerError, one_line
 from tower.events.log import JobLog
 from tower.execution.adoption import Adopting, Adoption
-from tower.execution.runner import ClaimedJob, Runner, RunOutcome
+from tower.execution.runner import ClaimedJob, Gated, Runner, RunOutcome
 from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
 from tower.queue.leases import Leases
@@ -89,6 +89,8 @@ class Dispatcher:
         self._hub.on(channels.JOB_PENDING, self._on_pending)
         self._hub.on(channels.JOB_CANCELLED, self._on_cancelled)
         self._hub.on_reconnect(self._on_reconnect)
+        if isinstance(self._runner, Gated):
+            self._runner.on_available(self._on_runner_available)
         await self._heartbeat.start()
         self._claim_task = asyncio.create_task(self._claim_loop(), name="dispatcher")
 
@@ -161,6 +163,11 @@ class Dispatcher:
         self._maybe_claimable = True
         self._wake.set()
 
+    def _on_runner_available(self) -> None:
+        # Docker answers again: whatever queued up meanwhile is claimable.
+        self._maybe_claimable = True
+        self._wake.set()
+
     def _on_cancelled(self, job_id: str) -> None:
         # The API already wrote 'cancelled'; only the execution is ours to stop.
         if self._leases.cancel(job_id):
@@ -176,13 +183,18 @@ class Dispatcher:
             self._wake.clear()
             free = self._settings.max_concurrent_jobs - len(self._leases)
             overdue = loop.time() - self._last_claim >= self._settings.poll_interval
-            if free > 0 and (self._maybe_claimable or overdue):
+            if free > 0 and (self._maybe_claimable or overdue) and self._runner_ready():
                 self._maybe_claimable = False
                 self._last_claim = loop.time()
                 if await self._claim_and_launch(free):
                     self._maybe_claimable = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
+
+    def _runner_ready(self) -> bool:
+        """Whether the runner can run jobs now: while its Docker daemon does not answer,
+        a claim would only fail them, so nothing is claimed (the runner wakes us)."""
+        return not isinstance(self._runner, Gated) or self._runner.unavailable() is None
 
     async def _claim_and_launch(self, free: int) -> bool:
         """Claim up to `free` jobs and start them; whether more may be waiting."""
@@ -268,7 +280,11 @@ class Dispatcher:
 
     async def _settle(self, job: ClaimedJob, run: asyncio.Task[RunOutcome], ms: int) -> None:
         if not run.cancelled():
-            await self._finish(job, _outcome_of(job, run), ms)
+            outcome = _outcome_of(job, run)
+            if outcome.requeue:
+                await self._requeue(job, outcome)
+            else:
+                await self._finish(job, outcome, ms)
         elif self._handing_back:
             await self._release(job)
         # Otherwise it was cancelled, or its lease was lost: the row is not ours to write.
@@ -335,6 +351,20 @@ class Dispatcher:
 
         return await write_with_retry(write, what=f"job {job.job_id}: finish")
 
+    async def _requeue(self, job: ClaimedJob, outcome: RunOutcome) -> None:
+        """The infrastructure failed, not the job: back to the queue, the attempt not
+        counted (lifecycle.REQUEUE, fenced). Left to the reaper if the write fails."""
+        if outcome.artifacts is not None:
+            outcome.artifacts.unlink(missing_ok=True)
+        log.warning("job %s: requeued, the infrastructure failed: %s", job.job_id, outcome.error)
+        try:
+            written = await _requeue_write(self._pool, job)
+        except Exception:
+            log.exception("job %s: requeue refused; left to the reaper", job.job_id)
+            return
+        if not written:
+            log.info("job %s: not requeued; lease gone (cancelled or reaped)", job.job_id)
+
     async def _release(self, job: ClaimedJob) -> None:
         async def write() -> str | None:
             async with transaction(self._pool) as connection:
@@ -350,6 +380,11 @@ class Dispatcher:
         if status == "failed":
             self._metrics.job_finished(status)
         log.info("job %s: handed back on stop (%s)", job.job_id, status or "left to the reaper")
+
+
+async def _requeue_write(pool: Pool, job: ClaimedJob) -> bool:
+    async with transaction(pool) as connection:
+        return await queries.requeue(connection, job.job_id, job.lease_token)
 
 
 def _unstored(final: queries.Finish, refused: Exception) -> queries.Finish:

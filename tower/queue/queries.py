@@ -165,6 +165,13 @@ async def release(connection: Connection, job_id: str, token: UUID) -> str | Non
     return str(rows[0]["status"]) if rows else None
 
 
+async def requeue(connection: Connection, job_id: str, token: UUID) -> bool:
+    """Give a job this replica holds back to the queue, its attempt not counted (the
+    infrastructure failed, not the job); False if fenced off."""
+    rows = await connection.fetch(lifecycle.REQUEUE, job_id, token, channels.JOB_PENDING)
+    return bool(rows)
+
+
 async def reap(connection: Connection, adopt_grace: float = 0.0) -> dict[str, str]:
     """Release every job whose lease expired (one with a container `adopt_grace` seconds
     later, see lifecycle.REAP); returns job_id -> new status."""
