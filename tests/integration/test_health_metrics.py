@@ -44,6 +44,7 @@ async def test_health_ok_with_database_up(database_url: str, no_docker: None) ->
     assert body["checks"]["db"] == "ok"
     # With the simulated runner Docker is reported but not required.
     assert body["checks"]["docker"].startswith("error:")
+    assert body["docker_host"] is None  # a simulated runner runs on no Docker host
 
 
 async def test_health_degraded_when_docker_runner_has_no_docker(

@@ -116,6 +116,12 @@ class TowerMetrics:
             ["kind"],
             registry=registry,
         )
+        self._docker_host = Gauge(
+            "tower_docker_host_info",
+            "The Docker daemon (its ID) this replica runs jobs on: 1 for it, none when unknown",
+            ["docker_host"],
+            registry=registry,
+        )
         self._zero_series()
 
     def _zero_series(self) -> None:
@@ -159,6 +165,13 @@ class TowerMetrics:
     def holding(self, kind: StreamKind) -> AbstractContextManager[object]:
         """Counts a request of `kind` as open while the block runs."""
         return self._open_streams.labels(kind).track_inprogress()
+
+    def docker_host(self, host: str | None) -> None:
+        """Say which Docker host this replica is on (read at scrape: it may change when
+        the daemon is replaced, or be unknown while it does not answer)."""
+        self._docker_host.clear()
+        if host is not None:
+            self._docker_host.labels(host).set(1)
 
     # --- scrape ---------------------------------------------------------------------
 

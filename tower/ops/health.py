@@ -15,6 +15,9 @@ Which checks decide the HTTP status (the others are reported, never fatal):
 - pool reads "not configured" until the warm pool reports here.
 - providers lists the LLM providers with a credential (never a key), reported only:
   a job for an engine whose provider has none is refused at submit (409).
+Beside the checks, `docker_host` names the Docker daemon this replica runs jobs on (its
+ID; null when it has none or Docker never answered): with towers on several Docker hosts
+it says which replica is where (docs/operations.md).
 If a required check fails the answer is 503 with status "degraded", so a load balancer
 stops sending traffic to this replica; otherwise 200 with status "ok".
 """
@@ -31,6 +34,7 @@ from fastapi.responses import JSONResponse
 from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
 from tower.errors import one_line
+from tower.execution.adoption import Adopting
 from tower.execution.docker import probe
 from tower.execution.runner import Probe, Runner
 from tower.gateway.providers import providers
@@ -57,6 +61,7 @@ class Check:
 @dataclass(frozen=True)
 class HealthReport:
     checks: dict[str, Check]
+    docker_host: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -64,7 +69,8 @@ class HealthReport:
 
     def body(self) -> dict[str, Any]:
         status = "ok" if self.healthy else "degraded"
-        return {"status": status, "checks": {k: c.detail for k, c in self.checks.items()}}
+        checks = {k: c.detail for k, c in self.checks.items()}
+        return {"status": status, "docker_host": self.docker_host, "checks": checks}
 
 
 @router.get("/health", summary="Replica health")
@@ -80,7 +86,12 @@ async def check_health(settings: Settings, pool: Pool, runner: Runner) -> Health
     pending = Check(NOT_CONFIGURED, ok=True, required=False)
     known = Check(providers(settings).describe(), ok=True, required=False)
     checks = {"db": db, "docker": docker, "pool": pending, "gateway": gateway}
-    return HealthReport(checks | {"providers": known})
+    return HealthReport(checks | {"providers": known}, await docker_host_of(runner))
+
+
+async def docker_host_of(runner: Runner) -> str | None:
+    """The ID of the Docker daemon `runner` starts containers on, if it has one."""
+    return await runner.docker_host() if isinstance(runner, Adopting) else None
 
 
 async def check_db(pool: Pool) -> Check:
