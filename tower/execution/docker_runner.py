@@ -12,12 +12,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
+from uuid import UUID
 
 from tower.configs.models import Engine, Template
 from tower.configs.store import ConfigStore
+from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
 from tower.errors import TowerError
 from tower.execution import bundle, protocol
@@ -32,6 +34,7 @@ from tower.execution.docker.reattach import Counting, Replayed, Skipping
 from tower.execution.docker.worker_stdout import Handover
 from tower.execution.outcome import parse_outcome
 from tower.execution.pool.warm import WarmPool
+from tower.execution.queries import slot_adopted_away
 from tower.execution.runner import (
     ClaimedJob,
     Output,
@@ -84,8 +87,11 @@ class DockerRunner:
         slots: SlotSource,
         metrics: TowerMetrics | None = None,
         host: Host | None = None,
+        db: Pool | None = None,
     ) -> None:
         self._host = host
+        # Asked whether a job was adopted away before its container is stopped.
+        self._db = db
         self._settings = settings
         self._configs = configs
         self._calls = calls
@@ -103,16 +109,38 @@ class DockerRunner:
         except TowerError as problem:
             return failed(problem.message)
         self._metrics.container_taken(slot.warm)
+        return await self._in_slot(
+            slot, job.lease_token, self._execute(slot, plan, _emitter(output))
+        )
+
+    async def _in_slot(
+        self, slot: Slot, token: UUID, work: Coroutine[Any, Any, RunOutcome]
+    ) -> RunOutcome:
+        """`work`'s outcome; the slot discarded after, its container killed at once if cut
+        short. Not when another replica adopted the job meanwhile (this one stalled past
+        its lease): the container is then the adopter's, and its job goes on there."""
+        ours = True
         try:
-            return await self._execute(slot, plan, _emitter(output))
+            return await work
         except asyncio.CancelledError:
             # Shielded: a second cancellation must not leave the container running.
-            await asyncio.shield(self._calls(containers.kill, slot.container_id))
+            ours = not await asyncio.shield(self._adopted_away(slot, token))
+            if ours:
+                await asyncio.shield(self._calls(containers.kill, slot.container_id))
             raise
         except TowerError as problem:
             return failed(problem.message)
         finally:
-            self._discard_soon(slot)
+            if ours:
+                self._discard_soon(slot)
+
+    async def _adopted_away(self, slot: Slot, token: UUID) -> bool:
+        if self._db is None:
+            return False
+        try:
+            return await slot_adopted_away(self._db, slot.slot_id, token)
+        except DATABASE_ERRORS:
+            return False  # not known to be adopted: stopped as before
 
     def _plan(self, job: ClaimedJob) -> Plan:
         """The job's spec from the configs this replica holds; unknown names fail the job."""
@@ -180,18 +208,15 @@ class DockerRunner:
         slot = Slot(
             adopted.slot_id, adopted.container_id, bundle_volume_name(adopted.slot_id), False
         )
-        try:
-            plan = await asyncio.to_thread(self._plan, adopted.job)
-            counted = Counting(_emitter(output))
-            counted.passed = dict(adopted.stored)
-            return await self._until_done(slot, plan, adopted.started_at, None, counted, Handover())
-        except asyncio.CancelledError:
-            await asyncio.shield(self._calls(containers.kill, slot.container_id))
-            raise
-        except TowerError as problem:
-            return failed(problem.message)
-        finally:
-            self._discard_soon(slot)
+        return await self._in_slot(
+            slot, adopted.job.lease_token, self._follow(slot, adopted, output)
+        )
+
+    async def _follow(self, slot: Slot, adopted: Adoption, output: Output) -> RunOutcome:
+        plan = await asyncio.to_thread(self._plan, adopted.job)
+        counted = Counting(_emitter(output))
+        counted.passed = dict(adopted.stored)
+        return await self._until_done(slot, plan, adopted.started_at, None, counted, Handover())
 
     async def _until_done(
         self,
@@ -383,7 +408,7 @@ async def start_docker_runner(
     except BaseException:
         await calls.close()
         raise
-    return DockerRunner(settings, configs, calls, slots, metrics, host)
+    return DockerRunner(settings, configs, calls, slots, metrics, host, pool)
 
 
 async def _slot_source(settings: Settings, pool: Pool, calls: DockerCalls) -> SlotSource:
