@@ -134,6 +134,7 @@ class WatchedRunner:
         held = await self._inner.health()
         if held.docker is not None and not held.docker.ok:
             why = f"Docker does not answer ({held.docker.detail})"
+            self._set(why)  # seen here first: claim nothing from now on, as /health says
             return dataclasses.replace(held, docker=Probe(False, why + DOWN_HINT))
         if self._down is not None:
             # It answers a ping, but something else keeps jobs from running (the image).
