@@ -46,7 +46,12 @@ class SecondDocker:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = run_dir / "dockerd.log"
         self.config = run_dir / "daemon.json"
-        self.config.write_text(json.dumps({"live-restore": True}))
+        # A key of its own, kept with its slot: Docker 20.10 derives the daemon's ID from
+        # it, and the default (/etc/docker/key.json) would give this engine the machine
+        # daemon's ID, making the two look like one Docker host.
+        key = data_root.parent / f"{data_root.name}.key.json"
+        config = {"live-restore": True, "deprecated-key-path": str(key)}
+        self.config.write_text(json.dumps(config))
 
     @property
     def host(self) -> str:
