@@ -30,6 +30,7 @@ from tower.queue.dispatcher import Dispatcher
 from tower.queue.reaper import Reaper
 from tower.queue.retention import Retention
 from tower.runners import build_runner
+from tower.sessions import routes as session_routes
 from tower.settings import Settings
 from tower.state import TowerState
 from tower.uploads import routes as upload_routes
@@ -69,6 +70,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     for router in (
         job_routes.router,
+        session_routes.router,
         webhook_routes.router,
         event_routes.router,
         config_routes.router,

@@ -44,6 +44,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_upload_bytes": (1 << 20, 1 << 36),
     "max_artifact_bytes": (0, 1 << 36),
     "upload_ttl_hours": (1, 24 * 30),
+    "session_ttl_hours": (1, 24 * 90),
     "repo_clone_timeout_seconds": (1, 3600),
     "webhook_timeout": (1, 300),
     "webhook_max_attempts": (1, 50),
@@ -122,6 +123,9 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = 1024 * 1024 * 1024
     # An upload no job has used is deleted after this many hours.
     upload_ttl_hours: int = 24
+    # A session's captured state (workspace and engine state, docs/sessions.md) can be
+    # continued until this many hours after its last turn finished.
+    session_ttl_hours: int = 72
     # Jobs' repositories are cloned by tower (the worker has no route out): private and
     # loopback hosts only when allowed, like webhooks; bounded in time, and in size by
     # BUNDLE_VOLUME_SIZE (the clone travels to the worker in the job's bundle).

@@ -146,6 +146,14 @@ class Collected:
     omitted_count: int = 0
     deleted: list[str] = field(default_factory=list)
     diff: Diff | None = None
+    # The turn's captured session state (see capture_session), sent last.
+    session: Path | None = None
+    session_size: int = 0
+
+    def used(self) -> int:
+        """Bytes of the artifact limit the files and the diff take."""
+        diff = self.diff.size if self.diff and self.diff.path else 0
+        return diff + sum(artifact.size for artifact in self.files)
 
     def omit(self, path: str, size: int, why: str) -> None:
         self.omitted_count += 1
@@ -155,7 +163,7 @@ class Collected:
             )
 
     def empty(self) -> bool:
-        return not (self.files or self.omitted_count or self.deleted or self.diff)
+        return not (self.files or self.omitted_count or self.deleted or self.diff or self.session)
 
     def manifest(self) -> bytes:
         diff = self.diff
@@ -275,6 +283,11 @@ def members(collected: Collected, workspace: Path) -> list[Member]:
                 workspace / artifact.path,
             )
         )
+    if collected.session is not None:
+        size = collected.session_size
+        found.append(
+            Member(_header(protocol.ARTIFACTS_SESSION, size, 0o600), size, collected.session)
+        )
     return found
 
 
@@ -339,3 +352,30 @@ def send(collected: Collected | None, workspace: Path, stdout: BinaryIO) -> None
     for piece in pieces(found):
         stdout.write(piece)
     stdout.flush()
+
+
+# --- the session state ---------------------------------------------------------------------
+
+
+def capture_session(
+    workspace: Path, home: Path, state: list[str], target: Path, room: int
+) -> tuple[Path | None, int, str | None]:
+    """The final workspace (its .git included) and the engine's state paths under $HOME,
+    as one tar at `target` (protocol.SESSION_WORKSPACE/..., SESSION_HOME/...), for a later
+    turn to start from (docs/sessions.md). Links are kept as links, never followed;
+    pipes and devices are left out. Returns (tar, size, None), or (None, 0, why) when it
+    could not be made or is over `room`, the artifact limit the files left."""
+    try:
+        with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(workspace, arcname=protocol.SESSION_WORKSPACE)
+            for path in state:
+                if os.path.lexists(home / path):
+                    tar.add(home / path, arcname=f"{protocol.SESSION_HOME}/{path}")
+        size = target.stat().st_size
+    except (OSError, tarfile.TarError) as error:
+        target.unlink(missing_ok=True)
+        return None, 0, f"the session state was not captured: {error}"
+    if size > room:
+        target.unlink(missing_ok=True)
+        return None, 0, f"the session state is {size} bytes, over the artifact limit left ({room})"
+    return target, size, None

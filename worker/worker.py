@@ -57,6 +57,8 @@ import forwarder
 
 HOOK_DIR = "/tmp/parpaing/hooks"
 DIFF_PATH = "/tmp/parpaing/diff.patch"
+# The turn's session state, in the bundle volume beside job/ and out/.
+SESSION_TAR = "session.tar"
 STDERR_TAIL = 64 * 1024
 CHUNK = 64 * 1024
 # Linux refuses one argv element longer than this (MAX_ARG_STRLEN, NUL included).
@@ -227,7 +229,24 @@ class Job:
         if commit:
             git_env = self.env() | {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
             diff = artifacts.git_diff(workspace, str(commit), self.local(DIFF_PATH), git_env)
-        return artifacts.collect(workspace, self.before, self.artifact_limit(), diff)
+        collected = artifacts.collect(workspace, self.before, self.artifact_limit(), diff)
+        state = [str(path) for path in self.spec.get("session_state") or []]
+        if state:
+            self.capture_session(collected, workspace, state)
+        return collected
+
+    def capture_session(
+        self, collected: artifacts.Collected, workspace: Path, state: list[str]
+    ) -> None:
+        """The state a continued turn starts from, in the bundle volume (a continue
+        brings it back through the same volume), within what the artifacts left."""
+        target = self.job_dir.parent / SESSION_TAR
+        room = self.artifact_limit() - collected.used()
+        home = self.local(protocol.HOME_DIR)
+        tar, size, error = artifacts.capture_session(workspace, home, state, target, room)
+        collected.session, collected.session_size = tar, size
+        if error:
+            print(f"parpaing-worker: {error}", file=sys.stderr, flush=True)
 
     def place_files(self) -> list[str]:
         placed = []
@@ -557,6 +576,10 @@ def _unpack_input(
         with open(source, "rb") as reader:
             _write_file(destination / name, workspace, reader, 0o644)
         unpacked.add(source.stat().st_size)
+    elif kind == protocol.SESSION_INPUT:
+        with tarfile.open(source, "r:") as archive:
+            for member in archive:
+                _unpack_session_member(archive, member, workspace, unpacked)
     elif kind in ("tar", "tar.gz"):
         with tarfile.open(source, "r:gz" if kind == "tar.gz" else "r:") as archive:
             for member in archive:
@@ -567,6 +590,30 @@ def _unpack_input(
                 _unpack_zip_member(archive, info, destination, workspace, unpacked)
     else:
         raise InputError(f"unknown kind {kind!r}")
+
+
+def _unpack_session_member(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, workspace: Path, unpacked: Unpacked
+) -> None:
+    """One entry of a continued turn's session state: workspace/<path> into the
+    workspace, home/<path> into $HOME, each checked against its own root."""
+    # The workspace is PARPAING_ROOT + WORKSPACE_DIR: $HOME is under the same root.
+    home = Path(str(workspace)[: -len(protocol.WORKSPACE_DIR)] + protocol.HOME_DIR)
+    head, _, rest = member.name.partition("/")
+    roots = {protocol.SESSION_WORKSPACE: workspace, protocol.SESSION_HOME: home}
+    if head not in roots:
+        raise InputError(f"session entry {member.name[:200]!r} is neither workspace nor home")
+    if not rest:
+        return  # the root itself
+    if member.islnk():
+        link_head, _, link_rest = member.linkname.partition("/")
+        if link_head != head:
+            raise InputError(f"session entry {member.name[:200]!r} links across roots")
+        member.linkname = link_rest
+    member.name = rest
+    root = roots[head]
+    root.mkdir(parents=True, exist_ok=True)
+    _unpack_tar_member(archive, member, root, root, unpacked)
 
 
 def _relative(name: str, entry: str | None = None) -> str:

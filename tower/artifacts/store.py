@@ -81,6 +81,7 @@ class Stored:
     files: int = 0
     bytes: int = 0
     diff_size: int | None = None
+    session: bool = False
     seen: set[str] = field(default_factory=set)
 
 
@@ -92,6 +93,11 @@ async def _store_member(
     stored: Stored,
 ) -> None:
     seen = stored.seen
+    if member.name == protocol.ARTIFACTS_SESSION and member.isfile() and not stored.session:
+        # A turn's captured state (docs/sessions.md): kept for a continue, not listed.
+        stored.session = True
+        await _store_file(connection, attempt, archive, member, "session", "")
+        return
     if member.name == protocol.ARTIFACTS_DIFF and member.isfile() and stored.diff_size is None:
         stored.diff_size = await _store_file(connection, attempt, archive, member, "diff", "")
         return
@@ -107,7 +113,7 @@ async def _store_member(
 
 # Members a worker's tar may hold: the manifest, the diff, the files, and the extended
 # header (PAX) before each; a tar of more is not the worker's.
-MAX_MEMBERS = 2 * (protocol.MAX_ARTIFACT_FILES + 2)
+MAX_MEMBERS = 2 * (protocol.MAX_ARTIFACT_FILES + 3)
 # The largest extended header (PAX, GNU long name) tarfile is allowed to read: it reads
 # one whole into memory, so the frame's size alone would not bound it.
 MAX_EXTENDED_HEADER = 1 << 20

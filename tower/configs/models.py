@@ -199,6 +199,24 @@ class PromptDelivery(ConfigModel):
         return self
 
 
+class Resume(ConfigModel):
+    """How an engine continues its own conversation (docs/sessions.md): the args added
+    after its fixed args on a continued turn, and the paths under $HOME holding its state,
+    captured at the end of every turn and restored at the start of the next."""
+
+    args: list[str] = Field(min_length=1)
+    state: list[str] = Field(min_length=1)
+
+    @field_validator("state")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        for path in value:
+            parts = path.split("/")
+            if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(f"state path {path!r} must be a plain path relative to $HOME")
+        return value
+
+
 class Engine(ConfigModel):
     id: str = Field(pattern=NAME_PATTERN)
     name: str = Field(min_length=1)
@@ -210,6 +228,8 @@ class Engine(ConfigModel):
     output: Literal["json", "jsonl", "text"]
     flags: dict[str, Flag] = {}
     env: dict[str, str] = {}
+    # None: the engine cannot resume; POST /jobs/{id}/continue answers 409.
+    resume: Resume | None = None
 
     def command(
         self,

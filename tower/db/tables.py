@@ -78,6 +78,11 @@ jobs = Table(
     # A repository job's output, as tower did it (tower/workspaces/outputs.py):
     # {branch, commit, pull_request_url, pull_request_number}, or why nothing was pushed.
     Column("published", JSONB),
+    # Its session (docs/sessions.md): the first turn's job id, the job it continues, and
+    # its turn (1 for a job nobody continued from); NULL for a job before sessions.
+    Column("session_id", Text),
+    Column("parent_job_id", Text),
+    Column("turn", Integer),
     CheckConstraint(
         f"status IN {sql_list(JOB_STATUSES)}",
         name="jobs_status_valid",
@@ -94,6 +99,7 @@ jobs = Table(
     Index("jobs_created", text("created_at DESC")),
     Index("jobs_status_created", "status", text("created_at DESC")),
     Index("jobs_agent_created", "agent_id", text("created_at DESC")),
+    Index("jobs_session", "session_id", "turn", postgresql_where=text("session_id IS NOT NULL")),
     Index(
         "jobs_gateway_token",
         "gateway_token_sha256",
@@ -312,7 +318,8 @@ job_artifacts = Table(
     Column("mode", Integer, nullable=False),
     Column("sha256", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
-    CheckConstraint("kind IN ('file', 'diff')", name="job_artifacts_kind_valid"),
+    # 'session': the captured workspace and engine state a continue starts from.
+    CheckConstraint("kind IN ('file', 'diff', 'session')", name="job_artifacts_kind_valid"),
     Index("job_artifacts_path", "job_id", "kind", "path", unique=True),
 )
 

@@ -67,6 +67,8 @@ def spec_document(spec: JobSpec, inputs: Sequence[WorkspaceInput] = ()) -> dict[
     }
     if spec.workspace_commit:
         document["workspace_commit"] = spec.workspace_commit
+    if spec.session_state:
+        document["session_state"] = list(spec.session_state)
     if inputs:
         document["inputs"] = [
             {

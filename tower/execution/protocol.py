@@ -16,7 +16,7 @@ runs under the image's python3 (Debian's 3.11). The prose is docs/execution.md.
    Just before it, an artifacts frame: artifacts_header(size), then `size` bytes of tar
    (ARTIFACTS_MANIFEST, then ARTIFACTS_DIFF for a repository job, then
    ARTIFACT_FILES_DIR/<path> for each file the job created or changed under
-   WORKSPACE_DIR), at most
+   WORKSPACE_DIR, then ARTIFACTS_SESSION for an engine that can resume), at most
    artifact_cap(the spec's artifact_limit) bytes; size 0 when there is nothing to send.
 4. The entry script (ENTRYPOINT_PATH, worker/entrypoint.sh) prints DONE_LINE once the
    worker has ended, and keeps the container up until tower removes it.
@@ -56,7 +56,13 @@ JOB_DIR = "job"
 SPEC_FILE = "spec.json"  # in JOB_DIR
 FILES_DIR = "files"  # in JOB_DIR: files/<n>, the files the worker places
 INPUTS_DIR = "inputs"  # in JOB_DIR: inputs/<n>, the uploads the worker unpacks in /workspace
-INPUT_KINDS = ("file", "tar", "tar.gz", "zip")
+INPUT_KINDS = ("file", "tar", "tar.gz", "zip", "session")
+# A session input (a continued turn, docs/sessions.md) is the tar ARTIFACTS_SESSION of the
+# turn it continues: SESSION_WORKSPACE/<path> unpacks into WORKSPACE_DIR (its .git
+# included), SESSION_HOME/<path> into HOME_DIR (the engine's state files).
+SESSION_INPUT = "session"
+SESSION_WORKSPACE = "workspace"
+SESSION_HOME = "home"
 SPEC_VERSION = 1
 # Inside the bundle (and inside the output tar): what the worker leaves.
 OUT_DIR = "out"
@@ -77,6 +83,9 @@ OUTPUT_MARGIN = 8 * 1024 * 1024
 ARTIFACTS_MANIFEST = "manifest.json"
 ARTIFACT_FILES_DIR = "files"
 ARTIFACTS_DIFF = "diff.patch"
+# The turn's captured session state, last in the frame (not an artifact file): a tar of
+# the final workspace and the engine's state paths (the spec's `session_state`).
+ARTIFACTS_SESSION = "session.tar"
 ARTIFACTS_VERSION = 1
 # Bounds the worker keeps so that everything but the files' bytes fits ARTIFACT_MARGIN:
 # at most MAX_ARTIFACT_FILES files, each path at most MAX_ARTIFACT_PATH bytes (each tar

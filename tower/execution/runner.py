@@ -21,7 +21,7 @@ FailureReason = Literal[
     "error", "timeout", "oom", "tower_lost", "result_too_large", "cancelled", "input", "output"
 ]
 OutputStream = Literal["stdout", "stderr"]
-InputKind = Literal["file", "tar", "tar.gz", "zip"]
+InputKind = Literal["file", "tar", "tar.gz", "zip", "session"]
 
 
 @dataclass(frozen=True)

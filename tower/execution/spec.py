@@ -66,6 +66,9 @@ class JobSpec:
     # The commit tower cloned into the workspace (a repository job): what the diff is
     # against. Set by the runner from ClaimedJob.workspace_commit.
     workspace_commit: str | None = None
+    # The engine's state paths under $HOME (its [resume] table): the worker captures
+    # them with the final workspace for a later turn (docs/sessions.md); () for none.
+    session_state: tuple[str, ...] = ()
 
 
 def build_spec(
@@ -88,7 +91,9 @@ def build_spec(
         job_id=job_id,
         # Engines reach the gateway through the worker's loopback forwarder, wherever
         # the gateway itself is (settings.gateway_url is where tower finds it).
-        argv=tuple(_command(engine, options, paths, protocol.WORKER_GATEWAY_URL)),
+        argv=_resumed(
+            request, engine, _command(engine, options, paths, protocol.WORKER_GATEWAY_URL)
+        ),
         env=engine.environment(protocol.WORKER_GATEWAY_URL, job_token),
         cwd=WORKSPACE,
         files=files,
@@ -102,7 +107,17 @@ def build_spec(
         artifact_limit=settings.max_artifact_bytes,
         output_format=str(options["output_format"]),
         shape=container_shape(profile, settings),
+        session_state=tuple(engine.resume.state) if engine.resume else (),
     )
+
+
+def _resumed(request: Mapping[str, Any], engine: Engine, argv: list[str]) -> tuple[str, ...]:
+    """A continued turn (its stored request names its session) gets the engine's resume
+    args right after its fixed args: the worker restored the conversation they resume."""
+    if not request.get("session") or engine.resume is None:
+        return tuple(argv)
+    fixed = 1 + len(engine.args)
+    return (*argv[:fixed], *engine.resume.args, *argv[fixed:])
 
 
 def job_options(request: Mapping[str, Any], profile: Profile) -> dict[str, OptionValue | None]:

@@ -94,7 +94,8 @@ DELETE FROM idempotency_keys WHERE created_at <= now() - make_interval(hours => 
 
 _SUMMARY_COLUMNS = """
 job_id, status, agent_id, engine, profile, priority, created_at, started_at, finished_at,
-exit_code, attempt, max_attempts, failure_reason, usage, duration_ms, ran_by
+exit_code, attempt, max_attempts, failure_reason, usage, duration_ms, ran_by,
+session_id, parent_job_id, turn
 """
 
 # The request's echoed fields come out of the jsonb; the prompt only as its length.
@@ -117,29 +118,31 @@ async def cancel_job(connection: Connection, job_id: str) -> bool:
     return True
 
 
-def _list_filter(status: bool, agent_id: bool) -> tuple[str, int]:
+def _list_filter(status: bool, agent_id: bool, session_id: bool = False) -> tuple[str, int]:
     """WHERE clause for the filters given, and the next free parameter number.
 
     Only the filters in use appear in the SQL, so each combination gets a plan that
-    uses its index (jobs_status_created, jobs_agent_created, jobs_created).
+    uses its index (jobs_status_created, jobs_agent_created, jobs_session, jobs_created).
     """
     clauses: list[str] = []
     if status:
         clauses.append(f"status = ${len(clauses) + 1}")
     if agent_id:
         clauses.append(f"agent_id = ${len(clauses) + 1}")
+    if session_id:
+        clauses.append(f"session_id = ${len(clauses) + 1}")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     return where, len(clauses) + 1
 
 
-def count_jobs(*, status: bool, agent_id: bool) -> str:
-    where, _ = _list_filter(status, agent_id)
+def count_jobs(*, status: bool, agent_id: bool, session_id: bool = False) -> str:
+    where, _ = _list_filter(status, agent_id, session_id)
     return f"SELECT count(*) FROM jobs {where}"
 
 
-def list_jobs(*, status: bool, agent_id: bool) -> str:
+def list_jobs(*, status: bool, agent_id: bool, session_id: bool = False) -> str:
     """Newest first; job_id breaks ties so pages never overlap. Params: filters, limit, offset."""
-    where, next_param = _list_filter(status, agent_id)
+    where, next_param = _list_filter(status, agent_id, session_id)
     return f"""
 SELECT {_SUMMARY_COLUMNS},
        left(result, {LIST_TEXT_LIMIT}) AS result, left(error, {LIST_TEXT_LIMIT}) AS error,
@@ -148,4 +151,16 @@ SELECT {_SUMMARY_COLUMNS},
 FROM jobs {where}
 ORDER BY created_at DESC, job_id DESC
 LIMIT ${next_param} OFFSET ${next_param + 1}
+"""
+
+
+# A continued job's place in its session, written in the transaction that inserted it
+# (no status changes: INSERT_JOB made it pending). $1 job, $2 session, $3 parent, $4 turn.
+SET_SESSION = """
+UPDATE jobs SET session_id = $2, parent_job_id = $3, turn = $4 WHERE job_id = $1
+"""
+
+# The first continue of a job makes it turn 1 of a session named after it.
+START_SESSION = """
+UPDATE jobs SET session_id = job_id, turn = 1 WHERE job_id = $1 AND session_id IS NULL
 """

@@ -10,6 +10,7 @@ from tower.configs.store import ConfigStore
 from tower.jobs import service
 from tower.jobs.schemas import (
     IDEMPOTENCY_KEY,
+    JOB_ID,
     SAFE_ID,
     Cancelled,
     JobPage,
@@ -72,8 +73,11 @@ async def list_jobs(
     agent_id: Annotated[str | None, Query(pattern=SAFE_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
+    session_id: Annotated[
+        str | None, Query(pattern=JOB_ID.pattern, description="the turns of one session")
+    ] = None,
 ) -> JobPage:
-    return await service.list_jobs(db, status, agent_id, limit, offset)
+    return await service.list_jobs(db, status, agent_id, limit, offset, session_id)
 
 
 @router.get("/{job_id}", response_model=JobRecord, openapi_extra=SECURED)

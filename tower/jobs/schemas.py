@@ -266,6 +266,20 @@ class JobRequest(BaseModel):
         return self
 
 
+class ContinueRequest(BaseModel):
+    """POST /jobs/{id}/continue body: the options a follow-up may change. The engine,
+    profile and everything else are the parent's (docs/sessions.md)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: Annotated[StorableText, _at_most_bytes(PROMPT_MAX)]
+    prompt_vars: Vars | None = None
+    max_turns: Annotated[int, Field(ge=1, le=100)] | None = None
+    max_budget_usd: Annotated[float, Field(gt=0, le=50)] | None = None
+    webhook_url: WebhookUrl | None = None
+    model: Annotated[str, Field(pattern=MODEL_NAME)] | None = None
+
+
 class Submitted(BaseModel):
     job_id: str
     status: JobStatus = "pending"
@@ -304,6 +318,11 @@ class JobSummary(BaseModel):
     ran_by: str | None = Field(
         default=None, description="the tower replica that claimed the latest attempt"
     )
+    session_id: str | None = Field(
+        default=None, description="its session (the first turn's job id), once continued"
+    )
+    parent_job_id: str | None = Field(default=None, description="the job this turn continues")
+    turn: int | None = Field(default=None, description="its turn in the session, from 1")
     truncated: bool = False
 
 

@@ -282,6 +282,35 @@ async def _insert_keyed_job(
     return job_id
 
 
+@dataclass(frozen=True)
+class SessionLink:
+    """Where a continued job stands: its session, the job it continues, its turn."""
+
+    session_id: str
+    parent_job_id: str
+    turn: int
+
+
+async def insert_continued(
+    pool: Pool, configs: ConfigStore, settings: Settings, request: JobRequest, link: SessionLink
+) -> str:
+    """A continued job (tower/sessions): checked like a submit, inserted with its place
+    in the session, in one transaction that also makes its parent turn 1 if it was not
+    in a session yet. The stored request carries the link, for staging and the spec."""
+    _check_webhook_target(request, settings)
+    request = _checked(configs, settings, request)
+    job_id = new_job_id(request.agent_id)
+    values = _insert_values(job_id, settings, request)
+    stored = values.request | {"session": vars(link).copy()}
+    async with transaction(pool) as connection:
+        await queries.insert_job(connection, values._replace(request=stored))
+        await connection.execute(queries.START_SESSION, link.parent_job_id)
+        await connection.execute(
+            queries.SET_SESSION, job_id, link.session_id, link.parent_job_id, link.turn
+        )
+    return job_id
+
+
 # --- read -----------------------------------------------------------------------------
 
 
@@ -294,10 +323,19 @@ async def get_job(pool: Pool, job_id: str) -> JobRecord:
 
 
 async def list_jobs(
-    pool: Pool, status: JobStatus | None, agent_id: str | None, limit: int, offset: int
+    pool: Pool,
+    status: JobStatus | None,
+    agent_id: str | None,
+    limit: int,
+    offset: int,
+    session_id: str | None = None,
 ) -> JobPage:
-    filters = [value for value in (status, agent_id) if value is not None]
-    shape = {"status": status is not None, "agent_id": agent_id is not None}
+    filters = [value for value in (status, agent_id, session_id) if value is not None]
+    shape = {
+        "status": status is not None,
+        "agent_id": agent_id is not None,
+        "session_id": session_id is not None,
+    }
     # One snapshot, so the total agrees with the page.
     async with (
         pool.acquire() as connection,

@@ -1,4 +1,5 @@
-"""Retention: deletes old finished jobs, expired idempotency keys and expired uploads.
+"""Retention: deletes old finished jobs, expired idempotency keys, expired uploads and
+expired session state.
 
 A finished job whose idempotency key is still live is kept, so a retry within
 IDEMPOTENCY_TTL_HOURS replays it rather than making a second job.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from tower.db.periodic import Periodic
 from tower.db.pool import Pool, transaction
 from tower.queue import queries
+from tower.sessions import service as sessions
 from tower.settings import Settings
 from tower.uploads import service as uploads
 
@@ -27,6 +29,7 @@ class Cleaned:
     surplus_jobs: int = 0
     idempotency_keys: int = 0
     uploads: int = 0
+    session_states: int = 0
 
 
 class Retention:
@@ -61,6 +64,9 @@ class Retention:
                     connection, settings.idempotency_ttl_hours
                 ),
                 uploads=await uploads.delete_expired(connection),
+                session_states=await sessions.delete_expired_state(
+                    connection, settings.session_ttl_hours
+                ),
             )
 
     async def _round(self) -> None:

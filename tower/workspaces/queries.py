@@ -19,3 +19,8 @@ UPDATE jobs SET published = $3
 WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
 RETURNING job_id
 """
+
+# The captured state of the turn a continued job continues (docs/sessions.md).
+SELECT_SESSION_STATE = """
+SELECT artifact_id, size FROM job_artifacts WHERE job_id = $1 AND kind = 'session'
+"""

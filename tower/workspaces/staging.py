@@ -7,6 +7,7 @@ stays until then, for publishing the agent's changes from it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from tower.artifacts import service as artifacts
 from tower.credentials import service as credentials
 from tower.db.pool import Pool
 from tower.errors import TowerError
@@ -60,8 +62,10 @@ class Staged:
 
 
 def has_inputs(job: ClaimedJob) -> bool:
-    """Whether the job names inputs or a repository (its stored request says so)."""
-    return bool(job.request.get("inputs") or job.request.get("repo"))
+    """Whether the job names inputs or a repository, or continues a session (its stored
+    request says so)."""
+    request = job.request
+    return bool(request.get("inputs") or request.get("repo") or request.get("session"))
 
 
 async def stage(pool: Pool, job: ClaimedJob, settings: Settings) -> Staged:
@@ -72,6 +76,9 @@ async def stage(pool: Pool, job: ClaimedJob, settings: Settings) -> Staged:
     workdir = Path(tempfile.mkdtemp(prefix="parpaing-workspace-"))
     staged: list[WorkspaceInput] = []
     try:
+        session = await _session_state(pool, job)
+        if session is not None:
+            staged.append(session)
         repo = await _clone(pool, job, settings, workdir)
         if repo is not None:
             staged.append(WorkspaceInput("", "tar", None, repo.tar, repo.size))
@@ -83,6 +90,31 @@ async def stage(pool: Pool, job: ClaimedJob, settings: Settings) -> Staged:
         Staged(tuple(staged), 0.0, None, workdir).discard()
         raise
     return Staged(tuple(staged), time.monotonic() - started, repo, workdir)
+
+
+async def _session_state(pool: Pool, job: ClaimedJob) -> WorkspaceInput | None:
+    """A continued turn's parent state (workspace and engine state), first: the
+    workspace's root, as a repository's clone is for a first turn."""
+    link = job.request.get("session")
+    if not link:
+        return None
+    parent = link["parent_job_id"]
+    row = await pool.fetchrow(queries.SELECT_SESSION_STATE, parent)
+    if row is None:
+        raise StagingFailed(f"the session state of job {parent} expired before this turn started")
+    descriptor, name = tempfile.mkstemp(prefix="parpaing-session-")
+    local = Path(name)
+    try:
+        written = 0
+        with os.fdopen(descriptor, "wb") as file:
+            async for piece in artifacts.read(pool, row["artifact_id"], 0, row["size"]):
+                written += await asyncio.to_thread(file.write, piece)
+        if written != row["size"]:
+            raise StagingFailed(f"the session state of job {parent} was deleted while staged")
+    except BaseException:
+        _remove(local)
+        raise
+    return WorkspaceInput("", "session", None, local, row["size"])
 
 
 async def _clone(pool: Pool, job: ClaimedJob, settings: Settings, workdir: Path) -> Cloned | None:

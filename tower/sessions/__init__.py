@@ -1,0 +1,1 @@
+"""Sessions: continuing a finished job, in its workspace and conversation."""
