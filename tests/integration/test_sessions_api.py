@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.integration.test_artifacts_api import claimed
+from tests.support.cli import parpaing
 from tests.support.live import client_for, live_tower
 from tests.support.towers import insert_job
 from tests.unit.test_worker import WorkerProcess, base_spec, shell, started, workers
@@ -151,3 +152,24 @@ async def test_retention_deletes_state_past_its_ttl_after_the_last_turn(
     assert cleaned is not None and cleaned.session_states == 1
     answer = await client.post(f"/jobs/{parent}/continue", json={"prompt": "more"})
     assert answer.status_code == 404
+
+
+async def test_parpaing_continue_and_session(
+    client: httpx.AsyncClient, db: Any, pool: Pool, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    url = str(client.base_url)
+    parent = await finished_turn(db, pool, session_frame(tmp_path, workers))
+    ran = await parpaing(
+        url, "continue", parent, "--prompt", "more", "--max-turns", "2", api_key=KEY
+    )
+    assert ran.code == 0, ran.stderr
+    child = ran.stdout.strip()
+    record = (await client.get(f"/jobs/{child}")).json()
+    assert (record["parent_job_id"], record["max_turns"]) == (parent, 2)
+
+    listed = await parpaing(url, "session", parent, api_key=KEY)
+    assert listed.code == 0 and child in listed.stdout and parent in listed.stdout
+
+    pending = await insert_job(db, "p", delay_seconds=3600)
+    refused = await parpaing(url, "continue", pending, "--prompt", "x", api_key=KEY)
+    assert refused.code != 0 and "pending" in refused.stderr

@@ -17,6 +17,7 @@ from tower.cli import (
     credentials,
     images,
     server_commands,
+    sessions,
     uploads,
 )
 from tower.cli.output import CliError, report_failure
@@ -31,6 +32,7 @@ REGISTER_COMMANDS: tuple[Callable[[Any], None], ...] = (
     server_commands.add_webhook_secret,
     images.add_commands,
     client.add_commands,
+    sessions.add_commands,
     credentials.add_commands,
     uploads.add_commands,
     artifacts.add_commands,
