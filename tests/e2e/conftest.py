@@ -12,6 +12,7 @@ import docker
 import pytest
 from docker.errors import DockerException
 
+from tests.support.second_docker import SecondDocker, second_docker
 from tower.images.build import (
     GATEWAY_CONTEXT,
     build_images,
@@ -52,3 +53,12 @@ def gateway_image(docker_client: docker.DockerClient) -> str:
         settings = Settings(gateway_image=GATEWAY_IMAGE)
         build_images(settings, ca_bundle=default_ca_bundle(), which=("gateway",))
     return GATEWAY_IMAGE
+
+
+@pytest.fixture(scope="module")
+def engine(docker_client: docker.DockerClient, worker_image: str) -> Iterator[SecondDocker]:
+    """A second Docker engine of the module's own, with the worker image: the one a test
+    may stop, restart or call another host (tests/support/second_docker.py)."""
+    with second_docker() as second:
+        second.copy_image(docker_client, worker_image)
+        yield second

@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 import pytest
 
 from tests.e2e.support import describe, register_shell, submit, wait_terminal
-from tests.support.second_docker import SecondDocker, second_docker
+from tests.support.second_docker import SecondDocker
 from tests.support.towers import TowerProcess, start_tower
 
 pytestmark = pytest.mark.slow
@@ -32,13 +31,6 @@ OUTAGE_TAG = "parpaing-worker:outage-test"
 # How long "claims nothing" is watched: many claim rounds at POLL_INTERVAL 0.2 s.
 QUIET_SECONDS = 3.0
 JOBS = 3
-
-
-@pytest.fixture(scope="module")
-def engine(docker_client: docker.DockerClient, worker_image: str) -> Iterator[SecondDocker]:
-    with second_docker() as second:
-        second.copy_image(docker_client, worker_image)
-        yield second
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import docker
@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.e2e.support import describe, poll_until, register_shell, submit, wait_terminal
-from tests.support.second_docker import SecondDocker, second_docker
+from tests.support.second_docker import SecondDocker
 from tests.support.towers import TowerProcess, connect, start_tower
 
 pytestmark = pytest.mark.slow
@@ -31,13 +31,6 @@ LOG_TEXT = """
 SELECT data ->> 'text' AS text FROM job_events
 WHERE job_id = $1 AND kind = 'log' AND data ->> 'stream' = 'stdout' ORDER BY seq
 """
-
-
-@pytest.fixture(scope="module")
-def engine(docker_client: docker.DockerClient, worker_image: str) -> Iterator[SecondDocker]:
-    with second_docker() as second:
-        second.copy_image(docker_client, worker_image)
-        yield second
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from tests.e2e.support import (
     submit,
     wait_terminal,
 )
-from tests.support.second_docker import SecondDocker, second_docker
+from tests.support.second_docker import SecondDocker
 from tests.support.towers import TowerProcess, connect, start_tower
 
 pytestmark = pytest.mark.slow
@@ -43,13 +43,6 @@ Start = Callable[..., Awaitable[TowerProcess]]
 SLOT_OF_JOB = "SELECT docker_host, container_id FROM pool_slots WHERE job_id = $1"
 READY_HOSTS = "SELECT DISTINCT docker_host FROM pool_slots WHERE status = 'ready'"
 LEASE_OWNER = "SELECT lease_owner, attempt FROM jobs WHERE job_id = $1"
-
-
-@pytest.fixture(scope="module")
-def engine(docker_client: docker.DockerClient, worker_image: str) -> Iterator[SecondDocker]:
-    with second_docker() as second:
-        second.copy_image(docker_client, worker_image)
-        yield second
 
 
 @pytest.fixture
