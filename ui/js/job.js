@@ -1,11 +1,13 @@
 // One job: its facts, the live log from GET /jobs/{id}/events, the result (the final text
 // as Markdown, and the raw record as JSON), usage and cost, its workspace (inputs,
-// repository, artifacts, diff, what was published), webhook deliveries, cancel.
+// repository, artifacts, diff, what was published), its session's turns and a box to
+// continue it, webhook deliveries, cancel.
 
 import { ApiError, api, get } from './api.js';
 import { h, replace, statusBadge } from './dom.js';
 import { TERMINAL, between, count, dateTime, duration, usd } from './format.js';
 import { renderMarkdown } from './markdown.js';
+import { SessionView } from './session.js';
 import { subscribe } from './sse.js';
 import { tabs } from './tabs.js';
 import { ArtifactsView, DiffView, renderWorkspace } from './workspace.js';
@@ -38,6 +40,7 @@ class JobView {
     this.workspace = h('div', { class: 'card workspace', hidden: true });
     this.artifacts = new ArtifactsView(jobId, (message) => this.showNotice(message));
     this.diff = new DiffView(jobId, (message) => this.showNotice(message));
+    this.session = new SessionView(jobId, (message) => this.showNotice(message));
     this.element = h('section', { class: 'view job-view', 'aria-labelledby': 'job-title' },
       h('p', { class: 'crumbs' }, h('a', { href: '#/jobs' }, '← Jobs')),
       h('div', { class: 'view-head' },
@@ -50,6 +53,7 @@ class JobView {
         this.log),
       this.workspace,
       this.result,
+      this.session.element,
       this.artifacts.element,
       this.diff.element,
       this.webhooks);
@@ -129,6 +133,7 @@ class JobView {
     renderResult(this.result, job);
     this.artifacts.update(job);
     this.diff.update(job);
+    this.session.update(job);
     renderWebhooks(this.webhooks, job, () => this.redeliver());
     this.followDeliveries(job);
   }
