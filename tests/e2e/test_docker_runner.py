@@ -203,13 +203,23 @@ async def _logged(client: docker.DockerClient, container_id: str, text: bytes) -
 # --- Docker not there -------------------------------------------------------------------
 
 
-async def test_without_docker_the_tower_serves_and_jobs_fail_naming_docker(
+async def test_without_docker_the_tower_serves_says_why_and_keeps_jobs_queued(
     database_url: str, network: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     # A socket path nothing listens on: the runner's client cannot reach any daemon.
+    # The tower serves, /health says Docker is why it is degraded, and a job waits in the
+    # queue for a replica whose Docker answers (test_docker_outage.py: it runs once
+    # Docker is back, without a restart).
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     settings = _settings(database_url, network)
     async with shell_tower(settings) as client:
-        record = await run_job(client, "echo never runs")
-    assert record["status"] == "failed", describe(record)
-    assert "Docker" in record["error"]
+        job_id = await submit(client, "echo waits for Docker")
+
+        async def degraded() -> httpx.Response | None:
+            answer = await client.get("/health")
+            return answer if answer.status_code == 503 else None
+
+        health = await poll_until(degraded, "/health to say Docker is down")
+        record = (await client.get(f"/jobs/{job_id}")).json()
+    assert "Docker" in health.json()["checks"]["docker"], health.text
+    assert (record["status"], record["attempt"]) == ("pending", 0), describe(record)
