@@ -135,3 +135,18 @@ def test_gateway_url_is_the_only_placeholder_fixed_args_take() -> None:
     source = 'id = "x"\nname = "X"\nbinary = "x"\nargs = ["--base", "{job_token}"]\n'
     with pytest.raises(Invalid, match="job_token"):
         parse_engine("x", source)
+
+
+@pytest.mark.parametrize("path", ["/etc", "../x", ".claude/../..", "", "a//b"])
+def test_resume_state_paths_stay_under_home(path: str) -> None:
+    source = (
+        'id = "x"\nname = "X"\nbinary = "x"\noutput = "text"\n[prompt]\nvia = "stdin"\n'
+        f'[resume]\nargs = ["--resume"]\nstate = ["{path}"]\n'
+    )
+    with pytest.raises(Invalid, match="state path"):
+        parse_engine("x", source)
+
+
+def test_only_claude_code_resumes_among_the_shipped_engines() -> None:
+    shipped = ("claude-code", "codex", "opencode", "aider", "gemini")
+    assert [name for name in shipped if engine(name).resume] == ["claude-code"]

@@ -323,3 +323,32 @@ def test_a_100_million_character_prompt_is_byte_identical_in_the_bundle() -> Non
     expected = prompt.encode("utf-8")
     assert len(carried) == len(expected)
     assert hashlib.sha256(carried).digest() == hashlib.sha256(expected).digest()
+
+
+# --- sessions (docs/sessions.md) --------------------------------------------------------------
+
+
+def test_a_continued_turn_gets_the_engines_resume_args_after_its_fixed_args() -> None:
+    link = {"session_id": JOB_ID, "parent_job_id": JOB_ID, "turn": 2}
+    continued = spec({"session": link}).argv
+    first = spec().argv
+    claude = engine("claude-code")
+    fixed = 1 + len(claude.args)
+    assert claude.resume is not None
+    assert continued[fixed : fixed + len(claude.resume.args)] == tuple(claude.resume.args)
+    assert continued[:fixed] + continued[fixed + len(claude.resume.args) :] == first
+    assert "--continue" not in first
+
+
+def test_an_engine_that_resumes_has_its_state_captured_by_every_turn() -> None:
+    assert spec().session_state == (".claude/projects",)
+    document = json.loads(_spec_json(bundle_tar(spec())))
+    assert document["session_state"] == [".claude/projects"]
+    assert spec(engine_=engine("codex")).session_state == ()
+
+
+def _spec_json(bundle: bytes) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as archive:
+        member = archive.extractfile("job/spec.json")
+        assert member is not None
+        return member.read()
