@@ -25,10 +25,9 @@ from tower.errors import TowerError
 from tower.execution import bundle, protocol
 from tower.execution.adoption import Adoption
 from tower.execution.bundle import StreamedBundle, WorkerOutput
-from tower.execution.docker import archive, containers, hardening, reattach
+from tower.execution.docker import archive, containers, reattach
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.hardening import bundle_volume_name
-from tower.execution.docker.network import retire_worker_network
 from tower.execution.docker.probe import ping_client
 from tower.execution.docker.reattach import Counting, Replayed, Skipping
 from tower.execution.docker.worker_stdout import Handover
@@ -54,10 +53,6 @@ log = logging.getLogger(__name__)
 # A health check's bound: /health answers within it even when the daemon hangs.
 HEALTH_TIMEOUT = 2.0
 
-DOCKER_DOWN = (
-    "Docker is unavailable on this tower, so jobs cannot run ({detail}). "
-    "Start the Docker daemon (scripts/setup-docker) and restart tower; /health reports it."
-)
 # Seconds between asks while Docker does not answer under a running job.
 DOCKER_RETRY = 1.0
 
@@ -352,23 +347,6 @@ async def _close_slots(slots: SlotSource) -> None:
         await slots.stop()
 
 
-class DockerDownRunner:
-    """Docker did not answer at start: the tower keeps serving, jobs fail saying why."""
-
-    def __init__(self, detail: str) -> None:
-        self._message = DOCKER_DOWN.format(detail=detail)
-
-    async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
-        return failed(self._message)
-
-    async def health(self) -> RunnerHealth:
-        down = Probe(False, self._message)
-        return RunnerHealth(docker=down, gateway=Probe(False, "not checked: Docker is down"))
-
-    async def close(self) -> None:
-        return None
-
-
 class Host(Protocol):
     """What the runner's Docker host needs besides workers: the gateway container. The
     wiring passes it in (tower/runners.py); execution knows nothing of the gateway."""
@@ -381,38 +359,3 @@ class Host(Protocol):
     def probe(self, client: Any) -> Probe:
         """Does it answer? Blocking, on one of the runner's Docker threads."""
         ...
-
-
-async def start_docker_runner(
-    settings: Settings,
-    pool: Pool,
-    configs: ConfigStore,
-    metrics: TowerMetrics,
-    host: Host | None = None,
-) -> DockerRunner | DockerDownRunner:
-    try:
-        calls = await DockerCalls.open(int(settings.max_concurrent_jobs))
-    except TowerError as problem:
-        log.error("%s; jobs will fail until tower restarts with Docker up", problem.message)
-        return DockerDownRunner(problem.message)
-    try:
-        if host is not None:
-            await host.setup(calls)
-        slots = await _slot_source(settings, pool, calls)
-        # The bridge workers of earlier versions sat on, once they are all gone.
-        await calls(retire_worker_network, settings.worker_net)
-    except TowerError as problem:
-        await calls.close()
-        log.error("%s; jobs will fail until tower restarts", problem.message)
-        return DockerDownRunner(problem.message)
-    except BaseException:
-        await calls.close()
-        raise
-    return DockerRunner(settings, configs, calls, slots, metrics, host, pool)
-
-
-async def _slot_source(settings: Settings, pool: Pool, calls: DockerCalls) -> SlotSource:
-    """The warm pool, whose default shape is the configured one with the image's ID."""
-    image = await calls(containers.image_id, settings.worker_image)
-    shape = hardening.shape_from_settings(settings, image)
-    return await WarmPool.start(settings, pool, calls, shape)
