@@ -47,6 +47,7 @@ from tower.execution.docker.probe import Probe
 from tower.execution.protocol import GATEWAY_SOCKET_DIR
 from tower.gateway import tokens
 from tower.gateway.listener import AUTH_SLOTS
+from tower.gateway.providers import ALL_VARIABLES
 from tower.settings import (
     Settings,
     gateway_auth_socket,
@@ -110,12 +111,8 @@ def gateway_environment(settings: Settings) -> dict[str, str]:
         "TOWER_AUTH_SLOTS": str(AUTH_SLOTS),
         "GATEWAY_AUTH_CACHE_SECONDS": str(int(settings.gateway_auth_cache_seconds)),
     }
-    secrets = {
-        "ANTHROPIC_API_KEY": settings.anthropic_api_key,
-        "CLAUDE_CODE_OAUTH_TOKEN": settings.claude_code_oauth_token,
-        "OPENAI_API_KEY": settings.openai_api_key,
-        "GEMINI_API_KEY": settings.gemini_api_key,
-    }
+    # The one list of credential variables (providers.py); each is a Settings field.
+    secrets = {name: getattr(settings, name.lower()) for name in ALL_VARIABLES}
     env.update({name: value.get_secret_value() for name, value in secrets.items() if value})
     return env
 
