@@ -21,7 +21,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION, JSONB, UUID
 
 from tower.db.statuses import JOB_STATUSES, sql_list
 
@@ -339,4 +339,45 @@ job_artifact_chunks = Table(
     ),
     Column("seq", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
+)
+
+KEY_ROLES = ("admin", "operator", "submit", "read")
+
+# Tenants (docs/tenants.md): who owns jobs, uploads and credentials, and their quotas.
+# A quota column holds NULL for the deployment's default (TENANT_* settings), 0 for no
+# limit. The 'default' tenant always exists: the bootstrap key's, and older rows'.
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("max_running", Integer),
+    Column("submits_per_minute", Integer),
+    Column("spend_per_day_usd", DOUBLE_PRECISION),
+    Column("spend_per_month_usd", DOUBLE_PRECISION),
+    Column("max_queued", Integer),
+    Column("share", DOUBLE_PRECISION),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# API keys: only the SHA-256 of each (a 256-bit random key needs no salt) is kept; the key
+# itself is shown once, when it is made. `hint` is its first characters, to tell keys apart.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("key_sha256", Text, nullable=False),
+    Column(
+        "tenant",
+        Text,
+        ForeignKey("tenants.name", name="api_keys_tenant_fk"),
+        nullable=False,
+    ),
+    Column("role", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("hint", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("role IN ('admin', 'operator', 'submit', 'read')", name="api_keys_role_valid"),
+    Index("api_keys_sha256", "key_sha256", unique=True),
+    Index("api_keys_tenant_name", "tenant", "name", unique=True),
 )
