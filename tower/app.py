@@ -15,9 +15,10 @@ from tower.artifacts import routes as artifact_routes
 from tower.configs import routes as config_routes
 from tower.configs.store import ConfigStore
 from tower.credentials import routes as credential_routes
+from tower.db import channels
 from tower.db.migrate import migrate
 from tower.db.notify import NotifyHub
-from tower.db.pool import create_pool, create_statement_pool
+from tower.db.pool import Pool, create_pool, create_statement_pool
 from tower.events import routes as event_routes
 from tower.execution.runner import Runner
 from tower.gateway import listener as auth_listener
@@ -33,6 +34,8 @@ from tower.runners import build_runner
 from tower.sessions import routes as session_routes
 from tower.settings import Settings
 from tower.state import TowerState
+from tower.tenants import routes as tenant_routes
+from tower.tenants.cache import KeyCache
 from tower.uploads import routes as upload_routes
 from tower.web import docs
 from tower.web.dashboard import install_dashboard
@@ -77,6 +80,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         credential_routes.router,
         upload_routes.router,
         artifact_routes.router,
+        tenant_routes.router,
         health.router,
         metrics.router,
         stats.router,
@@ -151,9 +155,27 @@ async def _start(
     stack.push_async_callback(runner.close)
     streams = StreamLimits(settings.max_streams, settings.max_streams_per_key)
     state = TowerState(
-        settings, name, pool, hub, configs, metrics, inserts, statements, runner, streams
+        settings,
+        name,
+        pool,
+        hub,
+        configs,
+        metrics,
+        inserts,
+        statements,
+        runner,
+        streams,
+        keys=_key_cache(pool, hub),
     )
     return state, await _start_background(state, stack)
+
+
+def _key_cache(pool: Pool, hub: NotifyHub) -> KeyCache:
+    """API keys as this replica knows them: a revoke anywhere drops one at once."""
+    keys = KeyCache(pool)
+    hub.on(channels.KEYS_CHANGED, keys.forget)
+    hub.on_reconnect(keys.clear)
+    return keys
 
 
 async def _start_background(state: TowerState, stack: AsyncExitStack) -> Dispatcher:

@@ -30,6 +30,10 @@ class Unauthorized(TowerError):
     status_code = 401
 
 
+class Forbidden(TowerError):
+    status_code = 403
+
+
 class NotFound(TowerError):
     status_code = 404
 

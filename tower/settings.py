@@ -63,6 +63,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_streams_per_key": (1, 100_000),
     "header_read_timeout_seconds": (1, 300),
     "shutdown_grace_seconds": (0, 86400),
+    "tenant_max_running": (0, 10_000_000),
+    "tenant_submits_per_minute": (0, 10_000_000),
+    "tenant_spend_per_day_usd": (0, 1_000_000_000),
+    "tenant_spend_per_month_usd": (0, 1_000_000_000),
+    "tenant_max_queued": (0, 10_000_000),
+    "tenant_share": (0.001, 1000),
 }
 
 
@@ -189,6 +195,14 @@ class Settings(BaseSettings):
     max_streams_per_key: int = 500
     # A client that has not sent its request's headers within this many seconds is cut.
     header_read_timeout_seconds: float = 10.0
+    # Each tenant's quotas unless PUT /tenants/{name} set its own (docs/tenants.md); 0: no
+    # limit. TENANT_SHARE is a tenant's weight in fair scheduling.
+    tenant_max_running: int = 0
+    tenant_submits_per_minute: int = 0
+    tenant_spend_per_day_usd: float = 0.0
+    tenant_spend_per_month_usd: float = 0.0
+    tenant_max_queued: int = 0
+    tenant_share: float = 1.0
 
     @field_validator("webhook_secret")
     @classmethod

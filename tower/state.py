@@ -12,6 +12,7 @@ from tower.execution.runner import Runner
 from tower.jobs.service import JobInserts
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
+from tower.tenants.cache import KeyCache
 from tower.web.streams import StreamLimits
 
 
@@ -30,6 +31,8 @@ class TowerState:
     runner: Runner
     # The open event streams and long polls, capped per replica and per key.
     streams: StreamLimits
+    # API keys as this replica knows them (a short cache, dropped on a revoke anywhere).
+    keys: KeyCache
     # Set when the replica begins shutting down: long polls end with a 503 at once, so
     # their clients ask again (another replica, behind a load balancer).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

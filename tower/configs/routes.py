@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 from tower.configs import service
 from tower.configs.schemas import ConfigBody, ConfigNames, ConfigOut, EngineList, ProfileList
 from tower.configs.store import ConfigStore
-from tower.web.deps import CurrentKey, Db, held
+from tower.web.deps import ConfigWriter, Db, held
 from tower.web.openapi import SECURED
 
 Configs = Annotated[ConfigStore, Depends(held("configs"))]
@@ -40,14 +40,14 @@ async def get_config(type: str, name: str, db: Db) -> ConfigOut:
 
 @router.post("/configs/{type}/{name}", status_code=status.HTTP_201_CREATED, openapi_extra=SECURED)
 async def create_config(
-    type: str, name: str, body: ConfigBody, db: Db, configs: Configs, _: CurrentKey
+    type: str, name: str, body: ConfigBody, db: Db, configs: Configs, _: ConfigWriter
 ) -> ConfigOut:
     return await service.create_config(db, configs, type, name, body.content)
 
 
 @router.put("/configs/{type}/{name}", openapi_extra=SECURED)
 async def put_config(
-    type: str, name: str, body: ConfigBody, db: Db, configs: Configs, _: CurrentKey
+    type: str, name: str, body: ConfigBody, db: Db, configs: Configs, _: ConfigWriter
 ) -> ConfigOut:
     return await service.put_config(db, configs, type, name, body.content)
 
@@ -55,6 +55,8 @@ async def put_config(
 @router.delete(
     "/configs/{type}/{name}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=SECURED
 )
-async def delete_config(type: str, name: str, db: Db, configs: Configs, _: CurrentKey) -> Response:
+async def delete_config(
+    type: str, name: str, db: Db, configs: Configs, _: ConfigWriter
+) -> Response:
     await service.delete_config(db, configs, type, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

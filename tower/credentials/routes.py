@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from tower.credentials import service
 from tower.credentials.schemas import CredentialIn, CredentialList, CredentialOut
-from tower.web.deps import Db, SettingsDep, require_key
+from tower.web.deps import Db, SettingsDep, Writer, require_key
 from tower.web.openapi import SECURED
 
 router = APIRouter(prefix="/credentials", tags=["credentials"], dependencies=[Depends(require_key)])
@@ -23,7 +23,9 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No credentia
     summary="Store a named secret, encrypted with SECRETS_KEY; it is never returned",
     responses={409: {"description": "The name is taken, or SECRETS_KEY is not set"}},
 )
-async def create_credential(body: CredentialIn, db: Db, settings: SettingsDep) -> CredentialOut:
+async def create_credential(
+    body: CredentialIn, db: Db, settings: SettingsDep, caller: Writer
+) -> CredentialOut:
     return await service.create(db, settings.secrets_key.get_secret_value(), body)
 
 
@@ -40,6 +42,6 @@ async def get_credential(name: str, db: Db) -> CredentialOut:
 @router.delete(
     "/{name}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=SECURED, responses=NOT_FOUND
 )
-async def delete_credential(name: str, db: Db) -> Response:
+async def delete_credential(name: str, db: Db, caller: Writer) -> Response:
     await service.delete(db, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,5 +9,16 @@ WEBHOOK_DUE = "parpaing_webhook_due"  # payload: ""; a webhook delivery was queu
 # (state, log). Statements that already announce a job on JOB_PENDING or JOB_FINISHED
 # do not repeat it here: event streams take those as hints too.
 JOB_EVENT = "parpaing_job_event"
+KEYS_CHANGED = "parpaing_keys"  # payload: key_id; an API key was revoked or made
+TENANTS_CHANGED = "parpaing_tenants"  # payload: tenant name; its quotas changed
 
-ALL = (JOB_PENDING, JOB_FINISHED, JOB_CANCELLED, CONFIGS_CHANGED, WEBHOOK_DUE, JOB_EVENT)
+ALL = (
+    JOB_PENDING,
+    JOB_FINISHED,
+    JOB_CANCELLED,
+    CONFIGS_CHANGED,
+    WEBHOOK_DUE,
+    JOB_EVENT,
+    KEYS_CHANGED,
+    TENANTS_CHANGED,
+)

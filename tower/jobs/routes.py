@@ -19,7 +19,7 @@ from tower.jobs.schemas import (
     JobStatus,
     Submitted,
 )
-from tower.web.deps import Db, Hub, Metrics, SettingsDep, Stopping, held, require_key
+from tower.web.deps import Db, Hub, Metrics, SettingsDep, Stopping, Writer, held, require_key
 from tower.web.openapi import SECURED
 from tower.web.streams import Limits, StreamKey, unless_gone
 
@@ -50,6 +50,7 @@ async def submit(
     configs: Configs,
     settings: SettingsDep,
     metrics: Metrics,
+    caller: Writer,
     idempotency_key: IdempotencyKey = None,
 ) -> Submitted:
     outcome = await service.submit_job(
@@ -86,7 +87,7 @@ async def get_job(job_id: str, db: Db) -> JobRecord:
 
 
 @router.delete("/{job_id}", response_model=Cancelled, openapi_extra=SECURED)
-async def cancel_job(job_id: str, db: Db, metrics: Metrics) -> Cancelled:
+async def cancel_job(job_id: str, db: Db, metrics: Metrics, caller: Writer) -> Cancelled:
     return await service.cancel_job(db, metrics, job_id)
 
 

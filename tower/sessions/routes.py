@@ -10,7 +10,7 @@ from tower.configs.store import ConfigStore
 from tower.jobs.schemas import ContinueRequest, Submitted
 from tower.sessions import service
 from tower.sessions.schemas import Session
-from tower.web.deps import Db, Metrics, SettingsDep, held, require_key
+from tower.web.deps import Db, Metrics, SettingsDep, Writer, held, require_key
 from tower.web.openapi import SECURED
 
 router = APIRouter(tags=["sessions"], dependencies=[Depends(require_key)])
@@ -37,6 +37,7 @@ async def continue_job(
     configs: Configs,
     settings: SettingsDep,
     metrics: Metrics,
+    caller: Writer,
 ) -> Submitted:
     """A new job in the job's session: same engine and profile, the options given here,
     started from the workspace and conversation the job left. Two continues of one job

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from tower.uploads import service
 from tower.uploads.archive import CONTENT_TYPES
 from tower.uploads.schemas import UploadOut
-from tower.web.deps import Db, SettingsDep, require_key
+from tower.web.deps import Db, SettingsDep, Writer, require_key
 from tower.web.openapi import SECURED
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], dependencies=[Depends(require_key)])
@@ -45,6 +45,7 @@ async def create_upload(
     request: Request,
     db: Db,
     settings: SettingsDep,
+    caller: Writer,
     content_type: Annotated[str, Header()] = "",
     filename: Annotated[str | None, Query(max_length=service.FILENAME_MAX)] = None,
 ) -> UploadOut:
@@ -64,6 +65,6 @@ async def get_upload(upload_id: str, db: Db) -> UploadOut:
     openapi_extra=SECURED,
     responses=NOT_FOUND,
 )
-async def delete_upload(upload_id: str, db: Db) -> Response:
+async def delete_upload(upload_id: str, db: Db, caller: Writer) -> Response:
     await service.delete(db, upload_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

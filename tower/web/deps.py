@@ -15,9 +15,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from tower.access import BOOTSTRAP, LOOPBACK, Caller, KeyLookup
 from tower.db.notify import NotifyHub
 from tower.db.pool import Pool
-from tower.errors import Unauthorized
+from tower.errors import Forbidden, Unauthorized
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
 
@@ -40,14 +41,58 @@ Stopping = Annotated[asyncio.Event, Depends(held("stopping"))]
 Metrics = Annotated[TowerMetrics, Depends(held("metrics"))]
 
 
-async def require_key(request: Request, settings: SettingsDep) -> None:
-    expected = settings.tower_api_key.get_secret_value()
-    if not expected:
-        return
+# Where the request gate leaves the caller it found, so a route does not look again.
+CALLER_SCOPE = "parpaing.caller"
+INVALID_KEY = "Missing or invalid API key"
+
+
+async def require_key(request: Request, settings: SettingsDep) -> Caller:
+    """Who the request comes from (tower/access.py), or 401: TOWER_API_KEY is the
+    bootstrap admin; another key must be a live stored one; no key at all is the
+    loopback admin on a tower without TOWER_API_KEY, refused on one with it."""
+    known: Caller | None = request.scope.get(CALLER_SCOPE)
+    if known is None:
+        known = request.scope[CALLER_SCOPE] = await _authenticate(request, settings)
+    return known
+
+
+async def _authenticate(request: Request, settings: Settings) -> Caller:
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    presented = presented if scheme.lower() == "bearer" else ""
+    expected = settings.tower_api_key.get_secret_value()
+    if not presented:
+        if expected:
+            raise Unauthorized(INVALID_KEY)
+        return LOOPBACK
     # Constant time in the key's content: a mismatch does not tell how much of it was right.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), expected.encode()):
-        raise Unauthorized("Missing or invalid API key")
+    if expected and hmac.compare_digest(presented.encode(), expected.encode()):
+        return BOOTSTRAP
+    keys: KeyLookup | None = getattr(getattr(request.app.state, "tower", None), "keys", None)
+    found = await keys.caller(presented) if keys is not None else None
+    if found is None:
+        raise Unauthorized(INVALID_KEY)
+    return found
 
 
-CurrentKey = Annotated[None, Depends(require_key)]
+def _with_role(allowed: Callable[[Caller], bool], refusal: str) -> Callable[..., Awaitable[Caller]]:
+    async def check(caller: Annotated[Caller, Depends(require_key)]) -> Caller:
+        if not allowed(caller):
+            raise Forbidden(refusal.format(role=caller.role))
+        return caller
+
+    return check
+
+
+CurrentCaller = Annotated[Caller, Depends(require_key)]
+# A key that may change its tenant's jobs, uploads and credentials (admin, submit).
+Writer = Annotated[
+    Caller, Depends(_with_role(lambda c: c.writes, "A {role} key cannot change anything here"))
+]
+# A key that may change profiles, engines and templates (admin, operator).
+ConfigWriter = Annotated[
+    Caller,
+    Depends(_with_role(lambda c: c.writes_configs, "A {role} key cannot change configs")),
+]
+Admin = Annotated[
+    Caller, Depends(_with_role(lambda c: c.role == "admin", "Only an admin key may do this"))
+]

@@ -6,10 +6,12 @@ This plain ASGI middleware (see tower/web/headers.py for why not BaseHTTPMiddlew
 
 - answers 421 to a Host header ALLOWED_HOSTS does not allow (tower/web/hosts.py: a keyless
   tower answers only its loopback names, so a page using DNS rebinding cannot reach it);
-- answers 401 at once to a write (POST, PUT, PATCH, DELETE) without the key, when
-  TOWER_API_KEY is set: every write route needs the key. It asks `require_key` itself,
-  so there is one check; the routes keep theirs (reads need it too, and it is the
-  defence in depth should this gate ever be left out);
+- answers 401 at once to a write (POST, PUT, PATCH, DELETE) without a valid key (none
+  at all is one only on a tower without TOWER_API_KEY), and 403 to one with a `read`
+  key, which may write nothing: every write route needs a key that writes. It asks
+  `require_key` itself, so there is one check, and leaves the caller it found for the
+  route; the routes keep theirs (reads need it too, and it is the defence in depth
+  should this gate ever be left out);
 - answers 415 to a write whose body (announced by Content-Length or Transfer-Encoding) is
   not declared JSON: every route with a body takes JSON, so anything else would be read
   whole only to fail validation; and a cross-site page can send text/plain or a form
@@ -30,7 +32,13 @@ from collections.abc import Mapping
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tower.errors import PayloadTooLarge, TowerError, Unauthorized, UnsupportedMediaType
+from tower.errors import (
+    Forbidden,
+    PayloadTooLarge,
+    TowerError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from tower.settings import Settings
 from tower.web.deps import require_key
 from tower.web.errors import render
@@ -82,9 +90,11 @@ class RequestGate:
             return _misdirected(host)
         if scope["method"] in WRITES:
             try:
-                await require_key(Request(scope), self.settings)
+                caller = await require_key(Request(scope), self.settings)
             except Unauthorized as exc:
                 return exc
+            if caller.role == "read":
+                return Forbidden("A read key cannot change anything")
         if self._must_be_json(scope) and _has_body(scope) and not _is_json(scope):
             return UnsupportedMediaType(f"Content-Type must be {JSON}")
         length = _content_length(scope)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from tower.web.deps import Db, require_key
+from tower.web.deps import Db, Writer, require_key
 from tower.web.openapi import SECURED
 from tower.webhooks import service
 from tower.webhooks.schemas import Redelivery
@@ -23,5 +23,5 @@ router = APIRouter(prefix="/jobs", tags=["webhooks"], dependencies=[Depends(requ
         409: {"description": "Not finished, no webhook_url, or too many deliveries"},
     },
 )
-async def redeliver(job_id: str, db: Db) -> Redelivery:
+async def redeliver(job_id: str, db: Db, caller: Writer) -> Redelivery:
     return await service.redeliver(db, job_id)
