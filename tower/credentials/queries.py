@@ -10,7 +10,7 @@ COLUMNS = "name, kind, username, api_url, created_at, updated_at"
 INSERT_NEW = f"""
 INSERT INTO credentials (name, kind, username, api_url, sealed, key_id)
 VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (name) DO NOTHING
+ON CONFLICT (tenant, name) DO NOTHING
 RETURNING {COLUMNS}
 """
 

@@ -83,6 +83,10 @@ jobs = Table(
     Column("session_id", Text),
     Column("parent_job_id", Text),
     Column("turn", Integer),
+    # Its tenant (docs/tenants.md): only keys of that tenant, or of every tenant, see it.
+    Column("tenant", Text, nullable=False, server_default=text("'default'")),
+    # The name of the key that submitted it (never the key): who did what.
+    Column("submitted_by", Text),
     CheckConstraint(
         f"status IN {sql_list(JOB_STATUSES)}",
         name="jobs_status_valid",
@@ -97,6 +101,7 @@ jobs = Table(
     # The reaper looks only at running jobs whose lease has passed.
     Index("jobs_running_lease", "lease_until", postgresql_where=text("status = 'running'")),
     Index("jobs_created", text("created_at DESC")),
+    Index("jobs_tenant_created", "tenant", text("created_at DESC")),
     Index("jobs_status_created", "status", text("created_at DESC")),
     Index("jobs_agent_created", "agent_id", text("created_at DESC")),
     Index("jobs_session", "session_id", "turn", postgresql_where=text("session_id IS NOT NULL")),
@@ -111,6 +116,8 @@ jobs = Table(
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
+    # A key is its tenant's: two tenants using the same one get a job each.
+    Column("tenant", Text, primary_key=True, server_default=text("'default'")),
     Column("key", Text, primary_key=True),
     Column("request_hash", Text, nullable=False),
     _job_id("idempotency_keys"),
@@ -245,6 +252,8 @@ tower_secrets = Table(
 credentials = Table(
     "credentials",
     metadata,
+    # Names are per tenant; a job's repository uses its own tenant's credential.
+    Column("tenant", Text, primary_key=True, server_default=text("'default'")),
     Column("name", Text, primary_key=True),
     Column("kind", Text, nullable=False),
     Column("username", Text),
@@ -261,6 +270,7 @@ uploads = Table(
     "uploads",
     metadata,
     Column("upload_id", Text, primary_key=True),
+    Column("tenant", Text, nullable=False, server_default=text("'default'")),
     Column("kind", Text, nullable=False),
     Column("filename", Text),
     Column("size", BigInteger, nullable=False),

@@ -81,7 +81,7 @@ WHERE key = $1 AND created_at > now() - make_interval(hours => $2)
 # committed a live key, no row comes back and the caller replays that key instead.
 CLAIM_IDEMPOTENCY_KEY = """
 INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES ($1, $2, $3)
-ON CONFLICT (key) DO UPDATE
+ON CONFLICT (tenant, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id, created_at = now()
     WHERE idempotency_keys.created_at <= now() - make_interval(hours => $4)
 RETURNING job_id
