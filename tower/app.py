@@ -148,7 +148,9 @@ async def _start(
     unix, tcp = auth_listener.wanted(settings)
     slot = None
     if unix or tcp:
-        listeners = await auth_listener.AuthListeners.start(settings, pool, unix_socket=unix)
+        listeners = await auth_listener.AuthListeners.start(
+            settings, pool, unix_socket=unix, refused=metrics.gateway_refused
+        )
         stack.push_async_callback(listeners.stop)
         slot = listeners.slot.number if listeners.slot is not None else None
     runner = runner or await build_runner(settings, pool, configs, metrics, slot)

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from tests.e2e.agents import REAL_GEMINI_KEY
 from tests.e2e.gateway import (
     FIRST_CHUNK,
     LAST_CHUNK,
@@ -45,6 +46,7 @@ from tests.e2e.support import (
     run_job,
     serve,
 )
+from tests.support.metrics import samples
 from tower.db.embedded import free_port
 from tower.db.pool import create_pool
 from tower.execution import protocol
@@ -129,7 +131,7 @@ async def _finish(database_url: str, job_id: str, lease_token: object) -> None:
 
 
 async def _call(r: Rig, token: str) -> httpx.Response:
-    return await r.gateway.post("/anthropic/v1/x", json={}, headers=anthropic_headers(token))
+    return await r.gateway.post("/anthropic/v1/messages", json={}, headers=anthropic_headers(token))
 
 
 # --- the token decides, the real key goes upstream -----------------------------------------
@@ -268,7 +270,7 @@ async def test_streaming_passes_through_unbuffered(
         job = await running_job(database_url)
         request = r.gateway.build_request(
             "POST",
-            "/anthropic/v1/stream",
+            "/anthropic/v1/messages",
             json={"stream": True},
             headers=anthropic_headers(job.token),
         )
@@ -285,6 +287,115 @@ async def test_streaming_passes_through_unbuffered(
             await response.aclose()
         assert rest == LAST_CHUNK
         assert r.recorder.released_in_time is True
+
+
+# --- inference only ---------------------------------------------------------------------------
+
+# Every call the shipped engines make (docs/engines.md), as a provider sees it: forwarded.
+INFERENCE = [
+    ("POST", "/anthropic/v1/messages?beta=true"),
+    ("POST", "/anthropic/v1/messages/count_tokens"),
+    ("POST", "/openai/v1/chat/completions"),
+    ("POST", "/openai/v1/responses"),
+    ("POST", "/openai/v1/responses/compact"),
+    ("POST", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"),
+    ("POST", "/gemini/v1beta/models/gemini-2.5-flash:generateContent"),
+    ("POST", "/gemini/v1beta/models/gemini-2.5-flash:countTokens"),
+]
+# The rest of the providers' APIs, a wrong method on an inference path, and a path that
+# differs from an inference one only as written: refused, never forwarded.
+NOT_INFERENCE = [
+    ("POST", "/anthropic/v1/files"),
+    ("GET", "/anthropic/v1/models"),
+    ("POST", "/anthropic/v1/messages/batches"),
+    ("GET", "/anthropic/v1/messages"),
+    ("POST", "/anthropic/v1/%6Dessages"),
+    ("GET", "/openai/v1/files"),
+    ("POST", "/openai/v1/fine_tuning/jobs"),
+    ("GET", "/openai/v1/organization/admin_api_keys"),
+    ("POST", "/openai/v1/batches"),
+    ("DELETE", "/openai/v1/responses/resp_1"),
+    ("GET", "/gemini/v1beta/files"),
+    ("POST", "/gemini/v1beta/models/gemini-2.5-flash:embedContent"),
+    ("POST", "/gemini/v1beta/tunedModels/mine:generateContent"),
+]
+
+
+def provider_headers(path: str, token: str) -> dict[str, str]:
+    if path.startswith("/anthropic/"):
+        return anthropic_headers(token)
+    if path.startswith("/openai/"):
+        return {"authorization": f"Bearer {token}"}
+    return {"x-goog-api-key": token}
+
+
+def refused_counts(text: str) -> dict[str, float]:
+    return {
+        dict(labels)["provider"]: value
+        for (name, labels), value in samples(text).items()
+        if name == "tower_gateway_refused_total"
+    }
+
+
+async def test_only_inference_calls_are_forwarded_and_refusals_are_counted(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    async with rig(
+        database_url, network, names, gateway_image, docker_client, gemini_api_key=REAL_GEMINI_KEY
+    ) as r:
+        job = await running_job(database_url)
+        before = refused_counts((await r.tower.get("/metrics")).text)
+        assert before == {"anthropic": 0, "openai": 0, "gemini": 0}
+        for method, path in NOT_INFERENCE:
+            reply = await r.gateway.request(
+                method, path, json={}, headers=provider_headers(path, job.token)
+            )
+            assert reply.status_code == 403, (method, path, reply.text)
+            assert reply.headers["x-should-retry"] == "false"
+            error = reply.json()["error"]
+            assert error["type"] == "permission_error"
+            raw_path = path.split("?")[0]
+            assert f"{method} {raw_path} is not an inference endpoint" in error["message"]
+        # A token that is no running job's: 401 as anywhere, and no refusal counted.
+        stranger = await r.gateway.post(
+            "/openai/v1/files", json={}, headers=provider_headers("/openai/", tokens.mint())
+        )
+        assert stranger.status_code == 401, stranger.text
+        assert stranger.json()["error"]["type"] == "authentication_error"
+        # Codex's WebSocket handshake: 426 (it falls back to HTTPS at once), not a refusal.
+        handshake = await r.gateway.get(
+            "/openai/v1/responses",
+            headers={
+                **provider_headers("/openai/", job.token),
+                "connection": "Upgrade",
+                "upgrade": "websocket",
+                "sec-websocket-version": "13",
+                "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+        )
+        assert handshake.status_code == 426, handshake.text
+        assert r.recorder.snapshot() == [], "a refused call reached the provider"
+        after = refused_counts((await r.tower.get("/metrics")).text)
+        assert after == {
+            provider: sum(1 for _, path in NOT_INFERENCE if path.startswith(f"/{provider}/"))
+            for provider in ("anthropic", "openai", "gemini")
+        }
+
+        # The engines' calls still go through, each to the path it asked for.
+        for method, path in INFERENCE:
+            reply = await r.gateway.request(
+                method, path, json={}, headers=provider_headers(path, job.token)
+            )
+            assert reply.status_code == 200, (method, path, reply.text)
+        forwarded = [(call.method, call.path) for call in r.recorder.snapshot()]
+        assert forwarded == [(m, "/" + p.split("/", 2)[2]) for m, p in INFERENCE]
+        # The gateway's log names the job of each refused call.
+        logs = docker_client.containers.get(names.container).logs().decode()
+        assert f'job={job.job_id} "POST /anthropic/v1/files" 403' in logs, logs[-3000:]
 
 
 # --- from a real worker --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from tower.db.embedded import free_port
 from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob
 from tower.gateway import tokens
-from tower.gateway.listener import AUTH_PATH, JOB_HEADER, AuthListeners
+from tower.gateway.listener import AUTH_PATH, JOB_HEADER, REFUSED_HEADER, AuthListeners
 from tower.jobs.service import cancel_job
 from tower.observability.metrics import TowerMetrics
 from tower.queue import queries
@@ -150,3 +150,35 @@ async def test_the_socket_is_open_to_the_gateways_user(listeners: tuple[Path, in
     socket, _ = listeners
     assert socket.stat().st_mode & 0o777 == 0o666
     assert socket.parent.stat().st_mode & 0o777 == 0o755
+
+
+async def test_a_refused_call_of_a_running_job_gets_403_and_is_counted_by_provider(
+    db: Any, pool: Pool, socket_dir: Path
+) -> None:
+    # The gateway refuses a non-inference path itself, and asks with the provider named.
+    counted: list[str] = []
+    settings = Settings(gateway_auth_socket=str(socket_dir / "auth.sock"))
+    started = await AuthListeners.start(settings, pool, unix_socket=True, refused=counted.append)
+    try:
+        assert started.socket is not None
+        (job,) = await claim(db)
+
+        async def refused(token: str, provider: str) -> httpx.Response:
+            transport = httpx.AsyncHTTPTransport(uds=str(started.socket))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                headers = {"X-Gateway-Token": token, REFUSED_HEADER: provider}
+                return await client.get(AUTH_PATH, headers=headers)
+
+        for provider in ("openai", "gemini", "anthropic", "openai"):
+            answer = await refused(job.gateway_token, provider)
+            assert answer.status_code == 403
+            assert answer.headers[JOB_HEADER] == job.job_id
+        # Whatever the header says, the label stays one of a few.
+        assert (await refused(job.gateway_token, "x" * 200)).status_code == 403
+        # Another token is refused as always, and its call counts for nothing.
+        assert (await refused(tokens.mint(), "openai")).status_code == 401
+        assert counted == ["openai", "gemini", "anthropic", "openai", "other"]
+        # Without the header, the same token passes: the check itself is unchanged.
+        assert (await ask(started.socket, job.gateway_token)).status_code == 200
+    finally:
+        await started.stop()

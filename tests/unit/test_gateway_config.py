@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tower.gateway.providers import CREDENTIAL_VARIABLES
+from tower.observability.metrics import GATEWAY_PROVIDERS
+
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 RENDER = GATEWAY / "render-config"
 TEMPLATE = GATEWAY / "nginx.conf.template"
@@ -197,3 +200,144 @@ def test_without_a_writable_socket_directory_workers_get_no_socket_and_it_says_s
     assert "listen 8080;" in done.stdout
     assert "listen unix:" not in done.stdout
     assert "workers cannot reach this gateway" in done.stderr
+
+
+# --- inference only -------------------------------------------------------------------------
+
+
+def map_entries(text: str, variable: str) -> list[tuple[str, str]]:
+    """The (key, value) lines of `map ... $variable { ... }`, in order, comments dropped."""
+    start = text.index(f" {variable} {{\n")
+    body = text[start : text.index("\n    }\n", start)].splitlines()[1:]
+    entries = [line.strip() for line in body if line.strip() and not line.strip().startswith("#")]
+    return [_key_value(entry.removesuffix(";")) for entry in entries]
+
+
+def _key_value(entry: str) -> tuple[str, str]:
+    if entry.startswith('"'):
+        key, _, value = entry[1:].partition('" ')
+    else:
+        key, _, value = entry.partition(" ")
+    return key, value.strip().strip('"')
+
+
+def map_value(text: str, variable: str, source: str) -> str:
+    """What nginx's map gives for `source`: the first regex that matches, else the default
+    (PCRE's named groups written Python's way; these patterns mean the same in both)."""
+    default = ""
+    for key, value in map_entries(text, variable):
+        if key == "default":
+            default = value
+        elif key.startswith("~"):
+            flags = re.IGNORECASE if key.startswith("~*") else 0
+            pattern = key.lstrip("~*").replace("(?<", "(?P<")
+            match = re.search(pattern, source, flags)
+            if match:  # a literal, or one named group ($path)
+                return match[value[1:]] if value.startswith("$") else value
+    return default
+
+
+# What the shipped engines call (docs/engines.md): forwarded, query strings and all.
+ENGINE_CALLS = [
+    "POST /anthropic/v1/messages?beta=true",
+    "POST /anthropic/v1/messages",
+    "POST /anthropic/v1/messages/count_tokens",
+    "POST /openai/v1/chat/completions",
+    "POST /openai/v1/responses",
+    "POST /openai/v1/responses/compact",
+    "POST /gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+    "POST /gemini/v1beta/models/gemini-2.5-pro:generateContent",
+    "POST /gemini/v1beta/models/gemini-2.5-flash-lite:countTokens",
+]
+NOT_INFERENCE = {
+    "POST /anthropic/v1/files": "anthropic",
+    "GET /anthropic/v1/models": "anthropic",
+    "POST /anthropic/v1/messages/batches": "anthropic",
+    "GET /anthropic/v1/messages": "anthropic",
+    "POST /anthropic/v1/messages/": "anthropic",
+    "POST /anthropic/v1/%6Dessages": "anthropic",
+    "POST /anthropic/v1/messages/../files": "anthropic",
+    "POST /anthropic/v1/messages%3Fx": "anthropic",
+    "GET /openai/v1/files": "openai",
+    "POST /openai/v1/fine_tuning/jobs": "openai",
+    "GET /openai/v1/organization/projects": "openai",
+    "POST /openai/v1/batches": "openai",
+    "GET /openai/v1/responses": "openai",
+    "GET /openai/v1/responses/resp_1": "openai",
+    "DELETE /openai/v1/responses/resp_1": "openai",
+    "POST /openai/v1/chat/completions/x": "openai",
+    "GET /gemini/v1beta/files": "gemini",
+    "POST /gemini/upload/v1beta/files": "gemini",
+    "POST /gemini/v1beta/models/m:embedContent": "gemini",
+    "POST /gemini/v1beta/models/m:batchGenerateContent": "gemini",
+    "POST /gemini/v1beta/tunedModels/m:generateContent": "gemini",
+    "POST /gemini/v1beta/models/a/b:generateContent": "gemini",
+}
+
+
+def test_the_engines_calls_are_forwarded_and_nothing_else() -> None:
+    text = config()
+    for call in ENGINE_CALLS:
+        assert map_value(text, "$parpaing_refused", call) == "", call
+    for call, provider in NOT_INFERENCE.items():
+        assert map_value(text, "$parpaing_refused", call) == provider, call
+    # Outside the provider routes the map says nothing (those paths get 404 anyway).
+    assert map_value(text, "$parpaing_refused", "GET /health") == ""
+
+
+def test_every_provider_route_refuses_before_it_proxies() -> None:
+    text = config(ANTHROPIC_API_KEY="a", OPENAI_API_KEY="o", GEMINI_API_KEY="g")
+    for provider in ("anthropic", "openai", "gemini"):
+        route = location(text, f"/{provider}/")
+        refusal = route.index("if ($parpaing_refused) {\n                return 419;")
+        assert refusal < route.index("proxy_pass ")
+        assert "error_page 419 = @refused;" in route
+        # @refused ends in error pages of its own: without this, nginx's default pages.
+        assert "recursive_error_pages on;" in route
+
+
+def test_a_refusal_asks_tower_naming_the_provider_and_never_calls_one() -> None:
+    text = config(ANTHROPIC_API_KEY="sk-ant-real", OPENAI_API_KEY="o", GEMINI_API_KEY="g")
+    refused = location(text, "@refused")
+    assert "proxy_set_header X-Gateway-Refused $parpaing_refused;" in refused
+    assert "proxy_set_header X-Gateway-Token $parpaing_token;" in refused
+    assert 'set $tower_refusal "http://parpaing_tower_auth/gateway/auth";' in refused
+    assert "proxy_pass $tower_refusal;" in refused
+    assert "_upstream" not in refused and "sk-ant-real" not in refused
+    assert "proxy_cache " not in refused  # every refusal reaches tower, to be counted
+    assert "error_page 403 = @not_inference;" in refused
+    assert "error_page 401 = @unauthorized;" in refused
+    answer = location(text, "@not_inference")
+    assert "return 403 " in answer and "permission_error" in answer
+    assert "add_header x-should-retry false always;" in answer
+    assert "$request_method $parpaing_refused_path is not an inference endpoint" in answer
+
+
+def test_a_refusal_names_the_path_only_as_far_as_json_needs_no_escaping() -> None:
+    text = config()
+    assert map_value(text, "$parpaing_refused_path", "/openai/v1/files?limit=1") == (
+        "/openai/v1/files"
+    )
+    assert map_value(text, "$parpaing_refused_path", '/openai/v1/a"b\\c') == "/openai/v1/a"
+    assert map_value(text, "$parpaing_refused_path", "/gemini/v1beta/models/m:x") == (
+        "/gemini/v1beta/models/m:x"
+    )
+
+
+def test_codex_websocket_handshake_gets_426_and_only_that() -> None:
+    text = config(OPENAI_API_KEY="o")
+    key = "$parpaing_websocket"
+    assert map_value(text, key, "websocket|GET /openai/v1/responses") == "1"
+    assert map_value(text, key, "WebSocket|GET /openai/v1/responses?x=1") == "1"
+    assert map_value(text, key, "|GET /openai/v1/responses") == ""
+    assert map_value(text, key, "websocket|GET /openai/v1/files") == ""
+    assert map_value(text, key, "websocket|POST /openai/v1/responses") == ""
+    route = location(text, "/openai/")
+    assert route.index("if ($parpaing_websocket)") < route.index("if ($parpaing_refused)")
+    assert "return 426 " in route
+
+
+def test_refusals_name_the_providers_the_metric_counts() -> None:
+    # The gateway's routes, tower's providers and the metric's labels are one list.
+    named = {value for _, value in map_entries(config(), "$parpaing_refused") if value}
+    assert named == set(CREDENTIAL_VARIABLES) == set(GATEWAY_PROVIDERS)

@@ -12,6 +12,10 @@ is `auth-N.sock` beside GATEWAY_AUTH_SOCKET's name, held by whoever holds the lo
 replica takes the lowest free slot, unlinks only its own socket, and the gateway tries
 the slots in turn (gateway/render-config), so replicas come and go without cutting the
 others off.
+
+The gateway forwards inference calls only. It refuses any other path itself, and asks the
+same question with the provider named in X-Gateway-Refused: then a running job's token
+gets 403 and the refusal is counted (by provider), any other token 401 as usual.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from starlette.routing import Route
 from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
 from tower.errors import Invalid
+from tower.gateway.providers import CREDENTIAL_VARIABLES
 from tower.gateway.service import job_of_token
 from tower.settings import Settings, gateway_auth_socket
 
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 AUTH_PATH = "/gateway/auth"
 TOKEN_HEADER = "x-gateway-token"
 JOB_HEADER = "X-Parpaing-Job"
+# Set by the gateway on a call it refused as not inference: the provider's route.
+REFUSED_HEADER = "x-gateway-refused"
 # The gateway's nginx workers run as another user than tower: they must be able to connect.
 SOCKET_MODE = 0o666
 SOCKET_DIR_MODE = 0o755
@@ -52,7 +59,16 @@ START_TIMEOUT = 10.0
 AUTH_SLOTS = 16
 
 
-def auth_app(pool: Pool) -> Starlette:
+# What a refusal is counted against: the provider, or "other" (a bounded label whatever
+# the header says; only the gateway can send one).
+Refused = Callable[[str], None]
+
+
+def _ignore(_provider: str) -> None:
+    return None
+
+
+def auth_app(pool: Pool, refused: Refused = _ignore) -> Starlette:
     async def check(request: Request) -> Response:
         try:
             job_id = await job_of_token(pool, request.headers.get(TOKEN_HEADER, ""))
@@ -62,6 +78,12 @@ def auth_app(pool: Pool) -> Starlette:
             return Response(status_code=503)
         if job_id is None:
             return Response(status_code=401)
+        provider = request.headers.get(REFUSED_HEADER)
+        if provider:
+            provider = provider if provider in CREDENTIAL_VARIABLES else "other"
+            log.info("job %s: the gateway refused a call to %s (not inference)", job_id, provider)
+            refused(provider)
+            return Response(status_code=403, headers={JOB_HEADER: job_id})
         return Response(status_code=200, headers={JOB_HEADER: job_id})
 
     return Starlette(routes=[Route(AUTH_PATH, check, methods=["GET"])])
@@ -135,9 +157,12 @@ class AuthListeners:
         return self.slot.path if self.slot is not None else None
 
     @classmethod
-    async def start(cls, settings: Settings, pool: Pool, *, unix_socket: bool) -> AuthListeners:
+    async def start(
+        cls, settings: Settings, pool: Pool, *, unix_socket: bool, refused: Refused = _ignore
+    ) -> AuthListeners:
+        """`refused` counts the gateway's refusals of a running job's calls."""
         listeners = cls()
-        app = auth_app(pool)
+        app = auth_app(pool, refused)
         try:
             if unix_socket:
                 await listeners._serve_unix(app, gateway_auth_socket(settings))

@@ -42,6 +42,8 @@ from tower.observability import queries
 CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 ATTEMPT_OUTCOMES = ("delivered", "retry", "failed", "stopped", "refused")
+# The gateway's provider routes (tower/gateway/providers.py names the same three).
+GATEWAY_PROVIDERS = ("anthropic", "openai", "gemini")
 StreamKind = Literal["wait", "events"]
 STREAM_KINDS: tuple[StreamKind, ...] = get_args(StreamKind)
 
@@ -116,6 +118,12 @@ class TowerMetrics:
             ["kind"],
             registry=registry,
         )
+        self._gateway_refused = Counter(
+            "tower_gateway_refused",
+            "Calls of running jobs the gateway refused as not inference, by provider",
+            ["provider"],
+            registry=registry,
+        )
         self._docker_host = Gauge(
             "tower_docker_host_info",
             "The Docker daemon (its ID) this replica runs jobs on: 1 for it, none when unknown",
@@ -138,6 +146,8 @@ class TowerMetrics:
             self._tokens.labels(kind)
         for kind in STREAM_KINDS:
             self._open_streams.labels(kind)
+        for provider in GATEWAY_PROVIDERS:
+            self._gateway_refused.labels(provider)
 
     # --- events, counted by the replica where they happen ----------------------------
 
@@ -161,6 +171,11 @@ class TowerMetrics:
 
     def webhook_attempt(self, outcome: str) -> None:
         self._webhook_attempts.labels(outcome).inc()
+
+    def gateway_refused(self, provider: str) -> None:
+        """The gateway refused a running job's call to `provider` (one of
+        GATEWAY_PROVIDERS, or "other") as not an inference endpoint."""
+        self._gateway_refused.labels(provider).inc()
 
     def holding(self, kind: StreamKind) -> AbstractContextManager[object]:
         """Counts a request of `kind` as open while the block runs."""
