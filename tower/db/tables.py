@@ -184,8 +184,26 @@ job_events = Table(
     Column("kind", Text, nullable=False),
     Column("data", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
-    CheckConstraint("kind IN ('state', 'log')", name="job_events_kind_valid"),
+    # 'egress': a decision of the egress proxy (tower/egress), written as it is made.
+    CheckConstraint("kind IN ('state', 'log', 'egress')", name="job_events_kind_valid"),
     Index("job_events_states", "id", postgresql_where=text("kind = 'state'")),
+)
+
+# What a job's requests through the egress proxy added up to (tower/egress): a row from
+# its first request on. `open_requests` counts those allowed and not yet ended (bounded by
+# EGRESS_MAX_CONNECTIONS), `bytes` what ended ones moved (bounded by EGRESS_MAX_BYTES);
+# `refused` lists distinct refused hosts with the reason (at most 50; refused_count counts
+# all), `limited` says which bound refused the job, once one did.
+job_egress = Table(
+    "job_egress",
+    metadata,
+    _job_id("job_egress", primary_key=True),
+    Column("open_requests", Integer, nullable=False, server_default=text("0")),
+    Column("bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("allowed", Integer, nullable=False, server_default=text("0")),
+    Column("refused", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("refused_count", Integer, nullable=False, server_default=text("0")),
+    Column("limited", Text),
 )
 
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "stopped")
