@@ -53,6 +53,12 @@ class Caller:
     def writes_configs(self) -> bool:
         return self.role in CONFIG_WRITERS
 
+    def addresses(self, asked: str | None) -> str | None:
+        """The tenant a request names (`?tenant=`), else the caller's own; None when it
+        names one the caller may not see (which answers 404, as for any resource)."""
+        tenant = asked or self.tenant
+        return tenant if self.sees in (None, tenant) else None
+
 
 BOOTSTRAP = Caller(DEFAULT_TENANT, "admin", BOOTSTRAP_KEY_NAME)
 LOOPBACK = Caller(DEFAULT_TENANT, "admin", LOOPBACK_KEY_NAME)

@@ -61,7 +61,7 @@ async def test_the_database_holds_the_secret_sealed(client: httpx.AsyncClient, p
         row = await connection.fetchrow("SELECT * FROM credentials WHERE name = 'deploy'")
     assert SECRET.encode() not in bytes(row["sealed"])
     assert SECRET not in repr(dict(row))
-    revealed = await service.reveal(pool, SECRETS_KEY, "deploy")
+    revealed = await service.reveal(pool, SECRETS_KEY, "deploy", "default")
     assert revealed.secret == SECRET
     assert SECRET not in repr(revealed)
 
@@ -71,7 +71,7 @@ async def test_another_key_cannot_open_it_and_says_why(
 ) -> None:
     await client.post("/credentials", json=github())
     with pytest.raises(Conflict, match="another SECRETS_KEY"):
-        await service.reveal(pool, new_secrets_key(), "deploy")
+        await service.reveal(pool, new_secrets_key(), "deploy", "default")
 
 
 async def test_a_sealed_secret_moved_to_another_name_does_not_open(
@@ -85,7 +85,7 @@ async def test_a_sealed_secret_moved_to_another_name_does_not_open(
             " WHERE name = 'second'"
         )
     with pytest.raises(Conflict, match="does not decrypt"):
-        await service.reveal(pool, SECRETS_KEY, "second")
+        await service.reveal(pool, SECRETS_KEY, "second", "default")
 
 
 async def test_names_are_unique_and_deletion_is_final(client: httpx.AsyncClient) -> None:
@@ -162,7 +162,7 @@ async def test_the_cli_reads_the_secret_from_stdin_never_from_argv(
     )
     listed = await run_cli(url, "credentials", "list")
     assert added[0] == 0, added
-    assert (await service.reveal(pool, SECRETS_KEY, "ci")).secret == SECRET
+    assert (await service.reveal(pool, SECRETS_KEY, "ci", "default")).secret == SECRET
     assert listed[0] == 0 and "ci" in listed[1] and "bot" in listed[1]
     assert SECRET not in listed[1] + added[1] + added[2]
     empty = await run_cli(url, "credentials", "add", "none", "--kind", "git")

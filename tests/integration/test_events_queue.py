@@ -41,7 +41,8 @@ async def submit(db: Any, max_attempts: int = 1) -> str:
     job_id = new_job_id("q")
     request = {"agent_id": "q", "engine": "claude-code", "prompt": ""}
     await db.execute(
-        lifecycle.INSERT_JOB, job_id, "q", "claude-code", "default", request, 0, max_attempts
+        lifecycle.INSERT_JOB,
+        *(job_id, "q", "claude-code", "default", request, 0, max_attempts, "default", None),
     )
     return job_id
 
@@ -101,8 +102,8 @@ async def test_a_clean_stop_and_a_cancel_write_their_events(db: Any) -> None:
     job = await claim_one(db)
     assert await queries.release(db, handed_back, job.lease_token) == "pending"
     cancelled = await submit(db)
-    assert await db.fetchval(lifecycle.CANCEL_JOB, cancelled) == cancelled
-    assert await db.fetchval(lifecycle.CANCEL_JOB, cancelled) is None
+    assert await db.fetchval(lifecycle.CANCEL_JOB, cancelled, None) == cancelled
+    assert await db.fetchval(lifecycle.CANCEL_JOB, cancelled, None) is None
 
     assert statuses(await events_of(db, handed_back)) == ["pending", "running", "pending"]
     assert statuses(await events_of(db, cancelled)) == ["pending", "cancelled"]
@@ -118,7 +119,7 @@ async def test_the_owner_log_is_stored_in_order_and_fenced(db: Any, pool: Pool) 
     log.write("stdout", "caf\u00e9 ".encode()[:-2])  # a UTF-8 sequence split in two writes
     log.write("stdout", "\u00e9 ".encode()[1:] + b"nul:\x00\n")
     await log.close()
-    await db.execute(lifecycle.CANCEL_JOB, job_id)
+    await db.execute(lifecycle.CANCEL_JOB, job_id, None)
     late = JobLog(pool, job, max_bytes=1 << 20, close_deadline=5)
     late.write("stdout", b"after the cancel\n")
     await late.close()
@@ -159,7 +160,7 @@ async def test_an_id_committed_late_is_not_skipped(db: Any, database_url: str) -
         transaction = slow.transaction()
         await transaction.start()
         await slow.execute(
-            lifecycle.INSERT_JOB, "q-00000000000a", "q", "e", "p", "{}", 0, 1
+            lifecycle.INSERT_JOB, "q-00000000000a", "q", "e", "p", "{}", 0, 1, "default", None
         )  # takes the smaller id, commits last
         await submit(db)
         cursor = StateCursor(0)
@@ -197,7 +198,7 @@ async def test_all_jobs_stream_resumes_exactly_once_across_concurrent_writers(
     async with asyncio.timeout(DEADLINE):
         while len(received) < total:
             after = received[-1] if received else 0
-            stream = service.state_events(pool, hub, after, keepalive=60)
+            stream = service.state_events(pool, hub, after, keepalive=60, sees=None)
             try:
                 async for text in stream:
                     received.append(_event_id(text))
@@ -227,7 +228,7 @@ async def write_concurrently(database_url: str, writers: int, jobs_each: int) ->
                     job_id = await submit(connection)
                     await asyncio.sleep(rng.random() * 0.02)
                 async with connection.transaction():  # as the jobs API cancels
-                    await connection.execute(lifecycle.CANCEL_JOB, job_id)
+                    await connection.execute(lifecycle.CANCEL_JOB, job_id, None)
                     await connection.execute(lifecycle.NOTIFY_CANCELLED, job_id)
         finally:
             await connection.close()

@@ -120,7 +120,7 @@ async def test_the_token_dies_with_every_end_of_its_attempt(
         assert (await ask(socket, job.gateway_token)).status_code == 200
 
     assert await queries.finish(db, finished.job_id, finished.lease_token, DONE)
-    await cancel_job(pool, TowerMetrics("test"), cancelled.job_id)
+    await cancel_job(pool, TowerMetrics("test"), cancelled.job_id, None)
     assert await queries.release(db, released.job_id, released.lease_token) == "failed"
     await db.execute(
         "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE job_id = $1", reaped.job_id

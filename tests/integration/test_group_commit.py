@@ -20,7 +20,7 @@ DONE = queries.Finish("completed", 0, "ok", None, None, None, 5)
 
 
 def _job_row(job_id: str) -> tuple[Any, ...]:
-    return (job_id, "gc", "claude-code", "default", {"prompt": ""}, 0, 1)
+    return (job_id, "gc", "claude-code", "default", {"prompt": ""}, 0, 1, "default", None)
 
 
 async def _statuses(pool: Pool, job_ids: list[str]) -> dict[str, str]:

@@ -55,7 +55,8 @@ async def insert(db: Any, *, max_attempts: int = 1) -> str:
     job_id = new_job_id("life")
     request = {"agent_id": "life", "engine": "claude-code", "prompt": "", "webhook_url": WEBHOOK}
     await db.execute(
-        lifecycle.INSERT_JOB, job_id, "life", "claude-code", "default", request, 0, max_attempts
+        lifecycle.INSERT_JOB,
+        *(job_id, "life", "claude-code", "default", request, 0, max_attempts, "default", None),
     )
     return job_id
 
@@ -267,7 +268,7 @@ async def test_cancel_moves_a_live_job_to_cancelled(
     job_id = await insert(db)
     if claimed_first:
         await claim(db)
-    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) == job_id
+    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id, None) == job_id
     await db.execute(lifecycle.NOTIFY_CANCELLED, job_id)
     row = await job(db, job_id)
     assert (row["status"], row["lease_token"], row["gateway_token_sha256"]) == (
@@ -278,7 +279,7 @@ async def test_cancel_moves_a_live_job_to_cancelled(
     assert (await state_events(db, job_id))[-1] == "cancelled"
     assert await outbox(db, job_id) == ["job.cancelled"]
     assert await heard.until(channels.JOB_CANCELLED) == job_id
-    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) is None  # final
+    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id, None) is None  # final
 
 
 @pytest.mark.parametrize("status", TERMINAL_STATUSES)
@@ -286,7 +287,7 @@ async def test_no_statement_moves_a_terminal_job(db: Any, status: str) -> None:
     job_id = await insert(db, max_attempts=5)
     claimed = await claim(db)
     if status == "cancelled":
-        await db.fetchval(lifecycle.CANCEL_JOB, job_id)
+        await db.fetchval(lifecycle.CANCEL_JOB, job_id, None)
     else:
         await finish(db, job_id, claimed["lease_token"], status)
     await expire_lease(db, job_id)
@@ -298,6 +299,6 @@ async def test_no_statement_moves_a_terminal_job(db: Any, status: str) -> None:
     assert await adopt(db, job_id, claimed["lease_token"]) == []
     requeue = (lifecycle.REQUEUE, job_id, claimed["lease_token"], channels.JOB_PENDING)
     assert await db.fetch(*requeue) == []
-    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) is None
+    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id, None) is None
     assert await job(db, job_id) == before
     assert status in JOB_STATUSES

@@ -83,9 +83,9 @@ async def test_a_fenced_finish_queues_nothing(db: Any) -> None:
 
 async def test_cancel_queues_the_cancelled_event(db: Any) -> None:
     job_id = await insert_job(db, "sleep 60", webhook_url=URL)
-    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) == job_id
+    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id, None) == job_id
     assert [d["event_type"] for d in await deliveries(db, job_id)] == ["job.cancelled"]
-    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id) is None  # terminal is final
+    assert await db.fetchval(lifecycle.CANCEL_JOB, job_id, None) is None  # terminal is final
     assert len(await deliveries(db, job_id)) == 1
 
 

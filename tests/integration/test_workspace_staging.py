@@ -38,7 +38,7 @@ async def _body(data: bytes) -> AsyncIterator[bytes]:
 async def _upload(pool: Pool, data: bytes, filename: str = "blob.bin") -> str:
     settings = Settings(database_url="postgresql://unused", max_upload_bytes=8 * MiB)
     kind: UploadKind = "file"
-    made = await uploads.create(pool, settings, _body(data), kind, filename)
+    made = await uploads.create(pool, settings, _body(data), kind, filename, "default")
     return made.upload_id
 
 
@@ -50,7 +50,9 @@ async def _job_with(db: Any, *inputs: tuple[str, str], prompt: str = "print ran"
         "prompt": prompt,
         "inputs": [{"upload": upload, "path": path} for upload, path in inputs],
     }
-    row = job_queries.JobRow(job_id, "stage", "claude-code", "default", request, 0, 1, inputs)
+    row = job_queries.JobRow(
+        job_id, "stage", "claude-code", "default", request, 0, 1, "default", None, inputs
+    )
     async with db.transaction():
         await job_queries.insert_job(db, row)
     return job_id
@@ -92,7 +94,7 @@ async def test_a_large_upload_is_staged_without_being_held_in_memory(db: Any, po
     settings = Settings(
         database_url="postgresql://unused", max_upload_bytes=size, worker_workspace_size="1g"
     )
-    upload = (await uploads.create(pool, settings, body(), "file", "big.bin")).upload_id
+    upload = (await uploads.create(pool, settings, body(), "file", "big.bin", "default")).upload_id
     job_id = await _job_with(db, (upload, ""))
 
     async with RssWatch(os.getpid()) as rss:
@@ -186,7 +188,7 @@ async def test_a_job_whose_upload_was_deleted_fails_with_reason_input(
 ) -> None:
     upload = await _upload(pool, b"gone soon")
     job_id = await _job_with(db, (upload, ""))
-    await uploads.delete(pool, upload)
+    await uploads.delete(pool, upload, None)
     runner = RecordingRunner()
     settings = Settings(database_url=database_url, poll_interval=60, shutdown_grace_seconds=0)
     dispatcher = Dispatcher(settings, pool, hub, runner, "replica-1")

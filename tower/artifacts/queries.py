@@ -26,8 +26,11 @@ WHERE job_id = $1 AND lease_token = $2 AND status = 'running'
 RETURNING job_id
 """
 
-# Whether the job exists, and its summary.
-SELECT_SUMMARY = "SELECT artifacts FROM jobs WHERE job_id = $1"
+# Whether the job exists for the caller, and its summary. $2: the caller's tenant (NULL:
+# a key that sees every tenant); another tenant's job does not exist for it.
+SELECT_SUMMARY = """
+SELECT artifacts FROM jobs WHERE job_id = $1 AND ($2::text IS NULL OR tenant = $2)
+"""
 
 SELECT_FILES = """
 SELECT path, size, mode, sha256 FROM job_artifacts

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from tower.artifacts import service
 from tower.artifacts.schemas import ArtifactList
-from tower.web.deps import Db, require_key
+from tower.web.deps import CurrentCaller, Db, require_key
 from tower.web.openapi import SECURED
 
 router = APIRouter(prefix="/jobs", tags=["artifacts"], dependencies=[Depends(require_key)])
@@ -30,8 +30,8 @@ BINARY: dict[int | str, dict[str, Any]] = {
     responses=NOT_FOUND,
     summary="The files the job created or changed under /workspace, and what was left out",
 )
-async def list_artifacts(job_id: str, db: Db) -> ArtifactList:
-    return await service.listing(db, job_id)
+async def list_artifacts(job_id: str, db: Db, caller: CurrentCaller) -> ArtifactList:
+    return await service.listing(db, job_id, caller.sees)
 
 
 @router.get(
@@ -41,8 +41,8 @@ async def list_artifacts(job_id: str, db: Db) -> ArtifactList:
     responses=NOT_FOUND | {200: {"content": {"application/gzip": {}}}},
     summary="Every artifact of the job, as one tar.gz (streamed)",
 )
-async def artifacts_tar_gz(job_id: str, db: Db) -> StreamingResponse:
-    found = await service.files(db, job_id)
+async def artifacts_tar_gz(job_id: str, db: Db, caller: CurrentCaller) -> StreamingResponse:
+    found = await service.files(db, job_id, caller.sees)
     disposition = f'attachment; filename="{job_id}-artifacts.tar.gz"'
     return StreamingResponse(
         service.tar_gz(db, found),
@@ -59,9 +59,13 @@ async def artifacts_tar_gz(job_id: str, db: Db) -> StreamingResponse:
     summary="One artifact's bytes (Range supported)",
 )
 async def get_artifact(
-    job_id: str, path: str, db: Db, range_: Annotated[str | None, Header(alias="Range")] = None
+    job_id: str,
+    path: str,
+    db: Db,
+    caller: CurrentCaller,
+    range_: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
-    found = await service.find(db, job_id, path)
+    found = await service.find(db, job_id, path, caller.sees)
     headers = {
         "Accept-Ranges": "bytes",
         "ETag": f'"{found.sha256}"',
@@ -91,8 +95,8 @@ async def get_artifact(
     responses=NOT_FOUND | {200: {"content": {"text/x-diff": {}}}},
     summary="A repository job's changes as a binary-safe git diff against its commit",
 )
-async def get_diff(job_id: str, db: Db) -> StreamingResponse:
-    found = await service.diff(db, job_id)
+async def get_diff(job_id: str, db: Db, caller: CurrentCaller) -> StreamingResponse:
+    found = await service.diff(db, job_id, caller.sees)
     return StreamingResponse(
         service.read(db, found.artifact_id, 0, found.size),
         media_type="text/x-diff",

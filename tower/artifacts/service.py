@@ -35,9 +35,9 @@ class Unsatisfiable(Exception):
     """A Range no byte of the file satisfies (416)."""
 
 
-async def listing(pool: Pool, job_id: str) -> ArtifactList:
+async def listing(pool: Pool, job_id: str, sees: str | None) -> ArtifactList:
     async with pool.acquire() as connection:
-        summary = await _summary(connection, job_id)
+        summary = await _summary(connection, job_id, sees)
         rows = await connection.fetch(queries.SELECT_FILES, job_id)
     return ArtifactList.model_validate(
         {
@@ -54,10 +54,10 @@ async def listing(pool: Pool, job_id: str) -> ArtifactList:
     )
 
 
-async def find(pool: Pool, job_id: str, path: str) -> Found:
+async def find(pool: Pool, job_id: str, path: str, sees: str | None) -> Found:
     """The job's artifact at `path`; 404 for an unknown job, path, or one with `..`."""
     async with pool.acquire() as connection:
-        await _summary(connection, job_id)
+        await _summary(connection, job_id, sees)
         clean = clean_path(path)
         row = None
         if clean is not None:
@@ -67,26 +67,28 @@ async def find(pool: Pool, job_id: str, path: str) -> Found:
     return Found(**dict(row))
 
 
-async def diff(pool: Pool, job_id: str) -> Found:
+async def diff(pool: Pool, job_id: str, sees: str | None) -> Found:
     async with pool.acquire() as connection:
-        await _summary(connection, job_id)
+        await _summary(connection, job_id, sees)
         row = await connection.fetchrow(queries.SELECT_ONE, job_id, "diff", "")
     if row is None:
         raise NotFound(f"job {job_id} has no diff (not a repository job, or none was kept)")
     return Found(**dict(row))
 
 
-async def files(pool: Pool, job_id: str) -> list[Found]:
+async def files(pool: Pool, job_id: str, sees: str | None) -> list[Found]:
     async with pool.acquire() as connection:
-        await _summary(connection, job_id)
+        await _summary(connection, job_id, sees)
         rows = await connection.fetch(queries.SELECT_ALL_FILES, job_id)
     return [Found(**dict(row)) for row in rows]
 
 
-async def _summary(connection: Any, job_id: str) -> dict[str, Any]:
+async def _summary(connection: Any, job_id: str, sees: str | None) -> dict[str, Any]:
+    """The job's artifacts summary; 404 when it does not exist, or is not the tenant
+    `sees`'s (None: any tenant's)."""
     row = None
     if JOB_ID.match(job_id):
-        row = await connection.fetchrow(queries.SELECT_SUMMARY, job_id)
+        row = await connection.fetchrow(queries.SELECT_SUMMARY, job_id, sees)
     if row is None:
         raise NotFound(f"job {job_id[:80]!r} not found")
     summary = row["artifacts"]

@@ -65,6 +65,7 @@ class CredentialIn(BaseModel):
 
 
 class CredentialOut(BaseModel):
+    tenant: str
     name: str
     kind: CredentialKind
     username: str | None

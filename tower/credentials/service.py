@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tower.credentials import queries
-from tower.credentials.cipher import cipher_for
+from tower.credentials.cipher import Cipher, cipher_for
 from tower.credentials.schemas import (
     DEFAULT_API_URLS,
     CredentialIn,
@@ -33,11 +33,12 @@ class Credential:
         return f"Credential(name={self.name!r}, kind={self.kind!r}, secret=<hidden>)"
 
 
-async def create(pool: Pool, secrets_key: str, body: CredentialIn) -> CredentialOut:
+async def create(pool: Pool, secrets_key: str, body: CredentialIn, tenant: str) -> CredentialOut:
+    """Store the tenant's credential: only the tenant's jobs (and keys) use it."""
     cipher = cipher_for(secrets_key)
     sealed = cipher.seal(body.name, body.secret.get_secret_value())
     api_url = body.api_url or DEFAULT_API_URLS.get(body.kind)
-    values = (body.name, body.kind, body.username, api_url, sealed, cipher.key_id)
+    values = (body.name, body.kind, body.username, api_url, sealed, cipher.key_id, tenant)
     async with pool.acquire() as connection:
         row = await connection.fetchrow(queries.INSERT_NEW, *values)
     if row is None:
@@ -45,30 +46,44 @@ async def create(pool: Pool, secrets_key: str, body: CredentialIn) -> Credential
     return _out(row)
 
 
-async def list_all(pool: Pool) -> CredentialList:
+async def list_all(pool: Pool, tenant: str | None) -> CredentialList:
+    """One tenant's credentials, or every tenant's (None)."""
     async with pool.acquire() as connection:
-        rows = await connection.fetch(queries.SELECT_ALL)
+        rows = await connection.fetch(queries.SELECT_ALL, tenant)
     return CredentialList(credentials=[_out(row) for row in rows])
 
 
-async def get(pool: Pool, name: str) -> CredentialOut:
+async def get(pool: Pool, name: str, tenant: str) -> CredentialOut:
     async with pool.acquire() as connection:
-        row = await connection.fetchrow(queries.SELECT_ONE, _checked(name))
+        row = await connection.fetchrow(queries.SELECT_ONE, _checked(name), tenant)
     if row is None:
         raise _missing(name)
     return _out(row)
 
 
-async def delete(pool: Pool, name: str) -> None:
+async def delete(pool: Pool, name: str, tenant: str) -> None:
     async with pool.acquire() as connection:
-        if await connection.fetchval(queries.DELETE, _checked(name)) is None:
+        if await connection.fetchval(queries.DELETE, _checked(name), tenant) is None:
             raise _missing(name)
 
 
-async def reveal(pool: Pool, secrets_key: str, name: str) -> Credential:
+async def reveal(pool: Pool, secrets_key: str, name: str, tenant: str) -> Credential:
+    """The tenant's credential with its secret."""
     cipher = cipher_for(secrets_key)
     async with pool.acquire() as connection:
-        row = await connection.fetchrow(queries.SELECT_SEALED, _checked(name))
+        row = await connection.fetchrow(queries.SELECT_SEALED, _checked(name), tenant)
+    return _opened(cipher, name, row)
+
+
+async def reveal_for_job(pool: Pool, secrets_key: str, name: str, job_id: str) -> Credential:
+    """The credential a job's repository names, with its secret: its own tenant's."""
+    cipher = cipher_for(secrets_key)
+    async with pool.acquire() as connection:
+        row = await connection.fetchrow(queries.SELECT_SEALED_OF_JOB, _checked(name), job_id)
+    return _opened(cipher, name, row)
+
+
+def _opened(cipher: Cipher, name: str, row: Any) -> Credential:
     if row is None:
         raise _missing(name)
     secret = cipher.open(name, bytes(row["sealed"]), row["key_id"])
@@ -87,6 +102,7 @@ def _missing(name: str) -> NotFound:
 
 def _out(row: Any) -> CredentialOut:
     return CredentialOut(
+        tenant=row["tenant"],
         name=row["name"],
         kind=row["kind"],
         username=row["username"],

@@ -47,8 +47,8 @@ ANNOUNCE_BATCH = 64
 INSERT_JOB = f"""
 WITH inserted AS (
     INSERT INTO jobs (job_id, agent_id, engine, profile, request, priority, max_attempts,
-                      event_seq)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
+                      tenant, submitted_by, event_seq)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
     RETURNING {STATE_RETURNING}
 ),
 state_event AS ({insert_state_event("inserted")})
@@ -242,6 +242,7 @@ SELECT job_id, pg_notify($3, job_id) FROM requeued
 
 # Only a live job can be cancelled; clearing the lease fences off its owner's writes.
 # Clearing the gateway token's hash makes the gateway refuse its worker's next call.
+# $2: the caller's tenant (NULL: a key that sees every tenant); another's job is untouched.
 CANCEL_JOB = f"""
 WITH cancelled AS (
     UPDATE jobs
@@ -249,6 +250,7 @@ WITH cancelled AS (
         lease_owner = NULL, lease_token = NULL, lease_until = NULL,
         gateway_token_sha256 = NULL
     WHERE job_id = $1 AND status IN ('pending', 'running')
+      AND ($2::text IS NULL OR tenant = $2)
     RETURNING {TERMINAL_COLUMNS}, {EVENT_SEQ}
 ),
 state_event AS ({insert_state_event("cancelled")}),

@@ -43,19 +43,21 @@ WHERE job.job_id = $1
 ORDER BY event.seq
 """
 
-# Every job's state events after an id, and the oldest transaction running when the
+# Every job's state events after an id, each with its job's tenant (a stream sends a
+# tenant's key only its tenant's), and the oldest transaction running when the
 # statement's snapshot was taken (cursor.py: why an event with a smaller id may still
 # be to come). Always at least one row, for the snapshot.
 SELECT_STATE_EVENTS = """
 SELECT snapshot.oldest_running, event.id, event.job_id, event.seq, event.data,
-       event.created_at
+       event.created_at, event.tenant
 FROM (
     SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS oldest_running
 ) AS snapshot
 LEFT JOIN LATERAL (
-    SELECT id, job_id, seq, data, created_at FROM job_events
-    WHERE kind = 'state' AND id > $1
-    ORDER BY id
+    SELECT e.id, e.job_id, e.seq, e.data, e.created_at, j.tenant
+    FROM job_events AS e JOIN jobs AS j ON j.job_id = e.job_id
+    WHERE e.kind = 'state' AND e.id > $1
+    ORDER BY e.id
     LIMIT $2
 ) AS event ON true
 ORDER BY event.id
@@ -65,4 +67,5 @@ ORDER BY event.id
 # statement's transaction a writer in name only: it commits at once, writing nothing.
 TAKE_MARKER = "SELECT pg_current_xact_id()::text::bigint"
 
-SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1"
+# $2: the caller's tenant (NULL: a key that sees every tenant); another's job is unknown.
+SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1 AND ($2::text IS NULL OR tenant = $2)"

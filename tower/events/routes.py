@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
 from tower.events import service, sse
-from tower.web.deps import Db, Hub, Metrics, SettingsDep, require_key
+from tower.web.deps import CurrentCaller, Db, Hub, Metrics, SettingsDep, require_key
 from tower.web.openapi import SECURED
 from tower.web.streams import HeldStream, Limits, StreamKey
 
@@ -66,6 +66,8 @@ class StreamContext:
     limits: Limits
     key: StreamKey
     after: int | None
+    # The tenant whose jobs the stream tells of; None: every tenant's.
+    sees: str | None
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[ExitStack]:
@@ -91,11 +93,12 @@ async def stream_context(
     metrics: Metrics,
     limits: Limits,
     key: StreamKey,
+    caller: CurrentCaller,
     last_event_id_header: LastEventHeader = None,
     last_event_id: LastEventQuery = None,
 ) -> StreamContext:
     after = _after(last_event_id_header, last_event_id)
-    return StreamContext(db, hub, settings, metrics, limits, key, after)
+    return StreamContext(db, hub, settings, metrics, limits, key, after, caller.sees)
 
 
 Stream = Annotated[StreamContext, Depends(stream_context)]
@@ -106,7 +109,7 @@ async def job_events(job_id: str, ctx: Stream) -> StreamingResponse:
     """One job's events, from its first unless resumed; ends after its terminal state."""
     with ctx.holding() as hold:
         after = ctx.after or 0
-        stream = await service.job_events(ctx.db, ctx.hub, job_id, after, ctx.keepalive)
+        stream = await service.job_events(ctx.db, ctx.hub, job_id, after, ctx.keepalive, ctx.sees)
         return ctx.respond(stream, hold)
 
 
@@ -119,4 +122,5 @@ async def state_events(ctx: Stream) -> StreamingResponse:
         after = ctx.after
         if after is None:  # a new client: replaying all history is a resume nobody asked for
             after = await service.newest_state_event(ctx.db)
-        return ctx.respond(service.state_events(ctx.db, ctx.hub, after, ctx.keepalive), hold)
+        events = service.state_events(ctx.db, ctx.hub, after, ctx.keepalive, ctx.sees)
+        return ctx.respond(events, hold)

@@ -32,11 +32,13 @@ ALL_JOBS_FIELDS = ("agent_id", "engine", "profile", *STATE_FIELDS)
 
 
 async def job_events(
-    pool: Pool, hub: NotifyHub, job_id: str, after: int, keepalive: float
+    pool: Pool, hub: NotifyHub, job_id: str, after: int, keepalive: float, sees: str | None
 ) -> AsyncIterator[str]:
     """The job's events after seq `after`; ends after the terminal state event.
-    Raises NotFound (before streaming) for an unknown job."""
-    if not JOB_ID.match(job_id) or await pool.fetchval(queries.SELECT_STATUS, job_id) is None:
+    Raises NotFound (before streaming) for an unknown job, or another tenant's than
+    `sees` (None: any tenant's)."""
+    known = JOB_ID.match(job_id) and await pool.fetchval(queries.SELECT_STATUS, job_id, sees)
+    if not known:
         raise NotFound(f"Job {job_id} not found")
     return _job_events(pool, hub, job_id, after, keepalive)
 
@@ -74,9 +76,11 @@ async def newest_state_event(pool: Pool) -> int:
 
 
 async def state_events(
-    pool: Pool, hub: NotifyHub, after: int, keepalive: float
+    pool: Pool, hub: NotifyHub, after: int, keepalive: float, sees: str | None
 ) -> AsyncIterator[str]:
-    """Every job's state events after id `after`, in id order, never ending by itself."""
+    """Every job's state events after id `after`, in id order, never ending by itself:
+    the tenant `sees`'s jobs' only (None: every tenant's). Others' events move the
+    cursor like any, unsent."""
     cursor = StateCursor(after)
     quiet = _Quiet(keepalive)
     with hub.state_events() as hint:
@@ -89,7 +93,7 @@ async def state_events(
                 rows[0]["oldest_running"], [row["id"] for row in events], len(events) == PAGE
             )
             for row in events:
-                if start < row["id"] <= bound:
+                if start < row["id"] <= bound and sees in (None, row["tenant"]):
                     yield quiet.sent(sse.frame(row["id"], "state", _state_data(row)))
             if cursor.needs_marker:
                 cursor.mark(await pool.fetchval(queries.TAKE_MARKER))

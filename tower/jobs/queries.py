@@ -15,7 +15,7 @@ LIST_TEXT_LIMIT = 2000
 
 
 # INSERT_JOB's parameters come first in a job's row; then, optionally, its inputs.
-JOB_PARAMS = 7
+JOB_PARAMS = 9
 
 # A job's inputs, in the request's order ($2, $3: upload ids and paths). An upload deleted
 # since the submit checked it is stored as NULL, so the job fails at staging saying so,
@@ -37,6 +37,9 @@ class JobRow(NamedTuple):
     request: dict[str, Any]
     priority: int
     max_attempts: int
+    tenant: str
+    # The name of the key that submitted it.
+    submitted_by: str | None
     inputs: tuple[tuple[str, str], ...] = ()
 
 
@@ -70,17 +73,19 @@ def _inputs_of(rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[str], list
     ]
 
 
-# A key younger than the TTL; older keys count as absent until retention deletes them.
+# A key of the tenant $3 younger than the TTL; older keys count as absent until
+# retention deletes them.
 FIND_IDEMPOTENCY_KEY = """
 SELECT job_id, request_hash FROM idempotency_keys
-WHERE key = $1 AND created_at > now() - make_interval(hours => $2)
+WHERE key = $1 AND created_at > now() - make_interval(hours => $2) AND tenant = $3
 """
 
 # Take the key for our new job, or take over an expired one. When a concurrent
 # transaction holds the same key, PostgreSQL makes this wait for it to end; if it
 # committed a live key, no row comes back and the caller replays that key instead.
+# A key is the tenant's ($5): another tenant's same key is another row.
 CLAIM_IDEMPOTENCY_KEY = """
-INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES ($1, $2, $3)
+INSERT INTO idempotency_keys (key, request_hash, job_id, tenant) VALUES ($1, $2, $3, $5)
 ON CONFLICT (tenant, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id, created_at = now()
     WHERE idempotency_keys.created_at <= now() - make_interval(hours => $4)
@@ -95,8 +100,12 @@ DELETE FROM idempotency_keys WHERE created_at <= now() - make_interval(hours => 
 _SUMMARY_COLUMNS = """
 job_id, status, agent_id, engine, profile, priority, created_at, started_at, finished_at,
 exit_code, attempt, max_attempts, failure_reason, usage, duration_ms, ran_by,
-session_id, parent_job_id, turn
+session_id, parent_job_id, turn, tenant, submitted_by
 """
+
+# Every read of one job is its caller's tenant's ($2; NULL for a key that sees every
+# tenant): another tenant's job is not found.
+_SEEN = "($2::text IS NULL OR tenant = $2)"
 
 # The request's echoed fields come out of the jsonb; the prompt only as its length.
 SELECT_JOB = f"""
@@ -104,27 +113,33 @@ SELECT {_SUMMARY_COLUMNS}, result, error, artifacts, published,
        request - 'prompt' - 'system_prompt' - 'mcp_config' AS echo,
        coalesce(length(request ->> 'prompt'), 0) AS prompt_chars,
        {DELIVERIES_OF_JOB} AS webhook_deliveries
-FROM jobs WHERE job_id = $1
+FROM jobs WHERE job_id = $1 AND {_SEEN}
 """
 
-SELECT_STATUS = "SELECT status FROM jobs WHERE job_id = $1"
+SELECT_STATUS = f"SELECT status FROM jobs WHERE job_id = $1 AND {_SEEN}"
 
 
-async def cancel_job(connection: Connection, job_id: str) -> bool:
-    """Cancel a live job and tell its owner and waiters; False when it is not live."""
-    if await connection.fetchval(lifecycle.CANCEL_JOB, job_id) is None:
+async def cancel_job(connection: Connection, job_id: str, tenant: str | None) -> bool:
+    """Cancel a live job of the tenant (None: any) and tell its owner and waiters; False
+    when it is not live, or another tenant's."""
+    if await connection.fetchval(lifecycle.CANCEL_JOB, job_id, tenant) is None:
         return False
     await connection.execute(lifecycle.NOTIFY_CANCELLED, job_id)
     return True
 
 
-def _list_filter(status: bool, agent_id: bool, session_id: bool = False) -> tuple[str, int]:
+def _list_filter(
+    status: bool, agent_id: bool, session_id: bool = False, tenant: bool = False
+) -> tuple[str, int]:
     """WHERE clause for the filters given, and the next free parameter number.
 
     Only the filters in use appear in the SQL, so each combination gets a plan that
-    uses its index (jobs_status_created, jobs_agent_created, jobs_session, jobs_created).
+    uses its index (jobs_status_created, jobs_agent_created, jobs_session,
+    jobs_tenant_created, jobs_created).
     """
     clauses: list[str] = []
+    if tenant:
+        clauses.append(f"tenant = ${len(clauses) + 1}")
     if status:
         clauses.append(f"status = ${len(clauses) + 1}")
     if agent_id:
@@ -135,14 +150,19 @@ def _list_filter(status: bool, agent_id: bool, session_id: bool = False) -> tupl
     return where, len(clauses) + 1
 
 
-def count_jobs(*, status: bool, agent_id: bool, session_id: bool = False) -> str:
-    where, _ = _list_filter(status, agent_id, session_id)
+def count_jobs(
+    *, status: bool, agent_id: bool, session_id: bool = False, tenant: bool = False
+) -> str:
+    where, _ = _list_filter(status, agent_id, session_id, tenant)
     return f"SELECT count(*) FROM jobs {where}"
 
 
-def list_jobs(*, status: bool, agent_id: bool, session_id: bool = False) -> str:
-    """Newest first; job_id breaks ties so pages never overlap. Params: filters, limit, offset."""
-    where, next_param = _list_filter(status, agent_id, session_id)
+def list_jobs(
+    *, status: bool, agent_id: bool, session_id: bool = False, tenant: bool = False
+) -> str:
+    """Newest first; job_id breaks ties so pages never overlap. Params: filters (the
+    tenant first), limit, offset."""
+    where, next_param = _list_filter(status, agent_id, session_id, tenant)
     return f"""
 SELECT {_SUMMARY_COLUMNS},
        left(result, {LIST_TEXT_LIMIT}) AS result, left(error, {LIST_TEXT_LIMIT}) AS error,

@@ -19,7 +19,17 @@ from tower.jobs.schemas import (
     JobStatus,
     Submitted,
 )
-from tower.web.deps import Db, Hub, Metrics, SettingsDep, Stopping, Writer, held, require_key
+from tower.web.deps import (
+    CurrentCaller,
+    Db,
+    Hub,
+    Metrics,
+    SettingsDep,
+    Stopping,
+    Writer,
+    held,
+    require_key,
+)
 from tower.web.openapi import SECURED
 from tower.web.streams import Limits, StreamKey, unless_gone
 
@@ -61,6 +71,7 @@ async def submit(
         metrics,
         request,
         idempotency_key,
+        caller,
     )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -70,6 +81,7 @@ async def submit(
 @router.get("", response_model=JobPage, openapi_extra=SECURED)
 async def list_jobs(
     db: Db,
+    caller: CurrentCaller,
     status: JobStatus | None = None,
     agent_id: Annotated[str | None, Query(pattern=SAFE_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -77,18 +89,24 @@ async def list_jobs(
     session_id: Annotated[
         str | None, Query(pattern=JOB_ID.pattern, description="the turns of one session")
     ] = None,
+    tenant: Annotated[
+        str | None, Query(pattern=SAFE_ID, description="one tenant's jobs (keys that see several)")
+    ] = None,
 ) -> JobPage:
-    return await service.list_jobs(db, status, agent_id, limit, offset, session_id)
+    """The jobs the key sees, newest first: its tenant's, or every tenant's for admin and
+    operator keys."""
+    tenants = (caller.sees, tenant)
+    return await service.list_jobs(db, status, agent_id, limit, offset, session_id, tenants)
 
 
 @router.get("/{job_id}", response_model=JobRecord, openapi_extra=SECURED)
-async def get_job(job_id: str, db: Db) -> JobRecord:
-    return await service.get_job(db, job_id)
+async def get_job(job_id: str, db: Db, caller: CurrentCaller) -> JobRecord:
+    return await service.get_job(db, job_id, caller.sees)
 
 
 @router.delete("/{job_id}", response_model=Cancelled, openapi_extra=SECURED)
 async def cancel_job(job_id: str, db: Db, metrics: Metrics, caller: Writer) -> Cancelled:
-    return await service.cancel_job(db, metrics, job_id)
+    return await service.cancel_job(db, metrics, job_id, caller.sees)
 
 
 @router.get(
@@ -109,6 +127,7 @@ async def wait_for_job(
     metrics: Metrics,
     limits: Limits,
     key: StreamKey,
+    caller: CurrentCaller,
     seconds: Annotated[
         float, Query(alias="timeout", gt=0, le=3600, description="Seconds to wait")
     ] = 30,
@@ -116,5 +135,5 @@ async def wait_for_job(
     """The job once it has finished, or 408 after `timeout` seconds. Holds one of the
     key's open-stream slots meanwhile, given back at once if the client leaves."""
     with limits.slot(key), metrics.holding("wait"):
-        wait = service.wait_for_job(db, hub, job_id, seconds, stopping)
+        wait = service.wait_for_job(db, hub, job_id, seconds, stopping, caller.sees)
         return await unless_gone(request, wait)

@@ -323,6 +323,10 @@ class JobSummary(BaseModel):
     )
     parent_job_id: str | None = Field(default=None, description="the job this turn continues")
     turn: int | None = Field(default=None, description="its turn in the session, from 1")
+    tenant: str = Field(default="default", description="whose job it is")
+    submitted_by: str | None = Field(
+        default=None, description="the name of the key that submitted it (never the key)"
+    )
     truncated: bool = False
 
 

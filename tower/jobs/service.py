@@ -10,6 +10,7 @@ from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass
 from typing import Any
 
+from tower.access import Caller
 from tower.configs.store import ConfigStore
 from tower.credentials import service as credentials
 from tower.db.group_commit import GroupCommit
@@ -84,9 +85,12 @@ async def submit_job(
     metrics: TowerMetrics,
     request: JobRequest,
     idempotency_key: str | None,
+    caller: Caller,
 ) -> SubmitOutcome:
+    """A new job of the caller's tenant, recorded as submitted by its key."""
     _check_webhook_target(request, settings)
-    outcome = await _submit(pool, inserts, configs, settings, request, idempotency_key)
+    owner = Owner(caller.tenant, caller.key_name)
+    outcome = await _submit(pool, inserts, configs, settings, request, idempotency_key, owner)
     if not outcome.replayed:
         metrics.job_submitted()
     return outcome
@@ -114,12 +118,13 @@ class InvalidInput(Invalid):
         return {"detail": [{"loc": loc, "msg": self.message}]}
 
 
-async def _check_inputs(pool: Pool, settings: Settings, request: JobRequest) -> None:
-    """Every input's upload exists and has not expired, and together they fit the bundle
-    volume they travel through (their unpacked size was bounded at upload)."""
+async def _check_inputs(pool: Pool, settings: Settings, request: JobRequest, tenant: str) -> None:
+    """Every input's upload is the tenant's, exists and has not expired, and together
+    they fit the bundle volume they travel through (their unpacked size was bounded at
+    upload). Another tenant's upload is as unknown as one that never was."""
     if not request.inputs:
         return
-    sizes = await uploads.live_sizes(pool, [item.upload for item in request.inputs])
+    sizes = await uploads.live_sizes(pool, [item.upload for item in request.inputs], tenant)
     for index, item in enumerate(request.inputs):
         if item.upload not in sizes:
             raise InvalidInput("unknown or expired upload", index)
@@ -133,7 +138,7 @@ async def _check_inputs(pool: Pool, settings: Settings, request: JobRequest) -> 
         )
 
 
-async def _check_repo(pool: Pool, settings: Settings, request: JobRequest) -> None:
+async def _check_repo(pool: Pool, settings: Settings, request: JobRequest, tenant: str) -> None:
     """The repository's host by the URL's text (as a webhook's; its addresses are checked
     again at clone time) and its credential: it exists, and can open a pull request."""
     repo = request.repo
@@ -148,7 +153,7 @@ async def _check_repo(pool: Pool, settings: Settings, request: JobRequest) -> No
     if repo.credential is None:
         return
     try:
-        credential = await credentials.get(pool, repo.credential)
+        credential = await credentials.get(pool, repo.credential, tenant)
     except NotFound:
         raise InvalidAt("unknown credential", ["repo", "credential"]) from None
     wants_pull = request.output is not None and request.output.pull_request is not None
@@ -170,9 +175,19 @@ class InvalidAt(Invalid):
         return {"detail": [{"loc": ["body", *self.loc], "msg": self.message}]}
 
 
-async def _check_workspace(pool: Pool, settings: Settings, request: JobRequest) -> None:
-    await _check_repo(pool, settings, request)
-    await _check_inputs(pool, settings, request)
+async def _check_workspace(
+    pool: Pool, settings: Settings, request: JobRequest, tenant: str
+) -> None:
+    await _check_repo(pool, settings, request, tenant)
+    await _check_inputs(pool, settings, request, tenant)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose a new job is: its tenant, and the name of the key that submitted it."""
+
+    tenant: str
+    submitted_by: str
 
 
 async def _submit(
@@ -182,23 +197,26 @@ async def _submit(
     settings: Settings,
     request: JobRequest,
     idempotency_key: str | None,
+    owner: Owner,
 ) -> SubmitOutcome:
     if idempotency_key is None:
         request = _checked(configs, settings, request)
-        await _check_workspace(pool, settings, request)
-        return SubmitOutcome(await _insert_job(inserts, settings, request), replayed=False)
+        await _check_workspace(pool, settings, request, owner.tenant)
+        job_id = await _insert_job(inserts, settings, request, owner)
+        return SubmitOutcome(job_id, replayed=False)
     fingerprint = request_hash(request)
+    key = (idempotency_key, fingerprint, owner.tenant)
     # A replay returns the original job even if the configs changed since (Stripe semantics).
-    replay = await _replay(pool, settings, idempotency_key, fingerprint)
+    replay = await _replay(pool, settings, *key)
     if replay is not None:
         return replay
     request = _checked(configs, settings, request)
     # After the replay: a replay returns its job even once the uploads are gone.
-    await _check_workspace(pool, settings, request)
+    await _check_workspace(pool, settings, request, owner.tenant)
     try:
-        job_id = await _insert_keyed_job(pool, settings, request, (idempotency_key, fingerprint))
+        job_id = await _insert_keyed_job(pool, settings, request, key, owner)
     except _KeyTaken:
-        replay = await _replay(pool, settings, idempotency_key, fingerprint)
+        replay = await _replay(pool, settings, *key)
         if replay is None:
             raise Conflict(
                 f"{IDEMPOTENCY_HEADER} is in use by a concurrent request; retry"
@@ -233,9 +251,11 @@ def _engines(configs: ConfigStore) -> str:
 
 
 async def _replay(
-    pool: Pool, settings: Settings, key: str, fingerprint: str
+    pool: Pool, settings: Settings, key: str, fingerprint: str, tenant: str
 ) -> SubmitOutcome | None:
-    row = await pool.fetchrow(queries.FIND_IDEMPOTENCY_KEY, key, settings.idempotency_ttl_hours)
+    row = await pool.fetchrow(
+        queries.FIND_IDEMPOTENCY_KEY, key, settings.idempotency_ttl_hours, tenant
+    )
     if row is None:
         return None
     if row["request_hash"] != fingerprint:
@@ -246,7 +266,9 @@ async def _replay(
     return SubmitOutcome(row["job_id"], replayed=True)
 
 
-def _insert_values(job_id: str, settings: Settings, request: JobRequest) -> queries.JobRow:
+def _insert_values(
+    job_id: str, settings: Settings, request: JobRequest, owner: Owner
+) -> queries.JobRow:
     """lifecycle.INSERT_JOB's parameters, and the job's inputs."""
     max_attempts = request.max_attempts or settings.max_attempts
     stored = request.model_dump(mode="json") | {"max_attempts": max_attempts}
@@ -258,24 +280,34 @@ def _insert_values(job_id: str, settings: Settings, request: JobRequest) -> quer
         stored,
         request.priority,
         max_attempts,
+        owner.tenant,
+        owner.submitted_by,
         tuple((item.upload, item.path) for item in request.inputs),
     )
 
 
-async def _insert_job(inserts: JobInserts, settings: Settings, request: JobRequest) -> str:
+async def _insert_job(
+    inserts: JobInserts, settings: Settings, request: JobRequest, owner: Owner
+) -> str:
     job_id = new_job_id(request.agent_id)
-    await inserts.write(_insert_values(job_id, settings, request))
+    await inserts.write(_insert_values(job_id, settings, request, owner))
     return job_id
 
 
 async def _insert_keyed_job(
-    pool: Pool, settings: Settings, request: JobRequest, key: tuple[str, str]
+    pool: Pool,
+    settings: Settings,
+    request: JobRequest,
+    key: tuple[str, str, str],
+    owner: Owner,
 ) -> str:
     job_id = new_job_id(request.agent_id)
+    idempotency_key, fingerprint, tenant = key
     async with transaction(pool) as connection:
-        await queries.insert_job(connection, _insert_values(job_id, settings, request))
+        await queries.insert_job(connection, _insert_values(job_id, settings, request, owner))
         claimed = await connection.fetchrow(
-            queries.CLAIM_IDEMPOTENCY_KEY, *key, job_id, settings.idempotency_ttl_hours
+            queries.CLAIM_IDEMPOTENCY_KEY,
+            *(idempotency_key, fingerprint, job_id, settings.idempotency_ttl_hours, tenant),
         )
         if claimed is None:
             raise _KeyTaken
@@ -292,7 +324,12 @@ class SessionLink:
 
 
 async def insert_continued(
-    pool: Pool, configs: ConfigStore, settings: Settings, request: JobRequest, link: SessionLink
+    pool: Pool,
+    configs: ConfigStore,
+    settings: Settings,
+    request: JobRequest,
+    link: SessionLink,
+    owner: Owner,
 ) -> str:
     """A continued job (tower/sessions): checked like a submit, inserted with its place
     in the session, in one transaction that also makes its parent turn 1 if it was not
@@ -300,7 +337,7 @@ async def insert_continued(
     _check_webhook_target(request, settings)
     request = _checked(configs, settings, request)
     job_id = new_job_id(request.agent_id)
-    values = _insert_values(job_id, settings, request)
+    values = _insert_values(job_id, settings, request, owner)
     stored = values.request | {"session": vars(link).copy()}
     async with transaction(pool) as connection:
         await queries.insert_job(connection, values._replace(request=stored))
@@ -314,9 +351,12 @@ async def insert_continued(
 # --- read -----------------------------------------------------------------------------
 
 
-async def get_job(pool: Pool, job_id: str) -> JobRecord:
+async def get_job(pool: Pool, job_id: str, sees: str | None) -> JobRecord:
+    """The job, if it is the tenant `sees`'s (None: any tenant's); else 404."""
     # An id that cannot exist is simply not found; it never reaches SQL.
-    row = await pool.fetchrow(queries.SELECT_JOB, job_id) if JOB_ID.match(job_id) else None
+    row = None
+    if JOB_ID.match(job_id):
+        row = await pool.fetchrow(queries.SELECT_JOB, job_id, sees)
     if row is None:
         raise NotFound(f"Job {job_id} not found")
     return records.record(row)
@@ -328,10 +368,18 @@ async def list_jobs(
     agent_id: str | None,
     limit: int,
     offset: int,
-    session_id: str | None = None,
+    session_id: str | None,
+    tenants: tuple[str | None, str | None],
 ) -> JobPage:
-    filters = [value for value in (status, agent_id, session_id) if value is not None]
+    """A page of the jobs the caller sees; `tenants` is (the tenant the caller sees,
+    None for every tenant; the tenant asked for, if any): both must agree."""
+    sees, asked = tenants
+    if sees is not None and asked not in (None, sees):
+        return JobPage(jobs=[], total=0, limit=limit, offset=offset)
+    tenant = sees or asked
+    filters = [value for value in (tenant, status, agent_id, session_id) if value is not None]
     shape = {
+        "tenant": tenant is not None,
         "status": status is not None,
         "agent_id": agent_id is not None,
         "session_id": session_id is not None,
@@ -350,15 +398,16 @@ async def list_jobs(
 # --- cancel ---------------------------------------------------------------------------
 
 
-async def cancel_job(pool: Pool, metrics: TowerMetrics, job_id: str) -> Cancelled:
+async def cancel_job(pool: Pool, metrics: TowerMetrics, job_id: str, sees: str | None) -> Cancelled:
     if not JOB_ID.match(job_id):
         raise NotFound(f"Job {job_id} not found")
     async with transaction(pool) as connection:
-        if await queries.cancel_job(connection, job_id):
+        if await queries.cancel_job(connection, job_id, sees):
             metrics.job_finished("cancelled")
             return Cancelled(job_id=job_id)
-        # Not live: either unknown, or terminal (and terminal states never change).
-        status = await connection.fetchval(queries.SELECT_STATUS, job_id)
+        # Not live: either unknown (or another tenant's), or terminal (and terminal
+        # states never change).
+        status = await connection.fetchval(queries.SELECT_STATUS, job_id, sees)
     if status is None:
         raise NotFound(f"Job {job_id} not found")
     raise Conflict(f"Job already {status}")
@@ -375,16 +424,18 @@ async def wait_for_job(
     hub: NotifyHub,
     job_id: str,
     seconds: float,
-    stopping: asyncio.Event | None = None,
+    stopping: asyncio.Event | None,
+    sees: str | None,
 ) -> JobRecord:
     """Return the job once terminal. Subscribes before reading, so no notice is missed.
-    A replica that begins to shut down answers 503 instead of holding the wait."""
+    A replica that begins to shut down answers 503 instead of holding the wait.
+    Another tenant's job is not found."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     stopping = stopping or asyncio.Event()
     with hub.finished_event(job_id) as finished:
         while True:
-            job = await get_job(pool, job_id)
+            job = await get_job(pool, job_id, sees)
             if job.status in TERMINAL_STATUSES:
                 return job
             if stopping.is_set():

@@ -29,13 +29,40 @@ DELIVERIES_BY_STATUS = (
 
 # --- the dashboard's figures (GET /stats/...) --------------------------------------------
 
-# Jobs per status, optionally for one agent ($1 NULL: every agent). The agent filter
-# uses jobs_agent_created; without it this is one pass over jobs, like JOBS_BY_STATUS.
+# Jobs per status, optionally for one agent ($1 NULL: every agent) and one tenant ($2
+# NULL: every tenant). The agent filter uses jobs_agent_created; without it this is one
+# pass over jobs, like JOBS_BY_STATUS.
 JOB_COUNTS = """
 SELECT status, count(*) AS jobs
 FROM jobs
-WHERE $1::text IS NULL OR agent_id = $1
+WHERE ($1::text IS NULL OR agent_id = $1) AND ($2::text IS NULL OR tenant = $2)
 GROUP BY status
+"""
+
+# --- the same figures for one tenant ($1), for a key that sees only its own ---------------
+
+TENANT_JOBS_BY_STATUS = """
+SELECT status,
+       count(*) AS jobs,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_seconds
+FROM jobs
+WHERE tenant = $1
+GROUP BY status
+"""
+
+# Slots waiting for a job are nobody's; a busy one is its job's tenant's.
+TENANT_SLOTS_BY_STATUS = """
+SELECT s.status, count(*) AS slots
+FROM pool_slots AS s LEFT JOIN jobs AS j ON j.job_id = s.job_id
+WHERE s.status <> 'busy' OR j.tenant = $1
+GROUP BY s.status
+"""
+
+TENANT_DELIVERIES_BY_STATUS = """
+SELECT d.status, count(*) AS deliveries
+FROM webhook_deliveries AS d JOIN jobs AS j ON j.job_id = d.job_id
+WHERE j.tenant = $1
+GROUP BY d.status
 """
 
 # The newest state event's id: a client that reads the counts and then opens GET /events
@@ -44,8 +71,9 @@ LAST_STATE_EVENT_ID = "SELECT coalesce(max(id), 0) FROM job_events WHERE kind = 
 
 # One row per minute of the last $1 minutes, oldest first, empty minutes included:
 # jobs submitted in that minute, jobs that ended in it by outcome, and how long the
-# runs that ended in it took. Finished jobs are found by finished_at, which has no
-# index: a scan of jobs, bounded by retention (MAX_RETAINED_JOBS), on demand only.
+# runs that ended in it took; one tenant's jobs ($2), or every tenant's ($2 NULL).
+# Finished jobs are found by finished_at, which has no index: a scan of jobs, bounded
+# by retention (MAX_RETAINED_JOBS), on demand only.
 ACTIVITY_BY_MINUTE = """
 WITH minutes AS (
     SELECT generate_series(
@@ -58,6 +86,7 @@ submitted AS (
     SELECT date_trunc('minute', created_at) AS minute, count(*) AS jobs
     FROM jobs
     WHERE created_at >= date_trunc('minute', now()) - make_interval(mins => $1 - 1)
+      AND ($2::text IS NULL OR tenant = $2)
     GROUP BY 1
 ),
 finished AS (
@@ -69,6 +98,7 @@ finished AS (
            max(duration_ms) AS max_duration_ms
     FROM jobs
     WHERE finished_at >= date_trunc('minute', now()) - make_interval(mins => $1 - 1)
+      AND ($2::text IS NULL OR tenant = $2)
     GROUP BY 1
 )
 SELECT m.minute,

@@ -10,7 +10,7 @@ from tower.configs.store import ConfigStore
 from tower.jobs.schemas import ContinueRequest, Submitted
 from tower.sessions import service
 from tower.sessions.schemas import Session
-from tower.web.deps import Db, Metrics, SettingsDep, Writer, held, require_key
+from tower.web.deps import CurrentCaller, Db, Metrics, SettingsDep, Writer, held, require_key
 from tower.web.openapi import SECURED
 
 router = APIRouter(tags=["sessions"], dependencies=[Depends(require_key)])
@@ -42,10 +42,10 @@ async def continue_job(
     """A new job in the job's session: same engine and profile, the options given here,
     started from the workspace and conversation the job left. Two continues of one job
     both run, as siblings from the same state (docs/sessions.md)."""
-    return await service.continue_job(db, configs, settings, metrics, job_id, body)
+    return await service.continue_job(db, configs, settings, metrics, job_id, body, caller)
 
 
 @router.get("/sessions/{session_id}", response_model=Session, openapi_extra=SECURED)
-async def get_session(session_id: str, db: Db) -> Session:
+async def get_session(session_id: str, db: Db, caller: CurrentCaller) -> Session:
     """A session's turns in order (its id is its first turn's job id)."""
-    return await service.get_session(db, session_id)
+    return await service.get_session(db, session_id, caller.sees)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tower.access import Caller
 from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
 from tower.errors import Conflict, NotFound
@@ -28,21 +29,27 @@ async def continue_job(
     metrics: TowerMetrics,
     parent_id: str,
     body: ContinueRequest,
+    caller: Caller,
 ) -> Submitted:
-    parent = await _parent(pool, parent_id)
+    """The next turn is the parent's tenant's (the same as the caller's, unless an admin
+    continues another tenant's job), recorded as submitted by the caller's key."""
+    parent = await _parent(pool, parent_id, caller.sees)
     _check_finished(parent)
     _check_resumable(configs, parent["engine"])
     _check_state(parent, settings)
     request = _turn_request(parent["request"], body)
     session_id = parent["session_id"] or parent["job_id"]
     link = jobs.SessionLink(session_id, parent["job_id"], (parent["turn"] or 1) + 1)
-    job_id = await jobs.insert_continued(pool, configs, settings, request, link)
+    owner = jobs.Owner(parent["tenant"], caller.key_name)
+    job_id = await jobs.insert_continued(pool, configs, settings, request, link, owner)
     metrics.job_submitted()
     return Submitted(job_id=job_id)
 
 
-async def _parent(pool: Pool, job_id: str) -> Any:
-    row = await pool.fetchrow(queries.SELECT_PARENT, job_id) if JOB_ID.match(job_id) else None
+async def _parent(pool: Pool, job_id: str, sees: str | None) -> Any:
+    row = None
+    if JOB_ID.match(job_id):
+        row = await pool.fetchrow(queries.SELECT_PARENT, job_id, sees)
     if row is None:
         raise NotFound(f"Job {job_id} not found")
     return row
@@ -81,8 +88,10 @@ def _turn_request(stored: dict[str, Any], body: ContinueRequest) -> JobRequest:
     return JobRequest.model_validate(carried | changes)
 
 
-async def get_session(pool: Pool, session_id: str) -> Session:
-    rows = await pool.fetch(queries.SELECT_TURNS, session_id) if JOB_ID.match(session_id) else []
+async def get_session(pool: Pool, session_id: str, sees: str | None) -> Session:
+    rows = []
+    if JOB_ID.match(session_id):
+        rows = await pool.fetch(queries.SELECT_TURNS, session_id, sees)
     if not rows:
         raise NotFound(f"Session {session_id} not found")
     turns = [Turn.model_validate(_preview(dict(row))) for row in rows]

@@ -7,25 +7,32 @@ from tower.db.statuses import TERMINAL_SQL
 COLUMNS = "upload_id, kind, filename, size, sha256, entries, created_at, expires_at"
 
 INSERT_UPLOAD = f"""
-INSERT INTO uploads (upload_id, kind, filename, size, sha256, entries, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(hours => $7))
+INSERT INTO uploads (upload_id, kind, filename, size, sha256, entries, expires_at, tenant)
+VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(hours => $7), $8)
 RETURNING {COLUMNS}
 """
 
 # An upload's bytes, in order: one row per CHUNK_BYTES (the last one shorter).
 INSERT_CHUNK = "INSERT INTO upload_chunks (upload_id, seq, data) VALUES ($1, $2, $3)"
 
-# An expired upload is gone for callers even before retention deletes it.
-SELECT_ONE = f"SELECT {COLUMNS} FROM uploads WHERE upload_id = $1 AND expires_at > now()"
+# An upload is its tenant's: $2 is the caller's (NULL: a key that sees every tenant).
+_SEEN = "($2::text IS NULL OR tenant = $2)"
 
-# The sizes of those of the uploads $1 a new job may use: present and not expired.
+# An expired upload is gone for callers even before retention deletes it.
+SELECT_ONE = f"""
+SELECT {COLUMNS} FROM uploads WHERE upload_id = $1 AND expires_at > now() AND {_SEEN}
+"""
+
+# The sizes of those of the uploads $1 a new job of the tenant $2 may use: its own,
+# present and not expired.
 SELECT_LIVE_SIZES = """
-SELECT upload_id, size FROM uploads WHERE upload_id = ANY($1::text[]) AND expires_at > now()
+SELECT upload_id, size FROM uploads
+WHERE upload_id = ANY($1::text[]) AND expires_at > now() AND tenant = $2
 """
 
 SELECT_CHUNK = "SELECT data FROM upload_chunks WHERE upload_id = $1 AND seq = $2"
 
-DELETE = "DELETE FROM uploads WHERE upload_id = $1 RETURNING upload_id"
+DELETE = f"DELETE FROM uploads WHERE upload_id = $1 AND {_SEEN} RETURNING upload_id"
 
 # Chunks go with their upload (ON DELETE CASCADE). An upload a live job still uses stays
 # until that job ends (finished, failed, cancelled: its row's job_inputs then no longer

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from tower.uploads import service
 from tower.uploads.archive import CONTENT_TYPES
 from tower.uploads.schemas import UploadOut
-from tower.web.deps import Db, SettingsDep, Writer, require_key
+from tower.web.deps import CurrentCaller, Db, SettingsDep, Writer, require_key
 from tower.web.openapi import SECURED
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], dependencies=[Depends(require_key)])
@@ -51,12 +51,12 @@ async def create_upload(
 ) -> UploadOut:
     kind = service.upload_kind(content_type)
     name = service.checked_filename(kind, filename)
-    return await service.create(db, settings, request.stream(), kind, name)
+    return await service.create(db, settings, request.stream(), kind, name, caller.tenant)
 
 
 @router.get("/{upload_id}", openapi_extra=SECURED, responses=NOT_FOUND)
-async def get_upload(upload_id: str, db: Db) -> UploadOut:
-    return await service.get(db, upload_id)
+async def get_upload(upload_id: str, db: Db, caller: CurrentCaller) -> UploadOut:
+    return await service.get(db, upload_id, caller.sees)
 
 
 @router.delete(
@@ -66,5 +66,5 @@ async def get_upload(upload_id: str, db: Db) -> UploadOut:
     responses=NOT_FOUND,
 )
 async def delete_upload(upload_id: str, db: Db, caller: Writer) -> Response:
-    await service.delete(db, upload_id)
+    await service.delete(db, upload_id, caller.sees)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

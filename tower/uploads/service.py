@@ -47,7 +47,9 @@ async def create(
     body: AsyncIterator[bytes],
     kind: UploadKind,
     filename: str | None,
+    tenant: str,
 ) -> UploadOut:
+    """Store the body as an upload of the tenant: only its jobs and keys use it."""
     spooled = await spool(body, settings.max_upload_bytes)
     try:
         expanded = memory_bytes(settings.worker_workspace_size) or 0
@@ -55,7 +57,7 @@ async def create(
         upload = (f"up-{secrets.token_hex(12)}", kind, filename, spooled.size, spooled.sha256)
         async with transaction(pool) as connection:
             row = await connection.fetchrow(
-                queries.INSERT_UPLOAD, *upload, entries, settings.upload_ttl_hours
+                queries.INSERT_UPLOAD, *upload, entries, settings.upload_ttl_hours, tenant
             )
             await _store_chunks(connection, row["upload_id"], spooled.path)
     finally:
@@ -75,18 +77,19 @@ def _read(file: BinaryIO) -> bytes:
     return file.read(CHUNK_BYTES)
 
 
-async def get(pool: Pool, upload_id: str) -> UploadOut:
+async def get(pool: Pool, upload_id: str, sees: str | None) -> UploadOut:
     async with pool.acquire() as connection:
-        row = await connection.fetchrow(queries.SELECT_ONE, _checked(upload_id))
+        row = await connection.fetchrow(queries.SELECT_ONE, _checked(upload_id), sees)
     if row is None:
         raise _missing(upload_id)
     return _out(row)
 
 
-async def live_sizes(pool: Pool, upload_ids: list[str]) -> dict[str, int]:
-    """The size of each of `upload_ids` a new job may use (present, not expired)."""
+async def live_sizes(pool: Pool, upload_ids: list[str], tenant: str) -> dict[str, int]:
+    """The size of each of `upload_ids` a new job of `tenant` may use (the tenant's,
+    present, not expired)."""
     async with pool.acquire() as connection:
-        rows = await connection.fetch(queries.SELECT_LIVE_SIZES, upload_ids)
+        rows = await connection.fetch(queries.SELECT_LIVE_SIZES, upload_ids, tenant)
     return {row["upload_id"]: row["size"] for row in rows}
 
 
@@ -106,9 +109,9 @@ async def write_to(pool: Pool, upload_id: str, file: BinaryIO) -> int:
         seq += 1
 
 
-async def delete(pool: Pool, upload_id: str) -> None:
+async def delete(pool: Pool, upload_id: str, sees: str | None) -> None:
     async with pool.acquire() as connection:
-        if await connection.fetchval(queries.DELETE, _checked(upload_id)) is None:
+        if await connection.fetchval(queries.DELETE, _checked(upload_id), sees) is None:
             raise _missing(upload_id)
 
 

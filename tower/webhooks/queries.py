@@ -95,8 +95,10 @@ SELECT delivery_id, {WAKE_DELIVERERS} FROM outbox
 # Locks the job row against other redeliveries until the transaction ends (NO KEY: the
 # foreign keys of rows inserted meanwhile are not blocked). Under READ COMMITTED each
 # later statement sees what a redelivery that held the lock before committed.
+# $2: the caller's tenant (NULL: a key that sees every tenant); another's job is not found.
 LOCK_JOB_WEBHOOK = """
-SELECT status, request ->> 'webhook_url' AS webhook_url FROM jobs WHERE job_id = $1
+SELECT status, request ->> 'webhook_url' AS webhook_url FROM jobs
+WHERE job_id = $1 AND ($2::text IS NULL OR tenant = $2)
 FOR NO KEY UPDATE
 """
 
@@ -177,6 +179,8 @@ async def redeliver(connection: Connection, job_id: str, max_deliveries: int) ->
     return None if row is None else str(row["delivery_id"])
 
 
-async def lock_job_webhook(connection: Connection, job_id: str) -> tuple[str, str | None] | None:
-    row = await connection.fetchrow(LOCK_JOB_WEBHOOK, job_id)
+async def lock_job_webhook(
+    connection: Connection, job_id: str, tenant: str | None
+) -> tuple[str, str | None] | None:
+    row = await connection.fetchrow(LOCK_JOB_WEBHOOK, job_id, tenant)
     return None if row is None else (str(row["status"]), row["webhook_url"])

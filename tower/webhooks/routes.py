@@ -24,4 +24,4 @@ router = APIRouter(prefix="/jobs", tags=["webhooks"], dependencies=[Depends(requ
     },
 )
 async def redeliver(job_id: str, db: Db, caller: Writer) -> Redelivery:
-    return await service.redeliver(db, job_id)
+    return await service.redeliver(db, job_id, caller.sees)

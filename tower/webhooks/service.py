@@ -15,13 +15,14 @@ from tower.webhooks.schemas import Redelivery
 MAX_DELIVERIES_PER_JOB = 20
 
 
-async def redeliver(pool: Pool, job_id: str) -> Redelivery:
-    """Queue a new delivery (a new webhook-id) of the job's terminal event."""
+async def redeliver(pool: Pool, job_id: str, sees: str | None) -> Redelivery:
+    """Queue a new delivery (a new webhook-id) of the job's terminal event; another
+    tenant's job (than `sees`, unless None) is not found."""
     if not JOB_ID.match(job_id):
         raise NotFound(f"Job {job_id} not found")
     async with transaction(pool) as connection:
         # The lock makes concurrent redeliveries of one job count one after another.
-        found = await queries.lock_job_webhook(connection, job_id)
+        found = await queries.lock_job_webhook(connection, job_id, sees)
         if found is None:
             raise NotFound(f"Job {job_id} not found")
         status, webhook_url = found

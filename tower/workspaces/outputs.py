@@ -86,7 +86,7 @@ async def publish_output(
     if diff is None or _empty(diff):
         return {"branch": None, "reason": "the agent changed nothing: no branch was pushed"}
     repo = job.request["repo"]
-    credential = await _credential(pool, settings, repo.get("credential"))
+    credential = await _credential(pool, settings, repo.get("credential"), job.job_id)
     pull = _pull_request(output.get("pull_request"))
     ref = repo.get("ref")
     base = ref if ref and not SHA.match(ref) else None
@@ -114,10 +114,11 @@ def _empty(path: Path) -> bool:
     return path.stat().st_size == 0
 
 
-async def _credential(pool: Pool, settings: Settings, name: str | None) -> Any:
+async def _credential(pool: Pool, settings: Settings, name: str | None, job_id: str) -> Any:
     if not name:
         return None
-    return await credentials.reveal(pool, settings.secrets_key.get_secret_value(), name)
+    secrets_key = settings.secrets_key.get_secret_value()
+    return await credentials.reveal_for_job(pool, secrets_key, name, job_id)
 
 
 def _pull_request(requested: dict[str, Any] | None) -> PullRequest | None:

@@ -123,7 +123,9 @@ async def _clone(pool: Pool, job: ClaimedJob, settings: Settings, workdir: Path)
         return None
     name = request.get("credential")
     secrets_key = settings.secrets_key.get_secret_value()
-    credential = await credentials.reveal(pool, secrets_key, name) if name else None
+    credential = None
+    if name:
+        credential = await credentials.reveal_for_job(pool, secrets_key, name, job.job_id)
     limits = GitLimits(
         max_bytes=memory_bytes(settings.bundle_volume_size) or 0,
         timeout_seconds=settings.repo_clone_timeout_seconds,
