@@ -26,6 +26,7 @@ from tower.jobs import routes as job_routes
 from tower.jobs.service import job_inserts
 from tower.observability.metrics import TowerMetrics
 from tower.ops import health, metrics, stats
+from tower.queue import capacity
 from tower.queue.adoption import adopter_for
 from tower.queue.dispatcher import Dispatcher
 from tower.queue.reaper import Reaper
@@ -113,6 +114,8 @@ def _lifespan(settings: Settings, runner: Runner | None):  # type: ignore[no-unt
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.tower, dispatcher = await _start(settings, runner, stack)
+            # With MAX_CONCURRENT_JOBS fitted at start: what every route now reads.
+            app.state.settings = app.state.tower.settings
             loop = asyncio.get_running_loop()
             state: TowerState = app.state.tower
 
@@ -139,6 +142,7 @@ async def _start(
     configs = ConfigStore(pool, hub)
     stack.push_async_callback(configs.close)
     await configs.load()
+    settings, _ = capacity.resolve(settings, configs.memory_limits())
     name = replica_id(settings)
     statements = await create_statement_pool(settings.database_url)
     stack.push_async_callback(statements.close)

@@ -27,8 +27,12 @@ MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 # so an operator's typo degrades gracefully instead of stopping the service.
 RANGES: dict[str, tuple[float, float]] = {
     "tower_port": (1, 65535),
-    "max_concurrent_jobs": (1, 256),
-    "pool_size": (0, 64),
+    "max_concurrent_jobs": (0, 256),
+    "pool_min": (0, 256),
+    "pool_size": (0, 256),
+    "pool_max": (0, 1024),
+    "pool_idle_seconds": (1, 86400),
+    "pool_create_concurrency": (1, 64),
     "pool_check_interval": (1, 3600),
     "pool_max_idle": (10, 86400),
     "worker_timeout_seconds": (1, 86400),
@@ -91,8 +95,21 @@ class Settings(BaseSettings):
     tower_id: str = ""
     database_url: str = ""
     state_dir: str = ""
-    max_concurrent_jobs: int = 4
-    pool_size: int = 2
+    # Jobs one replica runs at once; 0: fitted to the machine tower runs on, from its cores,
+    # its memory and the profiles' memory limits (tower/queue/capacity.py), stated at start
+    # and in /health.
+    max_concurrent_jobs: int = 0
+    # The warm pool (docs/execution.md, "An elastic pool"): at least POOL_MIN ready workers
+    # (POOL_SIZE is its older name), at most POOL_MAX (unset: fitted to the Docker host's
+    # memory). It grows to the queued and running jobs it sees, and gives back what it grew
+    # once demand has stayed lower for POOL_IDLE_SECONDS. POOL_CREATE_CONCURRENCY bounds
+    # the creations under way at once.
+    pool_min: int = 2
+    # POOL_MIN's older name, read when POOL_MIN is not given.
+    pool_size: int | None = None
+    pool_max: int | None = None
+    pool_idle_seconds: float = 300.0
+    pool_create_concurrency: int = 4
     pool_check_interval: int = 30
     pool_max_idle: int = 3600
     # The last replica on a Docker host to stop removes the idle warm containers (compose
@@ -227,6 +244,12 @@ class Settings(BaseSettings):
                 "WORKER_MAX_MEMORY must be a positive size in bytes, or with b, k, m or g"
             )
         return limit
+
+    @model_validator(mode="after")
+    def _pool_size_is_pool_min(self) -> Settings:
+        if self.pool_size is not None and "pool_min" not in self.model_fields_set:
+            self.pool_min = self.pool_size
+        return self
 
     @model_validator(mode="before")
     @classmethod

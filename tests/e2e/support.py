@@ -71,7 +71,14 @@ def docker_settings(database_url: str, network: str, **overrides: Any) -> Settin
         # of its own on a shared daemon, and most tests never call a provider.
         "gateway_managed": False,
     }
-    return Settings(**{**values, **overrides})
+    return Settings(**{**values, **fixed_pool(overrides), **overrides})
+
+
+def fixed_pool(overrides: dict[str, Any]) -> dict[str, Any]:
+    """A pool that stays at its floor (POOL_MAX = POOL_MIN) unless the test sets POOL_MAX:
+    tests count containers, and an elastic pool would add some as jobs queue."""
+    floor = overrides.get("pool_min", overrides.get("pool_size", 0))
+    return {"pool_max": floor}
 
 
 @contextlib.asynccontextmanager

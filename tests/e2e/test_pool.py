@@ -17,6 +17,7 @@ import docker
 import pytest
 from docker.errors import NotFound
 
+from tests.e2e.support import fixed_pool
 from tower.db.pool import Pool, create_pool
 from tower.execution.docker import containers
 from tower.execution.docker.client import DockerCalls
@@ -99,7 +100,7 @@ def pool_settings(image: str, net: str, **overrides: Any) -> Settings:
         "worker_mem_limit": "256m",
         "worker_cpu_limit": 0.5,
     }
-    return Settings(**{**values, **overrides})
+    return Settings(**{**values, **fixed_pool({"pool_size": 2, **overrides}), **overrides})
 
 
 # --- helpers -----------------------------------------------------------------------------

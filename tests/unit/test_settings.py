@@ -23,7 +23,7 @@ def test_out_of_range_values_are_clamped_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="tower.settings"):
         settings = Settings()
     assert settings.max_concurrent_jobs == RANGES["max_concurrent_jobs"][1]
-    assert settings.pool_size == RANGES["pool_size"][0]
+    assert settings.pool_min == RANGES["pool_min"][0]
     assert settings.poll_interval == RANGES["poll_interval"][0]
     warned = caplog.text
     assert "MAX_CONCURRENT_JOBS=100000 is out of range" in warned

@@ -116,6 +116,11 @@ class ConfigStore:
     def profile_names(self) -> list[str]:
         return [entry.name for entry in self.entries("profile") if entry.config is not None]
 
+    def memory_limits(self) -> list[str | None]:
+        """Each profile's memory limit (None: the default, WORKER_MEM_LIMIT)."""
+        found = (self.profile(name) for name in self.profile_names())
+        return [profile.resources.memory for profile in found if profile is not None]
+
     def engine_names(self) -> list[str]:
         return [entry.name for entry in self.entries("engine") if entry.config is not None]
 

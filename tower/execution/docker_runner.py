@@ -98,9 +98,11 @@ class DockerRunner:
         try:
             # Off the event loop: rendering a profile's templates is untrusted work, and
             # it must never hold up lease heartbeats.
-            plan = await asyncio.to_thread(self._plan, job)
-            shape = await self._resolved(plan.spec.shape)
-            slot = await self._slots.take(job, shape)
+            with self._metrics.timing("plan"):
+                plan = await asyncio.to_thread(self._plan, job)
+                shape = await self._resolved(plan.spec.shape)
+            with self._metrics.timing("take"):
+                slot = await self._slots.take(job, shape)
         except TowerError as problem:
             return failed(problem.message)
         self._metrics.container_taken(slot.warm)
@@ -165,21 +167,24 @@ class DockerRunner:
 
     async def _execute(self, slot: Slot, plan: Plan, emit: containers.Emit) -> RunOutcome:
         spec = plan.spec
-        feed = await self._calls(containers.attach, slot.container_id)
+        with self._metrics.timing("attach"):
+            feed = await self._calls(containers.attach, slot.container_id)
         artifacts = Handover()
         counted = Counting(emit)
         try:
             delivered_at = time.time()
-            await self._calls(containers.deliver, feed, _bundle(spec, plan.inputs))
-            followed = await self._calls(
-                containers.follow_output,
-                feed,
-                float(spec.timeout_seconds),
-                counted,
-                protocol.output_cap(spec.output_limit),
-                protocol.artifact_cap(spec.artifact_limit),
-                artifacts,
-            )
+            with self._metrics.timing("bundle"):
+                await self._calls(containers.deliver, feed, _bundle(spec, plan.inputs))
+            with self._metrics.timing("run"):
+                followed = await self._calls(
+                    containers.follow_output,
+                    feed,
+                    float(spec.timeout_seconds),
+                    counted,
+                    protocol.output_cap(spec.output_limit),
+                    protocol.artifact_cap(spec.artifact_limit),
+                    artifacts,
+                )
         except BaseException:
             artifacts.discard()
             containers.close_output(feed)
@@ -187,7 +192,8 @@ class DockerRunner:
         containers.close_output(feed)  # already closed by the follow
         # A stream that ended short of a frame may have broken under a live worker.
         first = Replayed(followed.finished, followed.output is not None, followed.output)
-        return await self._until_done(slot, plan, delivered_at, first, counted, artifacts)
+        with self._metrics.timing("collect"):
+            return await self._until_done(slot, plan, delivered_at, first, counted, artifacts)
 
     async def docker_host(self) -> str | None:
         host = getattr(self._slots, "docker_host", None)
@@ -303,7 +309,8 @@ class DockerRunner:
 
     async def _discard(self, slot: Slot) -> None:
         try:
-            await self._slots.discard(slot)
+            with self._metrics.timing("remove"):
+                await self._slots.discard(slot)
         except Exception:
             # The pool's reconcile removes what a failed discard leaves behind.
             log.exception("slot %s: discard failed; reconcile will remove it", slot.slot_id)

@@ -200,7 +200,7 @@ class WatchedRunner:
             await calls(retire_worker_network, self._settings.worker_net)
             image = await calls(containers.image_id, self._settings.worker_image)
             shape = hardening.shape_from_settings(self._settings, image)
-            slots = await WarmPool.start(self._settings, self._pool, calls, shape)
+            slots = await WarmPool.start(self._settings, self._pool, calls, shape, self._metrics)
         except TowerError as problem:
             return problem.message
         self._inner = DockerRunner(

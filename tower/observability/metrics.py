@@ -40,6 +40,16 @@ from tower.observability import queries
 
 # Seconds. Claims are fast when workers are free and minutes when the queue is deep.
 CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+# Seconds. A warm job's phases take milliseconds; a run or a cold start, seconds or more.
+PHASE_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800,
+)  # fmt: skip
+# Where a job's time goes on its replica, in order (docs/metrics.md, "Job phases"). `fill`
+# is the warm pool's creation of a container ahead of any job: off every job's path.
+JOB_PHASES = (
+    "claim", "plan", "take", "create", "start", "ready", "attach", "bundle", "run",
+    "collect", "finish", "remove", "fill",
+)  # fmt: skip
 RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 ATTEMPT_OUTCOMES = ("delivered", "retry", "failed", "stopped", "refused")
 # The gateway's provider routes (tower/gateway/providers.py names the same three).
@@ -91,6 +101,13 @@ class TowerMetrics:
             buckets=RUN_BUCKETS,
             registry=registry,
         )
+        self._phases = Histogram(
+            "tower_job_phase_seconds",
+            "Time spent in each phase of the jobs this replica ran, by phase",
+            ["phase"],
+            buckets=PHASE_BUCKETS,
+            registry=registry,
+        )
         self._acquisitions = Counter(
             "tower_pool_acquisitions",
             "Worker containers taken for a job: warm or cold",
@@ -140,6 +157,8 @@ class TowerMetrics:
             self._run_duration.labels(status)
         for kind in ("warm", "cold"):
             self._acquisitions.labels(kind)
+        for phase in JOB_PHASES:
+            self._phases.labels(phase)
         for outcome in ATTEMPT_OUTCOMES:
             self._webhook_attempts.labels(outcome)
         for kind in ("input", "output"):
@@ -165,6 +184,14 @@ class TowerMetrics:
         for kind in ("input", "output"):
             self._tokens.labels(kind).inc(_non_negative(usage, f"{kind}_tokens"))
         self._cost.inc(_non_negative(usage, "cost_usd"))
+
+    def job_phase(self, phase: str, seconds: float) -> None:
+        """Time one job spent in `phase` (one of JOB_PHASES). Safe from any thread."""
+        self._phases.labels(phase).observe(max(seconds, 0.0))
+
+    def timing(self, phase: str) -> AbstractContextManager[object]:
+        """Counts the block's time as `phase`."""
+        return self._phases.labels(phase).time()
 
     def container_taken(self, warm: bool) -> None:
         self._acquisitions.labels("warm" if warm else "cold").inc()

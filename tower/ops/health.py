@@ -62,6 +62,8 @@ class Check:
 class HealthReport:
     checks: dict[str, Check]
     docker_host: str | None = None
+    # MAX_CONCURRENT_JOBS as this replica applies it (fitted to the machine when 0).
+    max_concurrent_jobs: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -70,7 +72,12 @@ class HealthReport:
     def body(self) -> dict[str, Any]:
         status = "ok" if self.healthy else "degraded"
         checks = {k: c.detail for k, c in self.checks.items()}
-        return {"status": status, "docker_host": self.docker_host, "checks": checks}
+        return {
+            "status": status,
+            "docker_host": self.docker_host,
+            "max_concurrent_jobs": self.max_concurrent_jobs,
+            "checks": checks,
+        }
 
 
 @router.get("/health", summary="Replica health")
@@ -86,7 +93,8 @@ async def check_health(settings: Settings, pool: Pool, runner: Runner) -> Health
     pending = Check(NOT_CONFIGURED, ok=True, required=False)
     known = Check(providers(settings).describe(), ok=True, required=False)
     checks = {"db": db, "docker": docker, "pool": pending, "gateway": gateway}
-    return HealthReport(checks | {"providers": known}, await docker_host_of(runner))
+    host = await docker_host_of(runner)
+    return HealthReport(checks | {"providers": known}, host, settings.max_concurrent_jobs)
 
 
 async def docker_host_of(runner: Runner) -> str | None:

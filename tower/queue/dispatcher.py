@@ -198,6 +198,7 @@ class Dispatcher:
 
     async def _claim_and_launch(self, free: int) -> bool:
         """Claim up to `free` jobs and start them; whether more may be waiting."""
+        started = time.monotonic()
         try:
             async with self._statements.acquire() as connection:
                 jobs = await queries.claim(
@@ -206,8 +207,11 @@ class Dispatcher:
         except DATABASE_ERRORS as error:
             log.warning("claim failed, retrying: %r", error)
             return True
+        # One statement claims them all: each job's share of its time.
+        share = (time.monotonic() - started) / max(len(jobs), 1)
         for job in jobs:
             self._metrics.job_claimed(job.queued_seconds)
+            self._metrics.job_phase("claim", share)
             self._launch(job)
         return len(jobs) == free
 
@@ -291,8 +295,9 @@ class Dispatcher:
 
     async def _finish(self, job: ClaimedJob, outcome: RunOutcome, duration_ms: int) -> None:
         try:
-            await self._store_artifacts(job, outcome)
-            await self._finish_storing(job, outcome, duration_ms)
+            with self._metrics.timing("finish"):
+                await self._store_artifacts(job, outcome)
+                await self._finish_storing(job, outcome, duration_ms)
         finally:
             if outcome.artifacts is not None:
                 outcome.artifacts.unlink(missing_ok=True)

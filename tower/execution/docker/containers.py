@@ -82,17 +82,23 @@ def create_worker(
     slot_id: str,
     labels: Mapping[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT,
+    timed: Timed | None = None,
 ) -> str:
     """Create and start a hardened worker with its bundle volume; return its container id
-    once the worker announced it is ready. On any failure, remove what was made."""
+    once the worker announced it is ready. On any failure, remove what was made.
+    `timed` hears how long each step took: create, start, ready."""
     container_id: str | None = None
+    clock = _Clock(timed)
     try:
         volume = _create_bundle_volume(client, shape, settings, slot_id, labels)
         options = container_options(shape, settings, slot_id, volume, labels)
         container = client.containers.create(**options)
         container_id = str(container.id)
+        clock.lap("create")
         container.start()
+        clock.lap("start")
         wait_ready(client, container_id, ready_timeout)
+        clock.lap("ready")
         return container_id
     except ImageNotFound as exc:
         remove_worker(client, container_id, slot_id)
@@ -104,6 +110,24 @@ def create_worker(
         if isinstance(exc, WorkerStartFailed):
             raise
         raise WorkerStartFailed(f"worker {slot_id}: {one_line(exc, 500)}") from exc
+
+
+# Told the seconds one step of a worker's creation took, by step name.
+Timed = Callable[[str, float], None]
+
+
+class _Clock:
+    """Laps of a creation, each told to `timed` (if any) as it ends."""
+
+    def __init__(self, timed: Timed | None) -> None:
+        self._timed = timed
+        self._last = time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        if self._timed is not None:
+            self._timed(step, now - self._last)
+        self._last = now
 
 
 def _create_bundle_volume(

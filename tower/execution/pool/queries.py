@@ -73,6 +73,26 @@ WHERE slot_id = (
 RETURNING slot_id, container_id
 """
 
+# What the pool's size follows (docs/execution.md, "An elastic pool"): jobs that hold a
+# container or soon will, across replicas. A host's pool does not know which of the
+# queued jobs another host will claim, so each prepares for all of them, within POOL_MAX.
+DEMAND = "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')"
+
+# The oldest ready slots past `$4` warm ones (ready and starting), taken under the host's
+# fill lock: a shrinking pool gives back what demand no longer asks for. SKIP LOCKED and
+# the status re-check leave a slot being taken to its job.
+TRIM = """
+DELETE FROM pool_slots
+WHERE slot_id IN (
+    SELECT slot_id FROM pool_slots
+    WHERE docker_host = $1 AND image = $2 AND config_hash = $3 AND status = 'ready'
+    ORDER BY ready_at
+    LIMIT greatest($5::int - $4::int, 0)
+    FOR UPDATE SKIP LOCKED
+) AND status = 'ready'
+RETURNING slot_id, status, container_id
+"""
+
 # A cold slot is recorded before its container is created, like a reservation.
 INSERT_COLD = """
 INSERT INTO pool_slots
@@ -164,6 +184,23 @@ async def reserve(pool: Pool, key: PoolKey, size: int, candidates: list[str]) ->
             return []
         rows = await connection.fetch(RESERVE, wanted, *_key_args(key))
     return [row["slot_id"] for row in rows]
+
+
+async def trim(pool: Pool, key: PoolKey, size: int) -> list[SlotRow]:
+    """Delete ready slots of `key` past `size` warm ones, oldest first; returns them (their
+    containers are the caller's to remove)."""
+    async with transaction(pool) as connection:
+        await connection.execute(LOCK_HOST_FILL, key.docker_host)
+        have: int = await connection.fetchval(COUNT_WARM, *_key_args(key))
+        if have <= size:
+            return []
+        return _slot_rows(await connection.fetch(TRIM, *_key_args(key), size, have))
+
+
+async def demand(pool: Pool) -> int:
+    """Queued and running jobs, across replicas."""
+    count: int = await pool.fetchval(DEMAND)
+    return count
 
 
 async def mark_ready(pool: Pool, slot_id: str, container_id: str) -> bool:

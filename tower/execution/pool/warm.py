@@ -1,9 +1,12 @@
 """The warm pool: started, idle worker containers per Docker host, rows in PostgreSQL.
 
-Contract: docs/execution.md, "The warm pool". A fill loop keeps POOL_SIZE slots of the
-default shape ready on this host, across all replicas (reservations, counted under a
-per-host lock, keep replicas from overshooting); it wakes on every take, not on a timer.
-A reconcile loop (reconcile.py) runs at start and every POOL_CHECK_INTERVAL.
+Contract: docs/execution.md, "The warm pool" and "An elastic pool". A fill loop keeps
+slots of the default shape ready on this host, across all replicas (reservations, counted
+under a per-host lock, keep replicas from overshooting): as many as the highest demand
+(queued plus running jobs) seen in the last POOL_IDLE_SECONDS, within POOL_MIN and
+POOL_MAX; what demand no longer asks for is trimmed. It wakes on every take and once a
+second (DEMAND_TICK). A reconcile loop (reconcile.py) runs at start and every
+POOL_CHECK_INTERVAL.
 
 A pool's containers carry `parpaing.pool=<WORKER_NET>`: deployments sharing a daemon
 use distinct WORKER_NET names (once their workers' bridges; workers have no network
@@ -21,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -34,6 +39,7 @@ from tower.db.pool import Connection, Pool
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import (
     DockerFailure,
+    Timed,
     create_worker,
     docker_host_id,
     remove_worker,
@@ -44,6 +50,7 @@ from tower.execution.pool import queries as q
 from tower.execution.pool.reconcile import Reconciled, Reconciler
 from tower.execution.runner import ClaimedJob
 from tower.execution.slots import ContainerShape, Slot
+from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,8 +58,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POOL_LABEL = "parpaing.pool"
-# Creations at once: each is a few Docker calls plus the worker's start, on a small host.
-FILL_CONCURRENCY = 2
+# Seconds between looks at demand when nothing takes a slot: how soon a burst queued
+# behind busy workers, or an idle pool, is seen.
+DEMAND_TICK = 1.0
+# POOL_MAX unset: warm workers may hold this share of the Docker host's memory, counted at
+# WARM_WORKER_BYTES each (an idle worker's footprint, measured: docs/execution.md), and
+# never more than AUTO_POOL_MAX of them.
+AUTO_POOL_MEMORY_SHARE = 0.1
+WARM_WORKER_BYTES = 32 << 20
+AUTO_POOL_MAX = 64
 BACKOFF_FIRST = 1.0  # seconds, doubled per failed fill round
 BACKOFF_MAX = 60.0
 # What a Docker or database outage looks like: logged, left to the next round.
@@ -70,6 +84,34 @@ def new_slot_id() -> str:
     return secrets.token_hex(6)
 
 
+def pool_bounds(settings: Settings, host_memory: int) -> tuple[int, int]:
+    """POOL_MIN and POOL_MAX, the latter fitted to the host's memory when unset."""
+    low = int(settings.pool_min)
+    if settings.pool_max is not None:
+        return low, max(low, int(settings.pool_max))
+    fitted = int(host_memory * AUTO_POOL_MEMORY_SHARE) // WARM_WORKER_BYTES
+    return low, max(low, min(AUTO_POOL_MAX, fitted))
+
+
+class PeakDemand:
+    """The highest demand seen, held while demand stays at half of it or more, and for
+    `window` seconds after it fell below: a burst draining away keeps its pool, a quiet
+    spell of `window` gives it back (to the demand seen then)."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._peak = 0
+        self._held_at = -math.inf
+
+    def note(self, demand: int, now: float) -> int:
+        if now - self._held_at > self._window:
+            self._peak = demand
+        self._peak = max(self._peak, demand)
+        if demand * 2 >= self._peak:
+            self._held_at = now
+        return self._peak
+
+
 class WarmPool:
     """A SlotSource (slots.py) backed by the pool_slots table."""
 
@@ -80,8 +122,13 @@ class WarmPool:
         calls: DockerCalls,
         default_shape: ContainerShape,
         docker_host: str,
+        host_memory: int = 0,
+        metrics: TowerMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or TowerMetrics("")
+        self._min, self._max = pool_bounds(settings, host_memory)
+        self._peak = PeakDemand(float(settings.pool_idle_seconds))
         self._db = db
         self._calls = calls
         self._default_shape = default_shape
@@ -90,7 +137,7 @@ class WarmPool:
         self._labels = pool_scope(settings)
         self._reconciler = Reconciler(settings, db, calls, docker_host, self._labels)
         self._refill = asyncio.Event()
-        self._creations = asyncio.Semaphore(FILL_CONCURRENCY)
+        self._creations = asyncio.Semaphore(int(settings.pool_create_concurrency))
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._presence: Connection | None = None
@@ -102,12 +149,15 @@ class WarmPool:
         db: Pool,
         calls: DockerCalls,
         default_shape: ContainerShape,
+        metrics: TowerMetrics | None = None,
     ) -> WarmPool:
         """A running pool: one reconcile pass done, the fill and reconcile loops started."""
         host = await calls(docker_host_id)
+        memory = await calls(host_memory)
         # Before any worker mounts it, or Docker would make a plain volume of that name.
         await calls(ensure_socket_volume, default_shape.gateway_socket)
-        pool = cls(settings, db, calls, default_shape, host)
+        pool = cls(settings, db, calls, default_shape, host, memory, metrics)
+        log.info("warm pool on %s: %s to %s workers", host[:12], pool._min, pool._max)
         await pool._announce()
         await pool._reconcile_round()
         pool._tasks = [
@@ -162,6 +212,11 @@ class WarmPool:
     @property
     def default_key(self) -> q.PoolKey:
         return self._default_key
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """POOL_MIN and POOL_MAX as this pool applies them."""
+        return self._min, self._max
 
     async def reconcile_once(self) -> Reconciled | None:
         """One reconcile pass now (None if another replica is running one)."""
@@ -228,15 +283,17 @@ class WarmPool:
 
     async def _create_cold(self, slot_id: str, shape: ContainerShape) -> Slot:
         try:
-            container_id = await self._create(slot_id, shape)
+            container_id = await self._create(slot_id, shape, self._metrics.job_phase)
         except BaseException:
             await q.delete_slot(self._db, slot_id)
             raise
         await q.set_container(self._db, slot_id, container_id)
         return Slot(slot_id, container_id, bundle_volume_name(slot_id), False)
 
-    async def _create(self, slot_id: str, shape: ContainerShape) -> str:
-        return await self._calls(create_worker, shape, self._settings, slot_id, self._labels)
+    async def _create(self, slot_id: str, shape: ContainerShape, timed: Timed | None) -> str:
+        return await self._calls(
+            create_worker, shape, self._settings, slot_id, self._labels, timed=timed
+        )
 
     def _key_for(self, shape: ContainerShape) -> q.PoolKey:
         return q.PoolKey(self._host, shape.image, config_hash(shape))
@@ -249,15 +306,17 @@ class WarmPool:
             self._refill.clear()
             if await self.fill_once():
                 backoff = 0.0
-                await self._refill.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._refill.wait(), DEMAND_TICK)
             else:
                 backoff = min(max(backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
                 log.warning("pool fill: retrying in %.0f s", backoff)
                 await asyncio.sleep(backoff)
 
     async def fill_once(self) -> bool:
-        """One fill round now: reserve up to POOL_SIZE, create and mark ready what was
-        reserved. False if anything failed (logged)."""
+        """One fill round now: size the pool to demand, reserve up to that size (create
+        and mark ready what was reserved) or trim it down to it. False if anything failed
+        (logged)."""
         try:
             return await self._fill_round()
         except Exception:
@@ -266,16 +325,33 @@ class WarmPool:
             return False
 
     async def _fill_round(self) -> bool:
-        size = int(self._settings.pool_size)
         try:
+            size = await self.target()
             reserved = await q.reserve(
                 self._db, self._default_key, size, [new_slot_id() for _ in range(size)]
             )
+            trimmed = [] if reserved else await q.trim(self._db, self._default_key, size)
         except DATABASE_ERRORS as exc:
-            log.warning("pool fill: cannot reserve slots: %r", exc)
+            log.warning("pool fill: cannot size the pool: %r", exc)
             return False
+        if trimmed:
+            log.info("pool: demand fell; giving back %s warm workers", len(trimmed))
+            await self._remove_trimmed(trimmed)
         made = await asyncio.gather(*(_run_to_end(self._make_warm(s)) for s in reserved))
         return all(made)
+
+    async def target(self) -> int:
+        """How many warm workers this host should hold now: the peak demand of the last
+        POOL_IDLE_SECONDS, within POOL_MIN and POOL_MAX."""
+        if self._max == self._min:
+            return self._min  # a fixed pool: no need to ask
+        peak = self._peak.note(await q.demand(self._db), time.monotonic())
+        return min(max(peak, self._min), self._max)
+
+    async def _remove_trimmed(self, rows: list[q.SlotRow]) -> None:
+        for row in rows:
+            if row.container_id is not None:
+                await self.discard(Slot(row.slot_id, row.container_id, "", True))
 
     async def _make_warm(self, slot_id: str) -> bool:
         async with self._creations:
@@ -292,7 +368,8 @@ class WarmPool:
                 return False
 
     async def _make_ready(self, slot_id: str) -> None:
-        container_id = await self._create(slot_id, self._default_shape)
+        with self._metrics.timing("fill"):
+            container_id = await self._create(slot_id, self._default_shape, None)
         if not await q.mark_ready(self._db, slot_id, container_id):
             # The reconcile dropped the reservation as stale meanwhile: nobody will take it.
             await self._calls(remove_worker, container_id, slot_id)
@@ -312,6 +389,14 @@ class WarmPool:
         except Exception:
             # A bug in one round must not end the loop for the replica's lifetime.
             log.exception("pool reconcile: round failed")
+
+
+def host_memory(client: docker.DockerClient) -> int:
+    """Blocking: the Docker host's memory in bytes (0 when the daemon does not say)."""
+    try:
+        return int(client.info().get("MemTotal") or 0)
+    except (DockerException, requests.RequestException) as exc:
+        raise DockerFailure(f"asking the Docker host's memory: {exc}") from exc
 
 
 def _is_running(client: docker.DockerClient, container_id: str) -> bool:
