@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -91,13 +92,16 @@ jobs = Table(
         f"status IN {sql_list(JOB_STATUSES)}",
         name="jobs_status_valid",
     ),
-    # The claim query walks this partial index in priority order and nothing else.
+    # The claim walks this partial index, one tenant at a time, in priority order.
     Index(
-        "jobs_claimable",
+        "jobs_claimable_tenant",
+        "tenant",
         text("priority DESC"),
         "created_at",
         postgresql_where=text("status = 'pending'"),
     ),
+    # The claim counts each tenant's running jobs (fair shares, running quotas).
+    Index("jobs_running_tenant", "tenant", postgresql_where=text("status = 'running'")),
     # The reaper looks only at running jobs whose lease has passed.
     Index("jobs_running_lease", "lease_until", postgresql_where=text("status = 'running'")),
     Index("jobs_created", text("created_at DESC")),
@@ -384,8 +388,35 @@ tenants = Table(
     Column("spend_per_month_usd", DOUBLE_PRECISION),
     Column("max_queued", Integer),
     Column("share", DOUBLE_PRECISION),
+    # The claim's own (lifecycle.CLAIM, tenants with a running quota): the transaction of
+    # the last claim that started jobs of the tenant, and how many it left running at most.
+    Column("claimed_xact", BigInteger),
+    Column("claimed_running", Integer, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# A tenant's submits in the current minute (SUBMITS_PER_MINUTE): the row submits of a
+# tenant with quotas lock, one after another, so the count is exact.
+tenant_rates = Table(
+    "tenant_rates",
+    metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("submits", Integer, nullable=False),
+)
+
+# What the jobs retention deleted had used, per tenant and UTC day of submission: spend
+# quotas and the usage view add it to the jobs still kept.
+tenant_usage = Table(
+    "tenant_usage",
+    metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("jobs", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost_usd", DOUBLE_PRECISION, nullable=False),
 )
 
 # API keys: only the SHA-256 of each (a 256-bit random key needs no salt) is kept; the key
