@@ -5,8 +5,8 @@ files, the Dockerfiles and the tests refer to them. They are installed into the 
 an installed wheel carries them too; tower/resources.py finds them either way:
 
 - ui/ (the dashboard's static files, DESIGN §2) as tower/ui;
-- profiles/, engines/, templates/ (shipped configs), db/ (the migrations), worker/ and
-  gateway/ (the images' Docker build contexts) as tower/_shipped/<name>.
+- profiles/, engines/, templates/ (shipped configs), db/ (the migrations), worker/,
+  gateway/ and egress/ (the images' Docker build contexts) as tower/_shipped/<name>.
 
 Every file under them goes in (hidden ones such as worker/.dockerignore too: a build context
 is the whole directory), except bytecode caches. pyproject.toml alone cannot map directories
@@ -24,7 +24,7 @@ MAPPED = {
     "tower.ui": "ui",
     **{
         f"tower._shipped.{name}": name
-        for name in ("profiles", "engines", "templates", "db", "worker", "gateway")
+        for name in ("profiles", "engines", "templates", "db", "worker", "gateway", "egress")
     },
 }
 EVERY_FILE = ["**/*", "**/.*"]  # glob's * skips names starting with a dot

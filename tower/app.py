@@ -19,6 +19,7 @@ from tower.db import channels
 from tower.db.migrate import migrate
 from tower.db.notify import NotifyHub
 from tower.db.pool import Pool, create_pool, create_statement_pool
+from tower.egress.listener import EgressListener
 from tower.events import routes as event_routes
 from tower.execution.runner import Runner
 from tower.gateway import listener as auth_listener
@@ -33,7 +34,7 @@ from tower.queue.reaper import Reaper
 from tower.queue.retention import Retention
 from tower.runners import build_runner
 from tower.sessions import routes as session_routes
-from tower.settings import Settings
+from tower.settings import Settings, egress_enabled
 from tower.state import TowerState
 from tower.tenants import routes as tenant_routes
 from tower.tenants.cache import KeyCache
@@ -157,7 +158,13 @@ async def _start(
         )
         stack.push_async_callback(listeners.stop)
         slot = listeners.slot.number if listeners.slot is not None else None
-    runner = runner or await build_runner(settings, pool, configs, metrics, slot)
+    egress_slot = None
+    if settings.tower_runner == "docker" and egress_enabled(settings):
+        # The egress proxy's questions (docs/egress.md), on a socket slot of their own.
+        egress = await EgressListener.start(settings, pool, metrics)
+        stack.push_async_callback(egress.stop)
+        egress_slot = egress.slot.number if egress.slot is not None else None
+    runner = runner or await build_runner(settings, pool, configs, metrics, slot, egress_slot)
     stack.push_async_callback(runner.close)
     streams = StreamLimits(settings.max_streams, settings.max_streams_per_key)
     state = TowerState(

@@ -1,7 +1,7 @@
 """Where the files tower ships beside its code are, as real directories.
 
 The repository keeps them at its top (profiles/, engines/, templates/, db/, worker/,
-gateway/, ui/); setup.py installs them into the package, so a wheel carries them:
+gateway/, egress/, ui/); setup.py installs them into the package, so a wheel carries them:
 tower/_shipped/<name>, and tower/ui for the dashboard (older, kept where it was). They are
 found with importlib.resources, in the installed package first. A checkout, an editable
 install (setuptools' editable finder maps package_dir packages to their directories for
@@ -24,9 +24,9 @@ from typing import Literal
 # What ships, by its directory at the repository's top:
 #   profiles, engines, templates   the shipped configs, seeded into the database at start
 #   db                             Alembic's script directory (env.py, versions/)
-#   worker, gateway                the images' Docker build contexts
+#   worker, gateway, egress        the images' Docker build contexts
 #   ui                             the dashboard's static files (installed as tower/ui)
-Shipped = Literal["profiles", "engines", "templates", "db", "worker", "gateway", "ui"]
+Shipped = Literal["profiles", "engines", "templates", "db", "worker", "gateway", "egress", "ui"]
 
 PACKAGE = "tower"
 # Installed location of the repository's top-level data directories (setup.py).

@@ -61,6 +61,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "idempotency_ttl_hours": (1, 24 * 30),
     "db_pool_size": (2, 100),
     "gateway_auth_cache_seconds": (0, 60),
+    "egress_max_bytes": (1 << 20, 1 << 40),
+    "egress_max_connections": (1, 1024),
+    "egress_auth_cache_seconds": (0, 60),
     "max_log_bytes": (1024, 1 << 30),
     "events_keepalive_seconds": (1, 300),
     "max_streams": (1, 100_000),
@@ -196,6 +199,26 @@ class Settings(BaseSettings):
     anthropic_upstream: str = "https://api.anthropic.com"
     openai_upstream: str = "https://api.openai.com"
     gemini_upstream: str = "https://generativelanguage.googleapis.com"
+    # The egress proxy (docs/egress.md): what a job may reach besides the gateway, by the
+    # allow-list of its profile (or its own, within EGRESS_ALLOW). Tower builds, starts
+    # and updates its container; unset: as GATEWAY_MANAGED (compose runs neither).
+    egress_managed: bool | None = None
+    egress_image: str = "parpaing-egress:latest"
+    egress_container: str = "parpaing-egress"
+    # The proxy's own network, to whatever allow-lists name (workers never join it).
+    egress_net: str = "parpaing-egress-out"
+    # The volume of the workers' socket to the proxy. Default: <egress container>-socket.
+    egress_socket_volume: str = ""
+    # Names the proxy resolves to given addresses, "name=address,..." (its /etc/hosts).
+    egress_extra_hosts: str = ""
+    # The operator's ceiling: entries (comma-separated) a job may add to its profile's.
+    egress_allow: str = ""
+    # Names resolving to private addresses, and IP address entries, allowed.
+    egress_allow_private: bool = False
+    # Per job: bytes through the proxy in total, and requests at once.
+    egress_max_bytes: int = 1 << 30
+    egress_max_connections: int = 16
+    egress_auth_cache_seconds: int = 1
     lease_seconds: float = 30.0
     poll_interval: float = 2.0
     max_attempts: int = 1
@@ -307,6 +330,20 @@ def gateway_host(settings: Settings) -> str:
 
 def gateway_container(settings: Settings) -> str:
     return settings.gateway_container or gateway_host(settings)
+
+
+def egress_enabled(settings: Settings) -> bool:
+    """Does this deployment run the egress proxy (EGRESS_MANAGED, unset: GATEWAY_MANAGED)?"""
+    if settings.egress_managed is None:
+        return bool(settings.gateway_managed)
+    return bool(settings.egress_managed)
+
+
+def egress_socket_volume(settings: Settings) -> str | None:
+    """The volume of the workers' socket to the egress proxy; None without a proxy."""
+    if not egress_enabled(settings):
+        return None
+    return settings.egress_socket_volume or f"{settings.egress_container}-socket"
 
 
 def gateway_socket_volume(settings: Settings) -> str:

@@ -5,7 +5,8 @@ which the image holds beside this file (tower/execution/protocol.py in a checkou
 Standard library only (the image's python3, 3.11).
 
 0. In a container (the gateway's socket directory is mounted), listen on loopback for the
-   engines' provider calls and forward them to the gateway's Unix socket (forwarder.py).
+   engines' provider calls and forward them to the gateway's Unix socket (forwarder.py);
+   likewise a second port to the egress proxy's socket, when its directory is mounted.
 1. Print the ready line and block reading stdin (no CPU while idle) for the bundle,
    framed: `parpaing-bundle <size>`, a newline, <size> bytes of tar, which tower writes
    on the attach socket it also reads our output from. Unpack it into /bundle,
@@ -839,6 +840,10 @@ def forward_to_gateway() -> None:
     line, so no engine connects before it listens. On a host (tests), nothing."""
     if Path(protocol.GATEWAY_SOCKET_DIR).is_dir():
         forwarder.start(protocol.GATEWAY_PORT, protocol.GATEWAY_SOCKET)
+    # The egress proxy's relay, where tower mounted its socket (docs/egress.md): only a
+    # job given HTTP(S)_PROXY is told of it, and the proxy refuses any other job.
+    if Path(protocol.EGRESS_SOCKET_DIR).is_dir():
+        forwarder.start(protocol.EGRESS_PORT, protocol.EGRESS_SOCKET)
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ from docker.errors import DockerException
 
 from tests.support.second_docker import SecondDocker, second_docker
 from tower.images.build import (
+    EGRESS_CONTEXT,
     GATEWAY_CONTEXT,
     build_images,
     default_ca_bundle,
@@ -25,6 +26,8 @@ from tower.settings import Settings
 WORKER_IMAGE = os.environ.get("PARPAING_TEST_WORKER_IMAGE", "parpaing-worker:latest")
 # Likewise for gateway/: PARPAING_TEST_GATEWAY_IMAGE.
 GATEWAY_IMAGE = os.environ.get("PARPAING_TEST_GATEWAY_IMAGE", "parpaing-gateway:latest")
+# And for egress/: PARPAING_TEST_EGRESS_IMAGE.
+EGRESS_IMAGE = os.environ.get("PARPAING_TEST_EGRESS_IMAGE", "parpaing-egress:latest")
 SETUP_HINT = "Docker is required for tests/e2e: run scripts/setup-docker (as root), then retry."
 
 
@@ -53,6 +56,15 @@ def gateway_image(docker_client: docker.DockerClient) -> str:
         settings = Settings(gateway_image=GATEWAY_IMAGE)
         build_images(settings, ca_bundle=default_ca_bundle(), which=("gateway",))
     return GATEWAY_IMAGE
+
+
+@pytest.fixture(scope="session")
+def egress_image(docker_client: docker.DockerClient) -> str:
+    """The egress proxy's image, built unless an image of the current egress/ sources exists."""
+    if not image_is_current(EGRESS_IMAGE, EGRESS_CONTEXT):
+        settings = Settings(egress_image=EGRESS_IMAGE)
+        build_images(settings, ca_bundle=default_ca_bundle(), which=("egress",))
+    return EGRESS_IMAGE
 
 
 @pytest.fixture(scope="module")

@@ -194,6 +194,9 @@ def gateway_settings(
         "gateway_auth_socket": f"{names.socket_dir}/auth.sock",
         "gateway_socket_volume": names.socket_volume,
         "gateway_auth_cache_seconds": 1,
+        # No egress proxy unless a test asks for one (tests/e2e/egress.py): it would
+        # follow GATEWAY_MANAGED, and needs names of its own on a shared daemon.
+        "egress_managed": False,
         "anthropic_api_key": REAL_ANTHROPIC_KEY,
         "openai_api_key": REAL_OPENAI_KEY,
         "anthropic_upstream": upstream,

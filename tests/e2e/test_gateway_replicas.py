@@ -40,7 +40,7 @@ PASSED = (
     "tower_runner", "worker_net", "worker_image", "gateway_socket_volume", "pool_size",
     "poll_interval", "gateway_managed", "gateway_url", "gateway_image", "gateway_egress_net",
     "gateway_auth_socket", "gateway_auth_cache_seconds", "anthropic_api_key",
-    "anthropic_upstream", "openai_upstream", "gemini_upstream",
+    "anthropic_upstream", "openai_upstream", "gemini_upstream", "egress_managed",
 )  # fmt: skip
 # The agent's second call comes after this bash command: past any cached yes (1 s + 1).
 AGENT_PAUSE = "sleep 4"

@@ -64,6 +64,7 @@ def test_serve_builds_starts_keeps_and_replaces_the_gateway(
         GATEWAY_EGRESS_NET=names.egress_net,
         GATEWAY_AUTH_SOCKET=f"{names.socket_dir}/auth.sock",
         GATEWAY_SOCKET_VOLUME=names.socket_volume,
+        EGRESS_MANAGED="false",  # tests/e2e/test_egress.py runs the proxy, named its own way
         ANTHROPIC_API_KEY="sk-ant-first",
     )
     with serve(tmp_path, env) as first:

@@ -93,6 +93,7 @@ async def towers(
         "gateway_auth_socket": f"{names.socket_dir}/auth.sock",
         "gateway_socket_volume": names.socket_volume,
         "gateway_auth_cache_seconds": 1,
+        "egress_managed": "false",  # the proxy would follow GATEWAY_MANAGED
         "anthropic_api_key": REAL_ANTHROPIC_KEY,
         "anthropic_upstream": fake.url,
         "lease_seconds": LEASE_SECONDS,

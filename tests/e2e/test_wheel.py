@@ -40,11 +40,11 @@ START_DEADLINE = 120.0  # the embedded PostgreSQL's first start runs initdb
 STOP_DEADLINE = 60.0
 # What the installed package must carry: the repository's directories, as
 # tower.resources.shipped names them.
-RESOURCES = ("profiles", "engines", "templates", "db", "worker", "gateway", "ui")
+RESOURCES = ("profiles", "engines", "templates", "db", "worker", "gateway", "egress", "ui")
 # Settings an outer environment may hold that must not steer the installed tower.
 UNSET = (
     *("DATABASE_URL", "STATE_DIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"),
-    *("WORKER_IMAGE", "GATEWAY_IMAGE", "TOWER_RUNNER", "TOWER_API_KEY"),
+    *("WORKER_IMAGE", "GATEWAY_IMAGE", "EGRESS_IMAGE", "TOWER_RUNNER", "TOWER_API_KEY"),
     *("TOWER_HOST", "TOWER_PORT"),
 )
 
@@ -228,12 +228,14 @@ def test_images_build_makes_the_images_the_checkout_makes(
     docker_client: docker.DockerClient,
     worker_image: str,
     gateway_image: str,
+    egress_image: str,
 ) -> None:
     # Throwaway tags: the suite's images stay as its fixtures built them (from the checkout).
     tag = uuid.uuid4().hex[:12]
     built = {
         worker_image: f"parpaing-wheel-worker:{tag}",
         gateway_image: f"parpaing-wheel-gateway:{tag}",
+        egress_image: f"parpaing-wheel-egress:{tag}",
     }
     try:
         output = installed.run(
@@ -242,8 +244,10 @@ def test_images_build_makes_the_images_the_checkout_makes(
             "build",
             WORKER_IMAGE=built[worker_image],
             GATEWAY_IMAGE=built[gateway_image],
+            EGRESS_IMAGE=built[egress_image],
         )
-        assert f"ready: {built[worker_image]} {built[gateway_image]}" in output, output
+        ready = f"ready: {built[worker_image]} {built[gateway_image]} {built[egress_image]}"
+        assert ready in output, output
         for reference, ours in built.items():
             # Same layers: the installed build contexts are the checkout's (the labels may
             # differ, the worker context's digest counting the bytecode pip compiled).

@@ -40,7 +40,7 @@ async def test_health_ok_with_database_up(database_url: str, no_docker: None) ->
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"db", "docker", "pool", "gateway", "providers"}
+    assert set(body["checks"]) == {"db", "docker", "pool", "gateway", "egress", "providers"}
     assert body["checks"]["db"] == "ok"
     # With the simulated runner Docker is reported but not required.
     assert body["checks"]["docker"].startswith("error:")

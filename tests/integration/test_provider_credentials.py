@@ -40,6 +40,7 @@ def tower(database_url: str, tmp_path: Path) -> Tower:
             database_url=database_url,
             tower_runner="docker",
             gateway_managed=True,
+            egress_managed=False,  # no proxy container: these jobs reach nothing
             state_dir=str(tmp_path / "state"),
             **(NO_KEYS | keys),  # type: ignore[arg-type]
         )

@@ -99,8 +99,16 @@ def test_tower_runs_the_entry_script_of_the_image() -> None:
     assert options["volumes"] == {
         "v1": {"bind": protocol.BUNDLE_DIR, "mode": "rw"},
         "parpaing-gateway-socket": {"bind": protocol.GATEWAY_SOCKET_DIR, "mode": "ro"},
+        # The egress proxy's socket (docs/egress.md), which tower runs as it runs the gateway.
+        "parpaing-egress-socket": {"bind": protocol.EGRESS_SOCKET_DIR, "mode": "ro"},
     }
     assert options["network_mode"] == "none" and "network" not in options
+
+
+def test_without_the_egress_proxy_workers_get_no_socket_of_it() -> None:
+    settings = Settings(gateway_managed=False)
+    options = container_options(shape_from_settings(settings), settings, "s1", "v1")
+    assert protocol.EGRESS_SOCKET_DIR not in [v["bind"] for v in options["volumes"].values()]
 
 
 def test_the_worker_build_context_gets_tower_s_protocol_beside_worker_py() -> None:

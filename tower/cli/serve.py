@@ -28,7 +28,7 @@ from tower.cli.output import PREFIX, CliError, say
 from tower.errors import TowerError
 from tower.execution.docker import probe
 from tower.server import run_server
-from tower.settings import Settings
+from tower.settings import Settings, egress_enabled
 from tower.web.hosts import is_loopback
 
 
@@ -111,8 +111,8 @@ def _require_reachable(url: str) -> None:
 
 
 def _ensure_images(settings: Settings) -> None:
-    """All-in-one: build the worker image on first start, and the gateway image when it is
-    missing or its sources changed (seconds), showing the builds as they go."""
+    """All-in-one: build the worker image on first start, and the gateway and egress proxy
+    images when missing or their sources changed (seconds), showing the builds as they go."""
     if settings.tower_runner != "docker":
         return
     if not probe.ping(PROBE_TIMEOUT).ok:
@@ -148,15 +148,22 @@ def _images_to_build(settings: Settings) -> list[str]:
     ):
         say(f"gateway image {settings.gateway_image} is missing or outdated: building it")
         which.append("gateway")
+    if egress_enabled(settings) and not images.image_is_current(
+        settings.egress_image, images.EGRESS_CONTEXT
+    ):
+        say(f"egress image {settings.egress_image} is missing or outdated: building it")
+        which.append("egress")
     return which
 
 
 def _show_gateway_progress() -> None:
-    """The tower starts (or replaces) the gateway container as it starts: say so here."""
-    logger = logging.getLogger("tower.gateway.container")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(f"{PREFIX}%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False  # said here once, not again by tower's own log handler
+    """The tower starts (or replaces) the gateway and egress proxy containers as it starts:
+    say so here."""
+    for name in ("tower.gateway.container", "tower.egress.container"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter(f"{PREFIX}%(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False  # said here once, not again by tower's own log handler

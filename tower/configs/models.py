@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tower.configs.egress import MAX_ENTRIES, check_entries
 from tower.configs.values import VarValue, check_value
 from tower.settings import memory_bytes
 
@@ -90,6 +91,18 @@ class Hooks(ConfigModel):
     post: str | None = None
 
 
+class Egress(ConfigModel):
+    """What the job's processes may reach through the egress proxy (docs/egress.md):
+    host, host:port, *.suffix entries. Empty: nothing, the worker's default."""
+
+    allow: list[str] = Field(default=[], max_length=MAX_ENTRIES)
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        return check_entries(value)
+
+
 class Profile(ConfigModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -110,6 +123,7 @@ class Profile(ConfigModel):
     compat: Literal["parpaing"] | None = None
     resources: Resources = Resources()
     hooks: Hooks = Hooks()
+    egress: Egress = Egress()
 
     @field_validator("vars")
     @classmethod

@@ -49,13 +49,22 @@ def insert_state_event(source: str) -> str:
     """
 
 
+# What a job's requests through the egress proxy added up to (table job_egress, written
+# by tower/egress): NULL for a job that made none. Read where `jobs` is the job's row.
+EGRESS_SUMMARY = """
+(SELECT jsonb_build_object(
+    'allowed', e.allowed, 'refused', e.refused, 'refused_count', e.refused_count,
+    'bytes', e.bytes, 'limited', e.limited)
+ FROM job_egress e WHERE e.job_id = jobs.job_id)
+"""
+
 # What a terminal UPDATE (or the redeliver SELECT) returns for the outbox to read.
-TERMINAL_COLUMNS = """
+TERMINAL_COLUMNS = f"""
 jobs.job_id, jobs.status, jobs.request ->> 'webhook_url' AS webhook_url,
 jobs.agent_id, jobs.engine, jobs.profile, jobs.exit_code, jobs.result, jobs.error,
 jobs.failure_reason, jobs.usage, jobs.duration_ms, jobs.attempt,
 jobs.created_at, jobs.started_at, jobs.finished_at,
-jobs.artifacts -> 'changes' AS changes, jobs.published
+jobs.artifacts -> 'changes' AS changes, jobs.published, {EGRESS_SUMMARY} AS egress
 """
 
 # The Standard Webhooks envelope: type, timestamp, data. Stored whole, sent as stored.
@@ -68,7 +77,8 @@ jsonb_build_object(
         'profile', profile, 'exit_code', exit_code, 'failure_reason', failure_reason,
         'error', error, 'result', result, 'usage', usage, 'duration_ms', duration_ms,
         'attempt', attempt, 'created_at', created_at, 'started_at', started_at,
-        'finished_at', finished_at, 'changes', changes, 'published', published))
+        'finished_at', finished_at, 'changes', changes, 'published', published,
+        'egress', egress))
 """
 
 # Standard Webhooks message ids look like msg_<random>; this one is the delivery's key.

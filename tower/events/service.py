@@ -138,6 +138,9 @@ def _job_frame(job_id: str, row: Any) -> str:
     if row["kind"] == "log":
         body = {"stream": data["stream"], "text": data["text"], "at": _at(row["created_at"])}
         return sse.frame(row["seq"], "log", head | body)
+    if row["kind"] == "egress":
+        # A decision of the egress proxy (tower/egress): host, port, allowed, bytes...
+        return sse.frame(row["seq"], "egress", head | data | {"at": _at(row["created_at"])})
     state = {"status": data["status"], "at": _at(row["created_at"])}
     state |= {field: data.get(field) for field in STATE_FIELDS[1:]}
     return sse.frame(row["seq"], "state", head | state)

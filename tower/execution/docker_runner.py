@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from uuid import UUID
@@ -150,7 +150,14 @@ class DockerRunner:
         templates = self._templates(profile.template_names())
         # Minted at claim; the gateway accepts it while this attempt runs, and only then.
         spec = build_spec(
-            job.request, profile, engine, templates, self._settings, job.job_id, job.gateway_token
+            job.request,
+            profile,
+            engine,
+            templates,
+            self._settings,
+            job.job_id,
+            job.gateway_token,
+            job.attempt,
         )
         spec = dataclasses.replace(spec, workspace_commit=job.workspace_commit)
         return Plan(spec, engine, job.inputs)
@@ -319,9 +326,14 @@ class DockerRunner:
         docker = await self._probe(ping_client, HEALTH_TIMEOUT)
         if self._host is None:
             return RunnerHealth(docker=docker)
-        # The gateway's probe looks its container up, then asks it over HTTP.
-        gateway = await self._probe(self._host.probe, 2 * HEALTH_TIMEOUT + 0.5)
-        return RunnerHealth(docker=docker, gateway=gateway)
+        # Each part's probe looks its container up, then asks it over HTTP.
+        bound = 4 * HEALTH_TIMEOUT + 0.5
+        try:
+            found = await asyncio.wait_for(self._calls(self._host.probes), bound)
+        except TimeoutError:
+            late = Probe(False, f"no answer within {bound:g}s")
+            found = {part: late for part in self._host.parts}
+        return RunnerHealth(docker=docker, gateway=found.get("gateway"), egress=found.get("egress"))
 
     async def _probe(self, check: Callable[[Any], Probe], bound: float) -> Probe:
         try:
@@ -355,14 +367,20 @@ async def _close_slots(slots: SlotSource) -> None:
 
 
 class Host(Protocol):
-    """What the runner's Docker host needs besides workers: the gateway container. The
-    wiring passes it in (tower/runners.py); execution knows nothing of the gateway."""
+    """What the runner's Docker host needs besides workers: the gateway container and the
+    egress proxy's. The wiring passes it in (tower/runners.py); execution knows nothing
+    of either."""
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The names of what it runs, as /health reports them ("gateway", "egress")."""
+        ...
 
     async def setup(self, calls: DockerCalls) -> None:
-        """Make it run, through the runner's Docker calls once Docker answers; reports,
+        """Make them run, through the runner's Docker calls once Docker answers; reports,
         never raises."""
         ...
 
-    def probe(self, client: Any) -> Probe:
-        """Does it answer? Blocking, on one of the runner's Docker threads."""
+    def probes(self, client: Any) -> Mapping[str, Probe]:
+        """Does each answer, by part? Blocking, on one of the runner's Docker threads."""
         ...

@@ -48,6 +48,16 @@ GATEWAY_SOCKET = f"{GATEWAY_SOCKET_DIR}/gateway.sock"
 GATEWAY_PORT = 4480
 WORKER_GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
 
+# --- the way to the egress proxy ---------------------------------------------------------
+
+# Likewise for the egress proxy (docs/egress.md): its relay listens on a Unix socket in a
+# volume mounted (read-only) at EGRESS_SOCKET_DIR, and the worker forwards
+# 127.0.0.1:EGRESS_PORT to it. A job with an allow-list gets HTTP(S)_PROXY naming
+# 127.0.0.1:EGRESS_PORT; a process that ignores them has no route at all.
+EGRESS_SOCKET_DIR = "/run/parpaing-egress"
+EGRESS_SOCKET = f"{EGRESS_SOCKET_DIR}/egress.sock"
+EGRESS_PORT = 4481
+
 # --- the bundle volume ------------------------------------------------------------------
 
 BUNDLE_DIR = "/bundle"

@@ -87,6 +87,7 @@ class RunnerHealth:
 
     docker: Probe | None = None
     gateway: Probe | None = None
+    egress: Probe | None = None
 
 
 class Output(Protocol):

@@ -19,6 +19,8 @@ class ContainerShape:
     runtime: str
     # The gateway's socket volume (settings.gateway_socket_volume): workers have no network.
     gateway_socket: str
+    # The egress proxy's socket volume (settings.egress_socket_volume); None without one.
+    egress_socket: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from tower.configs.render import render_claude_md, render_prompt
 from tower.errors import Invalid
 from tower.execution import protocol
 from tower.execution.slots import ContainerShape
-from tower.settings import Settings, gateway_socket_volume, memory_bytes
+from tower.settings import Settings, egress_socket_volume, gateway_socket_volume, memory_bytes
 
 log = logging.getLogger(__name__)
 WORKSPACE = "/workspace"
@@ -79,6 +79,7 @@ def build_spec(
     settings: Settings,
     job_id: str,
     job_token: str,
+    attempt: int = 1,
 ) -> JobSpec:
     """Everything the worker needs for one job. Raises Invalid when the profile or its
     templates cannot produce it (the runner reports that as a failed job)."""
@@ -94,7 +95,10 @@ def build_spec(
         argv=_resumed(
             request, engine, _command(engine, options, paths, protocol.WORKER_GATEWAY_URL)
         ),
-        env=engine.environment(protocol.WORKER_GATEWAY_URL, job_token),
+        env={
+            **engine.environment(protocol.WORKER_GATEWAY_URL, job_token),
+            **proxy_environment(request, job_id, attempt, job_token),
+        },
         cwd=WORKSPACE,
         files=files,
         stdin=PROMPT_PATH if engine.prompt.via == "stdin" else None,
@@ -109,6 +113,22 @@ def build_spec(
         shape=container_shape(profile, settings),
         session_state=tuple(engine.resume.state) if engine.resume else (),
     )
+
+
+def proxy_environment(
+    request: Mapping[str, Any], job_id: str, attempt: int, job_token: str
+) -> dict[str, str]:
+    """For a job with an egress allow-list (the list submit stored in its request), the
+    proxy in every variable HTTP clients read, with the attempt's credentials: user
+    `<job id>.<attempt>`, password its token (docs/egress.md). The gateway's loopback
+    address is left out of it. None for any other job: it has no way out."""
+    egress = request.get("egress")
+    if not isinstance(egress, Mapping) or not egress.get("allow"):
+        return {}
+    proxy = f"http://{job_id}.{attempt}:{job_token}@127.0.0.1:{protocol.EGRESS_PORT}"
+    direct = "127.0.0.1,localhost"
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+    return {**dict.fromkeys(names, proxy), "NO_PROXY": direct, "no_proxy": direct}
 
 
 def _resumed(request: Mapping[str, Any], engine: Engine, argv: list[str]) -> tuple[str, ...]:
@@ -147,6 +167,7 @@ def container_shape(profile: Profile, settings: Settings) -> ContainerShape:
         pids_limit=settings.worker_pids_limit,
         runtime=settings.worker_runtime,
         gateway_socket=gateway_socket_volume(settings),
+        egress_socket=egress_socket_volume(settings),
     )
 
 

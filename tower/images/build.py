@@ -1,12 +1,13 @@
-"""Build the images tower runs: the Debian base, then the worker and gateway images on it.
+"""Build the images tower runs: the Debian base, then the worker, gateway and egress proxy
+images on it.
 
 The base is pulled when a registry answers; when none does (air-gapped or registry-less
 machines) the same Debian release is bootstrapped locally with debootstrap and imported
 under the same tag, so `FROM debian:bookworm-slim` builds unchanged either way.
 
-The worker and gateway images are built by the Docker CLI with BuildKit, because the SDK
-cannot pass BuildKit secrets: an optional CA bundle reaches apt/npm/pip as a build secret (for
-TLS-intercepting proxies) without ending up in any image layer.
+The worker, gateway and egress images are built by the Docker CLI with BuildKit, because
+the SDK cannot pass BuildKit secrets: an optional CA bundle reaches apt/npm/pip as a build
+secret (for TLS-intercepting proxies) without ending up in any image layer.
 
 With --all it also builds the images of the compose deployment (docker-compose.yml): the
 tower image (TOWER_IMAGE, default parpaing-tower:latest) and the load balancer (LB_IMAGE,
@@ -49,13 +50,14 @@ APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 REPO_ROOT = resources.CHECKOUT
 WORKER_CONTEXT = resources.shipped("worker")
 GATEWAY_CONTEXT = resources.shipped("gateway")
+EGRESS_CONTEXT = resources.shipped("egress")
 # The worker image holds the wire protocol it shares with tower beside worker.py (which
 # imports it as `protocol`; worker/Dockerfile copies it): tower's own module, added to the
 # build context build_worker_image assembles, so there is one copy of it. Taken as a file
 # of the package, not imported: image builds sit below execution in tower's layers.
 PROTOCOL_FILE = Path(__file__).resolve().parents[1] / "execution" / "protocol.py"
 WORKER_EXTRA_FILES: Mapping[str, Path] = {"protocol.py": PROTOCOL_FILE}
-IMAGES = ("worker", "gateway")
+IMAGES = ("worker", "gateway", "egress")
 # Docker CLIs from 23.0 on delegate BuildKit to the buildx plugin; older ones embed it.
 LAST_CLI_WITH_EMBEDDED_BUILDKIT = 22
 
@@ -164,8 +166,8 @@ def build_images(
     deployment: bool = False,
 ) -> str:
     """Make sure the base image exists and (re)build the images named in `which` (worker,
-    gateway), and with `deployment` the compose deployment's (tower, load balancer);
-    returns the worker image's tag."""
+    gateway, egress), and with `deployment` the compose deployment's (tower, load
+    balancer); returns the worker image's tag."""
     bundle = _checked_bundle(ca_bundle)
     ensure_base_image(log)
     if "worker" in which:
@@ -174,6 +176,9 @@ def build_images(
     if "gateway" in which:
         gateway = BuildRequest(settings.gateway_image, bundle, GATEWAY_CONTEXT, "gateway image")
         build_worker_image(gateway, log)
+    if "egress" in which:
+        egress = BuildRequest(settings.egress_image, bundle, EGRESS_CONTEXT, "egress image")
+        build_worker_image(egress, log)
     for extra in deployment_requests(bundle) if deployment else []:
         build_worker_image(extra, log)
     return settings.worker_image
@@ -559,7 +564,7 @@ def _run_streamed(
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="parpaing images")
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="build the base, worker and gateway images")
+    build = commands.add_parser("build", help="build the base, worker, gateway and egress images")
     build.add_argument(
         "--ca-bundle",
         type=Path,
@@ -586,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TowerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    print(f"ready: {settings.worker_image} {settings.gateway_image}")
+    print(f"ready: {settings.worker_image} {settings.gateway_image} {settings.egress_image}")
     return 0
 
 

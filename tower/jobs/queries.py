@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from tower.db import lifecycle
+from tower.db.effects import EGRESS_SUMMARY
 from tower.db.pool import Connection
 from tower.webhooks.queries import DELIVERIES_OF_JOB
 
@@ -110,6 +111,7 @@ _SEEN = "($2::text IS NULL OR tenant = $2)"
 # The request's echoed fields come out of the jsonb; the prompt only as its length.
 SELECT_JOB = f"""
 SELECT {_SUMMARY_COLUMNS}, result, error, artifacts, published,
+       {EGRESS_SUMMARY} AS egress_usage,
        request - 'prompt' - 'system_prompt' - 'mcp_config' AS echo,
        coalesce(length(request ->> 'prompt'), 0) AS prompt_chars,
        {DELIVERIES_OF_JOB} AS webhook_deliveries

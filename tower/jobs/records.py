@@ -31,4 +31,13 @@ def record(row: Mapping[str, Any]) -> JobRecord:
     fields.update({name: echo.get(name, default) for name, default in ECHOED.items()})
     artifacts = row.get("artifacts")
     fields["changes"] = artifacts.get("changes") if isinstance(artifacts, dict) else None
+    fields["egress"] = _egress(echo.get("egress"), fields.pop("egress_usage", None))
     return JobRecord.model_validate(fields)
+
+
+def _egress(stored: Any, usage: Any) -> dict[str, Any] | None:
+    """The job's allow-list (stored in its request at submit) and what its requests
+    through the egress proxy came to (none yet: zeros)."""
+    if not isinstance(stored, dict) or not stored.get("allow"):
+        return None
+    return {"allow": stored["allow"], **(usage if isinstance(usage, dict) else {})}

@@ -25,6 +25,9 @@ from pydantic import (
 )
 
 from tower.artifacts.schemas import ArtifactsSummary, Changes
+from tower.configs.egress import MAX_ENTRIES as EGRESS_ENTRIES_MAX
+from tower.configs.egress import MAX_ENTRY_CHARS as EGRESS_ENTRY_MAX
+from tower.configs.egress import check_entries
 from tower.db.ids import JOB_ID as JOB_ID
 from tower.db.ids import SAFE_ID as SAFE_ID
 from tower.db.statuses import JobStatus as JobStatus
@@ -230,6 +233,41 @@ class JobOutput(BaseModel):
     pull_request: PullRequestSpec | None = None
 
 
+class JobEgress(BaseModel):
+    """What the job's processes may reach through the egress proxy (docs/egress.md):
+    host, host:port and *.suffix entries, each within its profile's list, or beyond it
+    within the operator's EGRESS_ALLOW. Without it, the profile's list; [] for none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: Annotated[
+        list[Annotated[str, Field(max_length=EGRESS_ENTRY_MAX)]],
+        Field(max_length=EGRESS_ENTRIES_MAX),
+        AfterValidator(check_entries),
+    ]
+
+
+class EgressRefusal(BaseModel):
+    host: str
+    port: int
+    reason: str
+
+
+class EgressRecord(BaseModel):
+    """What a job's requests through the egress proxy came to."""
+
+    allow: list[str]
+    allowed: int = Field(default=0, description="requests the proxy let through")
+    refused: list[EgressRefusal] = Field(
+        default_factory=list, description="hosts refused, and why (at most 50 listed)"
+    )
+    refused_count: int = 0
+    bytes: int = Field(default=0, description="what the allowed requests moved, in total")
+    limited: str | None = Field(
+        default=None, description="the bound that refused it: 'bytes' or 'connections'"
+    )
+
+
 class JobRequest(BaseModel):
     """POST /jobs body. Unknown fields are refused, so a typo is an error, not a no-op."""
 
@@ -256,6 +294,7 @@ class JobRequest(BaseModel):
     inputs: Annotated[list[JobInput], Field(max_length=INPUTS_MAX)] = Field(default_factory=list)
     repo: JobRepo | None = None
     output: JobOutput | None = None
+    egress: JobEgress | None = None
 
     @model_validator(mode="after")
     def _output_needs_a_repo(self) -> JobRequest:
@@ -355,6 +394,9 @@ class JobRecord(JobSummary):
     # A repository job's output as tower did it: {branch, commit, pull_request_url,
     # pull_request_number}, or {branch: null, reason | error} when nothing was pushed.
     published: dict[str, Any] | None = None
+    # Its egress allow-list and what its requests through the proxy came to; None for a
+    # job without one.
+    egress: EgressRecord | None = None
 
 
 class JobPage(BaseModel):

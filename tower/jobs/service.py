@@ -17,18 +17,27 @@ from tower.db.group_commit import GroupCommit
 from tower.db.notify import NotifyHub
 from tower.db.pool import Pool, transaction
 from tower.db.statuses import TERMINAL_STATUSES
+from tower.egress import service as egress
 from tower.errors import Conflict, Invalid, NotFound, Timeout, Unavailable
 from tower.gateway.providers import require_credential
 from tower.jobs import queries, records
-from tower.jobs.schemas import JOB_ID, Cancelled, JobPage, JobRecord, JobRequest, JobStatus
+from tower.jobs.schemas import (
+    JOB_ID,
+    Cancelled,
+    JobEgress,
+    JobPage,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+)
 from tower.observability.metrics import TowerMetrics
-from tower.settings import Settings, memory_bytes
+from tower.settings import Settings, egress_enabled, memory_bytes
 from tower.uploads import service as uploads
 from tower.webhooks.url import check_webhook_url
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # JobRequest fields added after idempotency keys were first stored.
-ADDED_FIELDS = ("inputs", "repo", "output")
+ADDED_FIELDS = ("inputs", "repo", "output", "egress")
 
 
 class InvalidHeader(Invalid):
@@ -233,7 +242,24 @@ def _checked(configs: ConfigStore, settings: Settings, request: JobRequest) -> J
     found = configs.engine(engine)
     if found is not None and not request.dry_run:
         require_credential(settings, engine, found)
-    return request.model_copy(update={"engine": engine})
+    allow = _egress(configs, settings, request)
+    return request.model_copy(update={"engine": engine, "egress": allow})
+
+
+def _egress(configs: ConfigStore, settings: Settings, request: JobRequest) -> JobEgress | None:
+    """The allow-list the job runs with, stored in its request (docs/egress.md): its own
+    within its profile's and EGRESS_ALLOW, else its profile's; None for none."""
+    profile = configs.profile(request.profile)
+    requested = request.egress.allow if request.egress is not None else None
+    allow = egress.job_allow_list(settings, profile.egress.allow if profile else [], requested)
+    if not allow:
+        return None
+    if not egress_enabled(settings):
+        raise Conflict(
+            "this job's egress allow-list needs the egress proxy, which this deployment"
+            " does not run (EGRESS_MANAGED=false)"
+        )
+    return JobEgress(allow=allow)
 
 
 def _profile_engine(configs: ConfigStore, name: str) -> str:

@@ -141,6 +141,19 @@ class TowerMetrics:
             ["provider"],
             registry=registry,
         )
+        # By profile: a bounded label, the operator's configs (docs/egress.md).
+        self._egress = Counter(
+            "tower_egress_requests",
+            "Requests through the egress proxy this replica decided, by profile and decision",
+            ["profile", "decision"],
+            registry=registry,
+        )
+        self._egress_bytes = Counter(
+            "tower_egress_bytes",
+            "Bytes of the egress proxy's allowed requests, as they ended, by profile",
+            ["profile"],
+            registry=registry,
+        )
         self._docker_host = Gauge(
             "tower_docker_host_info",
             "The Docker daemon (its ID) this replica runs jobs on: 1 for it, none when unknown",
@@ -203,6 +216,12 @@ class TowerMetrics:
         """The gateway refused a running job's call to `provider` (one of
         GATEWAY_PROVIDERS, or "other") as not an inference endpoint."""
         self._gateway_refused.labels(provider).inc()
+
+    def egress_decided(self, profile: str, allowed: bool) -> None:
+        self._egress.labels(profile, "allowed" if allowed else "refused").inc()
+
+    def egress_ended(self, profile: str, moved: int) -> None:
+        self._egress_bytes.labels(profile).inc(max(moved, 0))
 
     def holding(self, kind: StreamKind) -> AbstractContextManager[object]:
         """Counts a request of `kind` as open while the block runs."""

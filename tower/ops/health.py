@@ -12,6 +12,9 @@ Which checks decide the HTTP status (the others are reported, never fatal):
   A gateway run by someone else (compose) is reported only, so one gateway restart does
   not take every replica out of the load balancer.
   With the simulated runner it reads "not configured".
+- egress (the egress proxy, asked like the gateway: it must also reach this replica's
+  egress socket) is reported, never required: only jobs with an allow-list need it,
+  and they say so when it is down. "not configured" where this tower runs none.
 - pool reads "not configured" until the warm pool reports here.
 - providers lists the LLM providers with a credential (never a key), reported only:
   a job for an engine whose provider has none is refused at submit (409).
@@ -39,7 +42,7 @@ from tower.execution.docker import probe
 from tower.execution.runner import Probe, Runner
 from tower.gateway.providers import providers
 from tower.observability import queries
-from tower.settings import Settings
+from tower.settings import Settings, egress_enabled
 from tower.web.deps import Db, SettingsDep, held
 
 DB_TIMEOUT = 2.0
@@ -90,9 +93,10 @@ async def check_health(settings: Settings, pool: Pool, runner: Runner) -> Health
     db, held = await asyncio.gather(check_db(pool), runner.health())
     docker = await check_docker(settings, held.docker)
     gateway = check_gateway(settings, held.gateway)
+    egress = check_egress(settings, held.egress)
     pending = Check(NOT_CONFIGURED, ok=True, required=False)
     known = Check(providers(settings).describe(), ok=True, required=False)
-    checks = {"db": db, "docker": docker, "pool": pending, "gateway": gateway}
+    checks = {"db": db, "docker": docker, "pool": pending, "gateway": gateway, "egress": egress}
     host = await docker_host_of(runner)
     return HealthReport(checks | {"providers": known}, host, settings.max_concurrent_jobs)
 
@@ -133,6 +137,12 @@ def check_gateway(settings: Settings, held: Probe | None) -> Check:
     if held is None:
         return Check(NOT_CONFIGURED, ok=True, required=False)
     return _check(held, bool(settings.gateway_managed))
+
+
+def check_egress(settings: Settings, held: Probe | None) -> Check:
+    if settings.tower_runner != "docker" or not egress_enabled(settings):
+        return Check(NOT_CONFIGURED, ok=True, required=False)
+    return _check(held or Probe(False, "not checked: Docker is down"), required=False)
 
 
 def _check(result: Probe, required: bool) -> Check:

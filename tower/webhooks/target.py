@@ -49,7 +49,7 @@ async def resolve(
     port = parsed.port or DEFAULT_PORTS[parsed.scheme]
     addresses = await _addresses(host, port)
     for address in addresses:
-        _check(address, allow_private, setting)
+        check_target(address, allow_private, setting)
     address = addresses[0]
     pinned = parsed.copy_with(host=str(address))
     netloc = parsed.netloc.decode("ascii")
@@ -89,7 +89,10 @@ def _literal(host: str) -> Address | None:
         return None
 
 
-def _check(address: Address, allow_private: bool, setting: str) -> None:
+def check_target(address: Address, allow_private: bool, setting: str) -> None:
+    """Raise Refused unless a request may go to `address`: never a metadata endpoint, and
+    a private one only with `allow_private` (the operator's `setting`). Also the rule of
+    repositories and of the egress proxy's targets (tower/egress)."""
     embedded = [address, *embedded_ipv4(address)]
     if any(item in METADATA_ADDRESSES for item in embedded):
         raise Refused(f"{address} is a cloud metadata address")

@@ -15,7 +15,7 @@ from typing import Any
 from tower.execution import protocol
 from tower.execution.slots import ContainerShape
 from tower.execution.spec import bounded_cpus, bounded_memory
-from tower.settings import Settings, gateway_socket_volume, memory_bytes
+from tower.settings import Settings, egress_socket_volume, gateway_socket_volume, memory_bytes
 
 WORKER_UID = protocol.WORKER_UID
 WORKER_USER = f"{WORKER_UID}:{WORKER_UID}"
@@ -74,6 +74,7 @@ def shape_from_settings(settings: Settings, image: str | None = None) -> Contain
         pids_limit=int(settings.worker_pids_limit),
         runtime=settings.worker_runtime,
         gateway_socket=gateway_socket_volume(settings),
+        egress_socket=egress_socket_volume(settings),
     )
 
 
@@ -133,6 +134,12 @@ def container_options(
         "labels": worker_labels(shape, slot_id, labels),
         "detach": True,
     }
+    if shape.egress_socket:
+        # The egress proxy's socket: reached only by a job told of it (docs/egress.md).
+        options["volumes"][shape.egress_socket] = {
+            "bind": protocol.EGRESS_SOCKET_DIR,
+            "mode": "ro",
+        }
     if shape.runtime:
         options["runtime"] = shape.runtime
     return options

@@ -29,37 +29,50 @@ ROLE_LABEL = "parpaing.role"
 SOCKET_VOLUME_ROLE = "gateway-socket"
 # Debian's www-data, which the gateway's nginx runs as (gateway/Dockerfile).
 GATEWAY_UID = 33
-SOCKET_VOLUME_OPTIONS = {
-    "type": "tmpfs",
-    "device": "tmpfs",
-    "o": f"size=1m,uid={GATEWAY_UID},gid={GATEWAY_UID},mode=0755,nosuid,nodev,noexec",
-}
+
+
+def socket_volume_options(uid: int) -> dict[str, str]:
+    """A small tmpfs owned by `uid`, the user of whoever makes the socket in it."""
+    return {
+        "type": "tmpfs",
+        "device": "tmpfs",
+        "o": f"size=1m,uid={uid},gid={uid},mode=0755,nosuid,nodev,noexec",
+    }
+
+
+SOCKET_VOLUME_OPTIONS = socket_volume_options(GATEWAY_UID)
 # What marked the workers' bridge of earlier versions (the compose file made it alike).
 OLD_BRIDGE_OPTION = "com.docker.network.bridge.inhibit_ipv4"
 
 
-def ensure_socket_volume(client: docker.DockerClient, name: str) -> None:
-    """Create the gateway's socket volume `name` unless it exists (replicas may race: the
-    loser's 409 is fine). An existing volume is used as it is: compose declares its own."""
+def ensure_socket_volume(
+    client: docker.DockerClient,
+    name: str,
+    uid: int = GATEWAY_UID,
+    role: str = SOCKET_VOLUME_ROLE,
+) -> None:
+    """Create the gateway's socket volume `name` (or, given its `uid` and `role`, another
+    socket volume: the egress proxy's) unless it exists (replicas may race: the loser's
+    409 is fine). An existing volume is used as it is: compose declares its own."""
     try:
         client.api.inspect_volume(name)
         return
     except NotFound:
         pass
     except (DockerException, requests.RequestException) as exc:
-        raise DockerFailure(f"gateway socket volume {name}: {one_line(exc, 500)}") from exc
+        raise DockerFailure(f"socket volume {name}: {one_line(exc, 500)}") from exc
     try:
         client.api.create_volume(
             name,
             driver="local",
-            driver_opts=SOCKET_VOLUME_OPTIONS,
-            labels={ROLE_LABEL: SOCKET_VOLUME_ROLE},
+            driver_opts=socket_volume_options(uid),
+            labels={ROLE_LABEL: role},
         )
     except APIError as exc:
         if exc.status_code != 409:
-            raise DockerFailure(f"gateway socket volume {name}: {one_line(exc, 500)}") from exc
+            raise DockerFailure(f"socket volume {name}: {one_line(exc, 500)}") from exc
     except (DockerException, requests.RequestException) as exc:
-        raise DockerFailure(f"gateway socket volume {name}: {one_line(exc, 500)}") from exc
+        raise DockerFailure(f"socket volume {name}: {one_line(exc, 500)}") from exc
 
 
 def retire_worker_network(client: docker.DockerClient, name: str) -> bool:

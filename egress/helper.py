@@ -1,0 +1,259 @@
+#!/usr/bin/python3
+"""Squid's helpers for the egress proxy: one program, four modes (argv[1]).
+
+  auth   auth_param basic. "<channel> <user> <password>": is the password the token of
+         the running attempt the user names (<job id>.<attempt>)? OK or ERR.
+  check  external_acl_type egress. "<channel> <user> <host> <port> <method>": may this
+         job reach host:port now? The host is resolved here, on the proxy's side, and
+         tower judges its addresses too. OK tag=counted, or ERR with tower's reason.
+  probe  external_acl_type tower. "<channel> <slot>": does tower's replica on that slot
+         answer? (tower's own health check of this container)
+  log    logfile_daemon. Squid's log commands on stdin; each request squid counted
+         (tag counted) is reported to tower when it ends, with its bytes, in batches.
+
+Tower answers on Unix sockets in the directory mounted at /run/parpaing: slot N is
+TOWER_SOCKET with -N before its suffix (egress.sock -> egress-3.sock), one per replica on
+the host. Slot 0 is asked first, then the others in turn: any replica answers for any
+job (the answer is in PostgreSQL). A question tower cannot answer is a refusal: the
+proxy fails closed.
+
+Standard library only (the image's python3). Squid runs requests concurrently through
+one process (concurrency=N: each line starts with a channel id, answered in any order).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import socket
+import sys
+import threading
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+SOCKET = os.environ.get("TOWER_SOCKET", "/run/parpaing/egress.sock")
+SLOTS = int(os.environ.get("TOWER_SLOTS", "16") or 16)
+TIMEOUT = 10.0
+THREADS = 32
+BATCH = 200
+# What squid's log line holds (squid.conf.template's logformat, in this order).
+LOG_FIELDS = ("user", "method", "host", "port", "status", "result", "bytes", "tag")
+COUNTED = "counted"
+CANNOT_ASK = "the egress proxy cannot ask tower now; try again"
+
+
+# --- asking tower ---------------------------------------------------------------------
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("tower", timeout=TIMEOUT)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(self._path)
+
+
+def slot_path(number: int) -> str:
+    stem, dot, suffix = SOCKET.rpartition(".")
+    return f"{stem}-{number}.{suffix}" if dot else f"{SOCKET}-{number}"
+
+
+class NoTower(Exception):
+    """No replica answered."""
+
+
+def ask(method: str, path: str, body: Any = None, slots: range | None = None) -> tuple[int, Any]:
+    """(status, JSON answer) from the first slot whose replica answers."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json"} if data is not None else {}
+    for number in slots if slots is not None else range(SLOTS):
+        path_of_slot = slot_path(number)
+        if not os.path.exists(path_of_slot):
+            continue
+        connection = UnixConnection(path_of_slot)
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            reply = connection.getresponse()
+            raw = reply.read()
+        except OSError:
+            continue  # a replica that died left its socket: the next slot answers
+        finally:
+            connection.close()
+        if reply.status >= 500:
+            continue
+        return reply.status, (json.loads(raw) if raw else None)
+    raise NoTower
+
+
+# --- the ACL and auth helpers ---------------------------------------------------------
+
+
+def encoded(text: str) -> str:
+    """A value of squid's helper answer: one token, URL-encoded."""
+    return urllib.parse.quote(text, safe="")
+
+
+def authenticate(fields: list[str]) -> str:
+    if len(fields) != 2:
+        return "ERR"
+    user, token = (urllib.parse.unquote(field) for field in fields)
+    try:
+        status, _ = ask("POST", "/egress/auth", {"user": user, "token": token})
+    except NoTower:
+        return f"BH message={encoded(CANNOT_ASK)}"
+    return "OK" if status == 200 else "ERR"
+
+
+def addresses_of(host: str, port: int) -> tuple[list[str], str | None]:
+    """The host's addresses as squid will find them (this container's resolver, its
+    /etc/hosts first), or why there are none."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        return [], str(error)
+    found: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in found:
+            found.append(address)
+    return found, None
+
+
+def check(fields: list[str]) -> str:
+    # Squid appends the ACL's arguments (%DATA, "-" without any) after the format's fields.
+    if len(fields) < 4 or not fields[2].isdigit():
+        return f"ERR message={encoded('the request names no host and port')}"
+    user, host, port, method = (urllib.parse.unquote(field) for field in fields[:4])
+    addresses, unresolved = addresses_of(host, int(port))
+    question = {
+        "user": user,
+        "host": host,
+        "port": int(port),
+        "method": method,
+        "addresses": addresses,
+        "resolve_error": unresolved,
+    }
+    try:
+        status, answer = ask("POST", "/egress/check", question)
+    except NoTower:
+        return f"ERR message={encoded(CANNOT_ASK)}"
+    if status == 200:
+        return f"OK tag={COUNTED}"
+    reason = (answer or {}).get("reason") or "refused"
+    return f"ERR message={encoded(str(reason))}"
+
+
+def probe(fields: list[str]) -> str:
+    if not fields or not fields[0].isdigit() or int(fields[0]) >= SLOTS:
+        return "ERR"
+    number = int(fields[0])
+    try:
+        status, _ = ask("GET", "/egress/health", slots=range(number, number + 1))
+    except NoTower:
+        return "ERR"
+    return "OK" if status == 200 else "ERR"
+
+
+def serve(answer: Callable[[list[str]], str]) -> None:
+    """Answer squid's concurrent requests: '<channel> <fields...>' lines on stdin, each
+    answered '<channel> <answer>' on stdout as soon as it is known."""
+    lock = threading.Lock()
+
+    def respond(line: str) -> None:
+        channel, *fields = line.split()
+        try:
+            reply = answer(fields)
+        except Exception as error:  # never leave squid waiting on a channel
+            print(f"parpaing-egress helper: {error!r}", file=sys.stderr, flush=True)
+            reply = "BH"
+        with lock:
+            sys.stdout.write(f"{channel} {reply}\n")
+            sys.stdout.flush()
+
+    with ThreadPoolExecutor(THREADS) as threads:
+        for line in sys.stdin:
+            if line.strip():
+                threads.submit(respond, line)
+
+
+# --- the log daemon -------------------------------------------------------------------
+
+
+def ended(line: str) -> dict[str, Any] | None:
+    """A counted request's end, from its log line; None for any other line."""
+    values = line.split()
+    if len(values) != len(LOG_FIELDS):
+        return None
+    entry = dict(zip(LOG_FIELDS, values, strict=True))
+    if entry["tag"] != COUNTED or not entry["port"].isdigit():
+        return None
+    return {
+        "user": urllib.parse.unquote(entry["user"]),
+        "host": entry["host"],
+        "port": int(entry["port"]),
+        "method": entry["method"],
+        "status": int(entry["status"]) if entry["status"].isdigit() else 0,
+        "bytes": int(entry["bytes"]) if entry["bytes"].isdigit() else 0,
+    }
+
+
+def report(entries: queue.Queue[dict[str, Any]]) -> None:
+    """Send what ended to tower, as many at once as have piled up."""
+    while True:
+        batch = [entries.get()]
+        while len(batch) < BATCH:
+            try:
+                batch.append(entries.get_nowait())
+            except queue.Empty:
+                break
+        for _ in range(3):
+            try:
+                ask("POST", "/egress/done", {"entries": batch})
+                break
+            except NoTower:
+                threading.Event().wait(1.0)
+        else:
+            print(f"parpaing-egress: {len(batch)} request ends not reported", file=sys.stderr)
+
+
+def log_daemon() -> None:
+    entries: queue.Queue[dict[str, Any]] = queue.Queue()
+    threading.Thread(target=report, args=(entries,), daemon=True).start()
+    for line in sys.stdin:
+        if not line.startswith("L"):
+            continue  # rotate, flush, buffering: nothing to do for a pipe to tower
+        text = line[1:].rstrip("\n")
+        print(f"egress: {text}", file=sys.stderr, flush=True)
+        entry = ended(text)
+        if entry is not None:
+            entries.put(entry)
+
+
+MODES: dict[str, Callable[[list[str]], str]] = {
+    "auth": authenticate,
+    "check": check,
+    "probe": probe,
+}
+
+
+def main(argv: list[str]) -> int:
+    mode = argv[1] if len(argv) > 1 else ""
+    if mode == "log":
+        log_daemon()
+        return 0
+    if mode not in MODES:
+        print(f"usage: helper.py {'|'.join([*MODES, 'log'])}", file=sys.stderr)
+        return 64
+    serve(MODES[mode])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,305 @@
+"""The egress proxy, end to end: a real squid container run by tower, real workers (no
+network device: the proxy only through its socket), a real Claude Code agent whose Bash
+tool runs curl (scripted by the fake LLM, through the gateway), and an HTTPS and an HTTP
+site on this host under names only the proxy resolves (docs/egress.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from tests.e2e.agents import AgentRig, agent_rig, claude_job
+from tests.e2e.egress import (
+    ALLOWED,
+    REFUSED,
+    EgressNames,
+    Site,
+    egress_names,
+    egress_settings,
+    proxy_host_address,
+    site,
+)
+from tests.e2e.gateway import GatewayNames, gateway_names
+from tests.e2e.support import (
+    describe,
+    docker_settings,
+    isolated_network,
+    run_job,
+    shell_tower,
+)
+from tests.support.fake_llm import text, tool
+from tests.support.sse import only_events
+
+AGENT_PROFILE = """\
+name = "egress-agent"
+engine = "claude-code"
+allowed_tools = ["Bash"]
+
+[egress]
+allow = ["{allowed}"]
+"""
+
+SHELL_PROFILE = """\
+name = "egress-shell"
+engine = "shell"
+
+[egress]
+allow = ["{allowed}"]
+"""
+
+
+@dataclass
+class Sites:
+    address: str  # this host's, on the proxy's network
+    https: Site  # under ALLOWED
+    http: Site  # under REFUSED
+
+    @property
+    def hosts(self) -> dict[str, str]:
+        return {ALLOWED: self.address, REFUSED: self.address}
+
+    @property
+    def allowed_entry(self) -> str:
+        return f"{ALLOWED}:{self.https.port}"
+
+
+@pytest.fixture
+def network(docker_client: docker.DockerClient) -> Iterator[str]:
+    yield from isolated_network(docker_client)
+
+
+@pytest.fixture
+def names(docker_client: docker.DockerClient) -> Iterator[EgressNames]:
+    with egress_names(docker_client) as found:
+        yield found
+
+
+@pytest.fixture
+def sites(docker_client: docker.DockerClient, names: EgressNames) -> Iterator[Sites]:
+    address = proxy_host_address(docker_client, names)
+    with site(address, ALLOWED) as https, site(address) as http:
+        yield Sites(address, https, http)
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[str]:
+    # Short: a Unix socket's path must fit in 107 bytes.
+    found = tempfile.mkdtemp(prefix="peg-", dir="/tmp")
+    yield found
+    shutil.rmtree(found, ignore_errors=True)
+
+
+async def put_profile(tower: httpx.AsyncClient, name: str, content: str) -> None:
+    response = await tower.put(f"/configs/profile/{name}", json={"content": content})
+    assert response.status_code in (200, 201), response.text
+
+
+async def egress_events(tower: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
+    """The job's egress events, read from its (finished) event stream."""
+    found = []
+    async with tower.stream("GET", f"/jobs/{job_id}/events", timeout=60) as reply:
+        assert reply.status_code == 200
+        async for event in only_events(reply):
+            if event.name == "egress":
+                found.append(event.data)
+    return found
+
+
+# --- a real agent --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway(docker_client: docker.DockerClient) -> Iterator[GatewayNames]:
+    with gateway_names(docker_client) as found:
+        yield found
+
+
+@pytest.fixture
+async def agent(
+    docker_client: docker.DockerClient,
+    database_url: str,
+    network: str,
+    gateway: GatewayNames,
+    names: EgressNames,
+    sites: Sites,
+    gateway_image: str,
+    worker_image: str,
+    egress_image: str,
+) -> AsyncIterator[AgentRig]:
+    # The sites are on a private address: allowed here (the private test refuses it).
+    proxy = egress_settings(names, egress_image, sites.hosts, egress_allow_private=True)
+    images = (gateway_image, worker_image)
+    async with agent_rig(docker_client, database_url, network, gateway, images, **proxy) as rig:
+        await put_profile(
+            rig.tower, "egress-agent", AGENT_PROFILE.format(allowed=sites.allowed_entry)
+        )
+        yield rig
+
+
+async def test_an_agent_reaches_the_allowed_host_and_is_refused_the_other(
+    agent: AgentRig, sites: Sites
+) -> None:
+    https, http = sites.https, sites.http
+    # The pin proves the HTTPS site's own key reached curl: nothing in between decrypted it.
+    command = (
+        f"curl -sS --max-time 30 -k --pinnedpubkey 'sha256//{https.pin}' {https.url(ALLOWED)};"
+        f" curl -sS --max-time 30 -o /dev/null -w 'refused=%{{http_code}}'"
+        f" {http.url(REFUSED, '/secret')}"
+    )
+    agent.fake.set_script(
+        [tool("Bash", command=command, description="fetch"), text("Fetched: {tool_result}")]
+    )
+    record = await claude_job(agent, "Fetch the two pages.", profile="egress-agent")
+
+    assert record["status"] == "completed", describe(record)
+    assert https.marker in record["result"], record["result"]
+    assert "refused=403" in record["result"], record["result"]
+    assert https.seen() == ["/hello"]
+    assert http.seen() == []  # the proxy refused it: the site never heard of it
+    egress = record["egress"]
+    assert egress["allow"] == [sites.allowed_entry]
+    assert egress["allowed"] == 1 and egress["bytes"] > 0, egress
+    [refused] = egress["refused"]
+    assert (refused["host"], refused["port"]) == (REFUSED, http.port)
+    assert "not on this job's allow-list" in refused["reason"]
+    events = await egress_events(agent.tower, record["job_id"])
+    by_host = {event["host"]: event for event in events}
+    assert by_host[ALLOWED]["allowed"] is True and by_host[ALLOWED]["bytes"] > 0, events
+    assert by_host[ALLOWED]["port"] == https.port
+    assert by_host[REFUSED]["allowed"] is False and by_host[REFUSED]["port"] == http.port
+    metrics = (await agent.tower.get("/metrics")).text
+    assert 'tower_egress_requests_total{decision="allowed",profile="egress-agent"} 1.0' in metrics
+    assert 'tower_egress_requests_total{decision="refused",profile="egress-agent"} 1.0' in metrics
+
+
+# --- shell jobs ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def shell_rig(
+    database_url: str,
+    network: str,
+    socket_dir: str,
+    names: EgressNames,
+    sites: Sites,
+    images: tuple[str, str],
+    **overrides: Any,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A tower running the proxy (no gateway: shell jobs call no provider), the shell
+    engine and the egress-shell profile (its allow-list: the HTTPS site)."""
+    egress_image, worker_image = images
+    proxy = egress_settings(names, egress_image, sites.hosts, **overrides)
+    settings = docker_settings(
+        database_url,
+        network,
+        worker_image=worker_image,
+        gateway_auth_socket=f"{socket_dir}/auth.sock",
+        **proxy,
+    )
+    async with shell_tower(settings) as tower:
+        await put_profile(tower, "egress-shell", SHELL_PROFILE.format(allowed=sites.allowed_entry))
+        yield tower
+
+
+async def test_no_route_but_the_proxy_and_a_finished_attempts_token_is_refused(
+    database_url: str,
+    network: str,
+    socket_dir: str,
+    names: EgressNames,
+    sites: Sites,
+    egress_image: str,
+    worker_image: str,
+) -> None:
+    https, http = sites.https, sites.http
+    images = (egress_image, worker_image)
+    async with shell_rig(
+        database_url, network, socket_dir, names, sites, images, egress_allow_private=True
+    ) as tower:
+        # The first job uses its credentials (so the proxy has them cached), and shows them.
+        first = await run_job(
+            tower,
+            f'curl -sS --max-time 30 -k {https.url(ALLOWED)} && echo "proxy=$HTTPS_PROXY"',
+            profile="egress-shell",
+        )
+        assert first["status"] == "completed", describe(first)
+        stale = first["result"].split("proxy=", 1)[1].strip()
+        curl = "curl -sS --max-time 30 -k -o /dev/null"
+        script = "\n".join(
+            [
+                # Straight to the site's address, ignoring the proxy: there is no route.
+                f"{curl} --noproxy '*' http://{sites.address}:{http.port}/direct 2>&1",
+                'echo "direct=$?"',
+                # The first job's credentials, now that its attempt is over.
+                f"{curl} -w 'stale=%{{http_connect}}\\n' -x '{stale}' {https.url(ALLOWED, '/x')}",
+                # Its own, through the proxy the worker was told of.
+                f"{curl} -w 'own=%{{http_code}}\\n' {https.url(ALLOWED, '/own')}",
+            ]
+        )
+        second = await run_job(tower, script, profile="egress-shell")
+
+    assert second["status"] == "completed", describe(second)
+    output = second["result"]
+    assert "direct=7" in output, output  # curl: could not connect
+    assert "Network is unreachable" in output or "Couldn't connect" in output, output
+    assert "own=200" in output, output
+    stale_answer = output.split("stale=", 1)[1][:3]
+    assert stale_answer in ("403", "407"), output
+    assert http.seen() == []
+    assert https.seen() == ["/hello", "/own"]
+
+
+async def test_an_allowed_name_resolving_to_a_private_address_is_refused(
+    database_url: str,
+    network: str,
+    socket_dir: str,
+    names: EgressNames,
+    sites: Sites,
+    egress_image: str,
+    worker_image: str,
+) -> None:
+    https = sites.https
+    images = (egress_image, worker_image)
+    async with shell_rig(database_url, network, socket_dir, names, sites, images) as tower:
+        record = await run_job(
+            tower,
+            f"curl -sS --max-time 30 -k -w '\\nconnect=%{{http_connect}}' {https.url(ALLOWED)}"
+            "; echo",
+            profile="egress-shell",
+        )
+        events = await egress_events(tower, record["job_id"])
+
+    assert record["status"] == "completed", describe(record)
+    assert https.seen() == []
+    assert "connect=403" in record["result"], record["result"]
+    [refused] = record["egress"]["refused"]
+    assert refused["host"] == ALLOWED and refused["port"] == https.port
+    assert sites.address in refused["reason"] and "EGRESS_ALLOW_PRIVATE" in refused["reason"]
+    assert [event["allowed"] for event in events] == [False]
+    assert events[0]["reason"] == refused["reason"]
+
+
+async def test_a_job_without_an_allow_list_gets_no_proxy(
+    database_url: str,
+    network: str,
+    socket_dir: str,
+    names: EgressNames,
+    sites: Sites,
+    egress_image: str,
+    worker_image: str,
+) -> None:
+    images = (egress_image, worker_image)
+    async with shell_rig(
+        database_url, network, socket_dir, names, sites, images, egress_allow_private=True
+    ) as tower:
+        record = await run_job(tower, 'env | grep -ic proxy; echo "count=$?"')
+    assert record["status"] == "completed", describe(record)
+    assert record["result"].strip().endswith("count=1"), record["result"]  # grep found none
+    assert record["egress"] is None

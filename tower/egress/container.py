@@ -1,0 +1,338 @@
+"""The egress proxy's container: created, kept, replaced and probed by tower, like the
+gateway's (tower/gateway/container.py, whose network helper this reuses).
+
+- its name is EGRESS_CONTAINER; a label holds a digest of everything it was created with
+  (image ID, environment, mounts, extra hosts, options): when that differs from what tower
+  would create now, it is replaced, otherwise left running;
+- it sits on its own bridge (EGRESS_NET) to reach what allow-lists name; workers, which
+  have no network, reach it through a Unix socket its relay makes in the socket volume
+  (EGRESS_SOCKET_VOLUME), mounted read-write here and read-only in them;
+- its helpers ask tower through the token-check sockets' directory, mounted read-only,
+  where each replica answers on an egress slot of its own (tower/egress/listener.py);
+- tower probes it on port 3129 from the host: squid answers only when its helper reached
+  the asking replica's slot, so one probe checks squid, the helper and the way back.
+Replicas sharing a Docker host do this one at a time (a PostgreSQL advisory lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import docker
+import requests
+from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
+
+from tower.db.pool import Pool
+from tower.egress.listener import egress_socket
+from tower.errors import Invalid, TowerError, one_line
+from tower.execution.docker import queries as docker_queries
+from tower.execution.docker.client import DockerCalls
+from tower.execution.docker.containers import DockerFailure
+from tower.execution.docker.network import ensure_socket_volume
+from tower.execution.docker.probe import Probe
+from tower.execution.protocol import EGRESS_SOCKET_DIR
+from tower.gateway.container import ensure_egress_network
+from tower.gateway.listener import AUTH_SLOTS
+from tower.settings import Settings, egress_enabled, egress_socket_volume
+
+log = logging.getLogger(__name__)
+
+ROLE_LABEL = "parpaing.role"
+EGRESS_ROLE = "egress-proxy"
+HASH_LABEL = "parpaing.config_hash"
+# Bump when the container options below change, so running proxies are replaced.
+EGRESS_OPTIONS_VERSION = 1
+PROBE_PORT = 3129
+PROBE_PATH = "/squid-internal-mgr/info"
+SLOT_HEADER = "X-Parpaing-Slot"
+SOCKET_MOUNT = "/run/parpaing"
+# Debian's proxy user, squid's, which owns the workers' socket (egress/Dockerfile).
+PROXY_UID = 13
+HEALTH_TIMEOUT = 2.0
+READY_TIMEOUT = 30.0
+
+Say = Callable[[str], None]
+
+
+class EgressFailure(DockerFailure):
+    """The proxy container could not be made to run; the message says why."""
+
+
+@dataclass(frozen=True)
+class EgressSpec:
+    name: str
+    image: str
+    environment: Mapping[str, str]
+    socket_dir: str
+    workers_socket_volume: str
+    net: str
+    extra_hosts: Mapping[str, str]
+
+    def digest(self) -> str:
+        fields = {
+            "name": self.name,
+            "image": self.image,
+            "environment": dict(sorted(self.environment.items())),
+            "socket_dir": self.socket_dir,
+            "workers_socket_volume": self.workers_socket_volume,
+            "net": self.net,
+            "extra_hosts": dict(sorted(self.extra_hosts.items())),
+            "options": EGRESS_OPTIONS_VERSION,
+        }
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def extra_hosts(text: str) -> dict[str, str]:
+    """EGRESS_EXTRA_HOSTS ("name=address,..."): names the proxy resolves to addresses."""
+    found: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, equals, address = item.partition("=")
+        if not equals or not name.strip() or not address.strip():
+            raise Invalid(
+                f"EGRESS_EXTRA_HOSTS: {item!r} is not name=address", field="egress_extra_hosts"
+            )
+        found[name.strip().lower()] = address.strip()
+    return found
+
+
+def egress_spec(settings: Settings, image_id: str) -> EgressSpec:
+    socket = egress_socket(settings)
+    environment = {
+        "TOWER_SOCKET": f"{SOCKET_MOUNT}/{socket.name}",
+        "TOWER_SLOTS": str(AUTH_SLOTS),
+        "EGRESS_AUTH_CACHE_SECONDS": str(int(settings.egress_auth_cache_seconds)),
+        "EGRESS_MAX_BYTES": str(int(settings.egress_max_bytes)),
+    }
+    return EgressSpec(
+        name=settings.egress_container,
+        image=image_id,
+        environment=environment,
+        socket_dir=str(socket.parent),
+        workers_socket_volume=egress_socket_volume(settings) or "",
+        net=settings.egress_net,
+        extra_hosts=extra_hosts(settings.egress_extra_hosts),
+    )
+
+
+def container_options(spec: EgressSpec) -> dict[str, Any]:
+    """Keyword arguments for containers.create: squid and its relay as proxy, nothing
+    writable but /tmp and the workers' socket volume, no capabilities."""
+    return {
+        "image": spec.image,
+        "name": spec.name,
+        "environment": dict(spec.environment),
+        "labels": {ROLE_LABEL: EGRESS_ROLE, HASH_LABEL: spec.digest()},
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=64m"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": 512,
+        "mem_limit": "512m",
+        "init": True,
+        "restart_policy": {"Name": "unless-stopped"},
+        "volumes": {
+            spec.socket_dir: {"bind": SOCKET_MOUNT, "mode": "ro"},
+            spec.workers_socket_volume: {"bind": EGRESS_SOCKET_DIR, "mode": "rw"},
+        },
+        "extra_hosts": dict(spec.extra_hosts),
+        "network": spec.net,
+        "detach": True,
+    }
+
+
+# --- the runner's host ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EgressHost:
+    """The proxy as the Docker runner's host sees it (tower/execution/docker_runner.Host)."""
+
+    part: ClassVar[str] = "egress"
+    db: Pool
+    settings: Settings
+    # This replica's egress slot (listener.EgressListener.slot); None: it has none.
+    slot: int | None = None
+
+    async def setup(self, calls: DockerCalls) -> None:
+        """Run the proxy. Without it jobs still run, but none reaches anything through
+        it: that is reported (log, /health)."""
+        if not egress_enabled(self.settings):
+            return
+        try:
+            await ensure_egress_once(self.db, calls, self.settings, self.slot)
+        except TowerError as problem:
+            log.error("%s; jobs with an allow-list reach nothing until fixed", problem.message)
+
+    def probe(self, client: docker.DockerClient) -> Probe:
+        return probe_egress(self.settings, self.slot, HEALTH_TIMEOUT, client)
+
+
+async def ensure_egress_once(
+    db: Pool, calls: DockerCalls, settings: Settings, slot: int | None
+) -> str:
+    async with db.acquire() as connection:
+        key = f"egress:{settings.egress_container}"
+        await connection.execute(docker_queries.NETWORK_LOCK, key)
+        try:
+            return await calls(ensure_egress, settings, slot)
+        finally:
+            await connection.execute(docker_queries.NETWORK_UNLOCK, key)
+
+
+def ensure_egress(
+    client: docker.DockerClient, settings: Settings, slot: int | None = None, say: Say = log.info
+) -> str:
+    """The running proxy container's id, created or replaced as needed; replaced too
+    when it runs but cannot reach this replica's slot (a state dir made again)."""
+    try:
+        image_id = str(client.images.get(settings.egress_image).id)
+        spec = egress_spec(settings, image_id)
+        ensure_egress_network(client, spec.net)
+        ensure_socket_volume(client, spec.workers_socket_volume, PROXY_UID, EGRESS_ROLE)
+        container = _current(client, spec, say)
+        if container is not None and not _reaches_tower(client, container, settings, slot):
+            say(f"replacing the egress proxy {spec.name}: it cannot reach this tower")
+            with contextlib.suppress(NotFound):
+                container.remove(force=True)
+            container = None
+        if container is None:
+            container = _create(client, spec, say)
+            _wait_ready(client, container, settings, slot, say)
+        return str(container.id)
+    except ImageNotFound as exc:
+        raise EgressFailure(
+            f"egress image {settings.egress_image} is not present; "
+            "run `parpaing images build` (or restart `parpaing serve`, which builds it)"
+        ) from exc
+    except (DockerException, requests.RequestException) as exc:
+        raise EgressFailure(f"egress proxy container: {one_line(exc)}") from exc
+
+
+def _current(client: docker.DockerClient, spec: EgressSpec, say: Say) -> Container | None:
+    """The existing container when it was made from this spec; otherwise it is removed."""
+    try:
+        container = client.containers.get(spec.name)
+    except NotFound:
+        return None
+    if container.labels.get(HASH_LABEL) == spec.digest():
+        if container.status != "running":
+            say(f"starting the egress proxy {spec.name}")
+            container.start()
+        return container
+    say(f"replacing the egress proxy {spec.name} (its image or configuration changed)")
+    with contextlib.suppress(NotFound):
+        container.remove(force=True)
+    return None
+
+
+def _reaches_tower(
+    client: docker.DockerClient, container: Container, settings: Settings, slot: int | None
+) -> bool:
+    """Whether the kept container answers this replica's probe (within READY_TIMEOUT:
+    it may be starting)."""
+    try:
+        _wait_ready(client, container, settings, slot, lambda _: None)
+    except EgressFailure:
+        return False
+    return True
+
+
+def _create(client: docker.DockerClient, spec: EgressSpec, say: Say) -> Container:
+    say(f"starting the egress proxy {spec.name} ({spec.image[:19]})")
+    Path(spec.socket_dir).mkdir(parents=True, exist_ok=True)
+    container: Container = client.containers.create(**container_options(spec))
+    try:
+        container.start()
+    except BaseException:
+        with contextlib.suppress(DockerException):
+            container.remove(force=True)
+        raise
+    return container
+
+
+def _wait_ready(
+    client: docker.DockerClient,
+    container: Container,
+    settings: Settings,
+    slot: int | None,
+    say: Say,
+) -> None:
+    """Until the proxy answers this replica's probe; if it exits instead (render.py
+    refused a setting), fail with its last words, which name the variable."""
+    end = time.monotonic() + READY_TIMEOUT
+    while True:
+        result = probe_egress(settings, slot, HEALTH_TIMEOUT, client)
+        if result.ok:
+            say(f"egress proxy {container.name} is ready")
+            return
+        container.reload()
+        if container.status in ("exited", "dead", "restarting") or time.monotonic() > end:
+            tail = container.logs(tail=5).decode(errors="replace").strip()
+            raise EgressFailure(
+                f"egress proxy {container.name} is {container.status}, not answering: "
+                f"{' | '.join(tail.splitlines()) or result.detail}"
+            )
+        time.sleep(0.1)
+
+
+# --- health -----------------------------------------------------------------------------
+
+
+def probe_egress(
+    settings: Settings,
+    slot: int | None,
+    timeout: float = HEALTH_TIMEOUT,
+    client: docker.DockerClient | None = None,
+) -> Probe:
+    """Does the proxy answer, and reach this replica (slot `slot`; None: slot 0)? Blocking.
+    Asked at the container's address on its network: squid's probe port answers 200 only
+    when its helper got tower's answer through the mounted sockets."""
+    try:
+        address = _address(settings, client)
+    except (DockerException, requests.RequestException) as exc:
+        return Probe(False, f"Docker: {one_line(exc)}")
+    if address is None:
+        return Probe(False, f"container {settings.egress_container} is not running")
+    url = f"http://{address}:{PROBE_PORT}{PROBE_PATH}"
+    request = urllib.request.Request(url, headers={SLOT_HEADER: str(slot or 0)})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            if reply.status == 200:
+                return Probe(True, "the egress proxy reaches tower")
+            return Probe(False, f"{url} answered {reply.status}")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 403:
+            return Probe(False, "the egress proxy answers but cannot reach this tower")
+        return Probe(False, f"{url} answered {exc.code}")
+    except OSError as exc:
+        return Probe(False, f"{url}: {one_line(exc)}")
+
+
+def _address(settings: Settings, client: docker.DockerClient | None) -> str | None:
+    if client is None:
+        own = docker.from_env(timeout=int(HEALTH_TIMEOUT) + 1)
+        try:
+            return _address(settings, own)
+        finally:
+            own.close()
+    try:
+        container = client.containers.get(settings.egress_container)
+    except NotFound:
+        return None
+    if container.status != "running":
+        return None
+    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    return str((networks.get(settings.egress_net) or {}).get("IPAddress") or "") or None

@@ -1,0 +1,212 @@
+"""Tower's answers to the egress proxy's helpers, on Unix sockets of their own.
+
+Like the gateway's token check (tower/gateway/listener.py, whose slots this reuses), never
+on the API port: the sockets are in the directory of GATEWAY_AUTH_SOCKET, which the proxy
+container mounts read-only. Each replica on the host answers on its own slot,
+`egress-N.sock`, held by a lock on `egress-N.lock`; the proxy's helpers try slot 0 first,
+then the others (egress/helper.py), and any replica answers for any job.
+
+Routes (JSON bodies, bounded; the helpers are the only callers):
+  POST /egress/auth   {user, token}                       200 yes, 401 no
+  POST /egress/check  {user, host, port, method, addresses, resolve_error}
+                                                          200 go, 403 {reason}
+  POST /egress/done   {entries: [{user, host, port, method, status, bytes}]}  204
+  GET  /egress/health                                     200 (the proxy's probe of us)
+503 whenever the database cannot be asked: the helper then asks another slot, and the
+proxy refuses rather than guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import uvicorn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tower.db.outage import DATABASE_ERRORS
+from tower.db.pool import Pool
+from tower.egress import service
+from tower.gateway.listener import SOCKET_MODE, SocketSlot, release_slot, take_slot
+from tower.observability.metrics import TowerMetrics
+from tower.settings import Settings, gateway_auth_socket
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 256 * 1024
+START_TIMEOUT = 10.0
+Text = Annotated[str, Field(max_length=512)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class AuthBody(Body):
+    user: Text
+    token: Text
+
+
+class CheckBody(Body):
+    user: Text
+    host: Annotated[str, Field(min_length=1, max_length=service.MAX_HOST_CHARS)]
+    port: int = Field(ge=1, le=65535)
+    method: Annotated[str, Field(max_length=32)] = ""
+    addresses: list[Annotated[str, Field(max_length=64)]] = Field(default=[], max_length=64)
+    resolve_error: Text | None = None
+
+
+class EndedBody(Body):
+    user: Text
+    host: Annotated[str, Field(max_length=service.MAX_HOST_CHARS)]
+    port: int = Field(ge=0, le=65535)
+    method: Annotated[str, Field(max_length=32)] = ""
+    status: int = Field(default=0, ge=0, le=999)
+    bytes: int = Field(default=0, ge=0)
+
+
+class DoneBody(Body):
+    entries: list[EndedBody] = Field(max_length=1000)
+
+
+def egress_socket(settings: Settings) -> Path:
+    """The base name of the slots: beside the gateway's token-check sockets."""
+    return gateway_auth_socket(settings).with_name("egress.sock")
+
+
+async def _body(request: Request, model: type[Body]) -> Any:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            return None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def egress_app(pool: Pool, settings: Settings, metrics: TowerMetrics) -> Starlette:
+    async def auth(request: Request) -> Response:
+        body = await _body(request, AuthBody)
+        if body is None:
+            return Response(status_code=400)
+        ok = await service.authenticate(pool, body.user, body.token)
+        return Response(status_code=200 if ok else 401)
+
+    async def check(request: Request) -> Response:
+        body = await _body(request, CheckBody)
+        if body is None:
+            return JSONResponse({"reason": "a malformed question"}, status_code=400)
+        question = service.Question(
+            body.user, body.host, body.port, body.method, body.addresses, body.resolve_error
+        )
+        reason = await service.decide(pool, settings, metrics, question)
+        if reason is None:
+            return JSONResponse({"allowed": True})
+        return JSONResponse({"allowed": False, "reason": reason}, status_code=403)
+
+    async def done(request: Request) -> Response:
+        body = await _body(request, DoneBody)
+        if body is None:
+            return Response(status_code=400)
+        entries = [
+            service.Ended(e.user, e.host, e.port, e.method, e.status, e.bytes) for e in body.entries
+        ]
+        await service.ended(pool, metrics, entries)
+        return Response(status_code=204)
+
+    async def health(_request: Request) -> Response:
+        return Response(status_code=200)
+
+    def guarded(handler: Any) -> Any:
+        async def answer(request: Request) -> Response:
+            try:
+                response: Response = await handler(request)
+            except DATABASE_ERRORS as exc:
+                log.warning("egress proxy question not answered: %r", exc)
+                return Response(status_code=503)
+            return response
+
+        return answer
+
+    return Starlette(
+        routes=[
+            Route("/egress/auth", guarded(auth), methods=["POST"]),
+            Route("/egress/check", guarded(check), methods=["POST"]),
+            Route("/egress/done", guarded(done), methods=["POST"]),
+            Route("/egress/health", health, methods=["GET"]),
+        ]
+    )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server inside tower's own loop: the main server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class EgressListener:
+    """The egress app on this replica's slot, until stop()."""
+
+    def __init__(self) -> None:
+        self.slot: SocketSlot | None = None
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings, pool: Pool, metrics: TowerMetrics) -> EgressListener:
+        service.check_settings(settings)
+        listener = cls()
+        try:
+            await listener._serve(egress_app(pool, settings, metrics), egress_socket(settings))
+        except BaseException:
+            await listener.stop()
+            raise
+        return listener
+
+    async def _serve(self, app: Starlette, base: Path) -> None:
+        self.slot = await asyncio.to_thread(take_slot, base)
+        if self.slot is None:
+            log.warning("every egress socket beside %s is held: this replica serves none", base)
+            return
+        config = uvicorn.Config(
+            app,
+            uds=str(self.slot.path),
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
+        self._server = server = _EmbeddedServer(config)
+        self._task = task = asyncio.create_task(server.serve(), name="egress-listener")
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the egress listener stopped during start-up")
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError("the egress listener did not start in time")
+            await asyncio.sleep(0.01)
+        # The proxy's helpers run as another user (squid's proxy) than tower.
+        await asyncio.to_thread(os.chmod, self.slot.path, SOCKET_MODE)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception, SystemExit):
+                await self._task
+        self._server, self._task = None, None
+        if self.slot is not None:
+            await asyncio.to_thread(release_slot, self.slot)
+            self.slot = None

@@ -1,0 +1,140 @@
+"""The egress proxy's questions to the database, and what its decisions write.
+
+A decision writes the job's egress row (tower/db/tables.py job_egress) and, while the job
+runs, a job event of kind 'egress' numbered like every event of the job (its row's
+event_seq, bumped in the same statement, as tower/events/queries.py does for log chunks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tower.db.channels import JOB_EVENT
+from tower.db.pool import Connection
+
+# The refused hosts a job's record lists (refused_count counts them all).
+REFUSED_LISTED = 50
+
+# Is $1 the token of attempt $3 of job $2, running, with an allow-list? Served by the
+# unique partial index jobs_gateway_token; the hash is cleared when the attempt ends.
+ATTEMPT_OF_TOKEN = """
+SELECT 1 FROM jobs
+WHERE gateway_token_sha256 = $1 AND status = 'running' AND job_id = $2 AND attempt = $3
+  AND jsonb_array_length(coalesce(request -> 'egress' -> 'allow', '[]'::jsonb)) > 0
+"""
+
+# The running attempt $2 of job $1: its profile (metrics) and its allow-list.
+RUNNING_ATTEMPT = """
+SELECT profile, coalesce(request -> 'egress' -> 'allow', '[]'::jsonb) AS allow
+FROM jobs WHERE job_id = $1 AND attempt = $2 AND status = 'running'
+"""
+
+# Count one more request of job $1 as open, unless $2 are open already or its bytes have
+# reached $3: a row comes back when it was counted, none when a bound refused it.
+OPEN_REQUEST = """
+INSERT INTO job_egress AS e (job_id, open_requests, allowed) VALUES ($1, 1, 1)
+ON CONFLICT (job_id) DO UPDATE
+    SET open_requests = e.open_requests + 1, allowed = e.allowed + 1
+    WHERE e.open_requests < $2 AND e.bytes < $3
+RETURNING open_requests
+"""
+
+# Where job $1 stands against its bounds (after OPEN_REQUEST refused it).
+USAGE = "SELECT open_requests, bytes FROM job_egress WHERE job_id = $1"
+
+
+def _event(kind_data: str) -> str:
+    """CTEs writing one 'egress' event ($-parameter `kind_data`) for job $1 while it runs
+    (fenced on its attempt, $2), with the NOTIFY that wakes its event streams."""
+    return f"""
+job AS (
+    UPDATE jobs SET event_seq = event_seq + 1
+    WHERE job_id = $1 AND attempt = $2 AND status = 'running'
+    RETURNING job_id, event_seq
+),
+written AS (
+    INSERT INTO job_events (job_id, seq, kind, data)
+    SELECT job_id, event_seq, 'egress', {kind_data}::jsonb FROM job
+    RETURNING job_id
+)
+SELECT (SELECT count(pg_notify('{JOB_EVENT}', 'egress ' || job_id)) FROM written) AS events
+"""
+
+
+# A refusal of job $1's attempt $2: $3 the listed entry {host, port, reason}, $4 the
+# bound that refused it (NULL for the allow-list or the address rules), $5 the event.
+# A host refused again for the same reason is listed once.
+REFUSE = f"""
+WITH counted AS (
+    INSERT INTO job_egress AS e (job_id, refused, refused_count, limited)
+    VALUES ($1, jsonb_build_array($3::jsonb), 1, $4)
+    ON CONFLICT (job_id) DO UPDATE SET
+        refused = CASE
+            WHEN jsonb_array_length(e.refused) < {REFUSED_LISTED}
+                 AND NOT e.refused @> jsonb_build_array($3::jsonb)
+            THEN e.refused || jsonb_build_array($3::jsonb)
+            ELSE e.refused END,
+        refused_count = e.refused_count + 1,
+        limited = coalesce(e.limited, $4)
+    RETURNING job_id
+),
+{_event("$5")}
+"""
+
+# An allowed request of job $1's attempt $2 ended, having moved $3 bytes: no longer
+# open, its bytes counted, its event ($4) written while the job runs. Returns the job's
+# profile (metrics), none for a job whose row is gone.
+ENDED = f"""
+WITH ended AS (
+    UPDATE job_egress
+    SET open_requests = greatest(open_requests - 1, 0), bytes = bytes + $3
+    WHERE job_id = $1
+    RETURNING job_id
+),
+{_event("$4")}, (SELECT profile FROM jobs WHERE job_id = $1) AS profile
+"""
+
+
+async def attempt_of_token(
+    connection: Connection, token_sha256: str, job_id: str, attempt: int
+) -> bool:
+    found = await connection.fetchval(ATTEMPT_OF_TOKEN, token_sha256, job_id, attempt)
+    return found is not None
+
+
+async def running_attempt(
+    connection: Connection, job_id: str, attempt: int
+) -> tuple[str, list[str]] | None:
+    row = await connection.fetchrow(RUNNING_ATTEMPT, job_id, attempt)
+    if row is None:
+        return None
+    allow = row["allow"]
+    return str(row["profile"]), [str(entry) for entry in allow] if isinstance(allow, list) else []
+
+
+async def open_request(
+    connection: Connection, job_id: str, max_open: int, max_bytes: int
+) -> tuple[int, int] | None:
+    """None when counted; else (open, bytes) as they stand against the bounds."""
+    if await connection.fetchval(OPEN_REQUEST, job_id, max_open, max_bytes) is not None:
+        return None
+    row = await connection.fetchrow(USAGE, job_id)
+    return (int(row["open_requests"]), int(row["bytes"])) if row is not None else (0, 0)
+
+
+async def refuse(
+    connection: Connection,
+    job_id: str,
+    attempt: int,
+    listed: dict[str, Any],
+    limited: str | None,
+    event: dict[str, Any],
+) -> None:
+    await connection.fetchval(REFUSE, job_id, attempt, listed, limited, event)
+
+
+async def ended(
+    connection: Connection, job_id: str, attempt: int, moved: int, event: dict[str, Any]
+) -> str | None:
+    row = await connection.fetchrow(ENDED, job_id, attempt, moved, event)
+    return str(row["profile"]) if row is not None and row["profile"] is not None else None

@@ -1,0 +1,198 @@
+"""Tower's answers to the egress proxy (docs/egress.md), and a job's list at submit.
+
+The proxy's helpers (egress/helper.py) ask, for each request:
+1. authenticate: is the password the gateway token of the running attempt the user names
+   (`<job id>.<attempt>`), and has that job an allow-list? (squid keeps a yes for
+   EGRESS_AUTH_CACHE_SECONDS; a finished attempt's token also fails step 2 at once)
+2. decide: may that attempt reach host:port, whose addresses the proxy resolved? A yes
+   counts the request as open against EGRESS_MAX_CONNECTIONS; a no is a job event and a
+   line of the job's record at once.
+3. ended: an allowed request ended, having moved so many bytes (its event, and the bytes
+   that EGRESS_MAX_BYTES bounds).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tower.configs.egress import normal_host
+from tower.db.ids import JOB_ID
+from tower.db.pool import Pool, transaction
+from tower.egress import policy, queries
+from tower.errors import Invalid
+from tower.gateway import tokens
+from tower.observability.metrics import TowerMetrics
+from tower.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_HOST_CHARS = 255
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Who a proxy user names: `<job id>.<attempt>`."""
+
+    job_id: str
+    number: int
+
+    @property
+    def user(self) -> str:
+        return f"{self.job_id}.{self.number}"
+
+
+def attempt_of(user: str) -> Attempt | None:
+    job_id, dot, number = user.rpartition(".")
+    if not dot or not JOB_ID.match(job_id) or not number.isdigit() or len(number) > 9:
+        return None
+    return Attempt(job_id, int(number))
+
+
+def proxy_user(job_id: str, attempt: int) -> str:
+    return Attempt(job_id, attempt).user
+
+
+@dataclass(frozen=True)
+class Question:
+    """One request the proxy asks about, as its helper saw it."""
+
+    user: str
+    host: str
+    port: int
+    method: str
+    addresses: Sequence[str]
+    resolve_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """One allowed request that ended, from the proxy's log line."""
+
+    user: str
+    host: str
+    port: int
+    method: str
+    status: int
+    moved: int
+
+
+# --- the proxy's questions --------------------------------------------------------------
+
+
+async def authenticate(pool: Pool, user: str, token: str) -> bool:
+    attempt = attempt_of(user)
+    if attempt is None or not tokens.plausible(token):
+        return False
+    async with pool.acquire() as connection:
+        return await queries.attempt_of_token(
+            connection, tokens.digest(token), attempt.job_id, attempt.number
+        )
+
+
+async def decide(
+    pool: Pool, settings: Settings, metrics: TowerMetrics, question: Question
+) -> str | None:
+    """None when the request may go (and it is counted open), else why not."""
+    attempt = attempt_of(question.user)
+    if attempt is None or len(question.host) > MAX_HOST_CHARS:
+        return "the request names no running job"
+    host = normal_host(question.host)
+    async with transaction(pool) as connection:
+        found = await queries.running_attempt(connection, attempt.job_id, attempt.number)
+        if found is None:
+            return f"job {attempt.job_id} (attempt {attempt.number}) is not running"
+        profile, entries = found
+        private = bool(settings.egress_allow_private)
+        reason = policy.refusal(
+            entries, host, question.port, question.addresses, question.resolve_error, private
+        )
+        limited = None
+        if reason is None:
+            reason, limited = await _within_bounds(connection, settings, attempt.job_id)
+        if reason is not None:
+            await _refused(connection, attempt, question, host, reason, limited)
+    metrics.egress_decided(profile, reason is None)
+    return reason
+
+
+async def _within_bounds(
+    connection: Any, settings: Settings, job_id: str
+) -> tuple[str | None, str | None]:
+    """(why not, which bound) when the job's bounds refuse one more request."""
+    max_open, max_bytes = int(settings.egress_max_connections), int(settings.egress_max_bytes)
+    usage = await queries.open_request(connection, job_id, max_open, max_bytes)
+    if usage is None:
+        return None, None
+    _open, moved = usage
+    if moved >= max_bytes:
+        why = f"the job moved {moved} bytes through the proxy: EGRESS_MAX_BYTES is {max_bytes}"
+        return why, "bytes"
+    why = f"the job has {max_open} requests open: EGRESS_MAX_CONNECTIONS is {max_open}"
+    return why, "connections"
+
+
+async def _refused(
+    connection: Any,
+    attempt: Attempt,
+    question: Question,
+    host: str,
+    reason: str,
+    limited: str | None,
+) -> None:
+    listed = {"host": host, "port": question.port, "reason": reason}
+    event = {
+        "host": host,
+        "port": question.port,
+        "method": question.method[:16],
+        "allowed": False,
+        "bytes": 0,
+        "reason": reason,
+    }
+    await queries.refuse(connection, attempt.job_id, attempt.number, listed, limited, event)
+
+
+async def ended(pool: Pool, metrics: TowerMetrics, entries: Sequence[Ended]) -> None:
+    """Count what allowed requests moved, and write their events (while the job runs)."""
+    async with transaction(pool) as connection:
+        for entry in entries:
+            attempt = attempt_of(entry.user)
+            if attempt is None:
+                continue
+            event = {
+                "host": normal_host(entry.host)[:MAX_HOST_CHARS],
+                "port": entry.port,
+                "method": entry.method[:16],
+                "allowed": True,
+                "bytes": entry.moved,
+                "status": entry.status,
+            }
+            moved = max(entry.moved, 0)
+            profile = await queries.ended(connection, attempt.job_id, attempt.number, moved, event)
+            if profile is not None:
+                metrics.egress_ended(profile, moved)
+
+
+# --- a job's list, at submit ------------------------------------------------------------
+
+
+def check_settings(settings: Settings) -> None:
+    """Stop the start on an EGRESS_ALLOW that does not parse, naming it."""
+    try:
+        policy.ceiling(settings.egress_allow)
+    except ValueError as error:
+        raise Invalid(str(error), field="egress_allow") from None
+
+
+def job_allow_list(
+    settings: Settings, profile: Sequence[str], requested: Sequence[str] | None
+) -> list[str]:
+    """The list a job runs with (policy.job_list); Invalid (422) when it asks for more
+    than its profile's list and EGRESS_ALLOW allow."""
+    try:
+        limit = policy.ceiling(settings.egress_allow)
+        return policy.job_list(profile, requested, limit, bool(settings.egress_allow_private))
+    except ValueError as error:  # NotAllowed, or an EGRESS_ALLOW check_settings let by
+        raise Invalid(f"egress.allow: {error}", field="egress") from None
