@@ -332,6 +332,11 @@ def gateway_container(settings: Settings) -> str:
     return settings.gateway_container or gateway_host(settings)
 
 
+def gateway_socket_volume(settings: Settings) -> str:
+    """The volume of the workers' socket to the gateway: one per gateway, like its name."""
+    return settings.gateway_socket_volume or f"{gateway_container(settings)}-socket"
+
+
 def egress_enabled(settings: Settings) -> bool:
     """Does this deployment run the egress proxy (EGRESS_MANAGED, unset: GATEWAY_MANAGED)?"""
     if settings.egress_managed is None:
@@ -344,11 +349,6 @@ def egress_socket_volume(settings: Settings) -> str | None:
     if not egress_enabled(settings):
         return None
     return settings.egress_socket_volume or f"{settings.egress_container}-socket"
-
-
-def gateway_socket_volume(settings: Settings) -> str:
-    """The volume of the workers' socket to the gateway: one per gateway, like its name."""
-    return settings.gateway_socket_volume or f"{gateway_container(settings)}-socket"
 
 
 SECRETS_KEY_BYTES = 32

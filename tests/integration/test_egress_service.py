@@ -1,0 +1,249 @@
+"""Tower's answers to the egress proxy, through its real listener on a Unix socket and the
+real queue statements: who may use the proxy, where to, within which bounds, and what each
+decision leaves on the job (its events, its record, its webhook, the metrics).
+docs/egress.md; the proxy itself is exercised in tests/e2e/test_egress.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.towers import insert_job
+from tower.db.pool import Pool
+from tower.egress.listener import EgressListener
+from tower.execution.runner import ClaimedJob
+from tower.jobs.service import get_job
+from tower.observability.metrics import TowerMetrics
+from tower.queue import queries
+from tower.settings import Settings
+
+LEASE = 30.0
+DONE = queries.Finish("completed", 0, "ok", None, None, None, 5)
+PUBLIC = "93.184.215.14"
+MAX_BYTES = 1 << 20
+
+
+@dataclass
+class Proxy:
+    """What the proxy's helpers would ask, over the listener's socket."""
+
+    socket: Path
+    metrics: TowerMetrics
+
+    async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        async with httpx.AsyncClient(transport=transport, base_url="http://tower") as client:
+            return await client.post(path, json=body)
+
+    async def auth(self, job: ClaimedJob, token: str | None = None) -> int:
+        body = {"user": user(job), "token": token or job.gateway_token}
+        return (await self.post("/egress/auth", body)).status_code
+
+    async def check(
+        self, job: ClaimedJob, host: str, port: int = 443, addresses: list[str] | None = None
+    ) -> httpx.Response:
+        question = {
+            "user": user(job),
+            "host": host,
+            "port": port,
+            "method": "CONNECT",
+            "addresses": [PUBLIC] if addresses is None else addresses,
+        }
+        return await self.post("/egress/check", question)
+
+    async def done(self, job: ClaimedJob, host: str, moved: int, port: int = 443) -> None:
+        entry = {"user": user(job), "host": host, "port": port, "method": "CONNECT",
+                 "status": 200, "bytes": moved}  # fmt: skip
+        answer = await self.post("/egress/done", {"entries": [entry]})
+        assert answer.status_code == 204, answer.text
+
+
+def user(job: ClaimedJob) -> str:
+    return f"{job.job_id}.{job.attempt}"
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    # Short: a Unix socket's path must fit in 107 bytes.
+    path = Path(tempfile.mkdtemp(prefix="peg-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def proxy(pool: Pool, socket_dir: Path) -> AsyncIterator[Proxy]:
+    settings = Settings(
+        gateway_auth_socket=str(socket_dir / "auth.sock"),
+        egress_max_connections=2,
+        egress_max_bytes=MAX_BYTES,
+    )
+    metrics = TowerMetrics("test")
+    started = await EgressListener.start(settings, pool, metrics)
+    assert started.slot is not None and started.slot.path == socket_dir / "egress-0.sock"
+    try:
+        yield Proxy(started.slot.path, metrics)
+    finally:
+        await started.stop()
+
+
+async def claim_with(
+    db: Any, allow: list[str] | None, webhook_url: str | None = None
+) -> ClaimedJob:
+    """A running job whose stored list (as submit stores it) is `allow`."""
+    job_id = await insert_job(db, "fetch", webhook_url=webhook_url)
+    egress = None if allow is None else json.dumps({"allow": allow})
+    await db.execute(
+        "UPDATE jobs SET request = request || jsonb_build_object('egress', $2::text::jsonb)"
+        " WHERE job_id = $1",
+        job_id,
+        egress or "null",
+    )
+    (job,) = await queries.claim(db, "owner", LEASE, 1)
+    assert job.job_id == job_id
+    return job
+
+
+async def egress_events(db: Any, job_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        "SELECT data FROM job_events WHERE job_id = $1 AND kind = 'egress' ORDER BY seq", job_id
+    )
+    return [row["data"] for row in rows]
+
+
+def counted(proxy: Proxy, profile: str, decision: str) -> float:
+    value = proxy.metrics.registry.get_sample_value(
+        "tower_egress_requests_total", {"profile": profile, "decision": decision}
+    )
+    return value or 0.0
+
+
+async def test_only_a_running_attempt_with_a_list_may_use_the_proxy(db: Any, proxy: Proxy) -> None:
+    job = await claim_with(db, ["pypi.org"])
+    bare = await claim_with(db, None)
+    assert await proxy.auth(job) == 200
+    # Another attempt's name, another job's token, a job without a list: no.
+    moved = {"user": f"{job.job_id}.{job.attempt + 1}", "token": job.gateway_token}
+    assert (await proxy.post("/egress/auth", moved)).status_code == 401
+    assert await proxy.auth(job, bare.gateway_token) == 401
+    assert await proxy.auth(bare) == 401
+    assert await queries.finish(db, job.job_id, job.lease_token, DONE)
+    assert await proxy.auth(job) == 401
+    # Even were squid to hold a cached yes, the attempt no longer runs: refused, not written.
+    refused = await proxy.check(job, "pypi.org")
+    assert refused.status_code == 403 and "is not running" in refused.json()["reason"]
+    assert await egress_events(db, job.job_id) == []
+
+
+async def test_a_request_on_the_list_goes_and_its_end_is_an_event_with_its_bytes(
+    db: Any, pool: Pool, proxy: Proxy
+) -> None:
+    job = await claim_with(db, ["pypi.org", "*.github.com:443"])
+    assert (await proxy.check(job, "api.github.com")).status_code == 200
+    assert await egress_events(db, job.job_id) == []  # written when it ends
+    await proxy.done(job, "api.github.com", 5000)
+
+    [event] = await egress_events(db, job.job_id)
+    assert event == {"host": "api.github.com", "port": 443, "method": "CONNECT",
+                     "allowed": True, "bytes": 5000, "status": 200}  # fmt: skip
+    record = await get_job(pool, job.job_id, None)
+    assert record.egress is not None
+    assert record.egress.model_dump() == {
+        "allow": ["pypi.org", "*.github.com:443"],
+        "allowed": 1,
+        "refused": [],
+        "refused_count": 0,
+        "bytes": 5000,
+        "limited": None,
+    }
+    assert counted(proxy, "default", "allowed") == 1
+    sample = proxy.metrics.registry.get_sample_value(
+        "tower_egress_bytes_total", {"profile": "default"}
+    )
+    assert sample == 5000
+
+
+async def test_refusals_are_events_and_listed_once_on_the_record(
+    db: Any, pool: Pool, proxy: Proxy
+) -> None:
+    job = await claim_with(db, ["pypi.org"])
+    off_list = await proxy.check(job, "evil.com")
+    assert off_list.status_code == 403
+    assert off_list.json()["reason"] == "evil.com:443 is not on this job's allow-list"
+    again = await proxy.check(job, "EVIL.com.")  # the same host, as squid may spell it
+    assert again.status_code == 403
+    private = await proxy.check(job, "pypi.org", addresses=["10.0.0.7"])
+    assert private.status_code == 403 and "EGRESS_ALLOW_PRIVATE" in private.json()["reason"]
+
+    events = await egress_events(db, job.job_id)
+    assert [(e["host"], e["allowed"], e["bytes"]) for e in events] == [
+        ("evil.com", False, 0),
+        ("evil.com", False, 0),
+        ("pypi.org", False, 0),
+    ]
+    record = await get_job(pool, job.job_id, None)
+    assert record.egress is not None
+    assert [(r.host, r.port) for r in record.egress.refused] == [
+        ("evil.com", 443),
+        ("pypi.org", 443),
+    ]
+    assert record.egress.refused_count == 3 and record.egress.limited is None
+    assert counted(proxy, "default", "refused") == 3
+
+
+async def test_connections_at_once_are_bounded_and_the_record_says_so(
+    db: Any, pool: Pool, proxy: Proxy
+) -> None:
+    job = await claim_with(db, ["pypi.org"])
+    for _ in range(2):  # EGRESS_MAX_CONNECTIONS
+        assert (await proxy.check(job, "pypi.org")).status_code == 200
+    third = await proxy.check(job, "pypi.org")
+    assert third.status_code == 403 and "EGRESS_MAX_CONNECTIONS" in third.json()["reason"]
+    await proxy.done(job, "pypi.org", 10)
+    assert (await proxy.check(job, "pypi.org")).status_code == 200  # one ended: room again
+    record = await get_job(pool, job.job_id, None)
+    assert record.egress is not None
+    assert record.egress.limited == "connections" and record.egress.allowed == 3
+
+
+async def test_bytes_in_total_are_bounded_and_the_webhook_lists_the_refusals(
+    db: Any, pool: Pool, proxy: Proxy
+) -> None:
+    job = await claim_with(db, ["pypi.org"], webhook_url="https://hooks.example.com/x")
+    assert (await proxy.check(job, "pypi.org")).status_code == 200
+    await proxy.done(job, "pypi.org", MAX_BYTES)
+    over = await proxy.check(job, "pypi.org")
+    assert over.status_code == 403 and "EGRESS_MAX_BYTES" in over.json()["reason"]
+    assert await queries.finish(db, job.job_id, job.lease_token, DONE)
+
+    payload = await db.fetchval(
+        "SELECT payload FROM webhook_deliveries WHERE job_id = $1", job.job_id
+    )
+    egress = payload["data"]["egress"]
+    assert egress["bytes"] == MAX_BYTES and egress["limited"] == "bytes"
+    assert egress["refused"] == [{"host": "pypi.org", "port": 443, "reason": over.json()["reason"]}]
+    # After the end, what is left over counts no more events (the terminal one is last).
+    await proxy.done(job, "pypi.org", 7)
+    events = await egress_events(db, job.job_id)
+    assert [e["allowed"] for e in events] == [True, False]
+    record = await get_job(pool, job.job_id, None)
+    assert record.egress is not None and record.egress.bytes == MAX_BYTES + 7
+
+
+async def test_a_job_without_egress_has_none_on_its_record_nor_its_webhook(
+    db: Any, pool: Pool
+) -> None:
+    job = await claim_with(db, None, webhook_url="https://hooks.example.com/x")
+    assert await queries.finish(db, job.job_id, job.lease_token, DONE)
+    assert (await get_job(pool, job.job_id, None)).egress is None
+    payload = await db.fetchval(
+        "SELECT payload FROM webhook_deliveries WHERE job_id = $1", job.job_id
+    )
+    assert payload["data"]["egress"] is None
