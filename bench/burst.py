@@ -144,7 +144,7 @@ def report_phases(title: str, phases: dict[str, tuple[float, float]]) -> None:
     for phase, (total, count) in phases.items():
         if count:
             shown.append(f"{phase} {total / count * 1000:.0f}ms (x{count:.0f})")
-    print(f"  {title}: " + ", ".join(shown))
+    print(f"  {title}: " + ", ".join(shown), flush=True)
 
 
 @dataclass(frozen=True)
@@ -214,9 +214,8 @@ async def tower_side(url: str, db: str, args: argparse.Namespace) -> TowerFigure
         figures.sustained = args.jobs / sustained.seconds * 60
         await until(_at_most(db, "SELECT count(*) FROM pool_slots WHERE status = 'busy'", 0))
         figures.sustained_clean = args.jobs / (time.perf_counter() - started) * 60
-        report_phases(
-            f"{args.jobs} sustained", (await Phases.read(client)).since(before), args.jobs
-        )
+        print(f"  sustained: {figures.sustained:.0f} jobs/min", flush=True)
+        report_phases("sustained", (await Phases.read(client)).since(before))
         await until(at_floor)
         figures.first = await burst(client, args.burst)
         await asyncio.sleep(args.gap)

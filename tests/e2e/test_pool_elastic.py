@@ -151,3 +151,25 @@ async def runs_per_job(database_url: str, ids: list[str]) -> list[dict[str, Any]
         return [dict(row) for row in await connection.fetch(RUNS_PER_JOB, ids)]
     finally:
         await connection.close()
+
+
+async def test_the_pool_keeps_the_default_profiles_shape(
+    database_url: str, network: str, worker_image: str
+) -> None:
+    """The shipped default profile asks 2g and 2 CPUs; WORKER_MEM_LIMIT and
+    WORKER_CPU_LIMIT say otherwise here. Jobs naming no profile still run warm."""
+    settings = elastic(database_url, network, pool_min=1, pool_max=1)
+    async with serve(settings) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        await poll_until(lambda: _ready(database_url), "a warm worker")
+        ids = [await submit(client, "warm", **DRY_RUN)]
+        await all_finished(client, ids)
+        taken = await acquisitions(client)
+    assert taken == {"warm": 1, "cold": 0}, taken
+
+
+async def _ready(database_url: str) -> bool:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return bool(await connection.fetchval(WARM.replace("'starting'", "'ready'")))
+    finally:
+        await connection.close()

@@ -17,6 +17,8 @@ from tower.configs.values import VarValue, check_value
 from tower.settings import memory_bytes
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# The profile of a job that names none (POST /jobs), whose shape the warm pool keeps.
+DEFAULT_PROFILE = "default"
 VAR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 KINDS = ("profile", "engine", "template")
 

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from tower.configs.models import DEFAULT_PROFILE
 from tower.configs.store import ConfigStore
 from tower.db.pool import Pool
 from tower.errors import TowerError
@@ -199,7 +200,8 @@ class WatchedRunner:
                 await self._host.setup(calls)
             await calls(retire_worker_network, self._settings.worker_net)
             image = await calls(containers.image_id, self._settings.worker_image)
-            shape = hardening.shape_from_settings(self._settings, image)
+            profile = self._configs.profile(DEFAULT_PROFILE)
+            shape = hardening.pool_shape(profile, self._settings, image)
             slots = await WarmPool.start(self._settings, self._pool, calls, shape, self._metrics)
         except TowerError as problem:
             return problem.message

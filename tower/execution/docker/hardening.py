@@ -12,9 +12,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from tower.configs.models import Profile
 from tower.execution import protocol
 from tower.execution.slots import ContainerShape
-from tower.execution.spec import bounded_cpus, bounded_memory
+from tower.execution.spec import bounded_cpus, bounded_memory, container_shape
 from tower.settings import Settings, egress_socket_volume, gateway_socket_volume, memory_bytes
 
 WORKER_UID = protocol.WORKER_UID
@@ -60,6 +61,15 @@ def worker_labels(
     """Labels on a worker and its volume: what reconcile and test clean-up find them by."""
     own = {ROLE_LABEL: WORKER_ROLE, SLOT_LABEL: slot_id, HASH_LABEL: config_hash(shape)}
     return {**(extra or {}), **own}
+
+
+def pool_shape(profile: Profile | None, settings: Settings, image: str) -> ContainerShape:
+    """The warm pool's shape: the default profile's (`image` the worker image's ID), so
+    the jobs that name no profile, most of them, find warm containers whatever its
+    resources say; the settings' defaults where no default profile exists."""
+    if profile is None:
+        return shape_from_settings(settings, image)
+    return dataclasses.replace(container_shape(profile, settings), image=image)
 
 
 def shape_from_settings(settings: Settings, image: str | None = None) -> ContainerShape:
