@@ -37,6 +37,7 @@ from tower.sessions import routes as session_routes
 from tower.settings import Settings, egress_enabled
 from tower.state import TowerState
 from tower.tenants import routes as tenant_routes
+from tower.tenants.admission import Quotas
 from tower.tenants.cache import KeyCache
 from tower.uploads import routes as upload_routes
 from tower.web import docs
@@ -179,6 +180,7 @@ async def _start(
         runner,
         streams,
         keys=_key_cache(pool, hub),
+        quotas=_quotas(pool, hub, settings),
     )
     return state, await _start_background(state, stack)
 
@@ -189,6 +191,14 @@ def _key_cache(pool: Pool, hub: NotifyHub) -> KeyCache:
     hub.on(channels.KEYS_CHANGED, keys.forget)
     hub.on_reconnect(keys.clear)
     return keys
+
+
+def _quotas(pool: Pool, hub: NotifyHub, settings: Settings) -> Quotas:
+    """Tenants' quotas as this replica knows them: set anywhere, dropped here at once."""
+    quotas = Quotas(pool, settings)
+    hub.on(channels.TENANTS_CHANGED, quotas.forget)
+    hub.on_reconnect(quotas.clear)
+    return quotas
 
 
 async def _start_background(state: TowerState, stack: AsyncExitStack) -> Dispatcher:

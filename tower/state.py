@@ -12,6 +12,7 @@ from tower.execution.runner import Runner
 from tower.jobs.service import JobInserts
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings
+from tower.tenants.admission import Quotas
 from tower.tenants.cache import KeyCache
 from tower.web.streams import StreamLimits
 
@@ -33,6 +34,8 @@ class TowerState:
     streams: StreamLimits
     # API keys as this replica knows them (a short cache, dropped on a revoke anywhere).
     keys: KeyCache
+    # Tenants' quotas and spend as this replica knows them (dropped when they are set).
+    quotas: Quotas
     # Set when the replica begins shutting down: long polls end with a 503 at once, so
     # their clients ask again (another replica, behind a load balancer).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

@@ -64,8 +64,16 @@ async def insert(db: Any, *, max_attempts: int = 1) -> str:
 async def claim(db: Any) -> Any:
     """CLAIM one job (this test's only pending one); its row as the statement returned it."""
     digest = tokens.digest(tokens.mint())
-    (row,) = await db.fetch(lifecycle.CLAIM, "owner-a", LEASE, 1, [digest], channels.JOB_EVENT)
+    (row,) = await db.fetch(
+        lifecycle.CLAIM, "owner-a", LEASE, 1, [digest], channels.JOB_EVENT, 0, 1.0
+    )
     return row
+
+
+async def claimed_ids(db: Any, owner: str) -> list[str]:
+    """What a CLAIM of one job by `owner` takes (its one row is NULLs when it takes none)."""
+    rows = await db.fetch(lifecycle.CLAIM, owner, LEASE, 1, ["x"], channels.JOB_EVENT, 0, 1.0)
+    return [row["job_id"] for row in rows if row["job_id"] is not None]
 
 
 async def job(db: Any, job_id: str) -> dict[str, Any]:
@@ -145,7 +153,7 @@ async def test_claim_moves_pending_to_running_with_a_lease_and_a_token(
     assert row["lease_token"] == claimed["lease_token"] and row["gateway_token_sha256"]
     assert await state_events(db, job_id) == ["pending", "running"]
     assert await heard.until(channels.JOB_EVENT) == f"state {job_id}"
-    assert await db.fetch(lifecycle.CLAIM, "owner-b", LEASE, 1, ["x"], channels.JOB_EVENT) == []
+    assert await claimed_ids(db, "owner-b") == []
 
 
 @pytest.mark.parametrize("status", ["completed", "failed"])
@@ -292,7 +300,7 @@ async def test_no_statement_moves_a_terminal_job(db: Any, status: str) -> None:
         await finish(db, job_id, claimed["lease_token"], status)
     await expire_lease(db, job_id)
     before = await job(db, job_id)
-    assert await db.fetch(lifecycle.CLAIM, "b", LEASE, 1, ["x"], channels.JOB_EVENT) == []
+    assert await claimed_ids(db, "b") == []
     assert await finish(db, job_id, claimed["lease_token"], "completed") == []
     assert await release(db, job_id, claimed["lease_token"]) == []
     assert job_id not in {row["job_id"] for row in await reap(db)}

@@ -57,19 +57,75 @@ SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
 
 # --- pending -> running ----------------------------------------------------------------
 
-# The picked rows are MATERIALIZED so the LIMIT ... SKIP LOCKED subquery runs exactly
-# once: planned as a rescanned semi-join it could lock and update more than $3 rows.
-# Each claimed row gets the n-th of the gateway token hashes in $4 (tokens are minted
-# by tower, which keeps the plain tokens; row n of the claim is handed token n), and
-# its 'running' event. The events are announced on $5 by the batch (one NOTIFY per
-# ANNOUNCE_BATCH jobs: each NOTIFY is work for every replica's listener).
+# Fair among tenants (docs/tenants.md): each tenant with claimable jobs offers its next
+# ones in priority order, each scored by the running jobs its tenant would have once it
+# starts, over its share ($7 where the tenant sets none); the lowest scores go first
+# (priority, then age, break ties), so a tenant with fewer running jobs per share is
+# served before one with more, and one tenant's flood waits behind the others' first jobs.
+# With one tenant this is the order of old: priority, then age.
+#
+# A tenant with a running quota (max_running, $6 where it sets none; 0: none) offers only
+# what its quota has room for, and it is exact across replicas: its row is locked (SKIP
+# LOCKED: a replica claiming for it already makes another skip it this time), and the
+# running count read in this statement's snapshot misses what a claim that committed
+# after the snapshot started. Every claim that starts a capped tenant's jobs writes, on
+# the row it holds, its transaction and the most it left running; the row as locked is
+# the latest, so when that transaction is not in this snapshot, that figure (an upper
+# bound: jobs only stop since) counts instead. Jobs ending meanwhile only make it
+# conservative.
+#
+# Each tenant's offered jobs are locked as they are found (SKIP LOCKED), so two replicas
+# claiming at once take different jobs, and the picked rows are MATERIALIZED so the
+# statement locks and updates no more than $3 of them (planned as a rescanned semi-join
+# it could lock and update more). Each claimed row gets the n-th of the gateway token
+# hashes in $4 (tokens are minted by tower, which keeps the plain tokens; row n of the
+# claim is handed token n), and its 'running' event. The events are announced on $5 by
+# the batch (one NOTIFY per ANNOUNCE_BATCH jobs: each NOTIFY is work for every
+# replica's listener). The rows are the claimed jobs, or one row of NULLs when none was;
+# each says whether a tenant with a running quota has claimable jobs (`held_back`): its
+# jobs may start as soon as one of its running ones ends, anywhere.
 CLAIM = f"""
-WITH picked AS MATERIALIZED (
-    SELECT job_id FROM jobs
-    WHERE status = 'pending' AND run_after <= now()
-    ORDER BY priority DESC, created_at
+WITH queued AS MATERIALIZED (
+    SELECT t.name AS tenant,
+           greatest(coalesce(t.share, $7), 0.001)::float8 AS share,
+           coalesce(t.max_running, $6) AS cap,
+           (SELECT count(*) FROM jobs AS r
+            WHERE r.tenant = t.name AND r.status = 'running') AS running
+    FROM tenants AS t
+    WHERE EXISTS (SELECT 1 FROM jobs AS p
+                  WHERE p.tenant = t.name AND p.status = 'pending' AND p.run_after <= now())
+), capped AS MATERIALIZED (
+    SELECT q.tenant, q.share, q.cap,
+           CASE WHEN coalesce(pg_visible_in_snapshot(t.claimed_xact::text::xid8,
+                                                     pg_current_snapshot()), true)
+                THEN q.running ELSE greatest(q.running, t.claimed_running) END AS running
+    FROM tenants AS t JOIN queued AS q ON q.tenant = t.name
+    WHERE q.cap > 0
+    FOR NO KEY UPDATE OF t SKIP LOCKED
+), open AS (
+    SELECT tenant, share, running, cap - running AS room FROM capped WHERE running < cap
+    UNION ALL
+    SELECT tenant, share, running, $3 AS room FROM queued WHERE cap <= 0
+), offered AS (
+    SELECT o.tenant, o.share, o.running, j.job_id, j.priority, j.created_at
+    FROM open AS o
+    CROSS JOIN LATERAL (
+        SELECT job_id, priority, created_at FROM jobs
+        WHERE jobs.tenant = o.tenant AND status = 'pending' AND run_after <= now()
+        ORDER BY priority DESC, created_at
+        LIMIT least(o.room, $3)
+        FOR UPDATE SKIP LOCKED
+    ) AS j
+), picked AS MATERIALIZED (
+    SELECT job_id, tenant FROM (
+        SELECT job_id, tenant, priority, created_at,
+               (running + row_number() OVER (
+                   PARTITION BY tenant ORDER BY priority DESC, created_at) - 1) / share
+                   AS score
+        FROM offered
+    ) AS scored
+    ORDER BY score, priority DESC, created_at
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
 ), numbered AS (
     SELECT job_id, row_number() OVER () AS n FROM picked
 ), claimed AS (
@@ -92,10 +148,19 @@ state_event AS ({insert_state_event("claimed")}),
 announced AS (
     SELECT pg_notify($5, 'state ' || string_agg(job_id, ' ')) FROM claimed
     GROUP BY (n - 1) / {ANNOUNCE_BATCH}
+), counted AS (
+    UPDATE tenants SET
+        claimed_xact = pg_current_xact_id()::text::bigint,
+        claimed_running = capped.running + started.jobs
+    FROM capped
+    JOIN (SELECT tenant, count(*) AS jobs FROM picked GROUP BY tenant) AS started
+      USING (tenant)
+    WHERE tenants.name = capped.tenant
 )
 SELECT job_id, agent_id, engine, profile, request, attempt, lease_token, n, queued_seconds,
-       (SELECT count(*) FROM announced) AS announcements
-FROM claimed
+       (SELECT count(*) FROM announced) AS announcements, held.back AS held_back
+FROM (SELECT EXISTS (SELECT 1 FROM queued WHERE cap > 0) AS back) AS held
+LEFT JOIN claimed ON true
 """
 
 # --- running -> completed | failed -------------------------------------------------------

@@ -19,6 +19,7 @@ from tower.jobs.schemas import (
     JobStatus,
     Submitted,
 )
+from tower.tenants.admission import Quotas
 from tower.web.deps import (
     CurrentCaller,
     Db,
@@ -48,10 +49,22 @@ IdempotencyKey = Annotated[
 ]
 
 Inserts = Annotated[service.JobInserts, Depends(held("job_inserts"))]
+TenantQuotas = Annotated[Quotas, Depends(held("quotas"))]
 Configs = Annotated[ConfigStore, Depends(held("configs"))]
 
 
-@router.post("", status_code=202, response_model=Submitted, openapi_extra=SECURED)
+@router.post(
+    "",
+    status_code=202,
+    response_model=Submitted,
+    openapi_extra=SECURED,
+    responses={
+        429: {
+            "description": "A quota of the key's tenant (submits per minute, queue depth, "
+            "spend per day or month) is reached; Retry-After says when to try again"
+        }
+    },
+)
 async def submit(
     request: JobRequest,
     response: Response,
@@ -61,6 +74,7 @@ async def submit(
     settings: SettingsDep,
     metrics: Metrics,
     caller: Writer,
+    quotas: TenantQuotas,
     idempotency_key: IdempotencyKey = None,
 ) -> Submitted:
     outcome = await service.submit_job(
@@ -72,6 +86,7 @@ async def submit(
         request,
         idempotency_key,
         caller,
+        quotas,
     )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -32,6 +32,9 @@ from tower.jobs.schemas import (
 )
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings, egress_enabled, memory_bytes
+from tower.tenants import admission
+from tower.tenants.admission import Quotas
+from tower.tenants.quotas import Limits
 from tower.uploads import service as uploads
 from tower.webhooks.url import check_webhook_url
 
@@ -95,11 +98,15 @@ async def submit_job(
     request: JobRequest,
     idempotency_key: str | None,
     caller: Caller,
+    quotas: Quotas,
 ) -> SubmitOutcome:
-    """A new job of the caller's tenant, recorded as submitted by its key."""
+    """A new job of the caller's tenant, recorded as submitted by its key, within the
+    tenant's quotas (tower/tenants/admission.py)."""
     _check_webhook_target(request, settings)
     owner = Owner(caller.tenant, caller.key_name)
-    outcome = await _submit(pool, inserts, configs, settings, request, idempotency_key, owner)
+    limits = await quotas.limits(owner.tenant)
+    gate = Gate(quotas, limits) if admission.gated(limits) else None
+    outcome = await _submit(pool, inserts, configs, settings, request, idempotency_key, owner, gate)
     if not outcome.replayed:
         metrics.job_submitted()
     return outcome
@@ -192,6 +199,28 @@ async def _check_workspace(
 
 
 @dataclass(frozen=True)
+class Gate:
+    """A submit's tenant quotas, when it has some a submit must pass (admission.gated)."""
+
+    quotas: Quotas
+    limits: Limits
+
+
+async def _budgeted(
+    configs: ConfigStore, request: JobRequest, tenant: str, gate: Gate | None
+) -> JobRequest:
+    """The request with its max_budget_usd within what remains of the tenant's spend
+    caps (by default all of it); 429 when nothing remains."""
+    if gate is None or not (gate.limits.spend_per_day_usd or gate.limits.spend_per_month_usd):
+        return request
+    spent = await gate.quotas.spend(tenant)
+    profile = configs.profile(request.profile)
+    asked = request.max_budget_usd or (profile.max_budget_usd if profile else None)
+    allowed = admission.budget(tenant, gate.limits, spent, asked)
+    return request.model_copy(update={"max_budget_usd": allowed})
+
+
+@dataclass(frozen=True)
 class Owner:
     """Whose a new job is: its tenant, and the name of the key that submitted it."""
 
@@ -207,11 +236,16 @@ async def _submit(
     request: JobRequest,
     idempotency_key: str | None,
     owner: Owner,
+    gate: Gate | None,
 ) -> SubmitOutcome:
     if idempotency_key is None:
         request = _checked(configs, settings, request)
+        request = await _budgeted(configs, request, owner.tenant, gate)
         await _check_workspace(pool, settings, request, owner.tenant)
-        job_id = await _insert_job(inserts, settings, request, owner)
+        if gate is None:
+            job_id = await _insert_job(inserts, settings, request, owner)
+        else:
+            job_id = await _insert_admitted(pool, settings, request, owner, gate)
         return SubmitOutcome(job_id, replayed=False)
     fingerprint = request_hash(request)
     key = (idempotency_key, fingerprint, owner.tenant)
@@ -220,10 +254,11 @@ async def _submit(
     if replay is not None:
         return replay
     request = _checked(configs, settings, request)
+    request = await _budgeted(configs, request, owner.tenant, gate)
     # After the replay: a replay returns its job even once the uploads are gone.
     await _check_workspace(pool, settings, request, owner.tenant)
     try:
-        job_id = await _insert_keyed_job(pool, settings, request, key, owner)
+        job_id = await _insert_keyed_job(pool, settings, request, key, owner, gate)
     except _KeyTaken:
         replay = await _replay(pool, settings, *key)
         if replay is None:
@@ -320,16 +355,30 @@ async def _insert_job(
     return job_id
 
 
+async def _insert_admitted(
+    pool: Pool, settings: Settings, request: JobRequest, owner: Owner, gate: Gate
+) -> str:
+    """One job of a tenant with quotas: admitted and inserted in one transaction."""
+    job_id = new_job_id(request.agent_id)
+    async with transaction(pool) as connection:
+        await admission.admit(connection, owner.tenant, gate.limits)
+        await queries.insert_job(connection, _insert_values(job_id, settings, request, owner))
+    return job_id
+
+
 async def _insert_keyed_job(
     pool: Pool,
     settings: Settings,
     request: JobRequest,
     key: tuple[str, str, str],
     owner: Owner,
+    gate: Gate | None,
 ) -> str:
     job_id = new_job_id(request.agent_id)
     idempotency_key, fingerprint, tenant = key
     async with transaction(pool) as connection:
+        if gate is not None:
+            await admission.admit(connection, owner.tenant, gate.limits)
         await queries.insert_job(connection, _insert_values(job_id, settings, request, owner))
         claimed = await connection.fetchrow(
             queries.CLAIM_IDEMPOTENCY_KEY,
@@ -356,16 +405,23 @@ async def insert_continued(
     request: JobRequest,
     link: SessionLink,
     owner: Owner,
+    quotas: Quotas,
 ) -> str:
-    """A continued job (tower/sessions): checked like a submit, inserted with its place
-    in the session, in one transaction that also makes its parent turn 1 if it was not
-    in a session yet. The stored request carries the link, for staging and the spec."""
+    """A continued job (tower/sessions): checked like a submit, within its tenant's
+    quotas, inserted with its place in the session, in one transaction that also makes
+    its parent turn 1 if it was not in a session yet. The stored request carries the
+    link, for staging and the spec."""
     _check_webhook_target(request, settings)
+    limits = await quotas.limits(owner.tenant)
+    gate = Gate(quotas, limits) if admission.gated(limits) else None
     request = _checked(configs, settings, request)
+    request = await _budgeted(configs, request, owner.tenant, gate)
     job_id = new_job_id(request.agent_id)
     values = _insert_values(job_id, settings, request, owner)
     stored = values.request | {"session": vars(link).copy()}
     async with transaction(pool) as connection:
+        if gate is not None:
+            await admission.admit(connection, owner.tenant, gate.limits)
         await queries.insert_job(connection, values._replace(request=stored))
         await connection.execute(queries.START_SESSION, link.parent_job_id)
         await connection.execute(

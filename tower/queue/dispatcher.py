@@ -77,6 +77,9 @@ class Dispatcher:
         # Whether a claim may find something: set by hints, cleared by a claim that
         # found less than it had room for.
         self._maybe_claimable = True
+        # The last claim left a tenant's jobs for its running quota: a job ending anywhere
+        # (JOB_FINISHED) may let them start.
+        self._held_back = False
         self._last_claim = 0.0
         self._stopping = False
         self._grace_ends: float | None = None
@@ -87,6 +90,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         self._hub.on(channels.JOB_PENDING, self._on_pending)
+        self._hub.on(channels.JOB_FINISHED, self._on_finished)
         self._hub.on(channels.JOB_CANCELLED, self._on_cancelled)
         self._hub.on_reconnect(self._on_reconnect)
         if isinstance(self._runner, Gated):
@@ -158,6 +162,11 @@ class Dispatcher:
         self._maybe_claimable = True
         self._wake.set()
 
+    def _on_finished(self, _job_id: str) -> None:
+        if self._held_back:
+            self._maybe_claimable = True
+            self._wake.set()
+
     def _on_reconnect(self) -> None:
         # Notifications sent while the LISTEN connection was down are lost.
         self._maybe_claimable = True
@@ -201,12 +210,18 @@ class Dispatcher:
         started = time.monotonic()
         try:
             async with self._statements.acquire() as connection:
-                jobs = await queries.claim(
-                    connection, self._replica_id, self._settings.lease_seconds, free
+                claim = await queries.claim_jobs(
+                    connection,
+                    self._replica_id,
+                    self._settings.lease_seconds,
+                    free,
+                    (self._settings.tenant_max_running, self._settings.tenant_share),
                 )
         except DATABASE_ERRORS as error:
             log.warning("claim failed, retrying: %r", error)
             return True
+        self._held_back = claim.held_back
+        jobs = claim.jobs
         # One statement claims them all: each job's share of its time.
         share = (time.monotonic() - started) / max(len(jobs), 1)
         for job in jobs:

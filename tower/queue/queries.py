@@ -16,6 +16,7 @@ from tower.db.statuses import TERMINAL_SQL
 from tower.execution.runner import ClaimedJob
 from tower.gateway import tokens as gateway_tokens
 from tower.jobs import queries as job_queries
+from tower.tenants import queries as tenant_queries
 
 # Tokens are unique, so the token alone fences; status keeps cancelled jobs out.
 HEARTBEAT = """
@@ -47,18 +48,28 @@ _NO_LIVE_IDEMPOTENCY_KEY = """NOT EXISTS (
     WHERE k.job_id = jobs.job_id AND k.created_at > now() - make_interval(hours => $2)
 )"""
 
+# Both deletes keep what the jobs used, by tenant and day (tenant_usage), in the same
+# statement: spend quotas and the usage view count it still.
+_ROLLED_UP = f"""
+RETURNING tenant, created_at, usage
+), rolled AS ({tenant_queries.ROLL_UP_GONE})
+SELECT count(*) FROM gone
+"""
+
 # Cancelled-while-pending jobs may lack finished_at; their age is then their creation.
 # $1: JOB_TTL_HOURS, $2: IDEMPOTENCY_TTL_HOURS.
 DELETE_EXPIRED_JOBS = f"""
+WITH gone AS (
 DELETE FROM jobs
 WHERE status IN {TERMINAL_SQL}
   AND coalesce(finished_at, created_at) < now() - make_interval(hours => $1)
   AND {_NO_LIVE_IDEMPOTENCY_KEY}
-"""
+{_ROLLED_UP}"""
 
 # The finished jobs beyond the newest $1 (MAX_RETAINED_JOBS), minus those a live key
 # protects ($2: IDEMPOTENCY_TTL_HOURS); protected jobs still count among the newest $1.
 DELETE_SURPLUS_JOBS = f"""
+WITH gone AS (
 DELETE FROM jobs
 WHERE job_id IN (
     SELECT job_id FROM jobs
@@ -67,7 +78,7 @@ WHERE job_id IN (
     OFFSET $1
 )
   AND {_NO_LIVE_IDEMPOTENCY_KEY}
-"""
+{_ROLLED_UP}"""
 
 # The idempotency window is the jobs package's rule; one definition, shared.
 DELETE_EXPIRED_IDEMPOTENCY_KEYS = job_queries.DELETE_EXPIRED_IDEMPOTENCY_KEYS
@@ -91,21 +102,50 @@ class Finish:
     duration_ms: int
 
 
+@dataclass(frozen=True)
+class Claim:
+    jobs: list[ClaimedJob]
+    # A tenant with a running quota has claimable jobs: one of its jobs ending anywhere
+    # may let them start.
+    held_back: bool
+
+
 async def claim(
-    connection: Connection, owner: str, lease_seconds: float, limit: int
+    connection: Connection,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    tenant_defaults: tuple[int, float] = (0, 1.0),
 ) -> list[ClaimedJob]:
-    """Claim up to `limit` jobs, each with a fresh gateway token (only its hash is stored)."""
+    """Claim up to `limit` jobs (claim_jobs)."""
+    return (await claim_jobs(connection, owner, lease_seconds, limit, tenant_defaults)).jobs
+
+
+async def claim_jobs(
+    connection: Connection,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    tenant_defaults: tuple[int, float] = (0, 1.0),
+) -> Claim:
+    """Claim up to `limit` jobs, fairly among tenants (lifecycle.CLAIM), each with a fresh
+    gateway token (only its hash is stored). `tenant_defaults`: a tenant's running quota
+    and share where it sets none (TENANT_MAX_RUNNING, TENANT_SHARE)."""
     minted = [gateway_tokens.mint() for _ in range(limit)]
     hashes = [gateway_tokens.digest(token) for token in minted]
+    max_running, share = tenant_defaults
     rows = await connection.fetch(
-        lifecycle.CLAIM, owner, lease_seconds, limit, hashes, channels.JOB_EVENT
+        lifecycle.CLAIM,
+        *(owner, lease_seconds, limit, hashes, channels.JOB_EVENT, max_running, share),
     )
     claimed = []
     for row in rows:
+        if row["job_id"] is None:
+            continue  # nothing was claimed: the row says only whether some is held back
         fields = {field: row[field] for field in CLAIMED_FIELDS}
         fields["gateway_token"] = minted[row["n"] - 1]
         claimed.append(ClaimedJob(**fields))
-    return claimed
+    return Claim(claimed, bool(rows and rows[0]["held_back"]))
 
 
 async def heartbeat(connection: Connection, tokens: list[UUID], lease_seconds: float) -> set[UUID]:
@@ -288,12 +328,14 @@ async def delete_expired_jobs(
     connection: Connection, ttl_hours: int, idempotency_ttl_hours: int
 ) -> int:
     """Finished jobs older than `ttl_hours`, but not one whose idempotency key is live."""
-    return _count(await connection.execute(DELETE_EXPIRED_JOBS, ttl_hours, idempotency_ttl_hours))
+    deleted: int = await connection.fetchval(DELETE_EXPIRED_JOBS, ttl_hours, idempotency_ttl_hours)
+    return deleted
 
 
 async def delete_surplus_jobs(connection: Connection, keep: int, idempotency_ttl_hours: int) -> int:
     """Finished jobs beyond the newest `keep`, but not one whose idempotency key is live."""
-    return _count(await connection.execute(DELETE_SURPLUS_JOBS, keep, idempotency_ttl_hours))
+    deleted: int = await connection.fetchval(DELETE_SURPLUS_JOBS, keep, idempotency_ttl_hours)
+    return deleted
 
 
 async def delete_expired_idempotency_keys(connection: Connection, ttl_hours: int) -> int:

@@ -10,11 +10,13 @@ from tower.configs.store import ConfigStore
 from tower.jobs.schemas import ContinueRequest, Submitted
 from tower.sessions import service
 from tower.sessions.schemas import Session
+from tower.tenants.admission import Quotas
 from tower.web.deps import CurrentCaller, Db, Metrics, SettingsDep, Writer, held, require_key
 from tower.web.openapi import SECURED
 
 router = APIRouter(tags=["sessions"], dependencies=[Depends(require_key)])
 Configs = Annotated[ConfigStore, Depends(held("configs"))]
+TenantQuotas = Annotated[Quotas, Depends(held("quotas"))]
 
 
 @router.post(
@@ -38,11 +40,12 @@ async def continue_job(
     settings: SettingsDep,
     metrics: Metrics,
     caller: Writer,
+    quotas: TenantQuotas,
 ) -> Submitted:
     """A new job in the job's session: same engine and profile, the options given here,
     started from the workspace and conversation the job left. Two continues of one job
     both run, as siblings from the same state (docs/sessions.md)."""
-    return await service.continue_job(db, configs, settings, metrics, job_id, body, caller)
+    return await service.continue_job(db, configs, settings, metrics, job_id, body, caller, quotas)
 
 
 @router.get("/sessions/{session_id}", response_model=Session, openapi_extra=SECURED)

@@ -16,6 +16,7 @@ from tower.observability.metrics import TowerMetrics
 from tower.sessions import queries
 from tower.sessions.schemas import Session, Turn
 from tower.settings import Settings
+from tower.tenants.admission import Quotas
 
 # The parent's request fields a turn does not carry over: its workspace comes from the
 # parent's captured state, not from uploads or a fresh clone.
@@ -30,6 +31,7 @@ async def continue_job(
     parent_id: str,
     body: ContinueRequest,
     caller: Caller,
+    quotas: Quotas,
 ) -> Submitted:
     """The next turn is the parent's tenant's (the same as the caller's, unless an admin
     continues another tenant's job), recorded as submitted by the caller's key."""
@@ -41,7 +43,7 @@ async def continue_job(
     session_id = parent["session_id"] or parent["job_id"]
     link = jobs.SessionLink(session_id, parent["job_id"], (parent["turn"] or 1) + 1)
     owner = jobs.Owner(parent["tenant"], caller.key_name)
-    job_id = await jobs.insert_continued(pool, configs, settings, request, link, owner)
+    job_id = await jobs.insert_continued(pool, configs, settings, request, link, owner, quotas)
     metrics.job_submitted()
     return Submitted(job_id=job_id)
 

@@ -63,9 +63,15 @@ class Quotas(BaseModel):
 
 
 class Use(BaseModel):
+    """What the tenant uses now; days and months are UTC, jobs counted by submission."""
+
     running: int
     queued: int
     submits_this_minute: int
+    jobs_today: int
+    jobs_this_month: int
+    input_tokens_this_month: int
+    output_tokens_this_month: int
     spend_today_usd: float
     spend_this_month_usd: float
 

@@ -18,6 +18,7 @@ from tower.tenants.schemas import (
     Quotas,
     TenantList,
     TenantOut,
+    Use,
 )
 
 # --- keys -------------------------------------------------------------------------------
@@ -70,7 +71,7 @@ async def put_tenant(pool: Pool, settings: Settings, name: str, body: Quotas) ->
     _check_name(name)
     values = [getattr(body, column) for column in queries.QUOTA_COLUMNS]
     row = await pool.fetchrow(queries.PUT_TENANT, name, *values)
-    return _tenant(row, settings)
+    return _tenant(row, settings, await _use(pool, name))
 
 
 async def get_tenant(pool: Pool, settings: Settings, name: str, sees: str | None) -> TenantOut:
@@ -81,13 +82,28 @@ async def get_tenant(pool: Pool, settings: Settings, name: str, sees: str | None
         row = await pool.fetchrow(queries.SELECT_TENANT, name)
     if row is None:
         raise NotFound(f"no tenant {name!r}")
-    return _tenant(row, settings)
+    return _tenant(row, settings, await _use(pool, name))
 
 
 async def list_tenants(pool: Pool, settings: Settings, sees: str | None) -> TenantList:
+    """The tenants the caller sees (every one, or its own), each with its use."""
     rows = await pool.fetch(queries.SELECT_TENANTS)
-    listed = [_tenant(row, settings) for row in rows if sees is None or row["name"] == sees]
+    used = {row["tenant"]: _use_of(row) for row in await pool.fetch(queries.USE, sees)}
+    listed = [
+        _tenant(row, settings, used.get(row["name"]))
+        for row in rows
+        if sees is None or row["name"] == sees
+    ]
     return TenantList(tenants=listed)
+
+
+async def _use(pool: Pool, name: str) -> Use | None:
+    rows = await pool.fetch(queries.USE, name)
+    return _use_of(rows[0]) if rows else None
+
+
+def _use_of(row: Any) -> Use:
+    return Use.model_validate({field: row[field] for field in Use.model_fields})
 
 
 def _check_name(name: str) -> None:
@@ -95,12 +111,13 @@ def _check_name(name: str) -> None:
         raise NotFound(f"no tenant {name[:80]!r}")
 
 
-def _tenant(row: Any, settings: Settings) -> TenantOut:
+def _tenant(row: Any, settings: Settings, use: Use | None) -> TenantOut:
     applied = quotas.effective(row, quotas.defaults(settings))
     return TenantOut(
         name=row["name"],
         quotas=Quotas(**{name: row[name] for name in queries.QUOTA_COLUMNS}),
         effective=Quotas(**asdict(applied)),
+        use=use,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
