@@ -305,7 +305,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200, help="dry runs of the sustained run")
     parser.add_argument("--burst", type=int, default=50, help="dry runs per burst")
     parser.add_argument("--gap", type=float, default=60, help="seconds between the bursts")
-    parser.add_argument("--idle", type=int, default=30, help="POOL_IDLE_SECONDS of the tower")
+    parser.add_argument("--idle", type=int, default=90, help="POOL_IDLE_SECONDS (> --gap)")
     parser.add_argument("--runs", type=int, default=48, help="bare runs per level")
     parser.add_argument("--levels", type=int, nargs="+", default=[4, 8], help="bare concurrency")
     parser.add_argument("--only", nargs="+", choices=["fixed", "elastic"], help="tower rounds")

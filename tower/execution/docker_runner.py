@@ -316,8 +316,7 @@ class DockerRunner:
 
     async def _discard(self, slot: Slot) -> None:
         try:
-            with self._metrics.timing("remove"):
-                await self._slots.discard(slot)
+            await self._slots.retire(slot)
         except Exception:
             # The pool's reconcile removes what a failed discard leaves behind.
             log.exception("slot %s: discard failed; reconcile will remove it", slot.slot_id)

@@ -37,6 +37,11 @@ class SlotSource(Protocol):
         Its row is `busy` with the job's id and lease token."""
         ...
 
+    async def retire(self, slot: Slot) -> None:
+        """Discard a slot its job is done with, now or once the host has time for it.
+        Never raises."""
+        ...
+
     async def discard(self, slot: Slot) -> None:
         """Kill and remove the container and its volume, delete the row. Never raises for
         things already gone."""

@@ -76,7 +76,14 @@ RETURNING slot_id, container_id
 # What the pool's size follows (docs/execution.md, "An elastic pool"): jobs that hold a
 # container or soon will, across replicas. A host's pool does not know which of the
 # queued jobs another host will claim, so each prepares for all of them, within POOL_MAX.
-DEMAND = "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')"
+# With the ready slots of the pool's key: while jobs queue and warm workers wait for them,
+# the pool neither creates nor removes (a burst keeps the host's CPU for its jobs).
+DEMAND = """
+SELECT (SELECT count(*) FROM jobs WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM jobs WHERE status = 'running') AS running,
+       (SELECT count(*) FROM pool_slots
+        WHERE docker_host = $1 AND image = $2 AND config_hash = $3 AND status = 'ready') AS ready
+"""
 
 # The oldest ready slots past `$4` warm ones (ready and starting), taken under the host's
 # fill lock: a shrinking pool gives back what demand no longer asks for. SKIP LOCKED and
@@ -197,10 +204,26 @@ async def trim(pool: Pool, key: PoolKey, size: int) -> list[SlotRow]:
         return _slot_rows(await connection.fetch(TRIM, *_key_args(key), size, have))
 
 
-async def demand(pool: Pool) -> int:
-    """Queued and running jobs, across replicas."""
-    count: int = await pool.fetchval(DEMAND)
-    return count
+@dataclass(frozen=True)
+class Demand:
+    pending: int  # jobs queued, across replicas
+    running: int  # jobs running, across replicas
+    ready: int  # ready slots of the key asked about
+
+    @property
+    def jobs(self) -> int:
+        return self.pending + self.running
+
+    @property
+    def burst(self) -> bool:
+        """Jobs queue while warm workers wait for them: no time for housekeeping."""
+        return self.pending > 0 and self.ready > 0
+
+
+async def demand(pool: Pool, key: PoolKey) -> Demand:
+    row = await pool.fetchrow(DEMAND, *_key_args(key))
+    assert row is not None
+    return Demand(row["pending"], row["running"], row["ready"])
 
 
 async def mark_ready(pool: Pool, slot_id: str, container_id: str) -> bool:

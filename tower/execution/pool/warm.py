@@ -139,6 +139,9 @@ class WarmPool:
         self._refill = asyncio.Event()
         self._creations = asyncio.Semaphore(int(settings.pool_create_concurrency))
         self._stopping = False
+        # Used slots whose removal waits for the end of a burst (`retire`).
+        self._retired: list[Slot] = []
+        self._burst = False
         self._tasks: list[asyncio.Task[None]] = []
         self._presence: Connection | None = None
 
@@ -176,6 +179,7 @@ class WarmPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._remove_retired()
         await self._leave()
 
     async def _announce(self) -> None:
@@ -234,6 +238,25 @@ class WarmPool:
             if slot is not None:
                 return slot
         return await self._take_cold(job, shape, key)
+
+    async def retire(self, slot: Slot) -> None:
+        """A used slot: removed now, or, while a burst runs on warm workers, once it is
+        over (the fill loop's next round without one), so removals do not slow it."""
+        if self._burst and not self._stopping:
+            self._retired.append(slot)
+            return
+        with self._metrics.timing("remove"):
+            await self.discard(slot)
+
+    async def _remove_retired(self) -> None:
+        retired, self._retired = self._retired, []
+
+        async def remove(slot: Slot) -> None:
+            async with self._creations:
+                with self._metrics.timing("remove"):
+                    await self.discard(slot)
+
+        await asyncio.gather(*(remove(slot) for slot in retired))
 
     async def discard(self, slot: Slot) -> None:
         """Best effort, never raising: what fails here the reconcile removes later (a busy
@@ -327,6 +350,9 @@ class WarmPool:
     async def _fill_round(self) -> bool:
         try:
             size = await self.target()
+            if self._burst:
+                return True  # no creation, removal or trim until the queue is served
+            await self._remove_retired()
             reserved = await q.reserve(
                 self._db, self._default_key, size, [new_slot_id() for _ in range(size)]
             )
@@ -343,9 +369,11 @@ class WarmPool:
     async def target(self) -> int:
         """How many warm workers this host should hold now: the peak demand of the last
         POOL_IDLE_SECONDS, within POOL_MIN and POOL_MAX."""
+        demand = await q.demand(self._db, self._default_key)
+        self._burst = demand.burst
         if self._max == self._min:
-            return self._min  # a fixed pool: no need to ask
-        peak = self._peak.note(await q.demand(self._db), time.monotonic())
+            return self._min
+        peak = self._peak.note(demand.jobs, time.monotonic())
         return min(max(peak, self._min), self._max)
 
     async def _remove_trimmed(self, rows: list[q.SlotRow]) -> None:
