@@ -15,6 +15,12 @@ Run from the repository root:  .venv/bin/python bench/queue.py [--jobs 2000] [--
 2. Wake-up latency. WAITS times, a client blocks in GET /jobs/{id}/wait on a job this script
    owns; the script commits the terminal state with its NOTIFY, and measures from sending
    that COMMIT to the arrival of the /wait response. Target: p99 <= 50 ms.
+3. Claim throughput (once the towers are stopped). CLAIMS pending jobs (of CLAIM_TENANTS
+   tenants, in turn) are claimed CLAIM_BATCH at a time by CLAIMERS connections running
+   tower's own claim (lifecycle.CLAIM through queue/queries.claim) until none is left;
+   jobs/s. Baseline in the same run: the bare SKIP LOCKED claim (one UPDATE of the
+   highest-priority pending rows of bench_jobs) on as many rows. ROUNDS alternations, the
+   median ratio; compared between versions of tower (issue 20: within 20 % of before).
 """
 
 # ruff: noqa: E402  (sys.path is repaired below, before the imports that need it)
@@ -45,6 +51,7 @@ import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
@@ -67,6 +74,41 @@ UPDATE bench_jobs SET status = 'running', started_at = now(), attempt = attempt 
 WHERE job_id = 'b-' || :id;
 UPDATE bench_jobs SET status = 'completed', finished_at = now(), exit_code = 0 \
 WHERE job_id = 'b-' || :id;
+"""
+
+# The bare claim: what any SKIP LOCKED queue does, without events, tokens, NOTIFY or
+# tenants. Its own index, so it is the same whatever indexes the jobs table has.
+CREATE_BASELINE_CLAIM_INDEX = """
+CREATE INDEX bench_jobs_claimable ON bench_jobs (priority DESC, created_at)
+WHERE status = 'pending'
+"""
+BASELINE_CLAIM = """
+UPDATE bench_jobs SET status = 'running', lease_owner = $1, attempt = attempt + 1,
+       lease_until = now() + interval '30 seconds', started_at = now()
+WHERE job_id IN (
+    SELECT job_id FROM bench_jobs WHERE status = 'pending'
+    ORDER BY priority DESC, created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+RETURNING job_id
+"""
+FILL_BASELINE = """
+INSERT INTO bench_jobs (job_id, agent_id, engine, profile, request)
+SELECT 'c-' || $1 || '-' || g, 'claim', 'claude-code', 'default', '{}'
+FROM generate_series(1, $2) AS g
+"""
+# Pending jobs for the claim: spread over tenants in turn when there are several.
+FILL_JOBS = """
+INSERT INTO jobs (job_id, agent_id, engine, profile, request)
+SELECT 'c-' || $1 || '-' || g, 'claim', 'claude-code', 'default', '{}'
+FROM generate_series(1, $2) AS g
+"""
+FILL_TENANT_JOBS = """
+INSERT INTO jobs (job_id, agent_id, engine, profile, request, tenant)
+SELECT 'c-' || $1 || '-' || g, 'claim', 'claude-code', 'default', '{}', 'bench-' || (g % $3)
+FROM generate_series(1, $2) AS g
+"""
+MAKE_TENANTS = """
+INSERT INTO tenants (name) SELECT 'bench-' || g FROM generate_series(0, $1 - 1) AS g
+ON CONFLICT DO NOTHING
 """
 
 COUNT_UNFINISHED = "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')"
@@ -304,6 +346,66 @@ async def _wait(client: httpx.AsyncClient, job_id: str, arrived: asyncio.Future[
         raise RuntimeError(f"/wait answered {response.status_code}: {response.text}")
 
 
+# --- 3. claim throughput ------------------------------------------------------------------
+
+
+async def claim_ratios(database_url: str, args: argparse.Namespace) -> list[float]:
+    connections = [await asyncpg.connect(database_url) for _ in range(args.claimers)]
+    try:
+        await connections[0].execute(CREATE_BASELINE_CLAIM_INDEX)
+        if args.claim_tenants > 1:
+            await connections[0].execute(MAKE_TENANTS, args.claim_tenants)
+        ratios = []
+        for index in range(args.rounds):
+            print(f" round {index + 1}:")
+            tower = await _claim_rate(connections, args, index, _tower_claim)
+            bare = await _claim_rate(connections, args, index, _bare_claim)
+            print(f"  tower's claim: {tower:,.0f} jobs/s; the bare claim: {bare:,.0f} jobs/s")
+            print(f"  ratio:   {tower / bare:.2f}")
+            ratios.append(tower / bare)
+        return ratios
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def _tower_claim(connection: asyncpg.Connection, batch: int) -> int:
+    from tower.queue import queries  # the tower under test's own claim
+
+    return len(await queries.claim(connection, "bench-claimer", 30.0, batch))
+
+
+async def _bare_claim(connection: asyncpg.Connection, batch: int) -> int:
+    return len(await connection.fetch(BASELINE_CLAIM, "bench-claimer", batch))
+
+
+async def _claim_rate(
+    connections: list[asyncpg.Connection], args: argparse.Namespace, index: int, claim: Any
+) -> float:
+    """Jobs/s: every pending job claimed, CLAIM_BATCH at a time by each connection."""
+    tag = f"{index}-{claim.__name__.strip('_')}"
+    if claim is _bare_claim:
+        await connections[0].execute(FILL_BASELINE, tag, args.claims)
+    elif args.claim_tenants > 1:
+        await connections[0].execute(FILL_TENANT_JOBS, tag, args.claims, args.claim_tenants)
+    else:
+        await connections[0].execute(FILL_JOBS, tag, args.claims)
+    await connections[0].execute("ANALYZE")
+
+    async def drain(connection: asyncpg.Connection) -> int:
+        total = 0
+        while taken := await claim(connection, args.claim_batch):
+            total += taken
+        return total
+
+    started = time.perf_counter()
+    claimed = sum(await asyncio.gather(*(drain(connection) for connection in connections)))
+    elapsed = time.perf_counter() - started
+    if claimed != args.claims:
+        raise RuntimeError(f"claimed {claimed} of {args.claims} jobs")
+    return claimed / elapsed
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -342,6 +444,17 @@ async def _measure(server: LocalPostgres, args: argparse.Namespace) -> None:
     print(f"/wait wake-up latency over {args.waits} waits (COMMIT sent -> response):")
     print(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean {statistics.fmean(latencies):.1f} ms")
     print(f"  target p99 <= {P99_TARGET_MS:g} ms: {verdict}")
+    if not args.claims:
+        return
+    print(
+        f"claim: {args.rounds} rounds of {args.claims} jobs of {args.claim_tenants} tenant(s),"
+        f" {args.claimers} claimers, {args.claim_batch} a claim"
+    )
+    ratios = await claim_ratios(server.url, args)
+    print(
+        f"  ratio:   median {statistics.median(ratios):.2f}"
+        f" (rounds {min(ratios):.2f} to {max(ratios):.2f})"
+    )
 
 
 async def _round(
@@ -365,6 +478,10 @@ def main() -> None:
     parser.add_argument("--towers", type=int, default=1, help="tower processes (replicas)")
     parser.add_argument("--rounds", type=int, default=3, help="tower/pgbench alternations")
     parser.add_argument("--waits", type=int, default=200)
+    parser.add_argument("--claims", type=int, default=5000, help="jobs to claim (0: skip)")
+    parser.add_argument("--claimers", type=int, default=2, help="claiming connections")
+    parser.add_argument("--claim-batch", type=int, default=16, help="jobs a claim takes")
+    parser.add_argument("--claim-tenants", type=int, default=1, help="tenants they belong to")
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(run(parser.parse_args()))
 
