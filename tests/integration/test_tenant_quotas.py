@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support.live import client_for, live_tower
+from tests.support.metrics import samples
 from tower.execution.simulated import SimulatedRunner
 from tower.settings import Settings
 
@@ -85,6 +86,15 @@ async def test_a_full_queue_refuses_a_submit(admin: httpx.AsyncClient, acme: Any
     # Another tenant's queue is its own.
     assert (await admin.post("/jobs", json=job("print ok"))).status_code == 202
 
+    scraped = await acme.get("/metrics")
+    found = samples(scraped.text)
+    refused = (("quota", "max_queued"), ("tenant", "acme"))
+    assert found[("tower_tenant_submits_refused_total", refused)] == 1
+    assert found[("tower_tenant_jobs_submitted_total", (("tenant", "acme"),))] == 3
+    assert found[("tower_tenant_jobs", (("status", "running"), ("tenant", "acme")))] == 1
+    assert found[("tower_tenant_jobs", (("status", "pending"), ("tenant", "acme")))] == 2
+    assert "acme-bot" not in scraped.text  # tenants, never keys
+
 
 async def test_a_spend_cap_bounds_each_jobs_budget_then_refuses(
     admin: httpx.AsyncClient, acme: Any
@@ -104,6 +114,13 @@ async def test_a_spend_cap_bounds_each_jobs_budget_then_refuses(
     assert refused.status_code == 429
     assert "spend_per_day_usd is $1.00" in refused.json()["detail"]
     assert 0 < int(refused.headers["Retry-After"]) <= 86400
+
+    found = samples((await acme.get("/metrics")).text)
+    assert found[("tower_tenant_cost_usd_this_month", (("tenant", "acme"),))] == pytest.approx(1)
+    tokens = ("tower_tenant_tokens_this_month", (("kind", "input"), ("tenant", "acme")))
+    assert found[tokens] == 102
+    spend = (("quota", "spend_per_day_usd"), ("tenant", "acme"))
+    assert found[("tower_tenant_submits_refused_total", spend)] == 1
 
     use = (await acme.get("/tenants/acme")).json()["use"]
     assert use["spend_today_usd"] == pytest.approx(1.0)

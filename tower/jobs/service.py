@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
 from asyncio import FIRST_COMPLETED
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,10 +108,24 @@ async def submit_job(
     owner = Owner(caller.tenant, caller.key_name)
     limits = await quotas.limits(owner.tenant)
     gate = Gate(quotas, limits) if admission.gated(limits) else None
-    outcome = await _submit(pool, inserts, configs, settings, request, idempotency_key, owner, gate)
+    with counted_refusal(metrics, owner.tenant):
+        outcome = await _submit(
+            pool, inserts, configs, settings, request, idempotency_key, owner, gate
+        )
     if not outcome.replayed:
         metrics.job_submitted()
+        metrics.tenants.submitted(owner.tenant)
     return outcome
+
+
+@contextlib.contextmanager
+def counted_refusal(metrics: TowerMetrics, tenant: str) -> Iterator[None]:
+    """A submit refused for a quota is counted by tenant and quota, then answered."""
+    try:
+        yield
+    except admission.OverQuota as refusal:
+        metrics.tenants.refused(tenant, refusal.quota)
+        raise
 
 
 def _check_webhook_target(request: JobRequest, settings: Settings) -> None:

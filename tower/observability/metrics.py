@@ -37,6 +37,12 @@ from tower.db.pool import Pool
 from tower.db.statuses import JOB_STATUSES, TERMINAL_STATUSES
 from tower.db.tables import DELIVERY_STATUSES, POOL_STATUSES
 from tower.observability import queries
+from tower.observability.tenants import (
+    TenantCounters,
+    TenantFigures,
+    tenant_families,
+    tenant_figures,
+)
 
 # Seconds. Claims are fast when workers are free and minutes when the queue is deep.
 CLAIM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -64,6 +70,7 @@ class DatabaseSnapshot:
     oldest_pending_age_seconds: float
     slots_by_status: dict[str, int]
     deliveries_by_status: dict[str, int]
+    tenants: TenantFigures | None = None
 
     @property
     def depth(self) -> int:
@@ -160,6 +167,8 @@ class TowerMetrics:
             ["docker_host"],
             registry=registry,
         )
+        # By tenant (tower/observability/tenants.py): submits, and refusals by quota.
+        self.tenants = TenantCounters(registry)
         self._zero_series()
 
     def _zero_series(self) -> None:
@@ -258,12 +267,15 @@ async def read_database(pool: Pool) -> DatabaseSnapshot:
         jobs = await connection.fetch(queries.JOBS_BY_STATUS)
         slots = await connection.fetch(queries.SLOTS_BY_STATUS)
         deliveries = await connection.fetch(queries.DELIVERIES_BY_STATUS)
+        by_tenant = await connection.fetch(queries.JOBS_BY_TENANT_STATUS)
+        rolled_up = await connection.fetch(queries.TENANT_USAGE_THIS_MONTH)
     oldest = next((float(r["oldest_age_seconds"]) for r in jobs if r["status"] == "pending"), 0.0)
     return DatabaseSnapshot(
         {str(row["status"]): int(row["jobs"]) for row in jobs},
         oldest,
         {str(row["status"]): int(row["slots"]) for row in slots},
         {str(row["status"]): int(row["deliveries"]) for row in deliveries},
+        tenant_figures(by_tenant, rolled_up),
     )
 
 
@@ -315,3 +327,5 @@ def _database_families(snapshot: DatabaseSnapshot) -> Iterator[Metric]:
         DELIVERY_STATUSES,
         snapshot.deliveries_by_status,
     )
+    if snapshot.tenants is not None:
+        yield from tenant_families(snapshot.tenants)

@@ -19,6 +19,35 @@ FROM jobs
 GROUP BY status
 """
 
+# The same pass by tenant too, with what each tenant's jobs of this UTC month (by
+# submission) reported: the per-tenant gauges (tower/observability/tenants.py).
+_MONTH = "date_trunc('month', now(), 'UTC')"
+
+
+def _figure(name: str) -> str:
+    return (
+        f"sum(CASE WHEN jsonb_typeof(usage -> '{name}') = 'number'"
+        f" THEN (usage ->> '{name}')::float8 END) FILTER (WHERE created_at >= {_MONTH})"
+    )
+
+
+JOBS_BY_TENANT_STATUS = f"""
+SELECT tenant, status, count(*) AS jobs,
+       {_figure("cost_usd")} AS cost_usd,
+       {_figure("input_tokens")} AS input_tokens,
+       {_figure("output_tokens")} AS output_tokens
+FROM jobs
+GROUP BY tenant, status
+"""
+
+# What retention rolled up of this month's jobs (tenant_usage), per tenant.
+TENANT_USAGE_THIS_MONTH = f"""
+SELECT tenant, sum(cost_usd) AS cost_usd, sum(input_tokens) AS input_tokens,
+       sum(output_tokens) AS output_tokens
+FROM tenant_usage WHERE day >= ({_MONTH} AT TIME ZONE 'UTC')::date
+GROUP BY tenant
+"""
+
 # Worker container slots per status, all Docker hosts (the warm pool's rows).
 SLOTS_BY_STATUS = "SELECT status, count(*) AS slots FROM pool_slots GROUP BY status"
 

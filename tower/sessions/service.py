@@ -43,8 +43,10 @@ async def continue_job(
     session_id = parent["session_id"] or parent["job_id"]
     link = jobs.SessionLink(session_id, parent["job_id"], (parent["turn"] or 1) + 1)
     owner = jobs.Owner(parent["tenant"], caller.key_name)
-    job_id = await jobs.insert_continued(pool, configs, settings, request, link, owner, quotas)
+    with jobs.counted_refusal(metrics, owner.tenant):
+        job_id = await jobs.insert_continued(pool, configs, settings, request, link, owner, quotas)
     metrics.job_submitted()
+    metrics.tenants.submitted(owner.tenant)
     return Submitted(job_id=job_id)
 
 

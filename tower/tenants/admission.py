@@ -39,9 +39,10 @@ MAX_TENANTS = 10_000
 class OverQuota(TooManyRequests):
     """429 naming the quota, with the seconds until it may pass (Retry-After)."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, quota: str) -> None:
         super().__init__(message)
         self.retry_after = max(retry_after, 1)
+        self.quota = quota
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def budget(tenant: str, limits: Limits, spent: Spend, asked: float | None) -> fl
                 f"tenant {tenant!r} spent ${used:.2f} {window}: its {name} is ${cap:.2f}"
                 " (the window is a UTC day or month)",
                 math.ceil(left),
+                name,
             )
         remaining.append(cap - used)
     if not remaining:
@@ -147,6 +149,7 @@ async def admit(connection: Connection, tenant: str, limits: Limits) -> None:
                 f"tenant {tenant!r} submitted {limits.submits_per_minute} jobs this minute:"
                 f" its submits_per_minute is {limits.submits_per_minute}",
                 row["seconds_left"],
+                "submits_per_minute",
             )
     if limits.max_queued:
         queued = await connection.fetchval(queries.QUEUED, tenant)
@@ -155,4 +158,5 @@ async def admit(connection: Connection, tenant: str, limits: Limits) -> None:
                 f"tenant {tenant!r} has {queued} jobs waiting: its max_queued is"
                 f" {limits.max_queued}",
                 QUEUE_RETRY_AFTER,
+                "max_queued",
             )
