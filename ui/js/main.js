@@ -1,4 +1,4 @@
-// The page shell: routes (#/jobs, #/jobs/<id>, #/submit, #/ops, #/configs), the API key
+// The page shell: routes (#/jobs, #/jobs/<id>, #/submit, #/ops, #/usage, #/configs), the API key
 // form, the banner for errors that concern the whole page, and the live connection.
 
 import { UNAUTHORIZED_MESSAGE, auth, onAuth } from './api.js';
@@ -7,6 +7,7 @@ import { showJobs } from './jobs.js';
 import { showJob } from './job.js';
 import { showSubmit } from './submit.js';
 import { showOps } from './ops.js';
+import { showUsage } from './usage.js';
 import { showConfigs } from './configs.js';
 
 const ROUTES = [
@@ -14,6 +15,7 @@ const ROUTES = [
   [/^\/jobs(?:\?(.*))?$/, 'jobs', (m) => showJobs(new URLSearchParams(m[1] || ''))],
   [/^\/submit$/, 'submit', () => showSubmit()],
   [/^\/ops$/, 'ops', () => showOps()],
+  [/^\/usage$/, 'usage', () => showUsage()],
   [/^\/configs(?:\/([a-z]+)(?:\/([^/]+))?)?$/, 'configs', (m) => showConfigs(m[1], m[2] && decodeURIComponent(m[2]))],
 ];
 
