@@ -1,11 +1,13 @@
-"""Loopback to the gateway's Unix socket: a worker's only way to a provider.
+"""Loopback to the gateway's Unix socket: a worker's only way to a provider (and, on a
+second port, to the egress proxy's socket: docs/egress.md).
 
 A worker container has no network device but `lo` (network_mode none). The gateway's
 nginx listens on a Unix socket in a volume mounted read-only into every worker; engines
 speak HTTP to protocol.WORKER_GATEWAY_URL (127.0.0.1:GATEWAY_PORT), and each connection
-accepted there is joined to a new connection to that socket. Bytes are copied both ways
-as they arrive, one thread per direction, so streamed answers (server-sent events) pass
-unbuffered; when one side stops sending, the other side's sending is shut (half-close),
+accepted there is joined to a new connection to that socket. Bytes are moved both ways
+as they arrive, one thread per direction (with splice(2) through a pipe, so they never
+enter this process; recv/sendall where the kernel cannot), so streamed answers
+(server-sent events) pass unbuffered; when one side stops sending, the other side's sending is shut (half-close),
 and when either side fails, both are cut. It knows nothing of HTTP.
 
 Standard library only (the image's python3). worker.py starts it before its ready line,
@@ -15,11 +17,19 @@ so it listens before any engine can connect.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import os
 import socket
 import threading
 
 CHUNK = 64 * 1024
 BACKLOG = 128
+# splice(2) moves up to a pipe's size at a time; Linux lets a user grow one to 1 MiB.
+PIPE_BYTES = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# What splice(2) answers for a pair of files it cannot join: copy by hand instead.
+UNSPLICEABLE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
 def start(port: int, socket_path: str) -> socket.socket:
@@ -64,8 +74,7 @@ def _copy(source: socket.socket, target: socket.socket) -> None:
     """Copy until `source` ends its sending, then end `target`'s; on a failure of either,
     cut both, which also wakes the thread copying the other way."""
     try:
-        while data := source.recv(CHUNK):
-            target.sendall(data)
+        _move(source, target)
     except OSError:
         for side in (source, target):
             with contextlib.suppress(OSError):
@@ -73,6 +82,48 @@ def _copy(source: socket.socket, target: socket.socket) -> None:
         return
     with contextlib.suppress(OSError):
         target.shutdown(socket.SHUT_WR)
+
+
+def _move(source: socket.socket, target: socket.socket) -> None:
+    """Every byte `source` sends, to `target`, as it comes. Through a pipe with splice(2)
+    where the kernel can: the bytes never enter this process (a download through the
+    egress proxy is several times cheaper so); else with recv and sendall."""
+    try:
+        pipe = os.pipe()
+    except OSError:
+        pipe = None
+    if pipe is None:
+        _recv_send(source, target)
+        return
+    try:
+        _splice(source, target, pipe)
+    finally:
+        for end in pipe:
+            os.close(end)
+
+
+def _splice(source: socket.socket, target: socket.socket, pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    with contextlib.suppress(OSError):  # a larger pipe, fewer calls (Linux only)
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
+    while True:
+        try:
+            moved = os.splice(source.fileno(), write_end, PIPE_BYTES)
+        except OSError as error:
+            if error.errno not in UNSPLICEABLE:
+                raise
+            # Not spliceable here: copy by hand from now on (nothing was moved yet).
+            _recv_send(source, target)
+            return
+        if moved == 0:
+            return  # `source` ended its sending
+        while moved:
+            moved -= os.splice(read_end, target.fileno(), moved)
+
+
+def _recv_send(source: socket.socket, target: socket.socket) -> None:
+    while data := source.recv(CHUNK):
+        target.sendall(data)
 
 
 def _close(*sockets: socket.socket) -> None:

@@ -111,3 +111,33 @@ def test_it_listens_on_loopback_only(port: int) -> None:
     local = [line.split()[1] for line in listeners if line.split()[3] == "0A"]
     assert f"0100007F:{port:04X}" in local
     assert f"00000000:{port:04X}" not in local
+
+
+def test_megabytes_pass_whole_both_ways(socket_path: Path, port: int) -> None:
+    """What splice(2) moves arrives whole and in order, each way (a download through the
+    egress proxy, an upload to the gateway)."""
+    upload = bytes(range(256)) * (12 * 4096)  # 12 MiB
+    download = bytes(reversed(range(256))) * (20 * 4096)  # 20 MiB
+    got: dict[str, bytes] = {}
+
+    def handle(connection: socket.socket) -> None:
+        got["upload"] = _read_all(connection)  # until the client's half-close
+        connection.sendall(download)
+
+    server = _serve_once(socket_path, handle)
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+        sender = threading.Thread(target=client.sendall, args=(upload,))
+        sender.start()
+        sender.join(TIMEOUT)
+        client.shutdown(socket.SHUT_WR)
+        received = _read_all(client)
+    server.join(TIMEOUT)
+    assert got["upload"] == upload
+    assert received == download
+
+
+def _read_all(connection: socket.socket) -> bytes:
+    pieces = []
+    while chunk := connection.recv(1 << 20):
+        pieces.append(chunk)
+    return b"".join(pieces)

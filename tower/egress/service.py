@@ -101,6 +101,7 @@ async def decide(
         return "the request names no running job"
     host = normal_host(question.host)
     async with transaction(pool) as connection:
+        await queries.commit_without_waiting(connection)
         found = await queries.running_attempt(connection, attempt.job_id, attempt.number)
         if found is None:
             return f"job {attempt.job_id} (attempt {attempt.number}) is not running"
@@ -157,6 +158,7 @@ async def _refused(
 async def ended(pool: Pool, metrics: TowerMetrics, entries: Sequence[Ended]) -> None:
     """Count what allowed requests moved, and write their events (while the job runs)."""
     async with transaction(pool) as connection:
+        await queries.commit_without_waiting(connection)
         for entry in entries:
             attempt = attempt_of(entry.user)
             if attempt is None:
