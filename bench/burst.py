@@ -72,6 +72,8 @@ PHASE = re.compile(r'^tower_job_phase_seconds_(sum|count)\{phase="(\w+)"\} (\S+)
 READY = "SELECT count(*) FROM pool_slots WHERE status IN ('ready', 'starting')"
 CONTAINERS = "SELECT count(*) FROM pool_slots"
 SETTLE_DEADLINE = 600.0
+# Where each tower round logs (kept after the run, for a look at what it did).
+LOGS = Path(tempfile.gettempdir()) / "parpaing-bench-burst"
 # The defaults before issue 17.
 FIXED = {"POOL_MIN": "2", "POOL_MAX": "2", "MAX_CONCURRENT_JOBS": "4"}
 
@@ -246,6 +248,8 @@ async def tower_round(
         "WORKER_NET": scope,
         "GATEWAY_SOCKET_VOLUME": f"{scope}-socket",
         "POOL_IDLE_SECONDS": str(args.idle),
+        # Its workers go with it: nothing of a round outlives it on the daemon.
+        "POOL_DRAIN_ON_LAST_STOP": "true",
         "WORKER_MEM_LIMIT": "256m",
         "WORKER_CPU_LIMIT": "0.5",
         "TOWER_API_KEY": "",
@@ -254,7 +258,8 @@ async def tower_round(
     }
     env |= FIXED if name.startswith("fixed") else {}
     try:
-        with serving(code, env, workdir / f"{name}.log") as url:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with serving(code, env, LOGS / f"{name}.log") as url:
             await until_serving([url])
             return await tower_side(url, db, args)
     finally:

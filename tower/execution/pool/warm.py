@@ -352,7 +352,6 @@ class WarmPool:
             size = await self.target()
             if self._burst:
                 return True  # no creation, removal or trim until the queue is served
-            await self._remove_retired()
             reserved = await q.reserve(
                 self._db, self._default_key, size, [new_slot_id() for _ in range(size)]
             )
@@ -364,6 +363,8 @@ class WarmPool:
             log.info("pool: demand fell; giving back %s warm workers", len(trimmed))
             await self._remove_trimmed(trimmed)
         made = await asyncio.gather(*(_run_to_end(self._make_warm(s)) for s in reserved))
+        # After the creations: the next burst needs warm workers more than these gone.
+        await self._remove_retired()
         return all(made)
 
     async def target(self) -> int:
