@@ -303,3 +303,29 @@ async def test_a_job_without_an_allow_list_gets_no_proxy(
     assert record["status"] == "completed", describe(record)
     assert record["result"].strip().endswith("count=1"), record["result"]  # grep found none
     assert record["egress"] is None
+
+
+async def test_tower_keeps_the_proxy_it_would_make_and_replaces_another(
+    docker_client: docker.DockerClient,
+    database_url: str,
+    network: str,
+    socket_dir: str,
+    names: EgressNames,
+    sites: Sites,
+    egress_image: str,
+    worker_image: str,
+) -> None:
+    images = (egress_image, worker_image)
+    rig = (database_url, network, socket_dir, names, sites, images)
+    async with shell_rig(*rig) as tower:
+        health = (await tower.get("/health")).json()
+    assert health["checks"]["egress"] == "ok", health
+    first = docker_client.containers.get(names.container).id
+    async with shell_rig(*rig) as tower:  # the same settings: the same container
+        assert (await tower.get("/health")).json()["checks"]["egress"] == "ok"
+    assert docker_client.containers.get(names.container).id == first
+    async with shell_rig(*rig, egress_auth_cache_seconds=2) as tower:  # another: replaced
+        assert (await tower.get("/health")).json()["checks"]["egress"] == "ok"
+    replaced = docker_client.containers.get(names.container)
+    assert replaced.id != first
+    assert replaced.attrs["Config"]["Env"].count("EGRESS_AUTH_CACHE_SECONDS=2") == 1

@@ -114,6 +114,10 @@ def test_the_image_copies_what_its_entrypoint_and_squid_run() -> None:
     dockerfile = (EGRESS_CONTEXT / "Dockerfile").read_text()
     for name in ("squid.conf.template", "render.py", "helper.py", "log-daemon", "entrypoint"):
         assert name in dockerfile and (EGRESS_CONTEXT / name).is_file(), name
-    for runnable in ("helper.py", "log-daemon", "entrypoint", "render.py"):
+    # What squid and Docker run by its path; the Python files go through python3 (a wheel
+    # installs .py files without their executable bit).
+    for runnable in ("log-daemon", "entrypoint"):
         assert (EGRESS_CONTEXT / runnable).stat().st_mode & 0o111, runnable
+    conf = TEMPLATE.read_text()
+    assert conf.count("/usr/bin/python3 /opt/parpaing-egress/helper.py") == 3
     assert Path(protocol.EGRESS_SOCKET).parent == Path(protocol.EGRESS_SOCKET_DIR)
