@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import pytest
+from docker.errors import APIError, ImageNotFound, NotFound
 
 from tests.e2e.agents import AgentRig, agent_rig, claude_job
 from tests.e2e.egress import (
@@ -35,6 +38,7 @@ from tests.e2e.support import (
     run_job,
     shell_tower,
 )
+from tests.integration.test_cli_serve import cli_env, serve, stop
 from tests.support.fake_llm import text, tool
 from tests.support.sse import only_events
 
@@ -329,3 +333,52 @@ async def test_tower_keeps_the_proxy_it_would_make_and_replaces_another(
     replaced = docker_client.containers.get(names.container)
     assert replaced.id != first
     assert replaced.attrs["Config"]["Env"].count("EGRESS_AUTH_CACHE_SECONDS=2") == 1
+
+
+@pytest.fixture
+def fresh_egress_tag(docker_client: docker.DockerClient, names: EgressNames) -> Iterator[str]:
+    """An egress image tag nobody built: serve must build it."""
+    tag = f"parpaing-egress:e2e-{names.suffix}"
+    yield tag
+    with contextlib.suppress(NotFound, APIError):
+        docker_client.containers.get(names.container).remove(force=True)
+    with contextlib.suppress(ImageNotFound, APIError):
+        docker_client.images.remove(tag)
+
+
+def test_serve_builds_and_starts_the_proxy(
+    database_url: str,
+    network: str,
+    socket_dir: str,
+    names: EgressNames,
+    sites: Sites,
+    fresh_egress_tag: str,
+    worker_image: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    env = cli_env(
+        DATABASE_URL=database_url,
+        TOWER_RUNNER="docker",
+        STATE_DIR=str(tmp_path / "state"),
+        WORKER_IMAGE=worker_image,
+        WORKER_NET=network,
+        POOL_SIZE="0",
+        GATEWAY_MANAGED="false",
+        GATEWAY_AUTH_SOCKET=f"{socket_dir}/auth.sock",
+        **{
+            name.upper(): str(value)
+            for name, value in egress_settings(names, fresh_egress_tag, sites.hosts).items()
+        },
+    )
+    with serve(tmp_path, env) as served:
+        health = httpx.get(served.url + "/health", timeout=30).json()
+        assert stop(served, signal.SIGTERM) == 0, served.output()
+    output = served.output()
+    assert f"egress image {fresh_egress_tag} is missing or outdated: building it" in output
+    assert f"starting the egress proxy {names.container}" in output, output
+    assert health["checks"]["egress"] == "ok", health
+    proxy = docker_client.containers.get(names.container)
+    assert proxy.status == "running"  # it outlives serve, as the gateway does
+    assert set(proxy.attrs["NetworkSettings"]["Networks"]) == {names.net}
+    assert names.socket_volume in {m.get("Name") for m in proxy.attrs["Mounts"]}
