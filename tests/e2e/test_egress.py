@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from tests.e2e.support import (
     run_job,
     shell_tower,
 )
-from tests.integration.test_cli_serve import cli_env, serve, stop
+from tests.integration.test_cli_serve import PARPAING, cli_env, serve, stop
 from tests.support.fake_llm import text, tool
 from tests.support.sse import only_events
 
@@ -373,7 +374,12 @@ def test_serve_builds_and_starts_the_proxy(
     )
     with serve(tmp_path, env) as served:
         health = httpx.get(served.url + "/health", timeout=30).json()
+        doctor = subprocess.run(
+            [*PARPAING, "doctor"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert stop(served, signal.SIGTERM) == 0, served.output()
+    (line,) = [line for line in doctor.stdout.splitlines() if "egress proxy" in line]
+    assert line.startswith("[ ok ]") and "reaches tower" in line, doctor.stdout
     output = served.output()
     assert f"egress image {fresh_egress_tag} is missing or outdated: building it" in output
     assert f"starting the egress proxy {names.container}" in output, output

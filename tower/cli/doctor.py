@@ -1,6 +1,6 @@
 """`parpaing doctor`: checks this host can run a tower (database and schema, Docker, the
-worker image, the gateway, the providers with a credential), each finding with the fix to
-try; exit 1 when one fails."""
+worker image, the gateway, the egress proxy, the providers with a credential), each finding
+with the fix to try; exit 1 when one fails."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tower.cli.database import PROBE_TIMEOUT, database, postgres_dir, redacted
 from tower.cli.output import CliError
 from tower.execution.docker import probe
 from tower.gateway.providers import ALL_VARIABLES, providers
-from tower.settings import Settings, gateway_container
+from tower.settings import Settings, egress_enabled, gateway_container
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ def doctor(_args: argparse.Namespace) -> int:
     findings = [_database_finding(settings)]
     docker = _docker_finding()
     findings += [docker, _image_finding(settings, docker), _gateway_finding(settings)]
+    findings.append(_egress_finding(settings, docker))
     findings.append(_providers_finding(settings))
     for finding in findings:
         _print_finding(finding)
@@ -101,6 +102,25 @@ def _gateway_finding(settings: Settings) -> Finding:
     else:
         fix = "start the gateway (compose: `docker compose up -d gateway`) or set GATEWAY_URL"
     return Finding("gateway", "FAIL", result.detail, fix)
+
+
+def _egress_finding(settings: Settings, docker: Finding) -> Finding:
+    """The egress proxy (docs/egress.md): it answers, and reaches a tower's egress check."""
+    name = "egress proxy"
+    if not egress_enabled(settings):
+        return Finding(name, "skip", "not run here (EGRESS_MANAGED=false): no job may reach out")
+    if docker.outcome != "ok":
+        return Finding(name, "skip", "not checked, Docker is unreachable")
+    from tower.egress.container import probe_egress  # it brings the Docker SDK along
+
+    result = probe_egress(settings, None, PROBE_TIMEOUT)
+    if result.ok:
+        return Finding(name, "ok", result.detail)
+    fix = (
+        "start `parpaing serve` (it builds and starts the proxy); if it is running, read "
+        f"`docker logs {settings.egress_container}` (a bad setting stops it)"
+    )
+    return Finding(name, "FAIL", result.detail, fix)
 
 
 def _providers_finding(settings: Settings) -> Finding:
