@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import docker
 import httpx
 import pytest
@@ -38,6 +39,7 @@ from tests.e2e.support import (
     isolated_network,
     run_job,
     shell_tower,
+    submit,
 )
 from tests.integration.test_cli_serve import PARPAING, cli_env, serve, stop
 from tests.support.fake_llm import text, tool
@@ -328,12 +330,32 @@ async def test_tower_keeps_the_proxy_it_would_make_and_replaces_another(
     first = docker_client.containers.get(names.container).id
     async with shell_rig(*rig) as tower:  # the same settings: the same container
         assert (await tower.get("/health")).json()["checks"]["egress"] == "ok"
+        # A request counted open whose end the proxy will never report (it is replaced).
+        job_id = await submit(tower, "true", profile="egress-shell", dry_run=True)
+        await set_open_requests(database_url, job_id, 5)
     assert docker_client.containers.get(names.container).id == first
     async with shell_rig(*rig, egress_auth_cache_seconds=2) as tower:  # another: replaced
         assert (await tower.get("/health")).json()["checks"]["egress"] == "ok"
     replaced = docker_client.containers.get(names.container)
     assert replaced.id != first
     assert replaced.attrs["Config"]["Env"].count("EGRESS_AUTH_CACHE_SECONDS=2") == 1
+    assert await set_open_requests(database_url, job_id, None) == 0  # forgotten with it
+
+
+async def set_open_requests(database_url: str, job_id: str, count: int | None) -> int:
+    """Set the job's requests counted open (None: leave them); their count then."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        if count is not None:
+            await connection.execute(
+                "INSERT INTO job_egress (job_id, open_requests) VALUES ($1, $2)", job_id, count
+            )
+        found: int = await connection.fetchval(
+            "SELECT open_requests FROM job_egress WHERE job_id = $1", job_id
+        )
+    finally:
+        await connection.close()
+    return found
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from tower.db.pool import Pool
+from tower.egress import queries
 from tower.egress.listener import egress_socket
 from tower.errors import Invalid, TowerError, one_line
 from tower.execution.docker import queries as docker_queries
@@ -183,20 +184,27 @@ class EgressHost:
 async def ensure_egress_once(
     db: Pool, calls: DockerCalls, settings: Settings, slot: int | None
 ) -> str:
+    """ensure_egress, one replica at a time. A new container holds none of the requests
+    counted open against the jobs' bounds: they ended with the one it replaced (whose
+    log lines will never come), so their counts go."""
     async with db.acquire() as connection:
         key = f"egress:{settings.egress_container}"
         await connection.execute(docker_queries.NETWORK_LOCK, key)
         try:
-            return await calls(ensure_egress, settings, slot)
+            container_id, created = await calls(ensure_egress, settings, slot)
+            if created:
+                await queries.forget_open_requests(connection)
+            return container_id
         finally:
             await connection.execute(docker_queries.NETWORK_UNLOCK, key)
 
 
 def ensure_egress(
     client: docker.DockerClient, settings: Settings, slot: int | None = None, say: Say = log.info
-) -> str:
-    """The running proxy container's id, created or replaced as needed; replaced too
-    when it runs but cannot reach this replica's slot (a state dir made again)."""
+) -> tuple[str, bool]:
+    """The running proxy container's id, and whether it was created now: created or
+    replaced as needed; replaced too when it runs but cannot reach this replica's slot
+    (a state dir made again)."""
     try:
         image_id = str(client.images.get(settings.egress_image).id)
         spec = egress_spec(settings, image_id)
@@ -208,10 +216,11 @@ def ensure_egress(
             with contextlib.suppress(NotFound):
                 container.remove(force=True)
             container = None
+        created = container is None
         if container is None:
             container = _create(client, spec, say)
             _wait_ready(client, container, settings, slot, say)
-        return str(container.id)
+        return str(container.id), created
     except ImageNotFound as exc:
         raise EgressFailure(
             f"egress image {settings.egress_image} is not present; "

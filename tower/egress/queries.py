@@ -100,6 +100,14 @@ WITH ended AS (
 """
 
 
+# A new proxy container: what the one before it counted open has ended with it.
+FORGET_OPEN_REQUESTS = "UPDATE job_egress SET open_requests = 0 WHERE open_requests > 0"
+
+
+async def forget_open_requests(connection: Connection) -> None:
+    await connection.execute(FORGET_OPEN_REQUESTS)
+
+
 async def commit_without_waiting(connection: Connection) -> None:
     """For the rest of the caller's transaction (ASYNC_COMMIT)."""
     await connection.execute(ASYNC_COMMIT)
