@@ -129,9 +129,11 @@ async def test_memory_hog_is_killed_as_oom(
 ) -> None:
     settings = docker_settings(database_url, network, pool_size=1, worker_mem_limit="256m")
     async with shell_tower(settings) as client:
+        # Warm workers have the default profile's shape (2g); the shell profile sets no
+        # memory, so the hog runs in a container of WORKER_MEM_LIMIT. Neither may swap.
         host_config = await _warm_host_config(docker_client, database_url)
-        assert host_config["Memory"] == 256 << 20, host_config
-        assert host_config["MemorySwap"] == 256 << 20, host_config  # no swap
+        assert host_config["Memory"] == 2 << 30, host_config
+        assert host_config["MemorySwap"] == 2 << 30, host_config  # no swap
         record = await run_job(client, python_script(MEMORY_HOG))
     assert record["status"] == "failed", describe(record)
     assert record["failure_reason"] == "oom", describe(record)
