@@ -143,6 +143,9 @@ async def start_tower(
         # A tower that runs the gateway needs names of its own on a shared daemon
         # (tests/e2e/gateway.py); these towers never call a provider.
         "GATEWAY_MANAGED": "false",
+        # A pool that stays at its floor unless the test asks for POOL_MAX (tests count
+        # containers; an elastic pool keeps what a job's demand grew for a while).
+        "POOL_MAX": str(settings.get("pool_min", settings.get("pool_size", 2))),
         **{name.upper(): str(value) for name, value in settings.items()},
     }
     log_path = workdir / f"{tower_id}.log"
