@@ -425,6 +425,24 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def _measure(server: LocalPostgres, args: argparse.Namespace) -> None:
+    if not args.only_claims:
+        await _throughput_and_latency(server, args)
+    if not args.claims:
+        return
+    print(
+        f"claim: {args.rounds} rounds of {args.claims} jobs of {args.claim_tenants} tenant(s),"
+        f" {args.claimers} claimers, {args.claim_batch} a claim"
+    )
+    if args.only_claims:
+        await create_baseline_table(server.url)
+    ratios = await claim_ratios(server.url, args)
+    print(
+        f"  ratio:   median {statistics.median(ratios):.2f}"
+        f" (rounds {min(ratios):.2f} to {max(ratios):.2f})"
+    )
+
+
+async def _throughput_and_latency(server: LocalPostgres, args: argparse.Namespace) -> None:
     print(
         f"throughput: {args.rounds} rounds of {args.jobs} jobs, {args.clients} clients, "
         f"{args.towers} tower process(es) with MAX_CONCURRENT_JOBS={args.concurrency} each"
@@ -444,17 +462,6 @@ async def _measure(server: LocalPostgres, args: argparse.Namespace) -> None:
     print(f"/wait wake-up latency over {args.waits} waits (COMMIT sent -> response):")
     print(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean {statistics.fmean(latencies):.1f} ms")
     print(f"  target p99 <= {P99_TARGET_MS:g} ms: {verdict}")
-    if not args.claims:
-        return
-    print(
-        f"claim: {args.rounds} rounds of {args.claims} jobs of {args.claim_tenants} tenant(s),"
-        f" {args.claimers} claimers, {args.claim_batch} a claim"
-    )
-    ratios = await claim_ratios(server.url, args)
-    print(
-        f"  ratio:   median {statistics.median(ratios):.2f}"
-        f" (rounds {min(ratios):.2f} to {max(ratios):.2f})"
-    )
 
 
 async def _round(
@@ -482,6 +489,7 @@ def main() -> None:
     parser.add_argument("--claimers", type=int, default=2, help="claiming connections")
     parser.add_argument("--claim-batch", type=int, default=16, help="jobs a claim takes")
     parser.add_argument("--claim-tenants", type=int, default=1, help="tenants they belong to")
+    parser.add_argument("--only-claims", action="store_true", help="measure the claim only")
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(run(parser.parse_args()))
 

@@ -62,7 +62,8 @@ SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
 # starts, over its share ($7 where the tenant sets none); the lowest scores go first
 # (priority, then age, break ties), so a tenant with fewer running jobs per share is
 # served before one with more, and one tenant's flood waits behind the others' first jobs.
-# With one tenant this is the order of old: priority, then age.
+# With one tenant this is the order of old: priority, then age (and its running jobs are
+# not counted, unless it has a running quota: they change nothing then).
 #
 # A tenant with a running quota (max_running, $6 where it sets none; 0: none) offers only
 # what its quota has room for, and it is exact across replicas: its row is locked (SKIP
@@ -85,15 +86,25 @@ SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
 # each says whether a tenant with a running quota has claimable jobs (`held_back`): its
 # jobs may start as soon as one of its running ones ends, anywhere.
 CLAIM = f"""
-WITH queued AS MATERIALIZED (
+WITH waiting AS MATERIALIZED (
     SELECT t.name AS tenant,
            greatest(coalesce(t.share, $7), 0.001)::float8 AS share,
-           coalesce(t.max_running, $6) AS cap,
-           (SELECT count(*) FROM jobs AS r
-            WHERE r.tenant = t.name AND r.status = 'running') AS running
+           coalesce(t.max_running, $6) AS cap
     FROM tenants AS t
-    WHERE EXISTS (SELECT 1 FROM jobs AS p
-                  WHERE p.tenant = t.name AND p.status = 'pending' AND p.run_after <= now())
+    CROSS JOIN LATERAL (
+        -- Probed per tenant in jobs_claimable_tenant (its order), never a pass over jobs.
+        SELECT 1 FROM jobs AS p
+        WHERE p.tenant = t.name AND p.status = 'pending' AND p.run_after <= now()
+        ORDER BY p.priority DESC, p.created_at
+        LIMIT 1
+    ) AS claimable
+), queued AS MATERIALIZED (
+    SELECT tenant, share, cap,
+           CASE WHEN cap > 0 OR (SELECT count(*) FROM waiting) > 1
+                THEN (SELECT count(*) FROM jobs AS r
+                      WHERE r.tenant = waiting.tenant AND r.status = 'running')
+                ELSE 0 END AS running
+    FROM waiting
 ), capped AS MATERIALIZED (
     SELECT q.tenant, q.share, q.cap,
            CASE WHEN coalesce(pg_visible_in_snapshot(t.claimed_xact::text::xid8,
