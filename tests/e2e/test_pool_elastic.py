@@ -30,7 +30,7 @@ FROM jobs j WHERE j.job_id = ANY($1::text[])
 """
 FLOOR = 1
 CEILING = 8
-IDLE = 4  # POOL_IDLE_SECONDS
+IDLE = 20  # POOL_IDLE_SECONDS: longer than a loaded CI host needs to grow the pool
 
 
 @pytest.fixture
