@@ -71,6 +71,28 @@ async def test_api_answers_503_while_database_is_down(
     assert back_submit.status_code == 202, back_submit.text
 
 
+async def test_a_stored_key_checked_while_the_database_is_down_is_a_503(
+    private_server: LocalPostgres,
+) -> None:
+    """A stored key is looked up in PostgreSQL, by the request gate for a write (before
+    the body is read) and by the route for a read: both answer 503, never a 500."""
+    settings = Settings(
+        database_url=private_server.url, tower_runner="simulated", tower_api_key=API_KEY
+    )
+    async with live_tower(settings) as url, client_for(url, API_KEY) as admin:
+        body = {"tenant": "acme", "role": "submit", "name": "bot"}
+        key = (await admin.post("/keys", json=body)).json()["key"]
+        await asyncio.to_thread(private_server.stop, "immediate")
+        async with client_for(url, key) as client:
+            down = [await client.post("/jobs", json=JOB), await client.get("/jobs")]
+        await asyncio.to_thread(private_server.start)
+        async with client_for(url, key) as client:
+            back = await client.post("/jobs", json=JOB)
+    for response in down:
+        assert_unavailable(response)
+    assert back.status_code == 202, back.text
+
+
 def raising(error: Exception) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)

@@ -66,11 +66,15 @@ def _plain_error(error: Any) -> dict[str, Any]:
 async def _handle_database_outage(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, STATEMENT_ERRORS):
         raise exc
-    # One line per failed request, no traceback: an outage fails hundreds a second.
-    reason = f"{type(exc).__name__}: {one_line(exc)}"
-    log.warning("database unavailable: %s %s: %s", request.method, request.url.path, reason)
+    log_outage(request.method, request.url.path, exc)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(UNAVAILABLE, status_code=503, headers=headers)
+
+
+def log_outage(method: str, path: str, exc: Exception) -> None:
+    """One line per failed request, no traceback: an outage fails hundreds a second."""
+    reason = f"{type(exc).__name__}: {one_line(exc)}"
+    log.warning("database unavailable: %s %s: %s", method, path, reason)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -41,7 +41,14 @@ from tower.errors import (
 )
 from tower.settings import Settings
 from tower.web.deps import require_key
-from tower.web.errors import render
+from tower.web.errors import (
+    OUTAGE_ERRORS,
+    RETRY_AFTER_SECONDS,
+    STATEMENT_ERRORS,
+    UNAVAILABLE,
+    log_outage,
+    render,
+)
 from tower.web.hosts import HostRule
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -52,6 +59,11 @@ SHOWN_HOST_CHARS = 100
 
 class MisdirectedHost(TowerError):
     status_code = 421
+
+
+class DatabaseUnavailable(TowerError):
+    status_code = 503
+    retry_after = RETRY_AFTER_SECONDS
 
 
 class _BodyCut(Exception):
@@ -93,6 +105,13 @@ class RequestGate:
                 caller = await require_key(Request(scope), self.settings)
             except Unauthorized as exc:
                 return exc
+            except STATEMENT_ERRORS:
+                raise
+            except OUTAGE_ERRORS as exc:
+                # A stored key is looked up in PostgreSQL: out here, not in a route, the
+                # app's outage handler does not answer for it.
+                log_outage(scope["method"], scope["path"], exc)
+                return DatabaseUnavailable(UNAVAILABLE["detail"])
             if caller.role == "read":
                 return Forbidden("A read key cannot change anything")
         if self._must_be_json(scope) and _has_body(scope) and not _is_json(scope):
