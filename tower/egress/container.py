@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import docker
 import requests
@@ -159,9 +159,8 @@ def container_options(spec: EgressSpec) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EgressHost:
-    """The proxy as the Docker runner's host sees it (tower/execution/docker_runner.Host)."""
+    """The proxy as the Docker runner sees it: a part of its Host (tower/runners.RunnerHost)."""
 
-    part: ClassVar[str] = "egress"
     db: Pool
     settings: Settings
     # This replica's egress slot (listener.EgressListener.slot); None: it has none.

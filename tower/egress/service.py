@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from tower.configs.egress import normal_host
 from tower.db.ids import JOB_ID
-from tower.db.pool import Pool, transaction
+from tower.db.pool import Connection, Pool, transaction
 from tower.egress import policy, queries
 from tower.errors import Invalid
 from tower.gateway import tokens
@@ -120,7 +119,7 @@ async def decide(
 
 
 async def _within_bounds(
-    connection: Any, settings: Settings, job_id: str
+    connection: Connection, settings: Settings, job_id: str
 ) -> tuple[str | None, str | None]:
     """(why not, which bound) when the job's bounds refuse one more request."""
     max_open, max_bytes = int(settings.egress_max_connections), int(settings.egress_max_bytes)
@@ -136,7 +135,7 @@ async def _within_bounds(
 
 
 async def _refused(
-    connection: Any,
+    connection: Connection,
     attempt: Attempt,
     question: Question,
     host: str,
