@@ -157,8 +157,10 @@ async def measure(args: argparse.Namespace, database_url: str, root: Path) -> No
     client = docker.from_env()
     network = f"parpaing-bench-egress-{uuid.uuid4().hex[:8]}"
     size = args.mb * MiB
-    try:
-        with egress_names(client) as names:
+    # The workers go before the proxy's names are let go: its socket volume, which they
+    # mount, can only be removed after them.
+    with egress_names(client) as names:
+        try:
             address = proxy_host_address(client, names)
             with site(address) as http_site, site(address, NAME) as https_site:
                 sites = {"http": http_site, "https": https_site}
@@ -178,9 +180,9 @@ async def measure(args: argparse.Namespace, database_url: str, root: Path) -> No
                     )
                     assert put.status_code in (200, 201), put.text
                     await report(args, tower, sites, address, size)
-    finally:
-        client.close()
-        remove_bench_workers(network)
+        finally:
+            remove_bench_workers(network)
+    client.close()
 
 
 async def report(

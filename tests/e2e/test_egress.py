@@ -79,7 +79,9 @@ class Sites:
 
 
 @pytest.fixture
-def network(docker_client: docker.DockerClient) -> Iterator[str]:
+def network(docker_client: docker.DockerClient, names: EgressNames) -> Iterator[str]:
+    # Taken after the proxy's names, so its workers go first: the proxy's socket volume,
+    # which they mount, can be removed after them.
     yield from isolated_network(docker_client)
 
 
