@@ -134,7 +134,12 @@ async def dispatching(
     database_url: str, pool: Pool, hub: NotifyHub
 ) -> AsyncIterator[RecordingRunner]:
     runner = RecordingRunner()
-    settings = Settings(database_url=database_url, poll_interval=60, shutdown_grace_seconds=0)
+    settings = Settings(
+        database_url=database_url,
+        poll_interval=60,
+        shutdown_grace_seconds=0,
+        max_concurrent_jobs=4,  # unset (0) is fitted by the app, which this test skips
+    )
     dispatcher = Dispatcher(settings, pool, hub, runner, "replica-1")
     await dispatcher.start()
     yield runner
@@ -190,7 +195,12 @@ async def test_a_job_whose_upload_was_deleted_fails_with_reason_input(
     job_id = await _job_with(db, (upload, ""))
     await uploads.delete(pool, upload, None)
     runner = RecordingRunner()
-    settings = Settings(database_url=database_url, poll_interval=60, shutdown_grace_seconds=0)
+    settings = Settings(
+        database_url=database_url,
+        poll_interval=60,
+        shutdown_grace_seconds=0,
+        max_concurrent_jobs=4,  # unset (0) is fitted by the app, which this test skips
+    )
     dispatcher = Dispatcher(settings, pool, hub, runner, "replica-1")
     await dispatcher.start()
     try:
