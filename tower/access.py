@@ -12,6 +12,8 @@ TOWER_API_KEY is the bootstrap admin key of the `default` tenant; a tower withou
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
@@ -69,4 +71,9 @@ class KeyLookup(Protocol):
 
     async def caller(self, presented: str) -> Caller | None:
         """The caller a stored key stands for; None when no live key matches."""
+        ...
+
+    def revocation(self, key_id: str) -> AbstractContextManager[asyncio.Event]:
+        """An event set when the key `key_id` is revoked, while the block runs: what a
+        stream or a long poll opened with it ends on."""
         ...

@@ -3,6 +3,7 @@ listed without secrets, roles enforced, revoked for good; a tenant's quotas set 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from tests.support.live import client_for, live_tower
+from tests.support.metrics import until_open_streams
 from tower.execution.simulated import SimulatedRunner
 from tower.settings import Settings
 
@@ -191,3 +193,27 @@ async def test_a_keyless_tower_takes_no_key_but_refuses_a_wrong_one(database_url
         assert (await client.post("/jobs", json=JOB, headers=headers)).status_code == 403
         wrong = {"Authorization": "Bearer ppk_" + "B" * 43}
         assert (await client.get("/jobs", headers=wrong)).status_code == 401
+
+
+async def test_a_revoked_key_keeps_no_stream_or_long_poll_open(
+    admin: httpx.AsyncClient, url: str
+) -> None:
+    made = await make_key(admin, "acme", "submit", "watcher")
+    async with client_for(url, made["key"]) as client:
+        job_id = (await client.post("/jobs", json=JOB)).json()["job_id"]  # runs for an hour
+        async with client.stream("GET", "/events", params={"last_event_id": 0}) as events:
+            assert events.status_code == 200
+            lines = events.aiter_lines()
+            while "data:" not in await anext(lines):
+                pass  # the stream is open and sending
+            waiting = asyncio.ensure_future(client.get(f"/jobs/{job_id}/wait?timeout=600"))
+            await until_open_streams(admin, {"wait": 1, "events": 1})
+            assert (await admin.delete(f"/keys/{made['id']}")).status_code == 204
+            # Both end at once: the stream without another event, the poll with 401.
+            async with asyncio.timeout(10):
+                async for _ in lines:
+                    pass
+                refused = await waiting
+    assert refused.status_code == 401
+    assert refused.json() == {"detail": "The API key was revoked"}
+    await until_open_streams(admin, {"wait": 0, "events": 0})  # their slots given back

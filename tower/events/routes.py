@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from tower.events import service, sse
 from tower.web.deps import CurrentCaller, Db, Hub, Metrics, SettingsDep, require_key
 from tower.web.openapi import SECURED
-from tower.web.streams import HeldStream, Limits, StreamKey
+from tower.web.streams import HeldStream, Limits, StreamKey, revocation_of
 
 router = APIRouter(tags=["events"], dependencies=[Depends(require_key)])
 
@@ -54,7 +55,7 @@ def _after(header: str | None, query: int | None) -> int | None:
     return int(header) if header is not None else query
 
 
-@dataclass(frozen=True)
+@dataclass
 class StreamContext:
     """What every event stream needs: the database, the wake-ups, its keepalive, its
     gauge and slot, and where to resume (None: not said)."""
@@ -68,6 +69,9 @@ class StreamContext:
     after: int | None
     # The tenant whose jobs the stream tells of; None: every tenant's.
     sees: str | None
+    # Set if the key the stream was opened with is revoked (the stream then ends).
+    revocation: AbstractContextManager[asyncio.Event]
+    revoked: asyncio.Event = field(default_factory=asyncio.Event)
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[ExitStack]:
@@ -76,10 +80,11 @@ class StreamContext:
         with ExitStack() as hold:
             hold.enter_context(self.limits.slot(self.key))
             hold.enter_context(self.metrics.holding("events"))
+            self.revoked = hold.enter_context(self.revocation)
             yield hold
 
     def respond(self, stream: AsyncIterator[str], hold: ExitStack) -> StreamingResponse:
-        return HeldStream(stream, hold.pop_all(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return HeldStream(stream, hold.pop_all(), sse.MEDIA_TYPE, sse.HEADERS, revoked=self.revoked)
 
     @property
     def keepalive(self) -> float:
@@ -87,6 +92,7 @@ class StreamContext:
 
 
 async def stream_context(
+    request: Request,
     db: Db,
     hub: Hub,
     settings: SettingsDep,
@@ -98,7 +104,8 @@ async def stream_context(
     last_event_id: LastEventQuery = None,
 ) -> StreamContext:
     after = _after(last_event_id_header, last_event_id)
-    return StreamContext(db, hub, settings, metrics, limits, key, after, caller.sees)
+    revocation = revocation_of(request, caller)
+    return StreamContext(db, hub, settings, metrics, limits, key, after, caller.sees, revocation)
 
 
 Stream = Annotated[StreamContext, Depends(stream_context)]

@@ -32,7 +32,7 @@ from tower.web.deps import (
     require_key,
 )
 from tower.web.openapi import SECURED
-from tower.web.streams import Limits, StreamKey, unless_gone
+from tower.web.streams import Limits, StreamKey, revocation_of, unless_gone
 
 # OFFSET is a bigint in PostgreSQL; a larger number is a 422, not a failed query.
 BIGINT_MAX = 2**63 - 1
@@ -149,6 +149,6 @@ async def wait_for_job(
 ) -> JobRecord:
     """The job once it has finished, or 408 after `timeout` seconds. Holds one of the
     key's open-stream slots meanwhile, given back at once if the client leaves."""
-    with limits.slot(key), metrics.holding("wait"):
+    with limits.slot(key), metrics.holding("wait"), revocation_of(request, caller) as revoked:
         wait = service.wait_for_job(db, hub, job_id, seconds, stopping, caller.sees)
-        return await unless_gone(request, wait)
+        return await unless_gone(request, wait, revoked)

@@ -11,8 +11,10 @@ when a notice came is answered but not kept, so it cannot put a revoked key back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,8 @@ class KeyCache:
         self._lookups: dict[str, asyncio.Future[Caller | None]] = {}
         # Bumped by every notice: a lookup that began before one is not kept.
         self._generation = 0
+        # The open streams and long polls of each key, ended when it is revoked.
+        self._watchers: dict[str, set[asyncio.Event]] = {}
 
     async def caller(self, presented: str) -> Caller | None:
         if not keys.looks_like_key(presented):
@@ -82,13 +86,28 @@ class KeyCache:
         for digest in [d for d, entry in self._entries.items() if entry.until <= now]:
             del self._entries[digest]
 
+    @contextlib.contextmanager
+    def revocation(self, key_id: str) -> Iterator[asyncio.Event]:
+        """An event set when `key_id` is revoked, while the block runs."""
+        event = asyncio.Event()
+        watchers = self._watchers.setdefault(key_id, set())
+        watchers.add(event)
+        try:
+            yield event
+        finally:
+            watchers.discard(event)
+            if not watchers:
+                self._watchers.pop(key_id, None)
+
     def forget(self, key_id: str) -> None:
         """A KEYS_CHANGED notice: the key `key_id` was revoked (or one was made, so a key
-        cached as unknown may exist now)."""
+        cached as unknown may exist now). What is open with it ends."""
         self._generation += 1
         for digest, entry in list(self._entries.items()):
             if entry.caller is None or entry.caller.key_id == key_id:
                 del self._entries[digest]
+        for event in self._watchers.get(key_id, ()):
+            event.set()
 
     def clear(self) -> None:
         """The LISTEN connection came back: notices may have been missed."""

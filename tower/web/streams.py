@@ -3,7 +3,9 @@
 Each takes a slot for its lifetime: MAX_STREAMS per replica (past it, 503: another
 replica may have room) and MAX_STREAMS_PER_KEY per API key (past it, 429: that client
 holds too many). Without a cap, a thousand idle streams slowed every other request.
-A slot is given back however the request ends: done, failed, or its client gone.
+A slot is given back however the request ends: done, failed, or its client gone. One
+opened with a stored API key also ends when that key is revoked (a stream at once, a long
+poll with 401): a revoked key keeps nothing open.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from fastapi import Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from tower.errors import TooManyRequests, TowerError, Unavailable
+from tower.access import Caller, KeyLookup
+from tower.errors import TooManyRequests, TowerError, Unauthorized, Unavailable
 from tower.settings import Settings
 from tower.web.deps import SettingsDep, held
 
@@ -93,9 +96,44 @@ async def _stream_key(request: Request, settings: SettingsDep) -> str:
 StreamKey = Annotated[str, Depends(_stream_key)]
 
 
+def revocation_of(
+    request: Request, caller: Caller
+) -> contextlib.AbstractContextManager[asyncio.Event]:
+    """An event set if the caller's stored key is revoked while the block runs (never set
+    for TOWER_API_KEY or a keyless loopback request)."""
+    keys: KeyLookup | None = getattr(getattr(request.app.state, "tower", None), "keys", None)
+    if keys is None or caller.key_id is None:
+        return contextlib.nullcontext(asyncio.Event())
+    return keys.revocation(caller.key_id)
+
+
+async def until_revoked(content: AsyncIterator[str], revoked: asyncio.Event) -> AsyncIterator[str]:
+    """`content`, ended as soon as `revoked` is set, even while it waits for its next event."""
+    stop = asyncio.ensure_future(revoked.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(content))
+            await asyncio.wait({following, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                return
+            try:
+                yield following.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stop.cancel()
+        # The wrapped stream's own clean-up (its subscriptions) runs now, not when collected.
+        aclose = getattr(content, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class HeldStream(StreamingResponse):
     """A stream that keeps `hold` (its slot, its gauge) until it ends however it ends:
-    the last event sent, the client gone, the server stopping."""
+    the last event sent, the client gone, the server stopping, its key revoked."""
 
     def __init__(
         self,
@@ -103,7 +141,10 @@ class HeldStream(StreamingResponse):
         hold: ExitStack,
         media_type: str,
         headers: dict[str, str],
+        revoked: asyncio.Event | None = None,
     ) -> None:
+        if revoked is not None:
+            content = until_revoked(content, revoked)
         super().__init__(content, media_type=media_type, headers=headers)
         self._content = content
         self._hold = hold
@@ -119,20 +160,26 @@ class HeldStream(StreamingResponse):
                     await aclose()
 
 
-async def unless_gone(request: Request, work: Awaitable[T]) -> T:
+async def unless_gone(
+    request: Request, work: Awaitable[T], revoked: asyncio.Event | None = None
+) -> T:
     """`work`'s answer; cancelled, with ClientGone, if the client disconnects first, so
-    a long poll nobody waits for any more gives its slot back at once."""
+    a long poll nobody waits for any more gives its slot back at once; with 401 if the
+    key it came with is revoked (`revoked` set) first."""
     answer = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))
+    stop = asyncio.ensure_future((revoked or asyncio.Event()).wait())
     try:
-        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({answer, gone, stop}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (answer, gone):
+        for task in (answer, gone, stop):
             task.cancel()
     if answer.done() and not answer.cancelled():
         return answer.result()
     with contextlib.suppress(asyncio.CancelledError):
         await answer
+    if revoked is not None and revoked.is_set():
+        raise Unauthorized("The API key was revoked")
     raise ClientGone("The client disconnected")
 
 
