@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -70,8 +70,8 @@ class StreamContext:
     # The tenant whose jobs the stream tells of; None: every tenant's.
     sees: str | None
     # Set if the key the stream was opened with is revoked (the stream then ends).
-    revocation: AbstractContextManager[asyncio.Event]
-    revoked: asyncio.Event = field(default_factory=asyncio.Event)
+    revocation: AbstractContextManager[asyncio.Event | None]
+    revoked: asyncio.Event | None = None
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[ExitStack]:

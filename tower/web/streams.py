@@ -98,12 +98,12 @@ StreamKey = Annotated[str, Depends(_stream_key)]
 
 def revocation_of(
     request: Request, caller: Caller
-) -> contextlib.AbstractContextManager[asyncio.Event]:
-    """An event set if the caller's stored key is revoked while the block runs (never set
-    for TOWER_API_KEY or a keyless loopback request)."""
+) -> contextlib.AbstractContextManager[asyncio.Event | None]:
+    """An event set if the caller's stored key is revoked while the block runs; None for
+    TOWER_API_KEY and a keyless loopback request, which no revoke ends."""
     keys: KeyLookup | None = getattr(getattr(request.app.state, "tower", None), "keys", None)
     if keys is None or caller.key_id is None:
-        return contextlib.nullcontext(asyncio.Event())
+        return contextlib.nullcontext(None)
     return keys.revocation(caller.key_id)
 
 
