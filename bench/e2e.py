@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -144,10 +145,23 @@ async def latencies(settings: Settings, runs: int) -> list[float]:
     async with tower(settings) as client:
         await one_job(client)  # the first job also warms caches: not counted
         for _ in range(runs):
-            if settings.pool_size:
-                await until_pool_full(settings.database_url, settings.pool_size)
+            if settings.pool_min:
+                await until_pool_full(settings.database_url, settings.pool_min)
             timings.append(await one_job(client))
+        print("  phases (mean, ms):", await phase_means(client))
     return timings
+
+
+PHASE = re.compile(r'^tower_job_phase_seconds_(sum|count)\{phase="(\w+)"\} (\S+)$', re.M)
+
+
+async def phase_means(client: httpx.AsyncClient) -> str:
+    """tower_job_phase_seconds's mean per phase so far (docs/metrics.md, "Job phases")."""
+    found: dict[str, dict[str, float]] = {}
+    for kind, phase, value in PHASE.findall((await client.get("/metrics")).text):
+        found.setdefault(phase, {})[kind] = float(value)
+    means = {phase: v["sum"] / v["count"] for phase, v in found.items() if v.get("count")}
+    return ", ".join(f"{phase} {seconds * 1000:.1f}" for phase, seconds in means.items())
 
 
 # --- 4. throughput with two replicas ---------------------------------------------------
