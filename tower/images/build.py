@@ -560,7 +560,6 @@ def _run_streamed(
         raise ImageBuildError(f"{step}: failed with exit code {process.returncode}:\n{last}")
 
 
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="parpaing images")
     commands = parser.add_subparsers(dest="command", required=True)
