@@ -58,9 +58,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POOL_LABEL = "parpaing.pool"
-# Seconds between looks at demand when nothing takes a slot: how soon a burst queued
-# behind busy workers, or an idle pool, is seen.
+# Seconds between fill rounds when nothing takes a slot: how soon a burst queued behind
+# busy workers, or an idle pool, is acted on.
 DEMAND_TICK = 1.0
+# Seconds between looks at demand, in a loop of their own: a fill round that creates
+# workers takes seconds, and a burst's peak must not pass unseen meanwhile.
+DEMAND_SAMPLE = 0.25
 # POOL_MAX unset: warm workers may hold this share of the Docker host's memory, counted at
 # WARM_WORKER_BYTES each (an idle worker's footprint, measured: docs/execution.md), and
 # never more than AUTO_POOL_MAX of them.
@@ -165,6 +168,7 @@ class WarmPool:
         await pool._reconcile_round()
         pool._tasks = [
             asyncio.create_task(pool._fill_loop(), name="pool-fill"),
+            asyncio.create_task(pool._demand_loop(), name="pool-demand"),
             asyncio.create_task(pool._reconcile_loop(), name="pool-reconcile"),
         ]
         return pool
@@ -368,14 +372,30 @@ class WarmPool:
         return all(made)
 
     async def target(self) -> int:
-        """How many warm workers this host should hold now: the peak demand of the last
-        POOL_IDLE_SECONDS, within POOL_MIN and POOL_MAX."""
+        """How many warm workers this host should hold now: the peak demand (held while
+        demand stays at half of it, and POOL_IDLE_SECONDS after), within POOL_MIN and
+        POOL_MAX."""
+        peak = await self._sample()
+        return min(max(peak, self._min), self._max)
+
+    async def _sample(self) -> int:
+        """Look at demand now: whether a burst runs on warm workers, and the peak."""
         demand = await q.demand(self._db, self._default_key)
         self._burst = demand.burst
+        return self._peak.note(demand.jobs, time.monotonic())
+
+    async def _demand_loop(self) -> None:
         if self._max == self._min:
-            return self._min
-        peak = self._peak.note(demand.jobs, time.monotonic())
-        return min(max(peak, self._min), self._max)
+            return  # a fixed pool: each fill round's look is enough
+        while True:
+            await asyncio.sleep(DEMAND_SAMPLE)
+            try:
+                await self._sample()
+            except DATABASE_ERRORS as exc:
+                log.debug("pool demand: not read: %r", exc)
+            except Exception:
+                # A bug in one look must not end the loop for the replica's lifetime.
+                log.exception("pool demand: look failed")
 
     async def _remove_trimmed(self, rows: list[q.SlotRow]) -> None:
         for row in rows:
