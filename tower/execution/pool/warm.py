@@ -145,6 +145,7 @@ class WarmPool:
         # Used slots whose removal waits for the end of a burst (`retire`).
         self._retired: list[Slot] = []
         self._burst = False
+        self._queued = False
         self._tasks: list[asyncio.Task[None]] = []
         self._presence: Connection | None = None
 
@@ -356,6 +357,11 @@ class WarmPool:
             size = await self.target()
             if self._burst:
                 return True  # no creation, removal or trim until the queue is served
+            if self._queued and self._max > self._min:
+                # The queue outruns the pool: its jobs create their own workers as fast as
+                # Docker allows, and fills would only race them (and be left over). The
+                # pool grows to its peak once the queue is served.
+                return True
             reserved = await q.reserve(
                 self._db, self._default_key, size, [new_slot_id() for _ in range(size)]
             )
@@ -382,6 +388,7 @@ class WarmPool:
         """Look at demand now: whether a burst runs on warm workers, and the peak."""
         demand = await q.demand(self._db, self._default_key)
         self._burst = demand.burst
+        self._queued = demand.pending > 0
         return self._peak.note(demand.jobs, time.monotonic())
 
     async def _demand_loop(self) -> None:
