@@ -70,6 +70,8 @@ DEMAND_SAMPLE = 0.25
 AUTO_POOL_MEMORY_SHARE = 0.1
 WARM_WORKER_BYTES = 32 << 20
 AUTO_POOL_MAX = 64
+# Seconds stop() waits for the fill and demand loops to end on their own.
+STOP_WAIT = 30.0
 BACKOFF_FIRST = 1.0  # seconds, doubled per failed fill round
 BACKOFF_MAX = 60.0
 # What a Docker or database outage looks like: logged, left to the next round.
@@ -178,12 +180,18 @@ class WarmPool:
         """Stop both loops. Creations under way finish (or their reservation is dropped
         if not yet begun); ready containers stay for whoever starts next."""
         self._stopping = True
-        for task in self._tasks:
+        self._refill.set()
+        tasks, self._tasks = self._tasks, []
+        # The fill and demand loops end at their next wait: cancelled in the middle of a
+        # query, a pooled connection could be left to a reset that never ends.
+        looping = [task for task in tasks if task.get_name() != "pool-reconcile"]
+        if looping:
+            await asyncio.wait(looping, timeout=STOP_WAIT)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
         await self._remove_retired()
         await self._leave()
 
@@ -330,7 +338,7 @@ class WarmPool:
 
     async def _fill_loop(self) -> None:
         backoff = 0.0
-        while True:
+        while not self._stopping:
             self._refill.clear()
             if await self.fill_once():
                 backoff = 0.0
@@ -394,7 +402,7 @@ class WarmPool:
     async def _demand_loop(self) -> None:
         if self._max == self._min:
             return  # a fixed pool: each fill round's look is enough
-        while True:
+        while not self._stopping:
             await asyncio.sleep(DEMAND_SAMPLE)
             try:
                 await self._sample()
