@@ -9,7 +9,9 @@
   probe  external_acl_type tower. "<channel> <slot>": does tower's replica on that slot
          answer? (tower's own health check of this container)
   log    logfile_daemon. Squid's log commands on stdin; each request squid counted
-         (tag counted) is reported to tower when it ends, with its bytes, in batches.
+         (tag counted) is reported to tower when it ends, with its bytes, in batches,
+         and whether squid refused it after tower's yes (its denied_destination ACL: the
+         name resolved to a non-public address when squid looked it up to connect).
 
 Tower answers on Unix sockets in the directory mounted at /run/parpaing: slot N is
 TOWER_SOCKET with -N before its suffix (egress.sock -> egress-3.sock), one per replica on
@@ -41,8 +43,10 @@ TIMEOUT = 10.0
 THREADS = 32
 BATCH = 200
 # What squid's log line holds (squid.conf.template's logformat, in this order).
-LOG_FIELDS = ("user", "method", "host", "port", "status", "result", "bytes", "tag")
+LOG_FIELDS = ("user", "method", "host", "port", "status", "result", "bytes", "tag", "error")
 COUNTED = "counted"
+# The error page of squid's own address refusal (squid.conf.template's deny_info).
+ADDRESS_REFUSED = "ERR_EGRESS_ADDRESS"
 CANNOT_ASK = "the egress proxy cannot ask tower now; try again"
 
 
@@ -201,6 +205,7 @@ def ended(line: str) -> dict[str, Any] | None:
         "method": entry["method"],
         "status": int(entry["status"]) if entry["status"].isdigit() else 0,
         "bytes": int(entry["bytes"]) if entry["bytes"].isdigit() else 0,
+        "refused": entry["error"] == ADDRESS_REFUSED,
     }
 
 

@@ -6,6 +6,7 @@ site on this host under names only the proxy resolves (docs/egress.md)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -293,6 +294,62 @@ async def test_an_allowed_name_resolving_to_a_private_address_is_refused(
     assert sites.address in refused["reason"] and "EGRESS_ALLOW_PRIVATE" in refused["reason"]
     assert [event["allowed"] for event in events] == [False]
     assert events[0]["reason"] == refused["reason"]
+
+
+async def test_a_name_resolving_elsewhere_when_squid_connects_is_refused_by_squid(
+    docker_client: docker.DockerClient,
+    database_url: str,
+    network: str,
+    socket_dir: str,
+    names: EgressNames,
+    sites: Sites,
+    egress_image: str,
+    worker_image: str,
+) -> None:
+    """DNS rebinding, without DNS: squid reads /etc/hosts once, at its start, and the
+    helper at each request. Rewriting the proxy's hosts file once it runs gives tower's
+    check a public address and squid's connection the site's private one, as a DNS answer
+    changing between the two lookups would: squid's own address rule must refuse it."""
+    https = sites.https
+    images = (egress_image, worker_image)
+    async with shell_rig(database_url, network, socket_dir, names, sites, images) as tower:
+        _rebind(docker_client, names.container, ALLOWED, PUBLIC_ADDRESS)
+        record = await run_job(
+            tower,
+            f"curl -sS --max-time 30 -k -w '\\nconnect=%{{http_connect}}' {https.url(ALLOWED)}"
+            "; echo",
+            profile="egress-shell",
+        )
+        events = await egress_events(tower, record["job_id"])
+
+    assert record["status"] == "completed", describe(record)
+    assert https.seen() == []
+    assert "connect=403" in record["result"], record["result"]
+    [refused] = record["egress"]["refused"]
+    assert refused["host"] == ALLOWED and refused["port"] == https.port
+    assert "non-public address when the proxy connected" in refused["reason"], refused
+    assert [event["allowed"] for event in events] == [False]
+    assert events[0]["reason"] == refused["reason"]
+    # Tower said yes (it saw the public address); squid's refusal ended the request.
+    assert record["egress"]["allowed"] == 1 and record["egress"]["bytes"] == 0
+
+
+PUBLIC_ADDRESS = "93.184.215.14"  # global unicast; nothing is ever sent to it
+
+
+def _rebind(client: docker.DockerClient, container: str, name: str, address: str) -> None:
+    """Point `name` at `address` in the running proxy's /etc/hosts, written in place (the
+    container mounts the file itself: its inode must stay)."""
+    hosts = Path(client.containers.get(container).attrs["HostsPath"])
+    if not os.access(hosts, os.W_OK):
+        pytest.skip(f"{hosts} is not writable here (a remote Docker daemon?)")
+    lines = [
+        f"{address}\t{name}" if name in line.split()[1:] else line
+        for line in hosts.read_text().splitlines()
+    ]
+    with hosts.open("r+") as file:
+        file.write("\n".join(lines) + "\n")
+        file.truncate()
 
 
 async def test_a_job_without_an_allow_list_gets_no_proxy(

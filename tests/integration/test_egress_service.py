@@ -59,9 +59,11 @@ class Proxy:
         }
         return await self.post("/egress/check", question)
 
-    async def done(self, job: ClaimedJob, host: str, moved: int, port: int = 443) -> None:
+    async def done(
+        self, job: ClaimedJob, host: str, moved: int, port: int = 443, refused: bool = False
+    ) -> None:
         entry = {"user": user(job), "host": host, "port": port, "method": "CONNECT",
-                 "status": 200, "bytes": moved}  # fmt: skip
+                 "status": 403 if refused else 200, "bytes": moved, "refused": refused}  # fmt: skip
         answer = await self.post("/egress/done", {"entries": [entry]})
         assert answer.status_code == 204, answer.text
 
@@ -196,6 +198,30 @@ async def test_refusals_are_events_and_listed_once_on_the_record(
     ]
     assert record.egress.refused_count == 3 and record.egress.limited is None
     assert counted(proxy, "default", "refused") == 3
+
+
+async def test_a_request_the_proxy_refused_after_tower_s_yes_is_a_refusal(
+    db: Any, pool: Pool, proxy: Proxy
+) -> None:
+    # Tower saw a public address; squid's own lookup, to connect, gave a private one, and
+    # its denied_destination ACL refused it (its log line says ERR_EGRESS_ADDRESS).
+    job = await claim_with(db, ["pypi.org"])
+    assert (await proxy.check(job, "pypi.org")).status_code == 200
+    await proxy.done(job, "pypi.org", 3600, refused=True)
+
+    [event] = await egress_events(db, job.job_id)
+    assert event["allowed"] is False and event["bytes"] == 0 and event["host"] == "pypi.org"
+    assert "non-public address when the proxy connected" in event["reason"]
+    record = await get_job(pool, job.job_id, None)
+    assert record.egress is not None
+    assert [(r.host, r.port, r.reason) for r in record.egress.refused] == [
+        ("pypi.org", 443, event["reason"])
+    ]
+    assert record.egress.refused_count == 1 and record.egress.bytes == 0
+    # No longer open: both of EGRESS_MAX_CONNECTIONS are free again.
+    for _ in range(2):
+        assert (await proxy.check(job, "pypi.org")).status_code == 200
+    assert counted(proxy, "default", "refused") == 1
 
 
 async def test_connections_at_once_are_bounded_and_the_record_says_so(

@@ -5,6 +5,7 @@ environment, tower/execution/spec.py)."""
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from types import ModuleType
 
 import pytest
 
+from tower.egress.policy import refusal
 from tower.execution import protocol
 from tower.execution.spec import proxy_environment
 from tower.images.build import EGRESS_CONTEXT
+from tower.webhooks.url import embedded_ipv4
 
 TEMPLATE = EGRESS_CONTEXT / "squid.conf.template"
 
@@ -70,19 +73,123 @@ def test_a_bad_value_stops_the_render_naming_the_variable(name: str, value: str)
 
 def test_the_log_daemon_reports_only_what_squid_counted() -> None:
     helper = _module("helper")
-    counted = helper.ended("job-0123456789ab.2 CONNECT pypi.org 443 200 TCP_TUNNEL 52113 counted")
-    assert counted == {
+    line = "job-0123456789ab.2 CONNECT pypi.org 443 200 TCP_TUNNEL 52113 counted -"
+    assert helper.ended(line) == {
         "user": "job-0123456789ab.2",
         "host": "pypi.org",
         "port": 443,
         "method": "CONNECT",
         "status": 200,
         "bytes": 52113,
+        "refused": False,
     }
+    # Allowed by tower, then refused by squid's own address rule (denied_destination).
+    line = "job-0123456789ab.2 CONNECT pypi.org 443 403 TCP_DENIED 3500 counted ERR_EGRESS_ADDRESS"
+    assert helper.ended(line)["refused"] is True
     # Refused (tower wrote those as they were decided), unauthenticated, or malformed.
-    assert helper.ended("job-0123456789ab.2 GET evil.com 80 403 TCP_DENIED 3591 -") is None
-    assert helper.ended("- GET pypi.org 80 407 TCP_DENIED 3601 -") is None
+    refused = "job-0123456789ab.2 GET evil.com 80 403 TCP_DENIED 3591 - ERR_EGRESS"
+    assert helper.ended(refused) is None
+    assert helper.ended("- GET pypi.org 80 407 TCP_DENIED 3601 - ERR_CACHE_ACCESS_DENIED") is None
     assert helper.ended("garbage") is None
+
+
+# --- what squid refuses to connect to, whatever tower was told -----------------------------
+
+# Squid's predefined to_localhost, which the config refuses before anything else.
+TO_LOCALHOST = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "0.0.0.0/32", "::1/128")]
+# Refused by squid whole, where tower looks inside (or lets a few through): stricter on
+# purpose, as an ACL cannot unwrap an address (egress/render.py).
+STRICTER = {
+    False: ("192.0.0.0/24", "::/96", "2001::/23", "2002::/16", "64:ff9b:1::/48"),
+    # 0.0.0.0: to_localhost's (connecting to it reaches the proxy's own host).
+    True: ("2001::/32", "64:ff9b:1::/48", "0.0.0.0/32"),
+}
+
+
+def _squid_refuses(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: list) -> bool:
+    # Squid holds an IPv4 address as IPv4-mapped IPv6: the IPv4 entries match both.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in [*networks, *TO_LOCALHOST])
+
+
+def _tower_refuses(address: ipaddress.IPv4Address | ipaddress.IPv6Address, private: bool) -> bool:
+    return refusal(["example.com"], "example.com", 443, [str(address)], None, private) is not None
+
+
+def _edges() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address where tower's rules or squid's lists may change their answer: the
+    ends of each network either names (the standard library's tables behind tower's
+    is_global included), their neighbours, and the IPv6 forms carrying each IPv4 one."""
+    render = _module("render")
+    networks = [*render.denied_networks(False), *render.denied_networks(True), *TO_LOCALHOST]
+    for constants in (ipaddress._IPv4Constants, ipaddress._IPv6Constants):  # type: ignore[attr-defined]
+        networks += getattr(constants, "_private_networks", [])
+        networks += getattr(constants, "_private_networks_exceptions", [])
+    more = ("100.64.0.0/10", "224.0.0.0/4", "fec0::/10", "ff00::/8", "169.254.169.254/32")
+    networks += map(ipaddress.ip_network, more)
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for network in networks:
+        kind = ipaddress.IPv6Address if network.version == 6 else ipaddress.IPv4Address
+        top = 2**network.max_prefixlen - 1
+        for value in (int(network.network_address), int(network.broadcast_address)):
+            found.update(kind(near) for near in (value - 1, value, value + 1) if 0 <= near <= top)
+    for v4 in [a for a in found if a.version == 4]:
+        value = int(v4)
+        for prefix, shift in (("64:ff9b::", 0), ("::", 0), ("::ffff:0:0", 0), ("2002::", 80)):
+            found.add(ipaddress.IPv6Address(int(ipaddress.IPv6Address(prefix)) | value << shift))
+        # Teredo: the client's address, inverted, in the last 32 bits.
+        teredo = int(ipaddress.IPv6Address("2001::")) | (value ^ 0xFFFFFFFF)
+        found.add(ipaddress.IPv6Address(teredo))
+    return sorted(found, key=lambda a: (a.version, int(a)))
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_squid_refuses_every_address_tower_refuses(private: bool) -> None:
+    networks = _module("render").denied_networks(private)
+    missed = [a for a in _edges() if _tower_refuses(a, private) and not _squid_refuses(a, networks)]
+    assert missed == []
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_squid_refuses_nothing_tower_allows_but_its_stricter_ranges(private: bool) -> None:
+    networks = _module("render").denied_networks(private)
+    stricter = [ipaddress.ip_network(n) for n in STRICTER[private]]
+    extra = [a for a in _edges() if _squid_refuses(a, networks) and not _tower_refuses(a, private)]
+    # An IPv6 form of a stricter IPv4 range is stricter too.
+    carried = {a: [a, *embedded_ipv4(a)] for a in extra}
+    assert [a for a in extra if not any(b in n for b in carried[a] for n in stricter)] == []
+
+
+def test_the_config_refuses_non_public_destinations_unless_private_ones_are_allowed() -> None:
+    refusing = _render({"EGRESS_ALLOW_PRIVATE": "false"}).stdout
+    allowing = _render({"EGRESS_ALLOW_PRIVATE": "true"}).stdout
+    for config in (refusing, allowing):
+        acl = [line for line in config.splitlines() if line.startswith("acl denied_destination")]
+        assert "acl denied_destination dst 169.254.169.254/32" in acl or (
+            "acl denied_destination dst 169.254.0.0/16" in acl
+        )
+        assert "acl denied_destination dst fd00:ec2::254/128" in acl or (
+            "acl denied_destination dst fc00::/7" in acl
+        )
+        # Matched after tower's yes, and before the one allow: its own page, which the
+        # log line names for tower (ERR_EGRESS_ADDRESS).
+        rules = [line for line in config.splitlines() if line.startswith(("http_", "deny_info"))]
+        assert rules[-3:] == [
+            "http_access deny denied_destination",
+            "deny_info ERR_EGRESS_ADDRESS denied_destination",
+            "http_access allow all",
+        ]
+        assert rules.index("http_access deny !egress") < len(rules) - 3
+        assert "%err_code" in config
+    assert "acl denied_destination dst 10.0.0.0/8" in refusing
+    assert "acl denied_destination dst 172.16.0.0/12" in refusing
+    assert "acl denied_destination dst 100.64.0.0/10" in refusing
+    assert "acl denied_destination dst fc00::/7" in refusing
+    assert "10.0.0.0/8" not in allowing and "172.16.0.0/12" not in allowing
+    assert _render({}).stdout == refusing  # off unless set
+    bad = _render({"EGRESS_ALLOW_PRIVATE": "sure\nhttp_access allow all"})
+    assert bad.returncode == 64 and "EGRESS_ALLOW_PRIVATE" in bad.stderr
 
 
 def test_the_helpers_find_tower_s_slots_beside_its_socket_name() -> None:
@@ -112,7 +219,8 @@ def test_a_job_without_a_list_is_told_nothing(request_: dict[str, object]) -> No
 
 def test_the_image_copies_what_its_entrypoint_and_squid_run() -> None:
     dockerfile = (EGRESS_CONTEXT / "Dockerfile").read_text()
-    for name in ("squid.conf.template", "render.py", "helper.py", "log-daemon", "entrypoint"):
+    for name in ("squid.conf.template", "render.py", "helper.py", "log-daemon", "entrypoint",
+                 "ERR_EGRESS", "ERR_EGRESS_ADDRESS"):  # fmt: skip
         assert name in dockerfile and (EGRESS_CONTEXT / name).is_file(), name
     # What squid and Docker run by its path; the Python files go through python3 (a wheel
     # installs .py files without their executable bit).

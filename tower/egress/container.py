@@ -116,6 +116,8 @@ def egress_spec(settings: Settings, image_id: str) -> EgressSpec:
         "TOWER_SLOTS": str(AUTH_SLOTS),
         "EGRESS_AUTH_CACHE_SECONDS": str(int(settings.egress_auth_cache_seconds)),
         "EGRESS_MAX_BYTES": str(int(settings.egress_max_bytes)),
+        # Which destinations squid itself refuses (egress/render.py).
+        "EGRESS_ALLOW_PRIVATE": "true" if settings.egress_allow_private else "false",
     }
     return EgressSpec(
         name=settings.egress_container,

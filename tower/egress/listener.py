@@ -10,7 +10,7 @@ Routes (JSON bodies, bounded; the helpers are the only callers):
   POST /egress/auth   {user, token}                       200 yes, 401 no
   POST /egress/check  {user, host, port, method, addresses, resolve_error}
                                                           200 go, 403 {reason}
-  POST /egress/done   {entries: [{user, host, port, method, status, bytes}]}  204
+  POST /egress/done   {entries: [{user, host, port, method, status, bytes, refused}]}  204
   GET  /egress/health                                     200 (the proxy's probe of us)
 503 whenever the database cannot be asked: the helper then asks another slot, and the
 proxy refuses rather than guess.
@@ -72,6 +72,9 @@ class EndedBody(Body):
     method: Annotated[str, Field(max_length=32)] = ""
     status: int = Field(default=0, ge=0, le=999)
     bytes: int = Field(default=0, ge=0)
+    # Squid refused it after tower's yes: the name resolved, when squid connected, to an
+    # address its denied_destination ACL refuses.
+    refused: bool = False
 
 
 class DoneBody(Body):
@@ -120,7 +123,8 @@ def egress_app(pool: Pool, settings: Settings, metrics: TowerMetrics) -> Starlet
         if body is None:
             return Response(status_code=400)
         entries = [
-            service.Ended(e.user, e.host, e.port, e.method, e.status, e.bytes) for e in body.entries
+            service.Ended(e.user, e.host, e.port, e.method, e.status, e.bytes, e.refused)
+            for e in body.entries
         ]
         await service.ended(pool, metrics, entries)
         return Response(status_code=204)

@@ -99,6 +99,24 @@ WITH ended AS (
 {_event("$4")}, (SELECT profile FROM jobs WHERE job_id = $1) AS profile
 """
 
+# A request of job $1's attempt $2 that tower allowed (counted open) and squid then
+# refused (its own lookup of the name gave a non-public address): no longer open, and
+# listed ($3) and evented ($4) as a refusal. Returns the job's profile (metrics).
+REFUSED_BY_PROXY = f"""
+WITH ended AS (
+    UPDATE job_egress AS e SET
+        open_requests = greatest(e.open_requests - 1, 0),
+        refused = CASE
+            WHEN jsonb_array_length(e.refused) < {REFUSED_LISTED}
+                 AND NOT e.refused @> jsonb_build_array($3::jsonb)
+            THEN e.refused || jsonb_build_array($3::jsonb)
+            ELSE e.refused END,
+        refused_count = e.refused_count + 1
+    WHERE job_id = $1
+    RETURNING job_id
+),
+{_event("$4")}, (SELECT profile FROM jobs WHERE job_id = $1) AS profile
+"""
 
 # A new proxy container: what the one before it counted open has ended with it.
 FORGET_OPEN_REQUESTS = "UPDATE job_egress SET open_requests = 0 WHERE open_requests > 0"
@@ -155,4 +173,15 @@ async def ended(
     connection: Connection, job_id: str, attempt: int, moved: int, event: dict[str, Any]
 ) -> str | None:
     row = await connection.fetchrow(ENDED, job_id, attempt, moved, event)
+    return str(row["profile"]) if row is not None and row["profile"] is not None else None
+
+
+async def refused_by_proxy(
+    connection: Connection,
+    job_id: str,
+    attempt: int,
+    listed: dict[str, Any],
+    event: dict[str, Any],
+) -> str | None:
+    row = await connection.fetchrow(REFUSED_BY_PROXY, job_id, attempt, listed, event)
     return str(row["profile"]) if row is not None and row["profile"] is not None else None

@@ -8,7 +8,8 @@ The proxy's helpers (egress/helper.py) ask, for each request:
    counts the request as open against EGRESS_MAX_CONNECTIONS; a no is a job event and a
    line of the job's record at once.
 3. ended: an allowed request ended, having moved so many bytes (its event, and the bytes
-   that EGRESS_MAX_BYTES bounds).
+   that EGRESS_MAX_BYTES bounds); or squid refused it after tower's yes, its own lookup
+   of the name having given a non-public address (a refusal, as if tower had refused it).
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class Ended:
     method: str
     status: int
     moved: int
+    # Squid refused it (its denied_destination ACL), not the remote end.
+    refused: bool = False
 
 
 # --- the proxy's questions --------------------------------------------------------------
@@ -162,6 +165,9 @@ async def ended(pool: Pool, metrics: TowerMetrics, entries: Sequence[Ended]) -> 
             attempt = attempt_of(entry.user)
             if attempt is None:
                 continue
+            if entry.refused:
+                await _refused_by_proxy(connection, metrics, attempt, entry)
+                continue
             event = {
                 "host": normal_host(entry.host)[:MAX_HOST_CHARS],
                 "port": entry.port,
@@ -174,6 +180,38 @@ async def ended(pool: Pool, metrics: TowerMetrics, entries: Sequence[Ended]) -> 
             profile = await queries.ended(connection, attempt.job_id, attempt.number, moved, event)
             if profile is not None:
                 metrics.egress_ended(profile, moved)
+
+
+def proxy_refusal(host: str) -> str:
+    """Why squid refused a request tower had let go (its denied_destination ACL)."""
+    return (
+        f"{host} resolved to a non-public address when the proxy connected "
+        "(private, loopback, link-local or metadata; refused by the proxy)"
+    )
+
+
+async def _refused_by_proxy(
+    connection: Connection, metrics: TowerMetrics, attempt: Attempt, entry: Ended
+) -> None:
+    """A request tower allowed and squid then refused: no longer open, moved nothing
+    (squid's error page is not the job's traffic), listed and evented as a refusal. The
+    metrics count it refused too (it was counted allowed when tower said yes)."""
+    host = normal_host(entry.host)[:MAX_HOST_CHARS]
+    reason = proxy_refusal(host)
+    listed = {"host": host, "port": entry.port, "reason": reason}
+    event = {
+        "host": host,
+        "port": entry.port,
+        "method": entry.method[:16],
+        "allowed": False,
+        "bytes": 0,
+        "reason": reason,
+    }
+    found = await queries.refused_by_proxy(
+        connection, attempt.job_id, attempt.number, listed, event
+    )
+    if found is not None:
+        metrics.egress_decided(found, False)
 
 
 # --- a job's list, at submit ------------------------------------------------------------
