@@ -69,6 +69,20 @@ def _bundle(spec: JobSpec, inputs: tuple[WorkspaceInput, ...]) -> bytes | Stream
     return bundle.streamed_bundle(spec, inputs) if inputs else bundle.bundle_tar(spec)
 
 
+# How a worker that reported its engine's success ended, as far as the outcome cares.
+CLEAN_EXIT = containers.ExitInfo(-1, False)
+
+
+def _engine_succeeded(output: WorkerOutput | None) -> bool:
+    """Whether the worker reported a dry run or an engine that exited 0: then no OOM
+    kill decided the job (an engine killed by it does not exit 0), and asking Docker
+    (an inspect and an events query, two calls on every job's path) is skipped."""
+    result = output.result if output is not None else None
+    if result is None:
+        return False
+    return result.get("phase") == "dry_run" or result.get("exit_code") == 0
+
+
 def failed(message: str) -> RunOutcome:
     return RunOutcome(False, error=message, failure_reason="error")
 
@@ -286,8 +300,11 @@ class DockerRunner:
             await self._calls(containers.kill, container_id)
             return None, await self._calls(archive.collect_output, container_id, cap)
         if followed.output is not None:
+            output = bundle.read_output(followed.output) if followed.output else None
+            if _engine_succeeded(output):
+                return CLEAN_EXIT, output
             ended = await self._calls(containers.exit_info_since, container_id, since)
-            return ended, bundle.read_output(followed.output) if followed.output else None
+            return ended, output
         # No frame (the worker died first): copy what it left. Both read a still-running
         # container, side by side.
         return await asyncio.gather(
