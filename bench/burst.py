@@ -14,13 +14,16 @@ Run from the repository root, with Docker up and the worker image built:
    pool of 2, 4 jobs at once), and "elastic", today's defaults (the pool follows demand
    up to POOL_MAX, concurrency fitted to the machine):
    - sustained: --jobs dry runs submitted at once; jobs/min to the last terminal record,
-     and to the moment every used container is removed too;
+     and to the moment every used container is removed too; the bare loop without
+     network, --jobs dry runs at its best concurrency, runs just before and just after,
+     and their mean is the baseline of the ratio (both sides see the same machine: on a
+     shared one, the bare rate moves by a third between minutes);
    - bursts: once the pool is back at its floor, a burst of --burst; --gap seconds
      later, a second one: how long each took, and how many warm workers were ready
      when the second began; then how long until the pool is back at its floor;
    - where each job's time went: the mean of every phase of tower_job_phase_seconds
      over the sustained run and over the second burst.
-Targets (issue 17): sustained >= 0.9 x the best bare loop with no network; a second
+Targets (issue 17): sustained >= 0.9 x the bare loop with no network around it; a second
 burst of 50 all done in under 3 s; the pool back at POOL_MIN after POOL_IDLE_SECONDS.
 """
 
@@ -36,6 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import re
 import statistics
@@ -43,7 +47,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,23 +100,45 @@ def bare_loop(argv: list[str], runs: int, concurrency: int) -> float:
     return runs / (time.perf_counter() - started) * 60
 
 
-def bare_best(image: str, runs: int, levels: list[int]) -> dict[str, float]:
+@dataclass
+class Bare:
+    """The bare loops' command lines and the best figures seen so far, by way."""
+
+    argv: dict[str, list[str]]
+    best: dict[str, float] = field(default_factory=lambda: {"none": 0.0, "bridge": 0.0})
+    level: int = 4  # the concurrency of the best loop without network
+
+    def survey(self, runs: int, levels: list[int]) -> None:
+        """Each way at each concurrency: the best rate, and where `none` peaks."""
+        for level in levels:
+            for way, argv in self.argv.items():
+                rate = bare_loop(argv, runs, level)
+                print(f"  bare, {way:6}, {level} at once: {rate:5.0f} jobs/min")
+                if rate > self.best[way]:
+                    self.best[way] = rate
+                    self.level = level if way == "none" else self.level
+
+    def none_loop(self, runs: int) -> float:
+        """`runs` dry runs without network at the best concurrency: the baseline that
+        brackets a tower's sustained run, so both see the same machine."""
+        rate = bare_loop(self.argv["none"], runs, self.level)
+        self.best["none"] = max(self.best["none"], rate)
+        print(f"  bare, none, {self.level} at once, {runs} jobs: {rate:5.0f} jobs/min", flush=True)
+        return rate
+
+
+@contextlib.contextmanager
+def bare_ways(image: str) -> Iterator[Bare]:
     client = docker.from_env()
-    best = {"none": 0.0, "bridge": 0.0}
     try:
         with bare_setup(client, uuid.uuid4().hex[:8]) as (bridge, volume):
-            ways = {
-                "none": ["--network", "none", "-v", f"{volume}:{protocol.GATEWAY_SOCKET_DIR}:ro"],
-                "bridge": ["--network", bridge],
-            }
-            for level in levels:
-                for way, network in ways.items():
-                    rate = bare_loop(hardened(image, network), runs, level)
-                    print(f"  bare, {way:6}, {level} at once: {rate:5.0f} jobs/min")
-                    best[way] = max(best[way], rate)
+            socket = ["-v", f"{volume}:{protocol.GATEWAY_SOCKET_DIR}:ro"]
+            yield Bare({
+                "none": hardened(image, ["--network", "none", *socket]),
+                "bridge": hardened(image, ["--network", bridge]),
+            })  # fmt: skip
     finally:
         client.close()
-    return best
 
 
 # --- 2. through tower --------------------------------------------------------------------
@@ -201,21 +227,25 @@ class TowerFigures:
     second: Burst | None = None
     ready_before_second: int = 0
     back_to_floor: float = 0.0
+    # The bare loop without network, just before and just after the sustained run.
+    bare_around: list[float] = field(default_factory=list)
 
 
-async def tower_side(url: str, db: str, args: argparse.Namespace) -> TowerFigures:
+async def tower_side(url: str, db: str, args: argparse.Namespace, bare: Bare) -> TowerFigures:
     figures = TowerFigures()
     floor = int(Settings().pool_min)
     at_floor = _at_most(db, READY, floor)
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         health = (await client.get("/health")).json()
         print(f"  concurrency (fitted): {health.get('max_concurrent_jobs')}")
+        figures.bare_around.append(await asyncio.to_thread(bare.none_loop, args.jobs))
         before = await Phases.read(client)
         started = time.perf_counter()
         sustained = await burst(client, args.jobs)
         figures.sustained = args.jobs / sustained.seconds * 60
         await until(_at_most(db, "SELECT count(*) FROM pool_slots WHERE status = 'busy'", 0))
         figures.sustained_clean = args.jobs / (time.perf_counter() - started) * 60
+        figures.bare_around.append(await asyncio.to_thread(bare.none_loop, args.jobs))
         print(f"  sustained: {figures.sustained:.0f} jobs/min", flush=True)
         report_phases("sustained", (await Phases.read(client)).since(before))
         await until(at_floor)
@@ -237,7 +267,12 @@ def _at_most(db: str, query: str, limit: int) -> Callable[[], Awaitable[bool]]:
 
 
 async def tower_round(
-    server: LocalPostgres, code: Path, name: str, args: argparse.Namespace, workdir: Path
+    server: LocalPostgres,
+    code: Path,
+    name: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    bare: Bare,
 ) -> TowerFigures:
     scope = f"parpaing-bench-{name}"
     db = await database(server, name.replace("-", "_"))
@@ -261,21 +296,21 @@ async def tower_round(
         LOGS.mkdir(parents=True, exist_ok=True)
         with serving(code, env, LOGS / f"{name}.log") as url:
             await until_serving([url])
-            return await tower_side(url, db, args)
+            return await tower_side(url, db, args, bare)
     finally:
         await asyncio.to_thread(remove_scope, scope)
 
 
-def report_tower(
-    title: str, figures: TowerFigures, bare: dict[str, float], args: argparse.Namespace
-) -> None:
+def report_tower(title: str, figures: TowerFigures, bare: Bare, args: argparse.Namespace) -> None:
     assert figures.first is not None and figures.second is not None
-    none, bridge = bare["none"], bare["bridge"]
+    none, bridge = bare.best["none"], bare.best["bridge"]
+    around = statistics.mean(figures.bare_around)
     print(f"{title}:")
     print(
         f"  sustained, {args.jobs} at once: {figures.sustained:5.0f} jobs/min "
-        f"(/ bare none {figures.sustained / none:.2f}, target {SUSTAINED_TARGET}; "
-        f"/ bare bridge {figures.sustained / bridge:.2f}); "
+        f"(/ bare none just before and after, {around:.0f}: {figures.sustained / around:.2f}, "
+        f"target {SUSTAINED_TARGET}; / best bare none {figures.sustained / none:.2f}; "
+        f"/ best bare bridge {figures.sustained / bridge:.2f}); "
         f"{figures.sustained_clean:5.0f} jobs/min counting the removals"
     )
     print(
@@ -289,9 +324,15 @@ def report_tower(
 
 
 async def run(args: argparse.Namespace) -> None:
-    print(f"bare hardened `docker run --rm -i`, {args.runs} dry runs per level:")
-    bare = await asyncio.to_thread(bare_best, args.image, args.runs, args.levels)
-    print(f"  best: none {bare['none']:.0f} jobs/min, bridge {bare['bridge']:.0f} jobs/min")
+    with bare_ways(args.image) as bare:
+        print(f"bare hardened `docker run --rm -i`, {args.runs} dry runs per level:")
+        await asyncio.to_thread(bare.survey, args.runs, args.levels)
+        print(f"  best: none {bare.best['none']:.0f} jobs/min ({bare.level} at once), "
+              f"bridge {bare.best['bridge']:.0f} jobs/min")  # fmt: skip
+        await tower_rounds(args, bare)
+
+
+async def tower_rounds(args: argparse.Namespace, bare: Bare) -> None:
     suffix = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="parpaing-bench-") as root:
         workdir = Path(root)
@@ -299,7 +340,8 @@ async def run(args: argparse.Namespace) -> None:
         try:
             for kind in args.only or ["fixed", "elastic"]:
                 print(f"tower, {kind}:")
-                figures = await tower_round(server, ROOT, f"{kind}-{suffix}", args, workdir)
+                name = f"{kind}-{suffix}"
+                figures = await tower_round(server, ROOT, name, args, workdir, bare)
                 report_tower(f"tower, {kind}", figures, bare, args)
         finally:
             await asyncio.to_thread(server.stop, "immediate")
