@@ -3,9 +3,9 @@
 
   auth   auth_param basic. "<channel> <user> <password>": is the password the token of
          the running attempt the user names (<job id>.<attempt>)? OK or ERR.
-  check  external_acl_type egress. "<channel> <user> <host> <port> <method>": may this
-         job reach host:port now? The host is resolved here, on the proxy's side, and
-         tower judges its addresses too. OK tag=counted, or ERR with tower's reason.
+  check  external_acl_type egress. "<channel> <user> <host> <port> <method> <token>": may
+         this job reach host:port now? The host is resolved here, on the proxy's side,
+         and tower judges its addresses too. OK tag=counted, or ERR with tower's reason.
   probe  external_acl_type tower. "<channel> <slot>": does tower's replica on that slot
          answer? (tower's own health check of this container)
   log    logfile_daemon. Squid's log commands on stdin; each request squid counted
@@ -16,7 +16,9 @@
 Tower answers on Unix sockets in the directory mounted at /run/parpaing: slot N is
 TOWER_SOCKET with -N before its suffix (egress.sock -> egress-3.sock), one per replica on
 the host. Slot 0 is asked first, then the others in turn: any replica answers for any
-job (the answer is in PostgreSQL). A question tower cannot answer is a refusal: the
+job (the answer is in PostgreSQL). Or, with TOWER_URL (http://host:port, compose: the
+towers' EGRESS_LISTEN), over TCP: each address the host name resolves to (one per
+replica) is asked in turn, the same way. A question tower cannot answer is a refusal: the
 proxy fails closed.
 
 Standard library only (the image's python3). Squid runs requests concurrently through
@@ -29,6 +31,7 @@ import http.client
 import json
 import os
 import queue
+import random
 import socket
 import sys
 import threading
@@ -39,7 +42,11 @@ from typing import Any
 
 SOCKET = os.environ.get("TOWER_SOCKET", "/run/parpaing/egress.sock")
 SLOTS = int(os.environ.get("TOWER_SLOTS", "16") or 16)
+TOWER_URL = os.environ.get("TOWER_URL", "")
 TIMEOUT = 10.0
+# A replica gone from the network may leave no one to refuse the connection: the next
+# is asked soon rather than after TIMEOUT.
+CONNECT_TIMEOUT = 2.0
 THREADS = 32
 BATCH = 200
 # What squid's log line holds (squid.conf.template's logformat, in this order).
@@ -64,9 +71,45 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
+class TcpConnection(http.client.HTTPConnection):
+    def __init__(self, address: str, port: int) -> None:
+        super().__init__(address, port, timeout=TIMEOUT)
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def slot_path(number: int) -> str:
     stem, dot, suffix = SOCKET.rpartition(".")
     return f"{stem}-{number}.{suffix}" if dot else f"{SOCKET}-{number}"
+
+
+def tower_addresses(url: str) -> tuple[list[str], int]:
+    """The addresses of TOWER_URL's host now (one per replica behind a service name),
+    and its port; none when the name does not resolve."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or 80
+    try:
+        infos = socket.getaddrinfo(parts.hostname or "", port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return [], port
+    return list(dict.fromkeys(str(info[4][0]) for info in infos)), port
+
+
+def connections(slots: range | None) -> list[http.client.HTTPConnection]:
+    """Where to ask, in order: each replica's socket slot (only `slots`, when given), or
+    each address of TOWER_URL (any replica: `slots` does not name one over TCP)."""
+    if TOWER_URL:
+        addresses, port = tower_addresses(TOWER_URL)
+        random.shuffle(addresses)  # the replicas share the questions
+        return [TcpConnection(address, port) for address in addresses]
+    found: list[http.client.HTTPConnection] = []
+    for number in slots if slots is not None else range(SLOTS):
+        if os.path.exists(slot_path(number)):
+            found.append(UnixConnection(slot_path(number)))
+    return found
 
 
 class NoTower(Exception):
@@ -74,20 +117,16 @@ class NoTower(Exception):
 
 
 def ask(method: str, path: str, body: Any = None, slots: range | None = None) -> tuple[int, Any]:
-    """(status, JSON answer) from the first slot whose replica answers."""
+    """(status, JSON answer) from the first replica that answers."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"content-type": "application/json"} if data is not None else {}
-    for number in slots if slots is not None else range(SLOTS):
-        path_of_slot = slot_path(number)
-        if not os.path.exists(path_of_slot):
-            continue
-        connection = UnixConnection(path_of_slot)
+    for connection in connections(slots):
         try:
             connection.request(method, path, body=data, headers=headers)
             reply = connection.getresponse()
             raw = reply.read()
         except OSError:
-            continue  # a replica that died left its socket: the next slot answers
+            continue  # a replica that died left its socket, or its address: the next answers
         finally:
             connection.close()
         if reply.status >= 500:
@@ -132,12 +171,13 @@ def addresses_of(host: str, port: int) -> tuple[list[str], str | None]:
 
 def check(fields: list[str]) -> str:
     # Squid appends the ACL's arguments (%DATA, "-" without any) after the format's fields.
-    if len(fields) < 4 or not fields[2].isdigit():
+    if len(fields) < 5 or not fields[2].isdigit():
         return f"ERR message={encoded('the request names no host and port')}"
-    user, host, port, method = (urllib.parse.unquote(field) for field in fields[:4])
+    user, host, port, method, token = (urllib.parse.unquote(field) for field in fields[:5])
     addresses, unresolved = addresses_of(host, int(port))
     question = {
         "user": user,
+        "token": token,
         "host": host,
         "port": int(port),
         "method": method,

@@ -161,7 +161,8 @@ async def _start(
         slot = listeners.slot.number if listeners.slot is not None else None
     egress_slot = None
     if settings.tower_runner == "docker" and egress_enabled(settings):
-        # The egress proxy's questions (docs/egress.md), on a socket slot of their own.
+        # The egress proxy's questions (docs/egress.md), on a socket slot of their own
+        # and, in compose, on EGRESS_LISTEN.
         egress = await EgressListener.start(settings, pool, metrics)
         stack.push_async_callback(egress.stop)
         egress_slot = egress.slot.number if egress.slot is not None else None

@@ -201,8 +201,12 @@ class Settings(BaseSettings):
     gemini_upstream: str = "https://generativelanguage.googleapis.com"
     # The egress proxy (docs/egress.md): what a job may reach besides the gateway, by the
     # allow-list of its profile (or its own, within EGRESS_ALLOW). Tower builds, starts
-    # and updates its container; unset: as GATEWAY_MANAGED (compose runs neither).
+    # and updates its container; unset: as GATEWAY_MANAGED (compose runs it as a service).
     egress_managed: bool | None = None
+    # Also answer the proxy's helpers on host:port (compose, where the proxy is a service
+    # asking the towers over the compose network). With it, a proxy tower does not
+    # manage serves the jobs: lists are accepted with EGRESS_MANAGED=false.
+    egress_listen: str = ""
     egress_image: str = "parpaing-egress:latest"
     egress_container: str = "parpaing-egress"
     # The proxy's own network, to whatever allow-lists name (workers never join it).
@@ -337,11 +341,17 @@ def gateway_socket_volume(settings: Settings) -> str:
     return settings.gateway_socket_volume or f"{gateway_container(settings)}-socket"
 
 
-def egress_enabled(settings: Settings) -> bool:
-    """Does this deployment run the egress proxy (EGRESS_MANAGED, unset: GATEWAY_MANAGED)?"""
+def egress_managed(settings: Settings) -> bool:
+    """Does tower run the egress proxy's container (EGRESS_MANAGED, unset: GATEWAY_MANAGED)?"""
     if settings.egress_managed is None:
         return bool(settings.gateway_managed)
     return bool(settings.egress_managed)
+
+
+def egress_enabled(settings: Settings) -> bool:
+    """Does this deployment have an egress proxy: one tower runs, or one of its own that
+    asks the towers on EGRESS_LISTEN (compose)?"""
+    return egress_managed(settings) or bool(settings.egress_listen)
 
 
 def egress_socket_volume(settings: Settings) -> str | None:

@@ -55,13 +55,15 @@ def _checkout_tag() -> str:
 class StackImages:
     worker: str
     gateway: str
+    egress: str
     tower: str
     lb: str
     postgres: str
 
 
-def build_stack_images(worker_image: str, gateway_image: str) -> StackImages:
-    """Tower, load balancer and test PostgreSQL images (worker and gateway: built already)."""
+def build_stack_images(worker_image: str, gateway_image: str, egress_image: str) -> StackImages:
+    """Tower, load balancer and test PostgreSQL images (worker, gateway and egress proxy:
+    built already)."""
     ca = default_ca_bundle()
     ensure_base_image()
     tag = _checkout_tag()
@@ -75,7 +77,7 @@ def build_stack_images(worker_image: str, gateway_image: str) -> StackImages:
         shutil.copytree(POSTGRES_CONTEXT, context)
         shutil.copy2(WITH_CA, context / "with-ca")
         build_worker_image(BuildRequest(postgres, ca, context, "test PostgreSQL image"))
-    return StackImages(worker_image, gateway_image, tower.image, lb.image, postgres)
+    return StackImages(worker_image, gateway_image, egress_image, tower.image, lb.image, postgres)
 
 
 @contextlib.contextmanager
@@ -109,6 +111,14 @@ class ComposeStack:
         return f"{self.project}-gateway-socket"
 
     @property
+    def egress_socket_volume(self) -> str:
+        return f"{self.project}-egress-socket"
+
+    @property
+    def egress_container(self) -> str:
+        return f"{self.project}-egress"
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -121,8 +131,11 @@ class ComposeStack:
             "WORKER_NET": self.worker_net,
             "GATEWAY_CONTAINER": f"{self.project}-gateway",
             "GATEWAY_SOCKET_VOLUME": self.socket_volume,
+            "EGRESS_CONTAINER": self.egress_container,
+            "EGRESS_SOCKET_VOLUME": self.egress_socket_volume,
             "WORKER_IMAGE": self.images.worker,
             "GATEWAY_IMAGE": self.images.gateway,
+            "EGRESS_IMAGE": self.images.egress,
             "TOWER_IMAGE": self.images.tower,
             "LB_IMAGE": self.images.lb,
             "POSTGRES_IMAGE": self.images.postgres,
@@ -191,13 +204,15 @@ def service_containers(
 def leftovers(client: docker.DockerClient, stack: ComposeStack) -> dict[str, list[str]]:
     """Whatever of the deployment is still on the daemon: worker containers, their bundle
     volumes, a network of WORKER_NET's name (none since workers have no network), the
-    project's own containers, networks and volumes (the gateway's socket volume among them)."""
+    project's own containers, networks and volumes (the gateway's and the egress proxy's
+    socket volumes among them)."""
     scope = f"{POOL_LABEL}={stack.worker_net}"
     project = f"com.docker.compose.project={stack.project}"
     volumes = client.api.volumes(filters={"label": scope}).get("Volumes") or []
     project_volumes = client.api.volumes(filters={"label": project}).get("Volumes") or []
-    named = client.api.volumes(filters={"name": stack.socket_volume}).get("Volumes") or []
-    project_volumes += [v for v in named if v["Name"] == stack.socket_volume]
+    for socket_volume in (stack.socket_volume, stack.egress_socket_volume):
+        named = client.api.volumes(filters={"name": socket_volume}).get("Volumes") or []
+        project_volumes += [v for v in named if v["Name"] == socket_volume]
     return {
         "workers": [c.name for c in client.containers.list(all=True, filters={"label": scope})],
         "bundle volumes": [v["Name"] for v in volumes],

@@ -3,8 +3,9 @@ replicas behind the load balancer, PostgreSQL on a fresh volume, real worker con
 driven only through the load balancer and the Docker daemon.
 
 One stack, phases in order: every replica runs jobs; workers reach the gateway, which asks
-the towers about tokens; one tower stopped (SIGTERM) and one killed mid-run lose no job;
-scaling 3 -> 1 -> 3 loses nothing; `down` leaves nothing.
+the towers about tokens; a job's allow-list lets it through the egress proxy, which asks
+the towers over TCP, to one site and not another; one tower stopped (SIGTERM) and one
+killed mid-run lose no job; scaling 3 -> 1 -> 3 loses nothing; `down` leaves nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from tests.e2e.compose_stack import (
     leftovers,
     service_containers,
 )
+from tests.e2e.egress import ALLOWED, REFUSED, site
 from tests.e2e.support import SHELL_ENGINE, SHELL_PROFILE
+from tests.support.sse import collect
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +51,21 @@ SETTINGS = {
     # 503 first); an upstream nothing listens on, so no call could leave this host.
     "ANTHROPIC_API_KEY": "sk-ant-not-a-real-key",
     "ANTHROPIC_UPSTREAM": "http://127.0.0.1:9",
+    # The egress test's sites are on this host's address on Docker's default bridge.
+    "EGRESS_ALLOW_PRIVATE": "true",
 }
+EGRESS_PROFILE = """\
+name = "egress-shell"
+engine = "shell"
+
+[egress]
+allow = ["{allowed}"]
+"""
 
 
 @pytest.fixture(scope="module")
-def stack_images(worker_image: str, gateway_image: str) -> StackImages:
-    return build_stack_images(worker_image, gateway_image)
+def stack_images(worker_image: str, gateway_image: str, egress_image: str) -> StackImages:
+    return build_stack_images(worker_image, gateway_image, egress_image)
 
 
 @pytest.fixture
@@ -79,6 +91,7 @@ async def test_compose_stack_loses_no_job(
         try:
             await _every_replica_runs_jobs(api, stack, docker_client)
             await _workers_reach_the_gateway_and_it_asks_the_towers(api)
+            await _jobs_reach_allowed_hosts_through_the_egress_proxy(api, stack, docker_client)
             await _event_streams_pass_the_load_balancer_unbuffered(api)
             await _stopped_and_killed_towers_lose_no_job(api, stack, docker_client)
             await _scaling_down_and_up_loses_nothing(api, stack, docker_client)
@@ -147,6 +160,44 @@ async def _workers_reach_the_gateway_and_it_asks_the_towers(api: httpx.AsyncClie
     assert record["status"] == "completed", describe(record)
     seen = json.loads(record["result"].strip().splitlines()[-1])
     assert (seen["health"], str(seen["stranger"])[:3]) == (200, "401"), seen
+
+
+async def _jobs_reach_allowed_hosts_through_the_egress_proxy(
+    api: httpx.AsyncClient, stack: ComposeStack, client: docker.DockerClient
+) -> None:
+    """The egress service, asking the towers on EGRESS_LISTEN: a job whose allow-list
+    names the HTTPS site reaches it, and is refused the HTTP one; both decisions are its
+    events and on its record. The sites are on this host, under names only the proxy
+    resolves (the test's override file)."""
+    health = (await api.get("/health")).json()
+    assert health["checks"]["egress"] == "ok", health
+    proxy = client.containers.get(stack.egress_container)
+    found = proxy.exec_run(["getent", "hosts", ALLOWED])
+    assert found.exit_code == 0, found.output
+    address = found.output.decode().split()[0]
+    with site(address, ALLOWED) as https, site(address) as http:
+        profile = EGRESS_PROFILE.format(allowed=f"{ALLOWED}:{https.port}")
+        answer = await api.put("/configs/profile/egress-shell", json={"content": profile})
+        assert answer.status_code in (200, 201), answer.text
+        script = (
+            f"curl -sS --max-time 30 -k --pinnedpubkey 'sha256//{https.pin}' {https.url(ALLOWED)}"
+            f"; curl -sS --max-time 30 -o /dev/null -w 'refused=%{{http_code}}\\n'"
+            f" {http.url(REFUSED, '/secret')}"
+            # An allowed request's event is written when its end reaches a tower, while the
+            # job still runs.
+            "; sleep 2"
+        )
+        body = {"engine": "shell", "profile": "egress-shell", "prompt": script}
+        record = await _wait_terminal(api, await _submit(api, body))
+    assert record["status"] == "completed", describe(record)
+    assert https.marker in record["result"] and "refused=403" in record["result"], record
+    assert (https.seen(), http.seen()) == (["/hello"], [])
+    egress = record["egress"]
+    assert egress["allowed"] == 1 and egress["bytes"] > 0, egress
+    assert [(r["host"], r["port"]) for r in egress["refused"]] == [(REFUSED, http.port)]
+    events = await collect(api, f"/jobs/{record['job_id']}/events")
+    decisions = [(e.data["host"], e.data["allowed"]) for e in events if e.name == "egress"]
+    assert sorted(decisions) == [(ALLOWED, True), (REFUSED, False)], decisions
 
 
 async def _event_streams_pass_the_load_balancer_unbuffered(api: httpx.AsyncClient) -> None:

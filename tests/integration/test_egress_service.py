@@ -6,6 +6,7 @@ docs/egress.md; the proxy itself is exercised in tests/e2e/test_egress.py."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from tests.support.towers import insert_job
+from tower.db.embedded import free_port
 from tower.db.pool import Pool
 from tower.egress.listener import EgressListener
 from tower.execution.runner import ClaimedJob
@@ -48,10 +50,16 @@ class Proxy:
         return (await self.post("/egress/auth", body)).status_code
 
     async def check(
-        self, job: ClaimedJob, host: str, port: int = 443, addresses: list[str] | None = None
+        self,
+        job: ClaimedJob,
+        host: str,
+        port: int = 443,
+        addresses: list[str] | None = None,
+        token: str | None = None,
     ) -> httpx.Response:
         question = {
             "user": user(job),
+            "token": job.gateway_token if token is None else token,
             "host": host,
             "port": port,
             "method": "CONNECT",
@@ -142,6 +150,19 @@ async def test_only_a_running_attempt_with_a_list_may_use_the_proxy(db: Any, pro
     refused = await proxy.check(job, "pypi.org")
     assert refused.status_code == 403 and "is not running" in refused.json()["reason"]
     assert await egress_events(db, job.job_id) == []
+
+
+async def test_tower_decides_only_for_the_holder_of_the_attempt_s_token(
+    db: Any, proxy: Proxy
+) -> None:
+    job = await claim_with(db, ["pypi.org"])
+    other = await claim_with(db, ["pypi.org"])
+    for token in (other.gateway_token, "", "x" * 43):
+        refused = await proxy.check(job, "pypi.org", token=token)
+        assert refused.status_code == 403, token
+        assert "not its credentials" in refused.json()["reason"]
+    assert await egress_events(db, job.job_id) == []  # a stranger writes nothing
+    assert (await proxy.check(job, "pypi.org")).status_code == 200
 
 
 async def test_a_request_on_the_list_goes_and_its_end_is_an_event_with_its_bytes(
@@ -273,3 +294,24 @@ async def test_a_job_without_egress_has_none_on_its_record_nor_its_webhook(
         "SELECT payload FROM webhook_deliveries WHERE job_id = $1", job.job_id
     )
     assert payload["data"]["egress"] is None
+
+
+async def test_compose_asks_over_tcp_and_no_socket_is_taken(pool: Pool, socket_dir: Path) -> None:
+    """EGRESS_LISTEN without a proxy of tower's own (compose): the same answers on
+    host:port, and no egress socket slot."""
+    port = free_port()
+    settings = Settings(
+        gateway_auth_socket=str(socket_dir / "auth.sock"),
+        egress_managed=False,
+        egress_listen=f"127.0.0.1:{port}",
+    )
+    started = await EgressListener.start(settings, pool, TowerMetrics("test"))
+    try:
+        assert started.slot is None and not os.listdir(socket_dir)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/egress/health")).status_code == 200
+            auth = await client.post("/egress/auth", json={"user": "j.1", "token": "x" * 43})
+            assert auth.status_code == 401
+            assert (await client.post("/egress/done", content=b"x" * 300_000)).status_code == 400
+    finally:
+        await started.stop()

@@ -123,3 +123,7 @@ async def test_where_no_proxy_runs_a_job_with_a_list_is_refused(tower: Tower) ->
         bare = await client.post("/jobs", json=job(profile="default"))
     assert refused.status_code == 409 and "EGRESS_MANAGED=false" in refused.text
     assert bare.status_code == 202, bare.text
+    # Compose: a proxy of its own asks the towers on EGRESS_LISTEN.
+    async with tower(egress_managed=False, egress_listen="127.0.0.1:1") as client:
+        accepted = await client.post("/jobs", json=job())
+    assert accepted.status_code == 202, accepted.text

@@ -9,6 +9,8 @@ import ipaddress
 import re
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import ModuleType
 
@@ -198,9 +200,40 @@ def test_the_helpers_find_tower_s_slots_beside_its_socket_name() -> None:
     assert helper.encoded("a b;c") == "a%20b%3Bc"
 
 
+def test_over_tcp_the_helpers_ask_each_address_of_the_tower_s_name() -> None:
+    """Compose: TOWER_URL names the towers' service; any replica answers."""
+    helper = _module("helper")
+    seen: list[str] = []
+
+    class Tower(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Tower)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        helper.TOWER_URL = f"http://localhost:{server.server_address[1]}"
+        assert "127.0.0.1" in helper.tower_addresses(helper.TOWER_URL)[0]
+        assert helper.probe(["3"]) == "OK"  # no slot over TCP: whichever replica answers
+        assert seen == ["/egress/health"]
+        helper.TOWER_URL = "http://nowhere.invalid:1"
+        assert helper.probe(["0"]) == "ERR"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_question_without_host_and_port_is_refused_without_asking() -> None:
     helper = _module("helper")
     assert helper.check(["job.1", "pypi.org"]).startswith("ERR message=")
+    assert helper.check(["job.1", "pypi.org", "443", "CONNECT"]).startswith("ERR message=")
     assert helper.probe(["-"]) == "ERR" and helper.probe(["99"]) == "ERR"
 
 

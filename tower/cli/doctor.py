@@ -16,7 +16,7 @@ from tower.cli.database import PROBE_TIMEOUT, database, postgres_dir, redacted
 from tower.cli.output import CliError
 from tower.execution.docker import probe
 from tower.gateway.providers import ALL_VARIABLES, providers
-from tower.settings import Settings, egress_enabled, gateway_container
+from tower.settings import Settings, egress_enabled, egress_managed, gateway_container
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,9 @@ def _egress_finding(settings: Settings, docker: Finding) -> Finding:
     """The egress proxy (docs/egress.md): it answers, and reaches a tower's egress check."""
     name = "egress proxy"
     if not egress_enabled(settings):
-        return Finding(name, "skip", "not run here (EGRESS_MANAGED=false): no job may reach out")
+        return Finding(
+            name, "skip", "none here (EGRESS_MANAGED=false, no EGRESS_LISTEN): no job may reach out"
+        )
     if docker.outcome != "ok":
         return Finding(name, "skip", "not checked, Docker is unreachable")
     from tower.egress.container import probe_egress  # it brings the Docker SDK along
@@ -116,10 +118,16 @@ def _egress_finding(settings: Settings, docker: Finding) -> Finding:
     result = probe_egress(settings, None, PROBE_TIMEOUT)
     if result.ok:
         return Finding(name, "ok", result.detail)
-    fix = (
-        "start `parpaing serve` (it builds and starts the proxy); if it is running, read "
-        f"`docker logs {settings.egress_container}` (a bad setting stops it)"
-    )
+    if egress_managed(settings):
+        fix = (
+            "start `parpaing serve` (it builds and starts the proxy); if it is running, read "
+            f"`docker logs {settings.egress_container}` (a bad setting stops it)"
+        )
+    else:
+        fix = (
+            "start the proxy (compose: `docker compose up -d egress`); if it is running, "
+            f"read `docker logs {settings.egress_container}`"
+        )
     return Finding(name, "FAIL", result.detail, fix)
 
 

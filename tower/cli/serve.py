@@ -28,7 +28,7 @@ from tower.cli.output import PREFIX, CliError, say
 from tower.errors import TowerError
 from tower.execution.docker import probe
 from tower.server import run_server
-from tower.settings import Settings, egress_enabled
+from tower.settings import Settings, egress_managed
 from tower.web.hosts import is_loopback
 
 
@@ -148,7 +148,7 @@ def _images_to_build(settings: Settings) -> list[str]:
     ):
         say(f"gateway image {settings.gateway_image} is missing or outdated: building it")
         which.append("gateway")
-    if egress_enabled(settings) and not images.image_is_current(
+    if egress_managed(settings) and not images.image_is_current(
         settings.egress_image, images.EGRESS_CONTEXT
     ):
         say(f"egress image {settings.egress_image} is missing or outdated: building it")

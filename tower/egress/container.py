@@ -12,6 +12,9 @@ gateway's (tower/gateway/container.py, whose network helper this reuses).
 - tower probes it on port 3129 from the host: squid answers only when its helper reached
   the asking replica's slot, so one probe checks squid, the helper and the way back.
 Replicas sharing a Docker host do this one at a time (a PostgreSQL advisory lock).
+
+Compose runs the proxy as a service of its own (EGRESS_MANAGED=false, EGRESS_LISTEN):
+tower then only probes it, by its container's name.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from tower.execution.docker.probe import Probe
 from tower.execution.protocol import EGRESS_SOCKET_DIR
 from tower.gateway.container import ensure_egress_network
 from tower.gateway.listener import AUTH_SLOTS
-from tower.settings import Settings, egress_enabled, egress_socket_volume
+from tower.settings import Settings, egress_managed, egress_socket_volume
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +172,9 @@ class EgressHost:
     slot: int | None = None
 
     async def setup(self, calls: DockerCalls) -> None:
-        """Run the proxy. Without it jobs still run, but none reaches anything through
-        it: that is reported (log, /health)."""
-        if not egress_enabled(self.settings):
+        """Run the proxy (unless it is not tower's to run: compose). Without it jobs
+        still run, but none reaches anything through it: that is reported (log, /health)."""
+        if not egress_managed(self.settings):
             return
         try:
             await ensure_egress_once(self.db, calls, self.settings, self.slot)
@@ -309,13 +312,18 @@ def probe_egress(
 ) -> Probe:
     """Does the proxy answer, and reach this replica (slot `slot`; None: slot 0)? Blocking.
     Asked at the container's address on its network: squid's probe port answers 200 only
-    when its helper got tower's answer through the mounted sockets."""
-    try:
-        address = _address(settings, client)
-    except (DockerException, requests.RequestException) as exc:
-        return Probe(False, f"Docker: {one_line(exc)}")
-    if address is None:
-        return Probe(False, f"container {settings.egress_container} is not running")
+    when its helper got tower's answer through the mounted sockets. A proxy tower does not
+    run (compose) is asked by its container's name, on the network tower shares with it,
+    and answers 200 when its helper reached any replica."""
+    if egress_managed(settings):
+        try:
+            address = _address(settings, client)
+        except (DockerException, requests.RequestException) as exc:
+            return Probe(False, f"Docker: {one_line(exc)}")
+        if address is None:
+            return Probe(False, f"container {settings.egress_container} is not running")
+    else:
+        address = settings.egress_container
     url = f"http://{address}:{PROBE_PORT}{PROBE_PATH}"
     request = urllib.request.Request(url, headers={SLOT_HEADER: str(slot or 0)})
     try:

@@ -28,10 +28,12 @@ WHERE gateway_token_sha256 = $1 AND status = 'running' AND job_id = $2 AND attem
   AND jsonb_array_length(coalesce(request -> 'egress' -> 'allow', '[]'::jsonb)) > 0
 """
 
-# The running attempt $2 of job $1: its profile (metrics) and its allow-list.
+# The running attempt $2 of job $1, whose token's hash is $3: its profile (metrics) and
+# its allow-list.
 RUNNING_ATTEMPT = """
 SELECT profile, coalesce(request -> 'egress' -> 'allow', '[]'::jsonb) AS allow
-FROM jobs WHERE job_id = $1 AND attempt = $2 AND status = 'running'
+FROM jobs
+WHERE job_id = $1 AND attempt = $2 AND status = 'running' AND gateway_token_sha256 = $3
 """
 
 # Count one more request of job $1 as open, unless $2 are open already or its bytes have
@@ -139,9 +141,9 @@ async def attempt_of_token(
 
 
 async def running_attempt(
-    connection: Connection, job_id: str, attempt: int
+    connection: Connection, job_id: str, attempt: int, token_sha256: str
 ) -> tuple[str, list[str]] | None:
-    row = await connection.fetchrow(RUNNING_ATTEMPT, job_id, attempt)
+    row = await connection.fetchrow(RUNNING_ATTEMPT, job_id, attempt, token_sha256)
     if row is None:
         return None
     allow = row["allow"]

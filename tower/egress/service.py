@@ -30,6 +30,9 @@ from tower.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_HOST_CHARS = 255
+# A request whose credentials are not those of a running attempt (it ended, or they are
+# another's): nothing is written for it.
+NOT_RUNNING = "job {} (attempt {}) is not running, or these are not its credentials"
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,11 @@ def proxy_user(job_id: str, attempt: int) -> str:
 
 @dataclass(frozen=True)
 class Question:
-    """One request the proxy asks about, as its helper saw it."""
+    """One request the proxy asks about, as its helper saw it (with the token of its
+    credentials: squid checked it already, tower checks it again where it decides)."""
 
     user: str
+    token: str
     host: str
     port: int
     method: str
@@ -101,12 +106,16 @@ async def decide(
     attempt = attempt_of(question.user)
     if attempt is None or len(question.host) > MAX_HOST_CHARS:
         return "the request names no running job"
+    if not tokens.plausible(question.token):
+        return NOT_RUNNING.format(attempt.job_id, attempt.number)
     host = normal_host(question.host)
     async with transaction(pool) as connection:
         await queries.commit_without_waiting(connection)
-        found = await queries.running_attempt(connection, attempt.job_id, attempt.number)
+        found = await queries.running_attempt(
+            connection, attempt.job_id, attempt.number, tokens.digest(question.token)
+        )
         if found is None:
-            return f"job {attempt.job_id} (attempt {attempt.number}) is not running"
+            return NOT_RUNNING.format(attempt.job_id, attempt.number)
         profile, entries = found
         private = bool(settings.egress_allow_private)
         reason = policy.refusal(

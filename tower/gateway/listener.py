@@ -167,7 +167,7 @@ class AuthListeners:
             if unix_socket:
                 await listeners._serve_unix(app, gateway_auth_socket(settings))
             if settings.gateway_auth_listen:
-                host, port = _host_port(settings.gateway_auth_listen)
+                host, port = host_port(settings.gateway_auth_listen, "gateway_auth_listen")
                 await listeners._serve(_config(app, host=host, port=port))
         except BaseException:
             await listeners.stop()
@@ -220,10 +220,9 @@ def _config(
     )
 
 
-def _host_port(listen: str) -> tuple[str, int]:
+def host_port(listen: str, field: str) -> tuple[str, int]:
+    """The host and port of a listen setting (`field`: its name, lower case)."""
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise Invalid(
-            f"GATEWAY_AUTH_LISTEN must be host:port, not {listen!r}", field="gateway_auth_listen"
-        )
+        raise Invalid(f"{field.upper()} must be host:port, not {listen!r}", field=field)
     return host.strip("[]"), int(port)

@@ -308,7 +308,7 @@ def _egress(configs: ConfigStore, settings: Settings, request: JobRequest) -> Jo
     if not egress_enabled(settings):
         raise Conflict(
             "this job's egress allow-list needs the egress proxy, which this deployment"
-            " does not run (EGRESS_MANAGED=false)"
+            " does not run (EGRESS_MANAGED=false, no EGRESS_LISTEN)"
         )
     return JobEgress(allow=allow)
 
