@@ -1,10 +1,11 @@
 // One job: its facts, the live log from GET /jobs/{id}/events, the result (the final text
-// as Markdown, and the raw record as JSON), usage and cost, its workspace (inputs,
-// repository, artifacts, diff, what was published), its session's turns and a box to
-// continue it, webhook deliveries, cancel.
+// as Markdown, and the raw record as JSON), usage and cost, what it reached through the
+// egress proxy, its workspace (inputs, repository, artifacts, diff, what was published),
+// its session's turns and a box to continue it, webhook deliveries, cancel.
 
 import { ApiError, api, get } from './api.js';
 import { h, replace, statusBadge } from './dom.js';
+import { EgressView } from './egress.js';
 import { TERMINAL, between, count, dateTime, duration, usd } from './format.js';
 import { renderMarkdown } from './markdown.js';
 import { SessionView } from './session.js';
@@ -38,6 +39,7 @@ class JobView {
     this.result = h('div', { class: 'card result' });
     this.webhooks = h('div', { class: 'card webhooks', hidden: true });
     this.workspace = h('div', { class: 'card workspace', hidden: true });
+    this.egress = new EgressView();
     this.artifacts = new ArtifactsView(jobId, (message) => this.showNotice(message));
     this.diff = new DiffView(jobId, (message) => this.showNotice(message));
     this.session = new SessionView(jobId, (message) => this.showNotice(message));
@@ -51,6 +53,7 @@ class JobView {
       h('div', { class: 'card' },
         h('div', { class: 'card-head' }, h('h2', {}, 'Log'), this.logState),
         this.log),
+      this.egress.element,
       this.workspace,
       this.result,
       this.session.element,
@@ -82,6 +85,8 @@ class JobView {
   onEvent(event) {
     if (event.event === 'log') {
       this.appendLog(event.data);
+    } else if (event.event === 'egress') {
+      this.egress.add(event.data);
     } else if (event.event === 'state') {
       this.setStatus(event.data.status);
       if (TERMINAL.has(event.data.status)) this.load();
@@ -129,6 +134,7 @@ class JobView {
     this.setStatus(job.status);
     renderFacts(this.facts, job);
     renderUsage(this.usage, job.usage);
+    this.egress.update(job);
     renderWorkspace(this.workspace, job);
     renderResult(this.result, job);
     this.artifacts.update(job);
