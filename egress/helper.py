@@ -5,13 +5,16 @@
          the running attempt the user names (<job id>.<attempt>)? OK or ERR.
   check  external_acl_type egress. "<channel> <user> <host> <port> <method> <token>": may
          this job reach host:port now? The host is resolved here, on the proxy's side,
-         and tower judges its addresses too. OK tag=counted, or ERR with tower's reason.
+         and tower judges its addresses too. OK tag=<tower's tag for this request>, or
+         ERR with tower's reason.
   probe  external_acl_type tower. "<channel> <slot>": does tower's replica on that slot
          answer? (tower's own health check of this container)
-  log    logfile_daemon. Squid's log commands on stdin; each request squid counted
-         (tag counted) is reported to tower when it ends, with its bytes, in batches,
-         and whether squid refused it after tower's yes (its denied_destination ACL: the
-         name resolved to a non-public address when squid looked it up to connect).
+  log    logfile_daemon. Squid's log commands on stdin; each request tower let go (its
+         log line has tower's tag) is reported to tower when it ends, with its bytes and
+         that tag (which tower checks: the line holds no token), in batches, and whether
+         squid refused it after tower's yes (its denied_destination ACL: the name
+         resolved to a non-public address when squid looked it up to connect). The line
+         is also printed on the container's output, the tag replaced by "counted".
 
 Tower answers on Unix sockets in the directory mounted at /run/parpaing: slot N is
 TOWER_SOCKET with -N before its suffix (egress.sock -> egress-3.sock), one per replica on
@@ -32,6 +35,7 @@ import json
 import os
 import queue
 import random
+import re
 import socket
 import sys
 import threading
@@ -51,6 +55,8 @@ THREADS = 32
 BATCH = 200
 # What squid's log line holds (squid.conf.template's logformat, in this order).
 LOG_FIELDS = ("user", "method", "host", "port", "status", "result", "bytes", "tag", "error")
+# Tower's tag of a request it let go (tower/egress/tags.py): "<serial>.<mac>".
+TAG = re.compile(r"[0-9]{1,10}\.[0-9a-f]{32}")
 COUNTED = "counted"
 # The error page of squid's own address refusal (squid.conf.template's deny_info).
 ADDRESS_REFUSED = "ERR_EGRESS_ADDRESS"
@@ -188,8 +194,11 @@ def check(fields: list[str]) -> str:
         status, answer = ask("POST", "/egress/check", question)
     except NoTower:
         return f"ERR message={encoded(CANNOT_ASK)}"
+    tag = str((answer or {}).get("tag") or "") if status == 200 else ""
+    if status == 200 and TAG.fullmatch(tag):
+        return f"OK tag={encoded(tag)}"
     if status == 200:
-        return f"OK tag={COUNTED}"
+        return f"ERR message={encoded('tower let the request go without its tag')}"
     reason = (answer or {}).get("reason") or "refused"
     return f"ERR message={encoded(str(reason))}"
 
@@ -231,12 +240,12 @@ def serve(answer: Callable[[list[str]], str]) -> None:
 
 
 def ended(line: str) -> dict[str, Any] | None:
-    """A counted request's end, from its log line; None for any other line."""
+    """The end of a request tower let go, from its log line; None for any other line."""
     values = line.split()
     if len(values) != len(LOG_FIELDS):
         return None
     entry = dict(zip(LOG_FIELDS, values, strict=True))
-    if entry["tag"] != COUNTED or not entry["port"].isdigit():
+    if not TAG.fullmatch(entry["tag"]) or not entry["port"].isdigit():
         return None
     return {
         "user": urllib.parse.unquote(entry["user"]),
@@ -246,7 +255,18 @@ def ended(line: str) -> dict[str, Any] | None:
         "status": int(entry["status"]) if entry["status"].isdigit() else 0,
         "bytes": int(entry["bytes"]) if entry["bytes"].isdigit() else 0,
         "refused": entry["error"] == ADDRESS_REFUSED,
+        "tag": entry["tag"],
     }
+
+
+def printable(line: str) -> str:
+    """The log line without tower's tag (it would let a reader of the container's output
+    report the request's end before squid's own report): "counted" in its place."""
+    values = line.split()
+    if len(values) == len(LOG_FIELDS) and TAG.fullmatch(values[LOG_FIELDS.index("tag")]):
+        values[LOG_FIELDS.index("tag")] = COUNTED
+        return " ".join(values)
+    return line
 
 
 def report(entries: queue.Queue[dict[str, Any]]) -> None:
@@ -275,7 +295,7 @@ def log_daemon() -> None:
         if not line.startswith("L"):
             continue  # rotate, flush, buffering: nothing to do for a pipe to tower
         text = line[1:].rstrip("\n")
-        print(f"egress: {text}", file=sys.stderr, flush=True)
+        print(f"egress: {printable(text)}", file=sys.stderr, flush=True)
         entry = ended(text)
         if entry is not None:
             entries.put(entry)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -220,6 +221,7 @@ async def shell_rig(
 
 
 async def test_no_route_but_the_proxy_and_a_finished_attempts_token_is_refused(
+    docker_client: docker.DockerClient,
     database_url: str,
     network: str,
     socket_dir: str,
@@ -264,6 +266,12 @@ async def test_no_route_but_the_proxy_and_a_finished_attempts_token_is_refused(
     assert stale_answer in ("403", "407"), output
     assert http.seen() == []
     assert https.seen() == ["/hello", "/own"]
+    # The proxy's log lines, on its output, hold neither the tokens nor tower's tags
+    # (whoever holds a tag could report its request's end).
+    logs = docker_client.containers.get(names.container).logs().decode(errors="replace")
+    assert " counted " in logs, logs
+    assert stale.rsplit("@", 1)[0].rsplit(":", 1)[1] not in logs
+    assert re.search(r"[0-9]+\.[0-9a-f]{32}", logs) is None, logs
 
 
 async def test_an_allowed_name_resolving_to_a_private_address_is_refused(
@@ -407,10 +415,12 @@ async def set_open_requests(database_url: str, job_id: str, count: int | None) -
     try:
         if count is not None:
             await connection.execute(
-                "INSERT INTO job_egress (job_id, open_requests) VALUES ($1, $2)", job_id, count
+                "INSERT INTO job_egress (job_id, open_serials) VALUES ($1, $2)",
+                job_id,
+                list(range(1, count + 1)),
             )
         found: int = await connection.fetchval(
-            "SELECT open_requests FROM job_egress WHERE job_id = $1", job_id
+            "SELECT cardinality(open_serials) FROM job_egress WHERE job_id = $1", job_id
         )
     finally:
         await connection.close()

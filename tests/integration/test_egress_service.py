@@ -67,13 +67,33 @@ class Proxy:
         }
         return await self.post("/egress/check", question)
 
+    async def allow(self, job: ClaimedJob, host: str, port: int = 443) -> str:
+        """Tower's yes to a request: its tag."""
+        answer = await self.check(job, host, port)
+        assert answer.status_code == 200, answer.text
+        tag: str = answer.json()["tag"]
+        return tag
+
     async def done(
-        self, job: ClaimedJob, host: str, moved: int, port: int = 443, refused: bool = False
+        self,
+        job: ClaimedJob,
+        host: str,
+        moved: int,
+        tag: str,
+        port: int = 443,
+        refused: bool = False,
     ) -> None:
         entry = {"user": user(job), "host": host, "port": port, "method": "CONNECT",
-                 "status": 403 if refused else 200, "bytes": moved, "refused": refused}  # fmt: skip
+                 "status": 403 if refused else 200, "bytes": moved, "refused": refused,
+                 "tag": tag}  # fmt: skip
         answer = await self.post("/egress/done", {"entries": [entry]})
         assert answer.status_code == 204, answer.text
+
+    def ends_refused(self, reason: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "tower_egress_ends_refused_total", {"reason": reason}
+        )
+        return value or 0.0
 
 
 def user(job: ClaimedJob) -> str:
@@ -169,9 +189,9 @@ async def test_a_request_on_the_list_goes_and_its_end_is_an_event_with_its_bytes
     db: Any, pool: Pool, proxy: Proxy
 ) -> None:
     job = await claim_with(db, ["pypi.org", "*.github.com:443"])
-    assert (await proxy.check(job, "api.github.com")).status_code == 200
+    tag = await proxy.allow(job, "api.github.com")
     assert await egress_events(db, job.job_id) == []  # written when it ends
-    await proxy.done(job, "api.github.com", 5000)
+    await proxy.done(job, "api.github.com", 5000, tag)
 
     [event] = await egress_events(db, job.job_id)
     assert event == {"host": "api.github.com", "port": 443, "method": "CONNECT",
@@ -191,6 +211,56 @@ async def test_a_request_on_the_list_goes_and_its_end_is_an_event_with_its_bytes
         "tower_egress_bytes_total", {"profile": "default"}
     )
     assert sample == 5000
+
+
+async def test_an_end_tower_did_not_tag_is_refused_and_a_real_one_counted_once(
+    db: Any, pool: Pool, proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Squid's report of an end carries no token: whoever reaches the listener could
+    report ends. Only one with the tag tower's yes gave that request counts, once."""
+    job = await claim_with(db, ["pypi.org", "*.github.com"])
+    other = await claim_with(db, ["pypi.org"])
+    tag = await proxy.allow(job, "pypi.org")
+    others = await proxy.allow(other, "pypi.org")
+    serial, mac = tag.split(".")
+    forged = [
+        ("pypi.org", 443, ""),  # none
+        ("pypi.org", 443, f"{serial}.{'0' * 32}"),  # made up
+        ("pypi.org", 443, f"{int(serial) + 1}.{mac}"),  # another request's serial
+        ("api.github.com", 443, tag),  # this request's, for another host
+        ("pypi.org", 80, tag),  # or port
+        ("pypi.org", 443, others),  # another job's request
+    ]
+    for host, port, text in forged:
+        await proxy.done(job, host, 1 << 19, text, port=port)
+        await proxy.done(job, host, 1, text, port=port, refused=True)
+    assert proxy.ends_refused("forged") == 2 * len(forged)
+    # Logged once, without the tags; nothing written, nothing closed.
+    warnings = [r.getMessage() for r in caplog.records if "tower did not make" in r.getMessage()]
+    assert len(warnings) == 1 and mac not in warnings[0]
+    assert await egress_events(db, job.job_id) == []
+    assert (await get_job(pool, job.job_id, None)).egress.bytes == 0  # type: ignore[union-attr]
+    assert (await proxy.check(job, "pypi.org")).status_code == 200  # 2 open: the bound
+    assert (await proxy.check(job, "pypi.org")).status_code == 403
+
+    await proxy.done(job, "pypi.org", 5000, tag)
+    [_bound, event] = await egress_events(db, job.job_id)
+    assert event["allowed"] is True and event["bytes"] == 5000
+    assert mac not in json.dumps(event)
+    # Replayed (or a report sent twice): the request is closed already, nothing changes.
+    await proxy.done(job, "pypi.org", 5000, tag)
+    await proxy.done(job, "pypi.org", 0, tag, refused=True)
+    assert proxy.ends_refused("not_open") == 2
+    assert len(await egress_events(db, job.job_id)) == 2
+    record = await get_job(pool, job.job_id, None)
+    assert record.egress is not None and record.egress.bytes == 5000
+    assert record.egress.refused_count == 1  # the bound's refusal above, only
+    # One room, not two: the replay closed no other request.
+    assert (await proxy.check(job, "pypi.org")).status_code == 200
+    assert (await proxy.check(job, "pypi.org")).status_code == 403
+    # The other job's request is still open: its own end counts.
+    await proxy.done(other, "pypi.org", 70, others)
+    assert [e["bytes"] for e in await egress_events(db, other.job_id)] == [70]
 
 
 async def test_refusals_are_events_and_listed_once_on_the_record(
@@ -227,8 +297,8 @@ async def test_a_request_the_proxy_refused_after_tower_s_yes_is_a_refusal(
     # Tower saw a public address; squid's own lookup, to connect, gave a private one, and
     # its denied_destination ACL refused it (its log line says ERR_EGRESS_ADDRESS).
     job = await claim_with(db, ["pypi.org"])
-    assert (await proxy.check(job, "pypi.org")).status_code == 200
-    await proxy.done(job, "pypi.org", 3600, refused=True)
+    tag = await proxy.allow(job, "pypi.org")
+    await proxy.done(job, "pypi.org", 3600, tag, refused=True)
 
     [event] = await egress_events(db, job.job_id)
     assert event["allowed"] is False and event["bytes"] == 0 and event["host"] == "pypi.org"
@@ -249,11 +319,10 @@ async def test_connections_at_once_are_bounded_and_the_record_says_so(
     db: Any, pool: Pool, proxy: Proxy
 ) -> None:
     job = await claim_with(db, ["pypi.org"])
-    for _ in range(2):  # EGRESS_MAX_CONNECTIONS
-        assert (await proxy.check(job, "pypi.org")).status_code == 200
+    tag, _ = [await proxy.allow(job, "pypi.org") for _ in range(2)]  # EGRESS_MAX_CONNECTIONS
     third = await proxy.check(job, "pypi.org")
     assert third.status_code == 403 and "EGRESS_MAX_CONNECTIONS" in third.json()["reason"]
-    await proxy.done(job, "pypi.org", 10)
+    await proxy.done(job, "pypi.org", 10, tag)
     assert (await proxy.check(job, "pypi.org")).status_code == 200  # one ended: room again
     record = await get_job(pool, job.job_id, None)
     assert record.egress is not None
@@ -264,8 +333,9 @@ async def test_bytes_in_total_are_bounded_and_the_webhook_lists_the_refusals(
     db: Any, pool: Pool, proxy: Proxy
 ) -> None:
     job = await claim_with(db, ["pypi.org"], webhook_url="https://hooks.example.com/x")
-    assert (await proxy.check(job, "pypi.org")).status_code == 200
-    await proxy.done(job, "pypi.org", MAX_BYTES)
+    late = await proxy.allow(job, "pypi.org")  # still open when the job ends
+    tag = await proxy.allow(job, "pypi.org")
+    await proxy.done(job, "pypi.org", MAX_BYTES, tag)
     over = await proxy.check(job, "pypi.org")
     assert over.status_code == 403 and "EGRESS_MAX_BYTES" in over.json()["reason"]
     assert await queries.finish(db, job.job_id, job.lease_token, DONE)
@@ -277,7 +347,7 @@ async def test_bytes_in_total_are_bounded_and_the_webhook_lists_the_refusals(
     assert egress["bytes"] == MAX_BYTES and egress["limited"] == "bytes"
     assert egress["refused"] == [{"host": "pypi.org", "port": 443, "reason": over.json()["reason"]}]
     # After the end, what is left over counts no more events (the terminal one is last).
-    await proxy.done(job, "pypi.org", 7)
+    await proxy.done(job, "pypi.org", 7, late)
     events = await egress_events(db, job.job_id)
     assert [e["allowed"] for e in events] == [True, False]
     record = await get_job(pool, job.job_id, None)

@@ -16,6 +16,7 @@ from types import ModuleType
 
 import pytest
 
+from tower.egress import tags
 from tower.egress.policy import refusal
 from tower.execution import protocol
 from tower.execution.spec import proxy_environment
@@ -73,9 +74,12 @@ def test_a_bad_value_stops_the_render_naming_the_variable(name: str, value: str)
     assert name in done.stderr and "allow all" not in done.stdout
 
 
-def test_the_log_daemon_reports_only_what_squid_counted() -> None:
+TAG = "17." + "0123456789abcdef" * 2  # tower's tag of a request it let go
+
+
+def test_the_log_daemon_reports_only_what_tower_let_go_with_its_tag() -> None:
     helper = _module("helper")
-    line = "job-0123456789ab.2 CONNECT pypi.org 443 200 TCP_TUNNEL 52113 counted -"
+    line = f"job-0123456789ab.2 CONNECT pypi.org 443 200 TCP_TUNNEL 52113 {TAG} -"
     assert helper.ended(line) == {
         "user": "job-0123456789ab.2",
         "host": "pypi.org",
@@ -84,15 +88,35 @@ def test_the_log_daemon_reports_only_what_squid_counted() -> None:
         "status": 200,
         "bytes": 52113,
         "refused": False,
+        "tag": TAG,
     }
+    # Printed on the container's output without the tag, which only tower sees.
+    assert helper.printable(line) == (
+        "job-0123456789ab.2 CONNECT pypi.org 443 200 TCP_TUNNEL 52113 counted -"
+    )
     # Allowed by tower, then refused by squid's own address rule (denied_destination).
-    line = "job-0123456789ab.2 CONNECT pypi.org 443 403 TCP_DENIED 3500 counted ERR_EGRESS_ADDRESS"
+    line = f"job-0123456789ab.2 CONNECT pypi.org 443 403 TCP_DENIED 3500 {TAG} ERR_EGRESS_ADDRESS"
     assert helper.ended(line)["refused"] is True
     # Refused (tower wrote those as they were decided), unauthenticated, or malformed.
     refused = "job-0123456789ab.2 GET evil.com 80 403 TCP_DENIED 3591 - ERR_EGRESS"
-    assert helper.ended(refused) is None
+    assert helper.ended(refused) is None and helper.printable(refused) == refused
     assert helper.ended("- GET pypi.org 80 407 TCP_DENIED 3601 - ERR_CACHE_ACCESS_DENIED") is None
+    assert helper.ended("job-0123456789ab.2 GET a.org 80 200 TCP_MISS 1 counted -") is None
     assert helper.ended("garbage") is None
+
+
+def test_tower_s_tags_are_what_the_helpers_pass_on_and_each_request_is_asked_alone() -> None:
+    helper = _module("helper")
+    for serial in (1, tags.MAX_SERIAL):
+        tag = tags.sign(b"key", "job-0123456789ab.2", "pypi.org", 443, serial)
+        assert helper.TAG.fullmatch(tag), tag
+        assert tags.serial_of(b"key", "job-0123456789ab.2", "pypi.org", 443, tag) == serial
+        assert tags.serial_of(b"other", "job-0123456789ab.2", "pypi.org", 443, tag) is None
+    # Squid would give two identical requests in flight one answer (one tag, one serial)
+    # if its external ACL had a cache: it has none.
+    done = _render({})
+    (line,) = [line for line in done.stdout.splitlines() if "external_acl_type egress" in line]
+    assert " cache=0 " in line and " ttl=0 " in line
 
 
 # --- what squid refuses to connect to, whatever tower was told -----------------------------

@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION, JSONB, UUID
 
 from tower.db.statuses import JOB_STATUSES, sql_list
 
@@ -194,15 +194,17 @@ job_events = Table(
 )
 
 # What a job's requests through the egress proxy added up to (tower/egress): a row from
-# its first request on. `open_requests` counts those allowed and not yet ended (bounded by
-# EGRESS_MAX_CONNECTIONS), `bytes` what ended ones moved (bounded by EGRESS_MAX_BYTES);
+# its first request on. `open_serials` holds the serials of those allowed and not yet ended
+# (their number bounded by EGRESS_MAX_CONNECTIONS; a serial is `allowed` when its request
+# was let go, signed into the tag that reports its end: tower/egress/tags.py), `bytes`
+# what ended ones moved (bounded by EGRESS_MAX_BYTES);
 # `refused` lists distinct refused hosts with the reason (at most 50; refused_count counts
 # all), `limited` says which bound refused the job, once one did.
 job_egress = Table(
     "job_egress",
     metadata,
     _job_id("job_egress", primary_key=True),
-    Column("open_requests", Integer, nullable=False, server_default=text("0")),
+    Column("open_serials", ARRAY(Integer), nullable=False, server_default=text("'{}'::integer[]")),
     Column("bytes", BigInteger, nullable=False, server_default=text("0")),
     Column("allowed", Integer, nullable=False, server_default=text("0")),
     Column("refused", JSONB, nullable=False, server_default=text("'[]'::jsonb")),

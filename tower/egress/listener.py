@@ -8,13 +8,16 @@ helpers try slot 0 first, then the others (egress/helper.py), and any replica an
 any job. In compose, where the proxy is a service of its own, also on host:port
 (EGRESS_LISTEN) on the network the towers share with it, as GATEWAY_AUTH_LISTEN is for the
 gateway: kept off any other network, every question about a request carries the job's
-token (which only the proxy sees, in the request's credentials), as the gateway's do.
+token (which only the proxy sees, in the request's credentials), as the gateway's do, and
+every report of a request's end the tag tower's yes gave it (tower/egress/tags.py).
 
 Routes (JSON bodies, bounded; the helpers are the only callers):
   POST /egress/auth   {user, token}                       200 yes, 401 no
   POST /egress/check  {user, token, host, port, method, addresses, resolve_error}
-                                                          200 go, 403 {reason}
-  POST /egress/done   {entries: [{user, host, port, method, status, bytes, refused}]}  204
+                                                          200 go {tag}, 403 {reason}
+  POST /egress/done   {entries: [{user, host, port, method, status, bytes, refused, tag}]}
+                                                          204 (ends whose tag does not
+                                                          verify are refused, counted)
   GET  /egress/health                                     200 (the proxy's probe of us)
 503 whenever the database cannot be asked: the helper then asks another slot, and the
 proxy refuses rather than guess.
@@ -81,6 +84,8 @@ class EndedBody(Body):
     # Squid refused it after tower's yes: the name resolved, when squid connected, to an
     # address its denied_destination ACL refuses.
     refused: bool = False
+    # The tag tower's yes gave the request (tower/egress/tags.py).
+    tag: Annotated[str, Field(max_length=64)] = ""
 
 
 class DoneBody(Body):
@@ -104,7 +109,10 @@ async def _body(request: Request, model: type[Body]) -> Any:
         return None
 
 
-def egress_app(pool: Pool, settings: Settings, metrics: TowerMetrics) -> Starlette:
+def egress_app(pool: Pool, settings: Settings, metrics: TowerMetrics, key: bytes) -> Starlette:
+    """The routes; `key` signs the tags of the requests let go (service.end_key)."""
+    warned = False
+
     async def auth(request: Request) -> Response:
         body = await _body(request, AuthBody)
         if body is None:
@@ -125,20 +133,30 @@ def egress_app(pool: Pool, settings: Settings, metrics: TowerMetrics) -> Starlet
             body.addresses,
             body.resolve_error,
         )
-        reason = await service.decide(pool, settings, metrics, question)
-        if reason is None:
-            return JSONResponse({"allowed": True})
-        return JSONResponse({"allowed": False, "reason": reason}, status_code=403)
+        decision = await service.decide(pool, settings, metrics, key, question)
+        if decision.reason is None:
+            return JSONResponse({"allowed": True, "tag": decision.tag})
+        return JSONResponse({"allowed": False, "reason": decision.reason}, status_code=403)
 
     async def done(request: Request) -> Response:
+        nonlocal warned
         body = await _body(request, DoneBody)
         if body is None:
             return Response(status_code=400)
         entries = [
-            service.Ended(e.user, e.host, e.port, e.method, e.status, e.bytes, e.refused)
+            service.Ended(e.user, e.host, e.port, e.method, e.status, e.bytes, e.refused, e.tag)
             for e in body.entries
         ]
-        await service.ended(pool, metrics, entries)
+        ends = await service.ended(pool, metrics, key, entries)
+        if ends.forged and not warned:
+            # Once per replica: a flood would fill the log; the metric counts them all.
+            warned = True
+            log.warning(
+                "refused %d reported end(s) of egress requests whose tag tower did not make "
+                "(counted in tower_egress_ends_refused_total): is something other than the "
+                "egress proxy reaching this listener?",
+                ends.forged,
+            )
         return Response(status_code=204)
 
     async def health(_request: Request) -> Response:
@@ -185,7 +203,7 @@ class EgressListener:
     async def start(cls, settings: Settings, pool: Pool, metrics: TowerMetrics) -> EgressListener:
         service.check_settings(settings)
         listener = cls()
-        app = egress_app(pool, settings, metrics)
+        app = egress_app(pool, settings, metrics, await service.end_key(pool))
         try:
             if egress_managed(settings):
                 await listener._serve_unix(app, egress_socket(settings))

@@ -37,26 +37,29 @@ WHERE job_id = $1 AND attempt = $2 AND status = 'running' AND gateway_token_sha2
 """
 
 # Count one more request of job $1 as open, unless $2 are open already or its bytes have
-# reached $3: a row comes back when it was counted, none when a bound refused it.
+# reached $3: its serial (the job's count of allowed requests, this one included) comes
+# back when it was counted, nothing when a bound refused it.
 OPEN_REQUEST = """
-INSERT INTO job_egress AS e (job_id, open_requests, allowed) VALUES ($1, 1, 1)
+INSERT INTO job_egress AS e (job_id, open_serials, allowed) VALUES ($1, ARRAY[1], 1)
 ON CONFLICT (job_id) DO UPDATE
-    SET open_requests = e.open_requests + 1, allowed = e.allowed + 1
-    WHERE e.open_requests < $2 AND e.bytes < $3
-RETURNING open_requests
+    SET open_serials = e.open_serials || (e.allowed + 1), allowed = e.allowed + 1
+    WHERE cardinality(e.open_serials) < $2 AND e.bytes < $3
+RETURNING allowed
 """
 
 # Where job $1 stands against its bounds (after OPEN_REQUEST refused it).
-USAGE = "SELECT open_requests, bytes FROM job_egress WHERE job_id = $1"
+USAGE = "SELECT cardinality(open_serials) AS open_requests, bytes FROM job_egress WHERE job_id = $1"
 
 
-def _event(kind_data: str) -> str:
+def _event(kind_data: str, after: str = "") -> str:
     """CTEs writing one 'egress' event ($-parameter `kind_data`) for job $1 while it runs
-    (fenced on its attempt, $2), with the NOTIFY that wakes its event streams."""
+    (fenced on its attempt, $2), with the NOTIFY that wakes its event streams; only when
+    the CTE `after` (if named) changed a row."""
+    only_if = f"AND EXISTS (SELECT 1 FROM {after})" if after else ""
     return f"""
 job AS (
     UPDATE jobs SET event_seq = event_seq + 1
-    WHERE job_id = $1 AND attempt = $2 AND status = 'running'
+    WHERE job_id = $1 AND attempt = $2 AND status = 'running' {only_if}
     RETURNING job_id, event_seq
 ),
 written AS (
@@ -88,40 +91,51 @@ WITH counted AS (
 {_event("$5")}
 """
 
-# An allowed request of job $1's attempt $2 ended, having moved $3 bytes: no longer
-# open, its bytes counted, its event ($4) written while the job runs. Returns the job's
-# profile (metrics), none for a job whose row is gone.
+# An allowed request of job $1's attempt $2 ended, having moved $3 bytes: its serial $5
+# no longer open, its bytes counted, its event ($4) written while the job runs. Only a
+# request still open ends: a replayed end (its serial closed already) changes nothing.
+# Returns the job's profile (metrics) when it ended, else NULL.
 ENDED = f"""
 WITH ended AS (
     UPDATE job_egress
-    SET open_requests = greatest(open_requests - 1, 0), bytes = bytes + $3
-    WHERE job_id = $1
+    SET open_serials = array_remove(open_serials, $5::integer), bytes = bytes + $3
+    WHERE job_id = $1 AND $5::integer = ANY (open_serials)
     RETURNING job_id
 ),
-{_event("$4")}, (SELECT profile FROM jobs WHERE job_id = $1) AS profile
+{_event("$4", after="ended")},
+    (SELECT profile FROM jobs WHERE job_id = $1 AND EXISTS (SELECT 1 FROM ended)) AS profile
 """
 
-# A request of job $1's attempt $2 that tower allowed (counted open) and squid then
+# A request of job $1's attempt $2 that tower allowed (its serial $5 open) and squid then
 # refused (its own lookup of the name gave a non-public address): no longer open, and
-# listed ($3) and evented ($4) as a refusal. Returns the job's profile (metrics).
+# listed ($3) and evented ($4) as a refusal. Returns the job's profile (metrics) when the
+# request was open, else NULL.
 REFUSED_BY_PROXY = f"""
 WITH ended AS (
     UPDATE job_egress AS e SET
-        open_requests = greatest(e.open_requests - 1, 0),
+        open_serials = array_remove(e.open_serials, $5::integer),
         refused = CASE
             WHEN jsonb_array_length(e.refused) < {REFUSED_LISTED}
                  AND NOT e.refused @> jsonb_build_array($3::jsonb)
             THEN e.refused || jsonb_build_array($3::jsonb)
             ELSE e.refused END,
         refused_count = e.refused_count + 1
-    WHERE job_id = $1
+    WHERE job_id = $1 AND $5::integer = ANY (e.open_serials)
     RETURNING job_id
 ),
-{_event("$4")}, (SELECT profile FROM jobs WHERE job_id = $1) AS profile
+{_event("$4", after="ended")},
+    (SELECT profile FROM jobs WHERE job_id = $1 AND EXISTS (SELECT 1 FROM ended)) AS profile
 """
 
 # A new proxy container: what the one before it counted open has ended with it.
-FORGET_OPEN_REQUESTS = "UPDATE job_egress SET open_requests = 0 WHERE open_requests > 0"
+FORGET_OPEN_REQUESTS = "UPDATE job_egress SET open_serials = '{}' WHERE open_serials <> '{}'"
+
+# The key of the ends' tags (tower/egress/tags.py): made by the first replica to start,
+# read by every other (tower_secrets, as the webhook secret).
+INSERT_END_KEY = """
+INSERT INTO tower_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING
+"""
+END_KEY = "SELECT value FROM tower_secrets WHERE name = $1"
 
 
 async def forget_open_requests(connection: Connection) -> None:
@@ -152,10 +166,12 @@ async def running_attempt(
 
 async def open_request(
     connection: Connection, job_id: str, max_open: int, max_bytes: int
-) -> tuple[int, int] | None:
-    """None when counted; else (open, bytes) as they stand against the bounds."""
-    if await connection.fetchval(OPEN_REQUEST, job_id, max_open, max_bytes) is not None:
-        return None
+) -> int | tuple[int, int]:
+    """The request's serial when counted; else (open, bytes) as they stand against the
+    bounds."""
+    serial = await connection.fetchval(OPEN_REQUEST, job_id, max_open, max_bytes)
+    if serial is not None:
+        return int(serial)
     row = await connection.fetchrow(USAGE, job_id)
     return (int(row["open_requests"]), int(row["bytes"])) if row is not None else (0, 0)
 
@@ -172,9 +188,14 @@ async def refuse(
 
 
 async def ended(
-    connection: Connection, job_id: str, attempt: int, moved: int, event: dict[str, Any]
+    connection: Connection,
+    job_id: str,
+    attempt: int,
+    serial: int,
+    moved: int,
+    event: dict[str, Any],
 ) -> str | None:
-    row = await connection.fetchrow(ENDED, job_id, attempt, moved, event)
+    row = await connection.fetchrow(ENDED, job_id, attempt, moved, event, serial)
     return str(row["profile"]) if row is not None and row["profile"] is not None else None
 
 
@@ -182,8 +203,16 @@ async def refused_by_proxy(
     connection: Connection,
     job_id: str,
     attempt: int,
+    serial: int,
     listed: dict[str, Any],
     event: dict[str, Any],
 ) -> str | None:
-    row = await connection.fetchrow(REFUSED_BY_PROXY, job_id, attempt, listed, event)
+    row = await connection.fetchrow(REFUSED_BY_PROXY, job_id, attempt, listed, event, serial)
     return str(row["profile"]) if row is not None and row["profile"] is not None else None
+
+
+async def end_key(connection: Connection, name: str, new: str) -> str:
+    """The stored key named `name`, `new` when none was stored yet."""
+    await connection.execute(INSERT_END_KEY, name, new)
+    found: str = await connection.fetchval(END_KEY, name)
+    return found

@@ -10,18 +10,22 @@ The proxy's helpers (egress/helper.py) ask, for each request:
 3. ended: an allowed request ended, having moved so many bytes (its event, and the bytes
    that EGRESS_MAX_BYTES bounds); or squid refused it after tower's yes, its own lookup
    of the name having given a non-public address (a refusal, as if tower had refused it).
+   Squid's report of an end carries no token: it carries the tag tower's yes gave the
+   request (tower/egress/tags.py). An end whose tag tower did not make is refused, and
+   one whose request is not open (a replay) closes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tower.configs.egress import normal_host
 from tower.db.ids import JOB_ID
 from tower.db.pool import Connection, Pool, transaction
-from tower.egress import policy, queries
+from tower.egress import policy, queries, tags
 from tower.errors import Invalid
 from tower.gateway import tokens
 from tower.observability.metrics import TowerMetrics
@@ -33,6 +37,8 @@ MAX_HOST_CHARS = 255
 # A request whose credentials are not those of a running attempt (it ended, or they are
 # another's): nothing is written for it.
 NOT_RUNNING = "job {} (attempt {}) is not running, or these are not its credentials"
+# The tower_secrets row of the key that signs the ends' tags.
+END_KEY_NAME = "egress_end_key"
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,14 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """Tower's answer: why not (`reason`), or the tag of the request let go."""
+
+    reason: str | None
+    tag: str = ""
+
+
+@dataclass(frozen=True)
 class Ended:
     """One allowed request that ended, from the proxy's log line."""
 
@@ -84,6 +98,19 @@ class Ended:
     moved: int
     # Squid refused it (its denied_destination ACL), not the remote end.
     refused: bool = False
+    # The tag tower's yes gave it (tags.sign).
+    tag: str = ""
+
+
+@dataclass
+class Ends:
+    """What became of the ends of one report."""
+
+    counted: int = 0
+    # Their tag is not tower's for this request: forged (or garbled), nothing written.
+    forged: int = 0
+    # Their request was not open: ended already (a replay, a report sent twice).
+    not_open: int = 0
 
 
 # --- the proxy's questions --------------------------------------------------------------
@@ -99,15 +126,21 @@ async def authenticate(pool: Pool, user: str, token: str) -> bool:
         )
 
 
+async def end_key(pool: Pool) -> bytes:
+    """The key of the ends' tags, the same on every replica (made by the first)."""
+    async with pool.acquire() as connection:
+        return bytes.fromhex(await queries.end_key(connection, END_KEY_NAME, secrets.token_hex(32)))
+
+
 async def decide(
-    pool: Pool, settings: Settings, metrics: TowerMetrics, question: Question
-) -> str | None:
-    """None when the request may go (and it is counted open), else why not."""
+    pool: Pool, settings: Settings, metrics: TowerMetrics, key: bytes, question: Question
+) -> Decision:
+    """The tag of the request when it may go (it is counted open), else why not."""
     attempt = attempt_of(question.user)
     if attempt is None or len(question.host) > MAX_HOST_CHARS:
-        return "the request names no running job"
+        return Decision("the request names no running job")
     if not tokens.plausible(question.token):
-        return NOT_RUNNING.format(attempt.job_id, attempt.number)
+        return Decision(NOT_RUNNING.format(attempt.job_id, attempt.number))
     host = normal_host(question.host)
     async with transaction(pool) as connection:
         await queries.commit_without_waiting(connection)
@@ -115,35 +148,38 @@ async def decide(
             connection, attempt.job_id, attempt.number, tokens.digest(question.token)
         )
         if found is None:
-            return NOT_RUNNING.format(attempt.job_id, attempt.number)
+            return Decision(NOT_RUNNING.format(attempt.job_id, attempt.number))
         profile, entries = found
         private = bool(settings.egress_allow_private)
         reason = policy.refusal(
             entries, host, question.port, question.addresses, question.resolve_error, private
         )
-        limited = None
+        limited, serial = None, 0
         if reason is None:
-            reason, limited = await _within_bounds(connection, settings, attempt.job_id)
+            reason, limited, serial = await _within_bounds(connection, settings, attempt.job_id)
         if reason is not None:
             await _refused(connection, attempt, question, host, reason, limited)
     metrics.egress_decided(profile, reason is None)
-    return reason
+    if reason is not None:
+        return Decision(reason)
+    return Decision(None, tags.sign(key, attempt.user, host, question.port, serial))
 
 
 async def _within_bounds(
     connection: Connection, settings: Settings, job_id: str
-) -> tuple[str | None, str | None]:
-    """(why not, which bound) when the job's bounds refuse one more request."""
+) -> tuple[str | None, str | None, int]:
+    """(None, None, the request's serial) when it is counted open; else (why not, which
+    bound, 0)."""
     max_open, max_bytes = int(settings.egress_max_connections), int(settings.egress_max_bytes)
     usage = await queries.open_request(connection, job_id, max_open, max_bytes)
-    if usage is None:
-        return None, None
+    if isinstance(usage, int):
+        return None, None, usage
     _open, moved = usage
     if moved >= max_bytes:
         why = f"the job moved {moved} bytes through the proxy: EGRESS_MAX_BYTES is {max_bytes}"
-        return why, "bytes"
+        return why, "bytes", 0
     why = f"the job has {max_open} requests open: EGRESS_MAX_CONNECTIONS is {max_open}"
-    return why, "connections"
+    return why, "connections", 0
 
 
 async def _refused(
@@ -166,29 +202,52 @@ async def _refused(
     await queries.refuse(connection, attempt.job_id, attempt.number, listed, limited, event)
 
 
-async def ended(pool: Pool, metrics: TowerMetrics, entries: Sequence[Ended]) -> None:
-    """Count what allowed requests moved, and write their events (while the job runs)."""
+async def ended(pool: Pool, metrics: TowerMetrics, key: bytes, entries: Sequence[Ended]) -> Ends:
+    """Count what allowed requests moved, and write their events (while the job runs):
+    each request once, when its tag is the one tower gave it."""
+    found = Ends()
     async with transaction(pool) as connection:
         await queries.commit_without_waiting(connection)
         for entry in entries:
             attempt = attempt_of(entry.user)
-            if attempt is None:
+            host = normal_host(entry.host)[:MAX_HOST_CHARS]
+            serial = None
+            if attempt is not None:
+                serial = tags.serial_of(key, attempt.user, host, entry.port, entry.tag)
+            if attempt is None or serial is None:
+                found.forged += 1
                 continue
             if entry.refused:
-                await _refused_by_proxy(connection, metrics, attempt, entry)
+                profile = await _refused_by_proxy(connection, attempt, serial, host, entry)
+            else:
+                profile = await _ended(connection, attempt, serial, host, entry)
+            if profile is None:
+                found.not_open += 1
                 continue
-            event = {
-                "host": normal_host(entry.host)[:MAX_HOST_CHARS],
-                "port": entry.port,
-                "method": entry.method[:16],
-                "allowed": True,
-                "bytes": entry.moved,
-                "status": entry.status,
-            }
-            moved = max(entry.moved, 0)
-            profile = await queries.ended(connection, attempt.job_id, attempt.number, moved, event)
-            if profile is not None:
-                metrics.egress_ended(profile, moved)
+            found.counted += 1
+            if entry.refused:
+                metrics.egress_decided(profile, False)
+            else:
+                metrics.egress_ended(profile, max(entry.moved, 0))
+    metrics.egress_ends_refused("forged", found.forged)
+    metrics.egress_ends_refused("not_open", found.not_open)
+    return found
+
+
+async def _ended(
+    connection: Connection, attempt: Attempt, serial: int, host: str, entry: Ended
+) -> str | None:
+    """The job's profile when the request was open (now ended), else None."""
+    event = {
+        "host": host,
+        "port": entry.port,
+        "method": entry.method[:16],
+        "allowed": True,
+        "bytes": entry.moved,
+        "status": entry.status,
+    }
+    moved = max(entry.moved, 0)
+    return await queries.ended(connection, attempt.job_id, attempt.number, serial, moved, event)
 
 
 def proxy_refusal(host: str) -> str:
@@ -200,12 +259,12 @@ def proxy_refusal(host: str) -> str:
 
 
 async def _refused_by_proxy(
-    connection: Connection, metrics: TowerMetrics, attempt: Attempt, entry: Ended
-) -> None:
+    connection: Connection, attempt: Attempt, serial: int, host: str, entry: Ended
+) -> str | None:
     """A request tower allowed and squid then refused: no longer open, moved nothing
-    (squid's error page is not the job's traffic), listed and evented as a refusal. The
-    metrics count it refused too (it was counted allowed when tower said yes)."""
-    host = normal_host(entry.host)[:MAX_HOST_CHARS]
+    (squid's error page is not the job's traffic), listed and evented as a refusal; the
+    job's profile when it was open, else None. The metrics count it refused too (it was
+    counted allowed when tower said yes)."""
     reason = proxy_refusal(host)
     listed = {"host": host, "port": entry.port, "reason": reason}
     event = {
@@ -216,11 +275,9 @@ async def _refused_by_proxy(
         "bytes": 0,
         "reason": reason,
     }
-    found = await queries.refused_by_proxy(
-        connection, attempt.job_id, attempt.number, listed, event
+    return await queries.refused_by_proxy(
+        connection, attempt.job_id, attempt.number, serial, listed, event
     )
-    if found is not None:
-        metrics.egress_decided(found, False)
 
 
 # --- a job's list, at submit ------------------------------------------------------------

@@ -60,6 +60,8 @@ RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200
 ATTEMPT_OUTCOMES = ("delivered", "retry", "failed", "stopped", "refused")
 # The gateway's provider routes (tower/gateway/providers.py names the same three).
 GATEWAY_PROVIDERS = ("anthropic", "openai", "gemini")
+# Why a reported end of an egress request was refused (tower/egress/service.py ended).
+EGRESS_END_REFUSALS = ("forged", "not_open")
 StreamKind = Literal["wait", "events"]
 STREAM_KINDS: tuple[StreamKind, ...] = get_args(StreamKind)
 
@@ -161,6 +163,13 @@ class TowerMetrics:
             ["profile"],
             registry=registry,
         )
+        self._egress_ends_refused = Counter(
+            "tower_egress_ends_refused",
+            "Reported ends of egress requests this replica refused: forged (a tag tower did "
+            "not make) or not open (ended already)",
+            ["reason"],
+            registry=registry,
+        )
         self._docker_host = Gauge(
             "tower_docker_host_info",
             "The Docker daemon (its ID) this replica runs jobs on: 1 for it, none when unknown",
@@ -189,6 +198,8 @@ class TowerMetrics:
             self._open_streams.labels(kind)
         for provider in GATEWAY_PROVIDERS:
             self._gateway_refused.labels(provider)
+        for reason in EGRESS_END_REFUSALS:
+            self._egress_ends_refused.labels(reason)
 
     # --- events, counted by the replica where they happen ----------------------------
 
@@ -231,6 +242,11 @@ class TowerMetrics:
 
     def egress_ended(self, profile: str, moved: int) -> None:
         self._egress_bytes.labels(profile).inc(max(moved, 0))
+
+    def egress_ends_refused(self, reason: str, count: int) -> None:
+        """`count` reported ends refused for `reason` (EGRESS_END_REFUSALS)."""
+        if count:
+            self._egress_ends_refused.labels(reason).inc(count)
 
     def holding(self, kind: StreamKind) -> AbstractContextManager[object]:
         """Counts a request of `kind` as open while the block runs."""
