@@ -6,7 +6,9 @@
   check  external_acl_type egress. "<channel> <user> <host> <port> <method> <token>": may
          this job reach host:port now? The host is resolved here, on the proxy's side,
          and tower judges its addresses too. OK tag=<tower's tag for this request>, or
-         ERR with tower's reason.
+         ERR with tower's reason. Each question names this instance of the proxy
+         (EGRESS_INSTANCE, set by the entrypoint at each start): tower closes the
+         requests an earlier instance left open (they ended with it).
   probe  external_acl_type tower. "<channel> <slot>": does tower's replica on that slot
          answer? (tower's own health check of this container)
   log    logfile_daemon. Squid's log commands on stdin; each request tower let go (its
@@ -47,6 +49,8 @@ from typing import Any
 SOCKET = os.environ.get("TOWER_SOCKET", "/run/parpaing/egress.sock")
 SLOTS = int(os.environ.get("TOWER_SLOTS", "16") or 16)
 TOWER_URL = os.environ.get("TOWER_URL", "")
+# This instance of the proxy: its container's host name and start time (egress/entrypoint).
+INSTANCE = os.environ.get("EGRESS_INSTANCE", "")[:128]
 TIMEOUT = 10.0
 # A replica gone from the network may leave no one to refuse the connection: the next
 # is asked soon rather than after TIMEOUT.
@@ -189,6 +193,7 @@ def check(fields: list[str]) -> str:
         "method": method,
         "addresses": addresses,
         "resolve_error": unresolved,
+        "proxy": INSTANCE,
     }
     try:
         status, answer = ask("POST", "/egress/check", question)

@@ -84,8 +84,9 @@ async def _decide(database_url: str, job_id: str) -> None:
     pool = await create_pool(database_url, 1)
     try:
         async with pool.acquire() as connection:
-            assert await queries.open_request(connection, job_id, 16, 1 << 30) is None
-            assert await queries.ended(connection, job_id, 1, 5000, allowed) == "egress-browser"
+            serial = await queries.open_request(connection, job_id, "proxy", 16, 1 << 30)
+            assert serial == 1
+            assert await queries.ended(connection, job_id, 1, 1, 5000, allowed) == "egress-browser"
             await queries.refuse(connection, job_id, 1, listed, None, refused)
     finally:
         await pool.close()

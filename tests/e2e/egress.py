@@ -103,6 +103,8 @@ class Site:
     marker: str = field(default_factory=lambda: f"egress-site-{uuid.uuid4().hex[:8]}")
     hits: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # /gate answers 503 until this is set, then 200: a job can wait on the test.
+    gate: threading.Event = field(default_factory=threading.Event)
 
     def url(self, host: str, path: str = "/hello") -> str:
         return f"{self.scheme}://{host}:{self.port}{path}"
@@ -127,7 +129,7 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
                 self._bytes(int(self.path.rsplit("/", 1)[1]))
                 return
             body = f"{site.marker}\n".encode()
-            self.send_response(200)
+            self.send_response(200 if self.path != "/gate" or site.gate.is_set() else 503)
             self.send_header("content-type", "text/plain")
             self.send_header("content-length", str(len(body)))
             self.end_headers()

@@ -31,6 +31,8 @@ LEASE = 30.0
 DONE = queries.Finish("completed", 0, "ok", None, None, None, 5)
 PUBLIC = "93.184.215.14"
 MAX_BYTES = 1 << 20
+# The proxy instance asking (egress/entrypoint: its container's host name and start time).
+INSTANCE = "0123456789ab@2026-12-08T12:00:00.000000000Z"
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Proxy:
         port: int = 443,
         addresses: list[str] | None = None,
         token: str | None = None,
+        instance: str = INSTANCE,
     ) -> httpx.Response:
         question = {
             "user": user(job),
@@ -64,12 +67,15 @@ class Proxy:
             "port": port,
             "method": "CONNECT",
             "addresses": [PUBLIC] if addresses is None else addresses,
+            "proxy": instance,
         }
         return await self.post("/egress/check", question)
 
-    async def allow(self, job: ClaimedJob, host: str, port: int = 443) -> str:
+    async def allow(
+        self, job: ClaimedJob, host: str, port: int = 443, instance: str = INSTANCE
+    ) -> str:
         """Tower's yes to a request: its tag."""
-        answer = await self.check(job, host, port)
+        answer = await self.check(job, host, port, instance=instance)
         assert answer.status_code == 200, answer.text
         tag: str = answer.json()["tag"]
         return tag
@@ -313,6 +319,37 @@ async def test_a_request_the_proxy_refused_after_tower_s_yes_is_a_refusal(
     for _ in range(2):
         assert (await proxy.check(job, "pypi.org")).status_code == 200
     assert counted(proxy, "default", "refused") == 1
+
+
+async def test_a_restarted_proxy_s_first_question_closes_what_it_held_open_before(
+    db: Any, pool: Pool, proxy: Proxy
+) -> None:
+    """The requests a proxy instance let through end with it (a restart, a replaced
+    container: compose's or tower's own), and their log lines never come. The next
+    instance names itself with each question: its first about a job closes the job's
+    requests of the one before, and counts its own as any."""
+    job = await claim_with(db, ["pypi.org"])
+    bystander = await claim_with(db, ["pypi.org"])
+    before, after = INSTANCE, "0123456789ab@2026-12-08T12:05:00.000000000Z"
+    old = [await proxy.allow(job, "pypi.org", instance=before) for _ in range(2)]
+    left = await proxy.allow(bystander, "pypi.org", instance=before)
+    assert (await proxy.check(job, "pypi.org", instance=before)).status_code == 403
+
+    new = await proxy.allow(job, "pypi.org", instance=after)  # the old two are closed
+    await proxy.allow(job, "pypi.org", instance=after)
+    bound = await proxy.check(job, "pypi.org", instance=after)  # the new two are not
+    assert bound.status_code == 403 and "EGRESS_MAX_CONNECTIONS" in bound.json()["reason"]
+    # An end the old instance did report late closes nothing of the new one's.
+    await proxy.done(job, "pypi.org", 10, old[0])
+    assert proxy.ends_refused("not_open") == 1
+    assert (await proxy.check(job, "pypi.org", instance=after)).status_code == 403
+    await proxy.done(job, "pypi.org", 20, new)  # the new one's own end: room for one
+    assert (await proxy.check(job, "pypi.org", instance=after)).status_code == 200
+    record = await get_job(pool, job.job_id, None)
+    assert record.egress is not None and record.egress.bytes == 20
+    # Each job's own: the bystander, not asked about since, still holds its request.
+    await proxy.done(bystander, "pypi.org", 30, left)
+    assert [e["bytes"] for e in await egress_events(db, bystander.job_id)] == [30]
 
 
 async def test_connections_at_once_are_bounded_and_the_record_says_so(

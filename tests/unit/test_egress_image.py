@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import json
 import re
 import subprocess
 import sys
@@ -249,6 +250,39 @@ def test_over_tcp_the_helpers_ask_each_address_of_the_tower_s_name() -> None:
         assert seen == ["/egress/health"]
         helper.TOWER_URL = "http://nowhere.invalid:1"
         assert helper.probe(["0"]) == "ERR"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_check_names_the_proxy_instance_and_passes_tower_s_tag_to_squid() -> None:
+    helper = _module("helper")
+    questions: list[dict[str, object]] = []
+    answers = [{"allowed": True, "tag": TAG}, {"allowed": True}]
+
+    class Tower(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            questions.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            body = json.dumps(answers.pop(0)).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Tower)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        helper.TOWER_URL = f"http://127.0.0.1:{server.server_address[1]}"
+        helper.INSTANCE = "0123456789ab@2026-12-08T12:00:00.000000000Z"
+        question = ["job-0123456789ab.2", "localhost", "443", "CONNECT", "tok"]
+        assert helper.check(question) == f"OK tag={TAG}"
+        assert questions[0]["proxy"] == helper.INSTANCE and questions[0]["token"] == "tok"
+        # A yes without a tag would leave the request's end unprovable: refused.
+        assert helper.check(question).startswith("ERR message=")
     finally:
         server.shutdown()
         server.server_close()

@@ -196,8 +196,10 @@ job_events = Table(
 # What a job's requests through the egress proxy added up to (tower/egress): a row from
 # its first request on. `open_serials` holds the serials of those allowed and not yet ended
 # (their number bounded by EGRESS_MAX_CONNECTIONS; a serial is `allowed` when its request
-# was let go, signed into the tag that reports its end: tower/egress/tags.py), `bytes`
-# what ended ones moved (bounded by EGRESS_MAX_BYTES);
+# was let go, signed into the tag that reports its end: tower/egress/tags.py), let through
+# by the proxy instance `proxy_instance` (a question from another closes them: that
+# instance ended, and they with it), `bytes` what ended ones moved (bounded by
+# EGRESS_MAX_BYTES);
 # `refused` lists distinct refused hosts with the reason (at most 50; refused_count counts
 # all), `limited` says which bound refused the job, once one did.
 job_egress = Table(
@@ -210,6 +212,7 @@ job_egress = Table(
     Column("refused", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("refused_count", Integer, nullable=False, server_default=text("0")),
     Column("limited", Text),
+    Column("proxy_instance", Text),
 )
 
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "stopped")

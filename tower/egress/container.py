@@ -37,7 +37,6 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from tower.db.pool import Pool
-from tower.egress import queries
 from tower.egress.listener import egress_socket
 from tower.errors import Invalid, TowerError, one_line
 from tower.execution.docker import queries as docker_queries
@@ -188,16 +187,14 @@ class EgressHost:
 async def ensure_egress_once(
     db: Pool, calls: DockerCalls, settings: Settings, slot: int | None
 ) -> str:
-    """ensure_egress, one replica at a time. A new container holds none of the requests
-    counted open against the jobs' bounds: they ended with the one it replaced (whose
-    log lines will never come), so their counts go."""
+    """ensure_egress, one replica at a time. (The requests a replaced container held open
+    are closed by the new one's first question about each job: tower/egress/queries.py
+    OPEN_REQUEST, as after any restart of the proxy.)"""
     async with db.acquire() as connection:
         key = f"egress:{settings.egress_container}"
         await connection.execute(docker_queries.NETWORK_LOCK, key)
         try:
-            container_id, created = await calls(ensure_egress, settings, slot)
-            if created:
-                await queries.forget_open_requests(connection)
+            container_id: str = await calls(ensure_egress, settings, slot)
             return container_id
         finally:
             await connection.execute(docker_queries.NETWORK_UNLOCK, key)
@@ -205,10 +202,9 @@ async def ensure_egress_once(
 
 def ensure_egress(
     client: docker.DockerClient, settings: Settings, slot: int | None = None, say: Say = log.info
-) -> tuple[str, bool]:
-    """The running proxy container's id, and whether it was created now: created or
-    replaced as needed; replaced too when it runs but cannot reach this replica's slot
-    (a state dir made again)."""
+) -> str:
+    """The running proxy container's id: created or replaced as needed; replaced too when
+    it runs but cannot reach this replica's slot (a state dir made again)."""
     try:
         image_id = str(client.images.get(settings.egress_image).id)
         spec = egress_spec(settings, image_id)
@@ -220,11 +216,10 @@ def ensure_egress(
             with contextlib.suppress(NotFound):
                 container.remove(force=True)
             container = None
-        created = container is None
         if container is None:
             container = _create(client, spec, say)
             _wait_ready(client, container, settings, slot, say)
-        return str(container.id), created
+        return str(container.id)
     except ImageNotFound as exc:
         raise EgressFailure(
             f"egress image {settings.egress_image} is not present; "

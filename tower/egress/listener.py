@@ -13,7 +13,7 @@ every report of a request's end the tag tower's yes gave it (tower/egress/tags.p
 
 Routes (JSON bodies, bounded; the helpers are the only callers):
   POST /egress/auth   {user, token}                       200 yes, 401 no
-  POST /egress/check  {user, token, host, port, method, addresses, resolve_error}
+  POST /egress/check  {user, token, host, port, method, addresses, resolve_error, proxy}
                                                           200 go {tag}, 403 {reason}
   POST /egress/done   {entries: [{user, host, port, method, status, bytes, refused, tag}]}
                                                           204 (ends whose tag does not
@@ -72,6 +72,8 @@ class CheckBody(Body):
     method: Annotated[str, Field(max_length=32)] = ""
     addresses: list[Annotated[str, Field(max_length=64)]] = Field(default=[], max_length=64)
     resolve_error: Text | None = None
+    # The proxy instance asking: its container's host name and start time.
+    proxy: Annotated[str, Field(max_length=128)] = ""
 
 
 class EndedBody(Body):
@@ -132,6 +134,7 @@ def egress_app(pool: Pool, settings: Settings, metrics: TowerMetrics, key: bytes
             body.method,
             body.addresses,
             body.resolve_error,
+            body.proxy,
         )
         decision = await service.decide(pool, settings, metrics, key, question)
         if decision.reason is None:

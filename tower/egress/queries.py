@@ -36,14 +36,21 @@ FROM jobs
 WHERE job_id = $1 AND attempt = $2 AND status = 'running' AND gateway_token_sha256 = $3
 """
 
-# Count one more request of job $1 as open, unless $2 are open already or its bytes have
-# reached $3: its serial (the job's count of allowed requests, this one included) comes
-# back when it was counted, nothing when a bound refused it.
+# Count one more request of job $1 as open, let through by the proxy instance $4, unless
+# $2 are open already or its bytes have reached $3: its serial (the job's count of allowed
+# requests, this one included) comes back when it was counted, nothing when a bound
+# refused it. The requests another instance let through are closed first: that instance
+# is gone (one proxy at a time), and they ended with it, their log lines never to come.
 OPEN_REQUEST = """
-INSERT INTO job_egress AS e (job_id, open_serials, allowed) VALUES ($1, ARRAY[1], 1)
-ON CONFLICT (job_id) DO UPDATE
-    SET open_serials = e.open_serials || (e.allowed + 1), allowed = e.allowed + 1
-    WHERE cardinality(e.open_serials) < $2 AND e.bytes < $3
+INSERT INTO job_egress AS e (job_id, open_serials, allowed, proxy_instance)
+VALUES ($1, ARRAY[1], 1, $4)
+ON CONFLICT (job_id) DO UPDATE SET
+    open_serials = CASE WHEN e.proxy_instance IS DISTINCT FROM $4 THEN ARRAY[e.allowed + 1]
+                        ELSE e.open_serials || (e.allowed + 1) END,
+    allowed = e.allowed + 1,
+    proxy_instance = $4
+WHERE (cardinality(e.open_serials) < $2 OR e.proxy_instance IS DISTINCT FROM $4)
+  AND e.bytes < $3
 RETURNING allowed
 """
 
@@ -127,19 +134,12 @@ WITH ended AS (
     (SELECT profile FROM jobs WHERE job_id = $1 AND EXISTS (SELECT 1 FROM ended)) AS profile
 """
 
-# A new proxy container: what the one before it counted open has ended with it.
-FORGET_OPEN_REQUESTS = "UPDATE job_egress SET open_serials = '{}' WHERE open_serials <> '{}'"
-
 # The key of the ends' tags (tower/egress/tags.py): made by the first replica to start,
 # read by every other (tower_secrets, as the webhook secret).
 INSERT_END_KEY = """
 INSERT INTO tower_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING
 """
 END_KEY = "SELECT value FROM tower_secrets WHERE name = $1"
-
-
-async def forget_open_requests(connection: Connection) -> None:
-    await connection.execute(FORGET_OPEN_REQUESTS)
 
 
 async def commit_without_waiting(connection: Connection) -> None:
@@ -165,11 +165,11 @@ async def running_attempt(
 
 
 async def open_request(
-    connection: Connection, job_id: str, max_open: int, max_bytes: int
+    connection: Connection, job_id: str, proxy: str, max_open: int, max_bytes: int
 ) -> int | tuple[int, int]:
     """The request's serial when counted; else (open, bytes) as they stand against the
     bounds."""
-    serial = await connection.fetchval(OPEN_REQUEST, job_id, max_open, max_bytes)
+    serial = await connection.fetchval(OPEN_REQUEST, job_id, max_open, max_bytes, proxy)
     if serial is not None:
         return int(serial)
     row = await connection.fetchrow(USAGE, job_id)

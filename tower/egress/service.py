@@ -5,8 +5,9 @@ The proxy's helpers (egress/helper.py) ask, for each request:
    (`<job id>.<attempt>`), and has that job an allow-list? (squid keeps a yes for
    EGRESS_AUTH_CACHE_SECONDS; a finished attempt's token also fails step 2 at once)
 2. decide: may that attempt reach host:port, whose addresses the proxy resolved? A yes
-   counts the request as open against EGRESS_MAX_CONNECTIONS; a no is a job event and a
-   line of the job's record at once.
+   counts the request as open against EGRESS_MAX_CONNECTIONS (and closes the job's
+   requests an earlier instance of the proxy let through: they ended with it); a no is a
+   job event and a line of the job's record at once.
 3. ended: an allowed request ended, having moved so many bytes (its event, and the bytes
    that EGRESS_MAX_BYTES bounds); or squid refused it after tower's yes, its own lookup
    of the name having given a non-public address (a refusal, as if tower had refused it).
@@ -76,6 +77,8 @@ class Question:
     method: str
     addresses: Sequence[str]
     resolve_error: str | None = None
+    # Which instance of the proxy asks (its container's host name and start time).
+    proxy: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,9 @@ async def decide(
         )
         limited, serial = None, 0
         if reason is None:
-            reason, limited, serial = await _within_bounds(connection, settings, attempt.job_id)
+            reason, limited, serial = await _within_bounds(
+                connection, settings, attempt.job_id, question.proxy
+            )
         if reason is not None:
             await _refused(connection, attempt, question, host, reason, limited)
     metrics.egress_decided(profile, reason is None)
@@ -166,12 +171,12 @@ async def decide(
 
 
 async def _within_bounds(
-    connection: Connection, settings: Settings, job_id: str
+    connection: Connection, settings: Settings, job_id: str, proxy: str
 ) -> tuple[str | None, str | None, int]:
     """(None, None, the request's serial) when it is counted open; else (why not, which
     bound, 0)."""
     max_open, max_bytes = int(settings.egress_max_connections), int(settings.egress_max_bytes)
-    usage = await queries.open_request(connection, job_id, max_open, max_bytes)
+    usage = await queries.open_request(connection, job_id, proxy, max_open, max_bytes)
     if isinstance(usage, int):
         return None, None, usage
     _open, moved = usage
