@@ -206,7 +206,9 @@ async def test_two_replicas_fill_together_without_overshoot(
     async with db.acquire() as blocker, blocker.transaction():
         # Inserts wait on this table lock; counting does not. Four rounds from two
         # replicas all reach the point of reserving before any can: without the per-host
-        # fill lock each would count an empty pool and reserve three.
+        # fill lock each would count an empty pool and reserve three. The replicas' own
+        # timed rounds (every DEMAND_TICK) may queue behind the lock too: more rounds in
+        # the race, the same answer expected.
         await blocker.execute("LOCK TABLE pool_slots IN EXCLUSIVE MODE")
         rounds = [asyncio.create_task(r.fill_once()) for r in (first, second, first, second)]
         await until("four fill rounds waiting on locks", lambda: waiting_on_locks(db, 4))
@@ -217,11 +219,12 @@ async def test_two_replicas_fill_together_without_overshoot(
 
 
 async def waiting_on_locks(db: Pool, n: int) -> bool:
+    """At least `n` lock requests wait in the test's database."""
     waiting = await db.fetchval(
         "SELECT count(*) FROM pg_locks WHERE NOT granted"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
-    return bool(waiting == n)
+    return bool(waiting >= n)
 
 
 async def test_stopping_leaves_ready_containers_for_the_next_start(
