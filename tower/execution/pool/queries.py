@@ -78,9 +78,15 @@ RETURNING slot_id, container_id
 # queued jobs another host will claim, so each prepares for all of them, within POOL_MAX.
 # With the ready slots of the pool's key: while jobs queue and warm workers wait for them,
 # the pool neither creates nor removes (a burst keeps the host's CPU for its jobs).
+# Also the jobs submitted in the last $4 seconds, whatever their state: a burst's first
+# jobs, run on the pool's warm workers, are over before its last ones are submitted, and
+# pending + running alone undercounts it (48 of a burst of 50, so 2 of the next burst ran
+# cold). A range of the jobs_created index.
 DEMAND = """
 SELECT (SELECT count(*) FROM jobs WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM jobs WHERE status = 'running') AS running,
+       (SELECT count(*) FROM jobs
+        WHERE created_at > now() - make_interval(secs => $4)) AS arrived,
        (SELECT count(*) FROM pool_slots
         WHERE docker_host = $1 AND image = $2 AND config_hash = $3 AND status = 'ready') AS ready
 """
@@ -204,15 +210,21 @@ async def trim(pool: Pool, key: PoolKey, size: int) -> list[SlotRow]:
         return _slot_rows(await connection.fetch(TRIM, *_key_args(key), size, have))
 
 
+# How far back a job's submission counts as demand (DEMAND): longer than a burst takes to
+# submit, shorter than a warm job takes to be followed by the next burst.
+ARRIVALS_SECONDS = 2.0
+
+
 @dataclass(frozen=True)
 class Demand:
     pending: int  # jobs queued, across replicas
     running: int  # jobs running, across replicas
     ready: int  # ready slots of the key asked about
+    arrived: int = 0  # jobs submitted in the last ARRIVALS_SECONDS, across replicas
 
     @property
     def jobs(self) -> int:
-        return self.pending + self.running
+        return max(self.pending + self.running, self.arrived)
 
     @property
     def burst(self) -> bool:
@@ -221,9 +233,9 @@ class Demand:
 
 
 async def demand(pool: Pool, key: PoolKey) -> Demand:
-    row = await pool.fetchrow(DEMAND, *_key_args(key))
+    row = await pool.fetchrow(DEMAND, *_key_args(key), ARRIVALS_SECONDS)
     assert row is not None
-    return Demand(row["pending"], row["running"], row["ready"])
+    return Demand(row["pending"], row["running"], row["ready"], row["arrived"])
 
 
 async def mark_ready(pool: Pool, slot_id: str, container_id: str) -> bool:
