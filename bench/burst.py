@@ -75,6 +75,7 @@ SECOND_BURST_TARGET = 3.0
 PHASE = re.compile(r'^tower_job_phase_seconds_(sum|count)\{phase="(\w+)"\} (\S+)$', re.M)
 READY = "SELECT count(*) FROM pool_slots WHERE status IN ('ready', 'starting')"
 CONTAINERS = "SELECT count(*) FROM pool_slots"
+SETTLING = "SELECT count(*) FROM pool_slots WHERE status IN ('busy', 'starting')"
 SETTLE_DEADLINE = 600.0
 # Where each tower round logs (kept after the run, for a look at what it did).
 LOGS = Path(tempfile.gettempdir()) / "parpaing-bench-burst"
@@ -245,6 +246,9 @@ async def tower_side(url: str, db: str, args: argparse.Namespace, bare: Bare) ->
         figures.sustained = args.jobs / sustained.seconds * 60
         await until(_at_most(db, "SELECT count(*) FROM pool_slots WHERE status = 'busy'", 0))
         figures.sustained_clean = args.jobs / (time.perf_counter() - started) * 60
+        # The pool grows to the run's peak once its queue is served: the bare loop after
+        # must not share the machine with those creations.
+        await until(_at_most(db, SETTLING, 0))
         figures.bare_around.append(await asyncio.to_thread(bare.none_loop, args.jobs))
         print(f"  sustained: {figures.sustained:.0f} jobs/min", flush=True)
         report_phases("sustained", (await Phases.read(client)).since(before))
