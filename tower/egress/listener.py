@@ -1,11 +1,11 @@
 """Tower's answers to the egress proxy's helpers, on listeners of their own.
 
-Like the gateway's token check (tower/gateway/listener.py, whose slots this reuses), never
-on the API port. Where tower runs the proxy, on Unix sockets in the directory of
-GATEWAY_AUTH_SOCKET, which the proxy container mounts read-only: each replica on the host
-answers on its own slot, `egress-N.sock`, held by a lock on `egress-N.lock`; the proxy's
-helpers try slot 0 first, then the others (egress/helper.py), and any replica answers for
-any job. In compose, where the proxy is a service of its own, also on host:port
+Like the gateway's token check (tower/gateway/listener.py, whose slots and servers this
+reuses), never on the API port. Where tower runs the proxy, on Unix sockets in the
+directory of GATEWAY_AUTH_SOCKET, which the proxy container mounts read-only: each replica
+on the host answers on its own slot, `egress-N.sock`, held by a lock on `egress-N.lock`;
+the proxy's helpers try slot 0 first, then the others (egress/helper.py), and any replica
+answers for any job. In compose, where the proxy is a service of its own, also on host:port
 (EGRESS_LISTEN) on the network the towers share with it, as GATEWAY_AUTH_LISTEN is for the
 gateway: kept off any other network, every question about a request carries the job's
 token (which only the proxy sees, in the request's credentials), as the gateway's do, and
@@ -25,15 +25,10 @@ proxy refuses rather than guess.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,14 +38,13 @@ from starlette.routing import Route
 from tower.db.outage import DATABASE_ERRORS
 from tower.db.pool import Pool
 from tower.egress import service
-from tower.gateway.listener import SOCKET_MODE, SocketSlot, host_port, release_slot, take_slot
+from tower.gateway.listener import SlotListeners
 from tower.observability.metrics import TowerMetrics
 from tower.settings import Settings, egress_managed, gateway_auth_socket
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
-START_TIMEOUT = 10.0
 MAX_CONCURRENCY = 1024
 Text = Annotated[str, Field(max_length=512)]
 
@@ -186,84 +180,20 @@ def egress_app(pool: Pool, settings: Settings, metrics: TowerMetrics, key: bytes
     )
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server inside tower's own loop: the main server owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class EgressListener:
+class EgressListener(SlotListeners):
     """The egress app on this replica's slot (where tower runs the proxy) and on
     EGRESS_LISTEN (when set), until stop()."""
 
     def __init__(self) -> None:
-        self.slot: SocketSlot | None = None
-        self._servers: list[tuple[_EmbeddedServer, asyncio.Task[None]]] = []
+        # The helpers ask at most ~300 questions at once (9 processes of 32 threads): a
+        # flood beyond this bound is not the proxy's, and gets 503.
+        super().__init__("egress listener", MAX_CONCURRENCY)
 
     @classmethod
     async def start(cls, settings: Settings, pool: Pool, metrics: TowerMetrics) -> EgressListener:
         service.check_settings(settings)
         listener = cls()
         app = egress_app(pool, settings, metrics, await service.end_key(pool))
-        try:
-            if egress_managed(settings):
-                await listener._serve_unix(app, egress_socket(settings))
-            if settings.egress_listen:
-                host, port = host_port(settings.egress_listen, "egress_listen")
-                await listener._serve(_config(app, host=host, port=port))
-        except BaseException:
-            await listener.stop()
-            raise
+        base = egress_socket(settings) if egress_managed(settings) else None
+        await listener.serve(app, base, settings.egress_listen, "egress_listen")
         return listener
-
-    async def _serve_unix(self, app: Starlette, base: Path) -> None:
-        self.slot = await asyncio.to_thread(take_slot, base)
-        if self.slot is None:
-            log.warning("every egress socket beside %s is held: this replica serves none", base)
-            return
-        await self._serve(_config(app, uds=str(self.slot.path)))
-        # The proxy's helpers run as another user (squid's proxy) than tower.
-        await asyncio.to_thread(os.chmod, self.slot.path, SOCKET_MODE)
-
-    async def _serve(self, config: uvicorn.Config) -> None:
-        server = _EmbeddedServer(config)
-        task = asyncio.create_task(server.serve(), name="egress-listener")
-        self._servers.append((server, task))
-        deadline = asyncio.get_running_loop().time() + START_TIMEOUT
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the egress listener stopped during start-up")
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError("the egress listener did not start in time")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        for server, _task in self._servers:
-            server.should_exit = True
-        for _server, task in self._servers:
-            with contextlib.suppress(Exception, SystemExit):
-                await task
-        self._servers.clear()
-        if self.slot is not None:
-            await asyncio.to_thread(release_slot, self.slot)
-            self.slot = None
-
-
-def _config(
-    app: Starlette, *, uds: str | None = None, host: str = "127.0.0.1", port: int = 0
-) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        uds=uds,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        # The helpers ask at most ~300 questions at once (9 processes of 32 threads): a
-        # flood beyond this bound is not the proxy's, and gets 503.
-        limit_concurrency=MAX_CONCURRENCY,
-    )

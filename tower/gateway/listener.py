@@ -145,60 +145,75 @@ def release_slot(slot: SocketSlot) -> None:
     os.close(slot.lock_fd)
 
 
-class AuthListeners:
-    """The auth app served on each configured address until stop()."""
+class SlotListeners:
+    """An app served on this replica's slot beside a base socket and on host:port, until
+    stop(): the gateway's token check (AuthListeners), the egress proxy's questions
+    (tower/egress/listener.py)."""
 
-    def __init__(self) -> None:
-        self._servers: list[tuple[_EmbeddedServer, asyncio.Task[None]]] = []
+    def __init__(self, what: str, limit_concurrency: int | None = None) -> None:
+        self.what = what  # how logs and errors name it: "gateway auth listener"
+        self.limit_concurrency = limit_concurrency  # uvicorn's bound (None: none)
         self.slot: SocketSlot | None = None
+        self._servers: list[tuple[_EmbeddedServer, asyncio.Task[None]]] = []
 
     @property
     def socket(self) -> Path | None:
         return self.slot.path if self.slot is not None else None
 
-    @classmethod
-    async def start(
-        cls, settings: Settings, pool: Pool, *, unix_socket: bool, refused: Refused = _ignore
-    ) -> AuthListeners:
-        """`refused` counts the gateway's refusals of a running job's calls."""
-        listeners = cls()
-        app = auth_app(pool, refused)
+    async def serve(self, app: Starlette, base: Path | None, listen: str, field: str) -> None:
+        """Serve `app` on a free slot beside `base` (None: on no socket) and on `listen`
+        (host:port of setting `field`; "": on none). On a failure, stop what started."""
         try:
-            if unix_socket:
-                await listeners._serve_unix(app, gateway_auth_socket(settings))
-            if settings.gateway_auth_listen:
-                host, port = host_port(settings.gateway_auth_listen, "gateway_auth_listen")
-                await listeners._serve(_config(app, host=host, port=port))
+            if base is not None:
+                await self._serve_unix(app, base)
+            if listen:
+                host, port = host_port(listen, field)
+                await self._serve(self._config(app, host=host, port=port))
         except BaseException:
-            await listeners.stop()
+            await self.stop()
             raise
-        return listeners
 
     async def _serve_unix(self, app: Starlette, base: Path) -> None:
         self.slot = await asyncio.to_thread(take_slot, base)
         if self.slot is None:
             log.warning(
-                "all %d gateway token-check sockets beside %s are held by other replicas: "
-                "this one serves none (the others answer for its jobs)",
+                "the %s's %d sockets beside %s are all held by other replicas: this one "
+                "serves none (the others answer for its jobs)",
+                self.what,
                 AUTH_SLOTS,
                 base,
             )
             return
-        await self._serve(_config(app, uds=str(self.slot.path)))
+        await self._serve(self._config(app, uds=str(self.slot.path)))
+        # Who connects (the gateway's nginx, the proxy's helpers) runs as another user.
         await asyncio.to_thread(os.chmod, self.slot.path, SOCKET_MODE)
 
     async def _serve(self, config: uvicorn.Config) -> None:
         server = _EmbeddedServer(config)
-        task = asyncio.create_task(server.serve(), name="gateway-auth")
+        task = asyncio.create_task(server.serve(), name=self.what)
         self._servers.append((server, task))
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT
         while not server.started:
             if task.done():
                 task.result()
-                raise RuntimeError("the gateway auth listener stopped during start-up")
+                raise RuntimeError(f"the {self.what} stopped during start-up")
             if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError("the gateway auth listener did not start in time")
+                raise RuntimeError(f"the {self.what} did not start in time")
             await asyncio.sleep(0.01)
+
+    def _config(
+        self, app: Starlette, *, uds: str | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,
+            uds=uds,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            limit_concurrency=self.limit_concurrency,
+        )
 
     async def stop(self) -> None:
         for server, _task in self._servers:
@@ -212,12 +227,22 @@ class AuthListeners:
             self.slot = None
 
 
-def _config(
-    app: Starlette, *, uds: str | None = None, host: str = "127.0.0.1", port: int = 0
-) -> uvicorn.Config:
-    return uvicorn.Config(
-        app, uds=uds, host=host, port=port, log_level="warning", lifespan="off", access_log=False
-    )
+class AuthListeners(SlotListeners):
+    """The auth app served on each configured address until stop()."""
+
+    def __init__(self) -> None:
+        super().__init__("gateway auth listener")
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, pool: Pool, *, unix_socket: bool, refused: Refused = _ignore
+    ) -> AuthListeners:
+        """`refused` counts the gateway's refusals of a running job's calls."""
+        listeners = cls()
+        base = gateway_auth_socket(settings) if unix_socket else None
+        app = auth_app(pool, refused)
+        await listeners.serve(app, base, settings.gateway_auth_listen, "gateway_auth_listen")
+        return listeners
 
 
 def host_port(listen: str, field: str) -> tuple[str, int]:
