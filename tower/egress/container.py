@@ -1,5 +1,6 @@
 """The egress proxy's container: created, kept, replaced and probed by tower, like the
-gateway's (tower/gateway/container.py, whose network helper this reuses).
+gateway's (tower/gateway/container.py, whose network helper this reuses; the life both
+share is tower/execution/docker/sidecar.py).
 
 - its name is EGRESS_CONTAINER; a label holds a digest of everything it was created with
   (image ID, environment, mounts, extra hosts, options): when that differs from what tower
@@ -19,27 +20,21 @@ tower then only probes it, by its container's name.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
+import functools
 import logging
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
 import requests
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import DockerException
 from docker.models.containers import Container
 
 from tower.db.pool import Pool
 from tower.egress.listener import egress_socket
 from tower.errors import Invalid, TowerError, one_line
-from tower.execution.docker import queries as docker_queries
+from tower.execution.docker import sidecar
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import DockerFailure
 from tower.execution.docker.network import ensure_socket_volume
@@ -53,7 +48,6 @@ log = logging.getLogger(__name__)
 
 ROLE_LABEL = "parpaing.role"
 EGRESS_ROLE = "egress-proxy"
-HASH_LABEL = "parpaing.config_hash"
 # Bump when the container options below change, so running proxies are replaced.
 EGRESS_OPTIONS_VERSION = 1
 PROBE_PORT = 3129
@@ -63,9 +57,11 @@ SOCKET_MOUNT = "/run/parpaing"
 # Debian's proxy user, squid's, which owns the workers' socket (egress/Dockerfile).
 PROXY_UID = 13
 HEALTH_TIMEOUT = 2.0
+# What squid's probe port means by a 403: its helper got no answer from this replica.
+REFUSED = {403: "the egress proxy answers but cannot reach this tower"}
 READY_TIMEOUT = 30.0
 
-Say = Callable[[str], None]
+Say = sidecar.Say
 
 
 class EgressFailure(DockerFailure):
@@ -93,7 +89,7 @@ class EgressSpec:
             "extra_hosts": dict(sorted(self.extra_hosts.items())),
             "options": EGRESS_OPTIONS_VERSION,
         }
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        return sidecar.digest(fields)
 
 
 def extra_hosts(text: str) -> dict[str, str]:
@@ -139,7 +135,7 @@ def container_options(spec: EgressSpec) -> dict[str, Any]:
         "image": spec.image,
         "name": spec.name,
         "environment": dict(spec.environment),
-        "labels": {ROLE_LABEL: EGRESS_ROLE, HASH_LABEL: spec.digest()},
+        "labels": {ROLE_LABEL: EGRESS_ROLE, sidecar.HASH_LABEL: spec.digest()},
         "read_only": True,
         "tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=64m"},
         "cap_drop": ["ALL"],
@@ -190,14 +186,8 @@ async def ensure_egress_once(
     """ensure_egress, one replica at a time. (The requests a replaced container held open
     are closed by the new one's first question about each job: tower/egress/queries.py
     OPEN_REQUEST, as after any restart of the proxy.)"""
-    async with db.acquire() as connection:
-        key = f"egress:{settings.egress_container}"
-        await connection.execute(docker_queries.NETWORK_LOCK, key)
-        try:
-            container_id: str = await calls(ensure_egress, settings, slot)
-            return container_id
-        finally:
-            await connection.execute(docker_queries.NETWORK_UNLOCK, key)
+    key = f"egress:{settings.egress_container}"
+    return await sidecar.one_at_a_time(db, calls, key, ensure_egress, settings, slot)
 
 
 def ensure_egress(
@@ -205,95 +195,50 @@ def ensure_egress(
 ) -> str:
     """The running proxy container's id: created or replaced as needed; replaced too when
     it runs but cannot reach this replica's slot (a state dir made again)."""
-    try:
+    image = f"egress image {settings.egress_image}"
+    with sidecar.failures_as(EgressFailure, image, "egress proxy container"):
         image_id = str(client.images.get(settings.egress_image).id)
         spec = egress_spec(settings, image_id)
         ensure_egress_network(client, spec.net)
         ensure_socket_volume(client, spec.workers_socket_volume, PROXY_UID, EGRESS_ROLE)
-        container = _current(client, spec, say)
-        if container is not None and not _reaches_tower(client, container, settings, slot):
+        wanted = _sidecar(spec)
+        # Squid answers its probe port only when its helper reached this replica's slot.
+        ready = functools.partial(probe_egress, settings, slot, HEALTH_TIMEOUT, client)
+        container = sidecar.current(client, wanted, say)
+        if container is not None and not _reaches_tower(wanted, container, ready):
             say(f"replacing the egress proxy {spec.name}: it cannot reach this tower")
-            with contextlib.suppress(NotFound):
-                container.remove(force=True)
+            sidecar.remove(container)
             container = None
         if container is None:
-            container = _create(client, spec, say)
-            _wait_ready(client, container, settings, slot, say)
+            container = sidecar.create(client, wanted, say)
+            # A setting render.py refused: it exits, and its last words name the variable.
+            sidecar.wait_ready(wanted, container, ready, say)
         return str(container.id)
-    except ImageNotFound as exc:
-        raise EgressFailure(
-            f"egress image {settings.egress_image} is not present; "
-            "run `parpaing images build` (or restart `parpaing serve`, which builds it)"
-        ) from exc
-    except (DockerException, requests.RequestException) as exc:
-        raise EgressFailure(f"egress proxy container: {one_line(exc)}") from exc
 
 
-def _current(client: docker.DockerClient, spec: EgressSpec, say: Say) -> Container | None:
-    """The existing container when it was made from this spec; otherwise it is removed."""
-    try:
-        container = client.containers.get(spec.name)
-    except NotFound:
-        return None
-    if container.labels.get(HASH_LABEL) == spec.digest():
-        if container.status != "running":
-            say(f"starting the egress proxy {spec.name}")
-            container.start()
-        return container
-    say(f"replacing the egress proxy {spec.name} (its image or configuration changed)")
-    with contextlib.suppress(NotFound):
-        container.remove(force=True)
-    return None
+def _sidecar(spec: EgressSpec) -> sidecar.Sidecar:
+    return sidecar.Sidecar(
+        kind="egress proxy",
+        name=spec.name,
+        image=spec.image,
+        digest=spec.digest(),
+        options=container_options(spec),
+        socket_dir=spec.socket_dir,
+        ready_timeout=READY_TIMEOUT,
+        failure=EgressFailure,
+    )
 
 
 def _reaches_tower(
-    client: docker.DockerClient, container: Container, settings: Settings, slot: int | None
+    wanted: sidecar.Sidecar, container: Container, ready: Callable[[], Probe]
 ) -> bool:
     """Whether the kept container answers this replica's probe (within READY_TIMEOUT:
     it may be starting)."""
     try:
-        _wait_ready(client, container, settings, slot, lambda _: None)
+        sidecar.wait_ready(wanted, container, ready, lambda _: None)
     except EgressFailure:
         return False
     return True
-
-
-def _create(client: docker.DockerClient, spec: EgressSpec, say: Say) -> Container:
-    say(f"starting the egress proxy {spec.name} ({spec.image[:19]})")
-    Path(spec.socket_dir).mkdir(parents=True, exist_ok=True)
-    container: Container = client.containers.create(**container_options(spec))
-    try:
-        container.start()
-    except BaseException:
-        with contextlib.suppress(DockerException):
-            container.remove(force=True)
-        raise
-    return container
-
-
-def _wait_ready(
-    client: docker.DockerClient,
-    container: Container,
-    settings: Settings,
-    slot: int | None,
-    say: Say,
-) -> None:
-    """Until the proxy answers this replica's probe; if it exits instead (render.py
-    refused a setting), fail with its last words, which name the variable."""
-    end = time.monotonic() + READY_TIMEOUT
-    while True:
-        result = probe_egress(settings, slot, HEALTH_TIMEOUT, client)
-        if result.ok:
-            say(f"egress proxy {container.name} is ready")
-            return
-        container.reload()
-        if container.status in ("exited", "dead", "restarting") or time.monotonic() > end:
-            tail = container.logs(tail=5).decode(errors="replace").strip()
-            raise EgressFailure(
-                f"egress proxy {container.name} is {container.status}, not answering: "
-                f"{' | '.join(tail.splitlines()) or result.detail}"
-            )
-        time.sleep(0.1)
 
 
 # --- health -----------------------------------------------------------------------------
@@ -320,32 +265,11 @@ def probe_egress(
     else:
         address = settings.egress_container
     url = f"http://{address}:{PROBE_PORT}{PROBE_PATH}"
-    request = urllib.request.Request(url, headers={SLOT_HEADER: str(slot or 0)})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            if reply.status == 200:
-                return Probe(True, "the egress proxy reaches tower")
-            return Probe(False, f"{url} answered {reply.status}")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 403:
-            return Probe(False, "the egress proxy answers but cannot reach this tower")
-        return Probe(False, f"{url} answered {exc.code}")
-    except OSError as exc:
-        return Probe(False, f"{url}: {one_line(exc)}")
+    found = sidecar.ask(url, timeout, {SLOT_HEADER: str(slot or 0)}, REFUSED)
+    return Probe(True, "the egress proxy reaches tower") if found.ok else found
 
 
 def _address(settings: Settings, client: docker.DockerClient | None) -> str | None:
-    if client is None:
-        own = docker.from_env(timeout=int(HEALTH_TIMEOUT) + 1)
-        try:
-            return _address(settings, own)
-        finally:
-            own.close()
-    try:
-        container = client.containers.get(settings.egress_container)
-    except NotFound:
-        return None
-    if container.status != "running":
-        return None
-    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
-    return str((networks.get(settings.egress_net) or {}).get("IPAddress") or "") or None
+    name, net = settings.egress_container, settings.egress_net
+    _state, address = sidecar.locate(client, name, net, int(HEALTH_TIMEOUT) + 1)
+    return address

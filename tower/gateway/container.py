@@ -14,32 +14,27 @@ makes sure one container of it runs with the configuration this tower holds:
 - it must reach this replica's socket end to end: a container whose mount shows another
   directory (the state dir was deleted and made again) is replaced, even when its
   configuration is unchanged.
-Replicas sharing a Docker host do this one at a time (a PostgreSQL advisory lock).
+Replicas sharing a Docker host do this one at a time (a PostgreSQL advisory lock). The
+life it shares with the egress proxy's container is tower/execution/docker/sidecar.py.
 Compose runs the gateway itself (GATEWAY_MANAGED=false), socket volume included; tower
 then has nothing to do for it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import time
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
 import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException
 from docker.models.containers import Container
 
 from tower.db.pool import Pool
-from tower.errors import TowerError, one_line
-from tower.execution.docker import queries as docker_queries
+from tower.errors import TowerError
+from tower.execution.docker import sidecar
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import DockerFailure
 from tower.execution.docker.network import ensure_socket_volume
@@ -59,7 +54,7 @@ log = logging.getLogger(__name__)
 
 ROLE_LABEL = "parpaing.role"
 GATEWAY_ROLE = "gateway"
-HASH_LABEL = "parpaing.config_hash"
+HASH_LABEL = sidecar.HASH_LABEL
 # Bump when the container options below change, so running gateways are replaced.
 # 2: the workers' socket volume; off the workers' network (there is none any more).
 # 3: one token-check socket per replica (TOWER_AUTH_SOCKET, TOWER_AUTH_SLOTS).
@@ -69,7 +64,7 @@ SOCKET_MOUNT = "/run/parpaing"
 HEALTH_TIMEOUT = 2.0
 READY_TIMEOUT = 20.0
 
-Say = Callable[[str], None]
+Say = sidecar.Say
 
 
 class GatewayFailure(DockerFailure):
@@ -95,7 +90,7 @@ class GatewaySpec:
             "egress_net": self.egress_net,
             "options": GATEWAY_OPTIONS_VERSION,
         }
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        return sidecar.digest(fields)
 
 
 def gateway_environment(settings: Settings) -> dict[str, str]:
@@ -187,13 +182,8 @@ async def ensure_gateway_once(
     db: Pool, calls: DockerCalls, settings: Settings, auth_slot: int | None
 ) -> str:
     """ensure_gateway, one replica at a time, checking it reaches this replica."""
-    async with db.acquire() as connection:
-        key = f"gateway:{gateway_container(settings)}"
-        await connection.execute(docker_queries.NETWORK_LOCK, key)
-        try:
-            return await calls(ensure_gateway, settings, auth_slot, True)
-        finally:
-            await connection.execute(docker_queries.NETWORK_UNLOCK, key)
+    key = f"gateway:{gateway_container(settings)}"
+    return await sidecar.one_at_a_time(db, calls, key, ensure_gateway, settings, auth_slot, True)
 
 
 def ensure_gateway(
@@ -206,27 +196,24 @@ def ensure_gateway(
     """The running gateway container's id, created or replaced as needed. With
     `check_tower` (a tower serving its token check calls this), also replaced when it runs
     but cannot reach that check on socket `auth_slot` (None: on any replica's)."""
-    try:
+    image = f"gateway image {settings.gateway_image}"
+    with sidecar.failures_as(GatewayFailure, image, "gateway container"):
         image_id = str(client.images.get(settings.gateway_image).id)
         spec = gateway_spec(settings, image_id)
         ensure_egress_network(client, spec.egress_net)
         ensure_socket_volume(client, spec.workers_socket_volume)
-        container = _current(client, spec, say)
+        wanted = _sidecar(spec)
+        container = sidecar.current(client, wanted, say)
         if container is not None and check_tower:
-            container = _kept_if_it_reaches_tower(client, container, settings, auth_slot, say)
+            container = _kept_if_it_reaches_tower(
+                client, wanted, container, settings, auth_slot, say
+            )
         if container is None:
-            container = _create(client, spec, say)
-            _wait_ready(container, settings, say)
+            container = sidecar.create(client, wanted, say)
+            _wait_ready(wanted, container, settings, say)
             if check_tower:
                 _check_tower_reached(client, container, settings, auth_slot)
         return str(container.id)
-    except ImageNotFound as exc:
-        raise GatewayFailure(
-            f"gateway image {settings.gateway_image} is not present; "
-            "run `parpaing images build` (or restart `parpaing serve`, which builds it)"
-        ) from exc
-    except (DockerException, requests.RequestException) as exc:
-        raise GatewayFailure(f"gateway container: {one_line(exc)}") from exc
 
 
 def ensure_egress_network(client: docker.DockerClient, name: str) -> None:
@@ -241,25 +228,22 @@ def ensure_egress_network(client: docker.DockerClient, name: str) -> None:
             raise
 
 
-def _current(client: docker.DockerClient, spec: GatewaySpec, say: Say) -> Container | None:
-    """The existing container when it was made from this spec; otherwise it is removed."""
-    try:
-        container = client.containers.get(spec.name)
-    except NotFound:
-        return None
-    if container.labels.get(HASH_LABEL) == spec.digest():
-        if container.status != "running":
-            say(f"starting the gateway container {spec.name}")
-            container.start()
-        return container
-    say(f"replacing the gateway container {spec.name} (its image or configuration changed)")
-    with contextlib.suppress(NotFound):
-        container.remove(force=True)
-    return None
+def _sidecar(spec: GatewaySpec) -> sidecar.Sidecar:
+    return sidecar.Sidecar(
+        kind="gateway container",
+        name=spec.name,
+        image=spec.image,
+        digest=spec.digest(),
+        options=container_options(spec),
+        socket_dir=spec.socket_dir,
+        ready_timeout=READY_TIMEOUT,
+        failure=GatewayFailure,
+    )
 
 
 def _kept_if_it_reaches_tower(
     client: docker.DockerClient,
+    wanted: sidecar.Sidecar,
     container: Container,
     settings: Settings,
     auth_slot: int | None,
@@ -267,7 +251,7 @@ def _kept_if_it_reaches_tower(
 ) -> Container | None:
     """The kept container, or None once removed because it cannot ask this replica: its
     mount of the socket directory outlived the directory (a deleted state dir)."""
-    _wait_ready(container, settings, say)
+    _wait_ready(wanted, container, settings, say)
     reached = probe_tower_check(settings, auth_slot, HEALTH_TIMEOUT, client)
     if reached.ok:
         return container
@@ -275,8 +259,7 @@ def _kept_if_it_reaches_tower(
         f"replacing the gateway container {container.name}: it cannot reach this tower's "
         f"token check ({reached.detail})"
     )
-    with contextlib.suppress(NotFound):
-        container.remove(force=True)
+    sidecar.remove(container)
     return None
 
 
@@ -291,36 +274,12 @@ def _check_tower_reached(
         )
 
 
-def _create(client: docker.DockerClient, spec: GatewaySpec, say: Say) -> Container:
-    say(f"starting the gateway container {spec.name} ({spec.image[:19]})")
-    Path(spec.socket_dir).mkdir(parents=True, exist_ok=True)
-    container: Container = client.containers.create(**container_options(spec))
-    try:
-        container.start()
-    except BaseException:
-        with contextlib.suppress(DockerException):
-            container.remove(force=True)
-        raise
-    return container
-
-
-def _wait_ready(container: Container, settings: Settings, say: Say) -> None:
-    """Until the new gateway answers /health; if it exits instead (render-config refused a
+def _wait_ready(
+    wanted: sidecar.Sidecar, container: Container, settings: Settings, say: Say
+) -> None:
+    """Until the gateway answers /health; if it exits instead (render-config refused a
     setting), fail with its last words, which name the variable."""
-    end = time.monotonic() + READY_TIMEOUT
-    while True:
-        result = probe_gateway(settings)
-        if result.ok:
-            say(f"gateway {container.name} is ready")
-            return
-        container.reload()
-        if container.status in ("exited", "dead", "restarting") or time.monotonic() > end:
-            tail = container.logs(tail=5).decode(errors="replace").strip()
-            raise GatewayFailure(
-                f"gateway container {container.name} is {container.status}, not answering: "
-                f"{' | '.join(tail.splitlines()) or result.detail}"
-            )
-        time.sleep(0.1)
+    sidecar.wait_ready(wanted, container, lambda: probe_gateway(settings), say)
 
 
 # --- health -------------------------------------------------------------------------------
@@ -338,7 +297,7 @@ def probe_gateway(
     base, absent = _gateway_base(settings, timeout, client)
     if absent is not None:
         return absent
-    return _ask(f"{base}/health", timeout)
+    return sidecar.ask(f"{base}/health", timeout)
 
 
 def probe_tower_check(
@@ -354,7 +313,7 @@ def probe_tower_check(
     if absent is not None:
         return absent
     path = "/health/tower" if auth_slot is None else f"/health/tower/{auth_slot}"
-    found = _ask(base + path, timeout, {"x-api-key": tokens.mint()})
+    found = sidecar.ask(base + path, timeout, {"x-api-key": tokens.mint()})
     if found.ok:
         return Probe(True, "the gateway reaches tower's token check")
     return Probe(False, f"the gateway cannot reach tower's token check: {found.detail}")
@@ -365,46 +324,13 @@ def _gateway_base(
 ) -> tuple[str, Probe | None]:
     """(the gateway's base URL from here, a failed Probe when its container is not up)."""
     try:
-        state, address = _container_state(settings, timeout, client)
+        name, net = gateway_container(settings), settings.gateway_egress_net
+        state, address = sidecar.locate(client, name, net, max(1, int(timeout)))
     except (DockerException, requests.RequestException):
         state, address = "unknown", None
     if settings.gateway_managed and state in ("absent", "stopped"):
         return "", Probe(False, f"container {gateway_container(settings)} is {state}")
     return (f"http://{address}:{PORT}" if address else _base(settings)), None
-
-
-def _ask(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> Probe:
-    request = urllib.request.Request(url, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return Probe(reply.status == 200, f"{url} answered {reply.status}")
-    except OSError as exc:  # URLError and HTTPError are OSErrors
-        return Probe(False, f"{url}: {one_line(exc)}")
-
-
-def _container_state(
-    settings: Settings, timeout: float, client: docker.DockerClient | None
-) -> tuple[str, str | None]:
-    if client is not None:
-        return _container_address(settings, client)
-    own = docker.from_env(timeout=max(1, int(timeout)))
-    try:
-        return _container_address(settings, own)
-    finally:
-        own.close()
-
-
-def _container_address(settings: Settings, client: docker.DockerClient) -> tuple[str, str | None]:
-    """("absent" | "stopped" | "running", its address on the egress network)."""
-    try:
-        container = client.containers.get(gateway_container(settings))
-    except NotFound:
-        return "absent", None
-    if container.status != "running":
-        return "stopped", None
-    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
-    egress = networks.get(settings.gateway_egress_net) or {}
-    return "running", str(egress.get("IPAddress") or "") or None
 
 
 def _base(settings: Settings) -> str:
