@@ -46,7 +46,6 @@ from tower.settings import Settings, egress_managed, egress_socket_volume
 
 log = logging.getLogger(__name__)
 
-ROLE_LABEL = "parpaing.role"
 EGRESS_ROLE = "egress-proxy"
 # Bump when the container options below change, so running proxies are replaced.
 EGRESS_OPTIONS_VERSION = 1
@@ -79,17 +78,7 @@ class EgressSpec:
     extra_hosts: Mapping[str, str]
 
     def digest(self) -> str:
-        fields = {
-            "name": self.name,
-            "image": self.image,
-            "environment": dict(sorted(self.environment.items())),
-            "socket_dir": self.socket_dir,
-            "workers_socket_volume": self.workers_socket_volume,
-            "net": self.net,
-            "extra_hosts": dict(sorted(self.extra_hosts.items())),
-            "options": EGRESS_OPTIONS_VERSION,
-        }
-        return sidecar.digest(fields)
+        return sidecar.digest(self, EGRESS_OPTIONS_VERSION)
 
 
 def extra_hosts(text: str) -> dict[str, str]:
@@ -132,25 +121,14 @@ def container_options(spec: EgressSpec) -> dict[str, Any]:
     """Keyword arguments for containers.create: squid and its relay as proxy, nothing
     writable but /tmp and the workers' socket volume, no capabilities."""
     return {
-        "image": spec.image,
-        "name": spec.name,
+        **sidecar.locked_down(spec, EGRESS_ROLE, pids_limit=512),
         "environment": dict(spec.environment),
-        "labels": {ROLE_LABEL: EGRESS_ROLE, sidecar.HASH_LABEL: spec.digest()},
-        "read_only": True,
-        "tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=64m"},
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        "pids_limit": 512,
-        "mem_limit": "512m",
-        "init": True,
-        "restart_policy": {"Name": "unless-stopped"},
         "volumes": {
             spec.socket_dir: {"bind": SOCKET_MOUNT, "mode": "ro"},
             spec.workers_socket_volume: {"bind": EGRESS_SOCKET_DIR, "mode": "rw"},
         },
         "extra_hosts": dict(spec.extra_hosts),
         "network": spec.net,
-        "detach": True,
     }
 
 
@@ -201,7 +179,8 @@ def ensure_egress(
         spec = egress_spec(settings, image_id)
         ensure_egress_network(client, spec.net)
         ensure_socket_volume(client, spec.workers_socket_volume, PROXY_UID, EGRESS_ROLE)
-        wanted = _sidecar(spec)
+        options = container_options(spec)
+        wanted = sidecar.Sidecar("egress proxy", spec, options, READY_TIMEOUT, EgressFailure)
         # Squid answers its probe port only when its helper reached this replica's slot.
         ready = functools.partial(probe_egress, settings, slot, HEALTH_TIMEOUT, client)
         container = sidecar.current(client, wanted, say)
@@ -214,19 +193,6 @@ def ensure_egress(
             # A setting render.py refused: it exits, and its last words name the variable.
             sidecar.wait_ready(wanted, container, ready, say)
         return str(container.id)
-
-
-def _sidecar(spec: EgressSpec) -> sidecar.Sidecar:
-    return sidecar.Sidecar(
-        kind="egress proxy",
-        name=spec.name,
-        image=spec.image,
-        digest=spec.digest(),
-        options=container_options(spec),
-        socket_dir=spec.socket_dir,
-        ready_timeout=READY_TIMEOUT,
-        failure=EgressFailure,
-    )
 
 
 def _reaches_tower(

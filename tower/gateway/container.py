@@ -37,6 +37,7 @@ from tower.errors import TowerError
 from tower.execution.docker import sidecar
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import DockerFailure
+from tower.execution.docker.hardening import HASH_LABEL as HASH_LABEL  # tests read it here
 from tower.execution.docker.network import ensure_socket_volume
 from tower.execution.docker.probe import Probe
 from tower.execution.protocol import GATEWAY_SOCKET_DIR
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 ROLE_LABEL = "parpaing.role"
 GATEWAY_ROLE = "gateway"
-HASH_LABEL = sidecar.HASH_LABEL
 # Bump when the container options below change, so running gateways are replaced.
 # 2: the workers' socket volume; off the workers' network (there is none any more).
 # 3: one token-check socket per replica (TOWER_AUTH_SOCKET, TOWER_AUTH_SLOTS).
@@ -81,16 +81,7 @@ class GatewaySpec:
     egress_net: str
 
     def digest(self) -> str:
-        fields = {
-            "name": self.name,
-            "image": self.image,
-            "environment": dict(sorted(self.environment.items())),
-            "socket_dir": self.socket_dir,
-            "workers_socket_volume": self.workers_socket_volume,
-            "egress_net": self.egress_net,
-            "options": GATEWAY_OPTIONS_VERSION,
-        }
-        return sidecar.digest(fields)
+        return sidecar.digest(self, GATEWAY_OPTIONS_VERSION)
 
 
 def gateway_environment(settings: Settings) -> dict[str, str]:
@@ -128,24 +119,13 @@ def container_options(spec: GatewaySpec) -> dict[str, Any]:
     /tmp and the workers' socket volume, no capabilities, and only the auth socket's
     directory from the host."""
     return {
-        "image": spec.image,
-        "name": spec.name,
+        **sidecar.locked_down(spec, GATEWAY_ROLE, pids_limit=256),
         "environment": dict(spec.environment),
-        "labels": {ROLE_LABEL: GATEWAY_ROLE, HASH_LABEL: spec.digest()},
-        "read_only": True,
-        "tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=64m"},
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        "pids_limit": 256,
-        "mem_limit": "512m",
-        "init": True,
-        "restart_policy": {"Name": "unless-stopped"},
         "volumes": {
             spec.socket_dir: {"bind": SOCKET_MOUNT, "mode": "ro"},
             spec.workers_socket_volume: {"bind": GATEWAY_SOCKET_DIR, "mode": "rw"},
         },
         "network": spec.egress_net,
-        "detach": True,
     }
 
 
@@ -202,7 +182,8 @@ def ensure_gateway(
         spec = gateway_spec(settings, image_id)
         ensure_egress_network(client, spec.egress_net)
         ensure_socket_volume(client, spec.workers_socket_volume)
-        wanted = _sidecar(spec)
+        options = container_options(spec)
+        wanted = sidecar.Sidecar("gateway container", spec, options, READY_TIMEOUT, GatewayFailure)
         container = sidecar.current(client, wanted, say)
         if container is not None and check_tower:
             container = _kept_if_it_reaches_tower(
@@ -226,19 +207,6 @@ def ensure_egress_network(client: docker.DockerClient, name: str) -> None:
     except APIError as exc:
         if exc.status_code != 409:
             raise
-
-
-def _sidecar(spec: GatewaySpec) -> sidecar.Sidecar:
-    return sidecar.Sidecar(
-        kind="gateway container",
-        name=spec.name,
-        image=spec.image,
-        digest=spec.digest(),
-        options=container_options(spec),
-        socket_dir=spec.socket_dir,
-        ready_timeout=READY_TIMEOUT,
-        failure=GatewayFailure,
-    )
 
 
 def _kept_if_it_reaches_tower(

@@ -15,6 +15,7 @@ the runner's DockerCalls.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -23,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol
 
 import docker
 import requests
@@ -35,9 +36,12 @@ from tower.errors import one_line
 from tower.execution.docker import queries
 from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.containers import DockerFailure
+from tower.execution.docker.hardening import HASH_LABEL, ROLE_LABEL
 from tower.execution.docker.probe import Probe
 
-HASH_LABEL = "parpaing.config_hash"
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 # It stopped, or crashed and Docker restarts it: waiting longer will not make it answer.
 GONE = ("exited", "dead", "restarting")
 POLL = 0.1
@@ -47,23 +51,58 @@ Say = Callable[[str], None]
 P = ParamSpec("P")
 
 
+class Spec(Protocol):
+    """What a caller wants its container made of (GatewaySpec, EgressSpec)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def image(self) -> str: ...
+
+    @property
+    def socket_dir(self) -> str: ...  # the host directory of tower's sockets it mounts
+
+    def digest(self) -> str: ...  # of everything it is created with (HASH_LABEL)
+
+
 @dataclass(frozen=True)
 class Sidecar:
     """One sidecar container as its caller wants it now."""
 
     kind: str  # how messages name it: "gateway container", "egress proxy"
-    name: str
-    image: str
-    digest: str  # of everything it is created with; options' HASH_LABEL holds it too
+    spec: Spec
     options: Mapping[str, Any]  # containers.create's keyword arguments
-    socket_dir: str  # the host directory of tower's sockets it mounts: made before it
     ready_timeout: float
     failure: type[DockerFailure]  # what its callers catch
 
 
-def digest(fields: Mapping[str, Any]) -> str:
-    """The digest of a spec's fields (JSON-serialisable), for HASH_LABEL."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+def digest(spec: DataclassInstance, options_version: int) -> str:
+    """A digest of a spec's fields (JSON values, mappings included) and of the version of
+    its caller's options, for HASH_LABEL: a change in either replaces the container."""
+    fields = {**dataclasses.asdict(spec), "options": options_version}
+    text = json.dumps(fields, sort_keys=True, default=dict)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def locked_down(spec: Spec, role: str, pids_limit: int) -> dict[str, Any]:
+    """containers.create's options every sidecar has: its image, name and labels (`role`,
+    the digest); nothing writable but /tmp and its mounts, no capabilities, 512 MB, and
+    Docker restarting it unless stopped. Callers add its environment, mounts, network."""
+    return {
+        "image": spec.image,
+        "name": spec.name,
+        "labels": {ROLE_LABEL: role, HASH_LABEL: spec.digest()},
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=64m"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": pids_limit,
+        "mem_limit": "512m",
+        "init": True,
+        "restart_policy": {"Name": "unless-stopped"},
+        "detach": True,
+    }
 
 
 async def one_at_a_time(
@@ -102,16 +141,17 @@ def failures_as(failure: type[DockerFailure], image: str, what: str) -> Iterator
 def current(client: docker.DockerClient, sidecar: Sidecar, say: Say) -> Container | None:
     """The existing container when it was made as `sidecar` is now (started if stopped);
     otherwise it is removed."""
+    spec = sidecar.spec
     try:
-        container = client.containers.get(sidecar.name)
+        container = client.containers.get(spec.name)
     except NotFound:
         return None
-    if container.labels.get(HASH_LABEL) == sidecar.digest:
+    if container.labels.get(HASH_LABEL) == spec.digest():
         if container.status != "running":
-            say(f"starting the {sidecar.kind} {sidecar.name}")
+            say(f"starting the {sidecar.kind} {spec.name}")
             container.start()
         return container
-    say(f"replacing the {sidecar.kind} {sidecar.name} (its image or configuration changed)")
+    say(f"replacing the {sidecar.kind} {spec.name} (its image or configuration changed)")
     remove(container)
     return None
 
@@ -123,8 +163,9 @@ def remove(container: Container) -> None:
 
 def create(client: docker.DockerClient, sidecar: Sidecar, say: Say) -> Container:
     """A new container, started; nothing is left of it when it cannot start."""
-    say(f"starting the {sidecar.kind} {sidecar.name} ({sidecar.image[:19]})")
-    Path(sidecar.socket_dir).mkdir(parents=True, exist_ok=True)
+    spec = sidecar.spec
+    say(f"starting the {sidecar.kind} {spec.name} ({spec.image[:19]})")
+    Path(spec.socket_dir).mkdir(parents=True, exist_ok=True)
     container: Container = client.containers.create(**sidecar.options)
     try:
         container.start()
