@@ -285,25 +285,39 @@ async def test_an_allowed_name_resolving_to_a_private_address_is_refused(
     egress_image: str,
     worker_image: str,
 ) -> None:
-    https = sites.https
     images = (egress_image, worker_image)
     async with shell_rig(database_url, network, socket_dir, names, sites, images) as tower:
-        record = await run_job(
-            tower,
-            f"curl -sS --max-time 30 -k -w '\\nconnect=%{{http_connect}}' {https.url(ALLOWED)}"
-            "; echo",
-            profile="egress-shell",
-        )
-        events = await egress_events(tower, record["job_id"])
+        record, events = await connect_to_allowed(tower, sites.https)
 
+    refused = the_one_refusal(record, events, sites.https)
+    assert sites.address in refused["reason"] and "EGRESS_ALLOW_PRIVATE" in refused["reason"]
+
+
+async def connect_to_allowed(
+    tower: httpx.AsyncClient, https: Site
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A job's curl to the allowed name over HTTPS: its record and its egress events."""
+    record = await run_job(
+        tower,
+        f"curl -sS --max-time 30 -k -w '\\nconnect=%{{http_connect}}' {https.url(ALLOWED)}; echo",
+        profile="egress-shell",
+    )
+    return record, await egress_events(tower, record["job_id"])
+
+
+def the_one_refusal(
+    record: dict[str, Any], events: list[dict[str, Any]], https: Site
+) -> dict[str, Any]:
+    """The record's one refused host, checked against the job's output, the site and the
+    job's one egress event."""
     assert record["status"] == "completed", describe(record)
     assert https.seen() == []
     assert "connect=403" in record["result"], record["result"]
     [refused] = record["egress"]["refused"]
     assert refused["host"] == ALLOWED and refused["port"] == https.port
-    assert sites.address in refused["reason"] and "EGRESS_ALLOW_PRIVATE" in refused["reason"]
     assert [event["allowed"] for event in events] == [False]
     assert events[0]["reason"] == refused["reason"]
+    return dict(refused)
 
 
 async def test_a_name_resolving_elsewhere_when_squid_connects_is_refused_by_squid(
@@ -320,26 +334,13 @@ async def test_a_name_resolving_elsewhere_when_squid_connects_is_refused_by_squi
     helper at each request. Rewriting the proxy's hosts file once it runs gives tower's
     check a public address and squid's connection the site's private one, as a DNS answer
     changing between the two lookups would: squid's own address rule must refuse it."""
-    https = sites.https
     images = (egress_image, worker_image)
     async with shell_rig(database_url, network, socket_dir, names, sites, images) as tower:
         _rebind(docker_client, names.container, ALLOWED, PUBLIC_ADDRESS)
-        record = await run_job(
-            tower,
-            f"curl -sS --max-time 30 -k -w '\\nconnect=%{{http_connect}}' {https.url(ALLOWED)}"
-            "; echo",
-            profile="egress-shell",
-        )
-        events = await egress_events(tower, record["job_id"])
+        record, events = await connect_to_allowed(tower, sites.https)
 
-    assert record["status"] == "completed", describe(record)
-    assert https.seen() == []
-    assert "connect=403" in record["result"], record["result"]
-    [refused] = record["egress"]["refused"]
-    assert refused["host"] == ALLOWED and refused["port"] == https.port
+    refused = the_one_refusal(record, events, sites.https)
     assert "non-public address when the proxy connected" in refused["reason"], refused
-    assert [event["allowed"] for event in events] == [False]
-    assert events[0]["reason"] == refused["reason"]
     # Tower said yes (it saw the public address); squid's refusal ended the request.
     assert record["egress"]["allowed"] == 1 and record["egress"]["bytes"] == 0
 
