@@ -22,6 +22,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tower.configs.egress import normal_host
 from tower.db.ids import JOB_ID
@@ -195,16 +196,17 @@ async def _refused(
     reason: str,
     limited: str | None,
 ) -> None:
-    listed = {"host": host, "port": question.port, "reason": reason}
-    event = {
-        "host": host,
-        "port": question.port,
-        "method": question.method[:16],
-        "allowed": False,
-        "bytes": 0,
-        "reason": reason,
-    }
+    listed, event = _refusal(host, question.port, question.method, reason)
     await queries.refuse(connection, attempt.job_id, attempt.number, listed, limited, event)
+
+
+def _refusal(
+    host: str, port: int, method: str, reason: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A refusal as the job's record lists it, and as its `egress` event."""
+    listed = {"host": host, "port": port, "reason": reason}
+    event = {**listed, "method": method[:16], "allowed": False, "bytes": 0}
+    return listed, event
 
 
 async def ended(pool: Pool, metrics: TowerMetrics, key: bytes, entries: Sequence[Ended]) -> Ends:
@@ -270,16 +272,7 @@ async def _refused_by_proxy(
     (squid's error page is not the job's traffic), listed and evented as a refusal; the
     job's profile when it was open, else None. The metrics count it refused too (it was
     counted allowed when tower said yes)."""
-    reason = proxy_refusal(host)
-    listed = {"host": host, "port": entry.port, "reason": reason}
-    event = {
-        "host": host,
-        "port": entry.port,
-        "method": entry.method[:16],
-        "allowed": False,
-        "bytes": 0,
-        "reason": reason,
-    }
+    listed, event = _refusal(host, entry.port, entry.method, proxy_refusal(host))
     return await queries.refused_by_proxy(
         connection, attempt.job_id, attempt.number, serial, listed, event
     )
