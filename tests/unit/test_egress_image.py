@@ -4,6 +4,7 @@ environment, tower/execution/spec.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import ipaddress
 import json
@@ -11,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -240,19 +242,13 @@ def test_over_tcp_the_helpers_ask_each_address_of_the_tower_s_name() -> None:
         def log_message(self, *_: object) -> None:
             return None
 
-    server = HTTPServer(("127.0.0.1", 0), Tower)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        helper.TOWER_URL = f"http://localhost:{server.server_address[1]}"
+    with serving(Tower) as port:
+        helper.TOWER_URL = f"http://localhost:{port}"
         assert "127.0.0.1" in helper.tower_addresses(helper.TOWER_URL)[0]
         assert helper.probe(["3"]) == "OK"  # no slot over TCP: whichever replica answers
         assert seen == ["/egress/health"]
         helper.TOWER_URL = "http://nowhere.invalid:1"
         assert helper.probe(["0"]) == "ERR"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_check_names_the_proxy_instance_and_passes_tower_s_tag_to_squid() -> None:
@@ -272,17 +268,24 @@ def test_a_check_names_the_proxy_instance_and_passes_tower_s_tag_to_squid() -> N
         def log_message(self, *_: object) -> None:
             return None
 
-    server = HTTPServer(("127.0.0.1", 0), Tower)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        helper.TOWER_URL = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(Tower) as port:
+        helper.TOWER_URL = f"http://127.0.0.1:{port}"
         helper.INSTANCE = "0123456789ab@2026-12-08T12:00:00.000000000Z"
         question = ["job-0123456789ab.2", "localhost", "443", "CONNECT", "tok"]
         assert helper.check(question) == f"OK tag={TAG}"
         assert questions[0]["proxy"] == helper.INSTANCE and questions[0]["token"] == "tok"
         # A yes without a tag would leave the request's end unprovable: refused.
         assert helper.check(question).startswith("ERR message=")
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A stand-in for tower on a loopback port, served by a thread while the block runs."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
