@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     # (POOL_SIZE is its older name), at most POOL_MAX (unset: fitted to the Docker host's
     # memory). It grows to the queued and running jobs it sees, and gives back what it grew
     # once demand has stayed lower for POOL_IDLE_SECONDS. POOL_CREATE_CONCURRENCY bounds
-    # the creations under way at once.
+    # the creations under way at once, the pool's and the jobs' own.
     pool_min: int = 2
     # POOL_MIN's older name, read when POOL_MIN is not given.
     pool_size: int | None = None

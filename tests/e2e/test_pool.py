@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import docker
@@ -345,6 +346,36 @@ async def test_an_empty_pool_serves_cold(start_pool: PoolFactory, db: Pool) -> N
     assert await slot_counts(db) == {"busy": 1}
     await pool.discard(slot)
     assert await slot_counts(db) == {}
+
+
+async def test_jobs_creating_their_own_workers_keep_to_the_creation_bound(
+    start_pool: PoolFactory, db: Pool, docker_client: docker.DockerClient
+) -> None:
+    # More creations at once only slow each one: a job's own creation waits its turn
+    # like a fill. With a bound of 2, no container is created while two others are
+    # still being created and started (the daemon's own timestamps say when).
+    pool = await start_pool(pool_size=0, pool_create_concurrency=2)
+    slots = await asyncio.gather(*(pool.take(a_job(), pool.default_shape) for _ in range(5)))
+
+    spans = sorted(creation_span(docker_client, slot.container_id) for slot in slots)
+    for created, _ in spans:
+        under_way = [span for span in spans if span[0] < created < span[1]]
+        assert len(under_way) <= 1, f"created at {created} beside {under_way}"
+    assert not any(slot.warm for slot in slots)
+
+
+def creation_span(client: docker.DockerClient, container_id: str) -> tuple[float, float]:
+    """When Docker created the container and when it started."""
+    found = client.api.inspect_container(container_id)
+    return daemon_time(found["Created"]), daemon_time(found["State"]["StartedAt"])
+
+
+def daemon_time(stamp: str) -> float:
+    """Seconds since the epoch of Docker's RFC 3339 time (nanoseconds, trailing zeros
+    dropped, so the strings do not compare as text)."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return seconds + float(f"0.{fraction or 0}")
 
 
 # --- reconcile ---------------------------------------------------------------------------
