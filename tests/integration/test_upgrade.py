@@ -11,12 +11,14 @@ import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
 
+from tests.support.postgres import create_empty_database
 from tests.support.towers import insert_job, start_tower
+from tower.db.embedded import LocalPostgres
 from tower.db.migrate import alembic_config, migrate
 
 pytestmark = pytest.mark.slow
 
-DEADLINE = 60.0  # a bound on waiting, not an expectation of speed
+DEADLINE = 120.0  # a bound on waiting, not an expectation of speed
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 OLDER = [
     script.revision
@@ -25,32 +27,57 @@ OLDER = [
 ]
 
 
-@pytest.mark.parametrize("revision", sorted(OLDER))
+# Towers starting at once: each upgrade is a process start and a job, mostly waiting; one
+# after another they took five seconds each, and every migration adds one.
+AT_ONCE = 4
+
+
 async def test_a_starting_tower_upgrades_the_database_and_runs_its_queued_jobs(
-    empty_database: str, tmp_path: Path, revision: str
+    pg_server: LocalPostgres, tmp_path: Path
 ) -> None:
-    await migrate(empty_database, revision)
-    db = await asyncpg.connect(empty_database)
+    # Every older revision, each in a database of its own, upgraded by a tower of its own.
+    # Alembic's context is the process's own: the databases are set up one at a time.
+    urls = {revision: await create_empty_database(pg_server) for revision in OLDER}
+    for revision, url in urls.items():
+        await migrate(url, revision)
+    turns = asyncio.Semaphore(AT_ONCE)
+
+    async def upgraded_from(revision: str) -> None:
+        async with turns:
+            await _upgraded_from(urls[revision], tmp_path, revision)
+
+    # A failure cancels the others, whose towers stop with them.
+    async with asyncio.TaskGroup() as group:
+        for revision in sorted(OLDER):
+            group.create_task(upgraded_from(revision))
+
+
+async def _upgraded_from(url: str, tmp_path: Path, revision: str) -> None:
+    db = await asyncpg.connect(url)
     try:
         assert await db.fetchval("SELECT version_num FROM alembic_version") == revision
         job_id = await insert_job(db, "print queued before the upgrade")
-        tower = await start_tower(empty_database, tmp_path, "upgraded", poll_interval=0.2)
+        tower = await start_tower(url, tmp_path, f"upgraded-{revision}", poll_interval=0.2)
         try:
-            await _until_completed(db, job_id)
+            await _until_completed(db, job_id, revision)
         finally:
-            tower.terminate()
-        assert await db.fetchval("SELECT version_num FROM alembic_version") == HEAD
+            await asyncio.to_thread(tower.terminate)
+        assert await db.fetchval("SELECT version_num FROM alembic_version") == HEAD, revision
         row = await db.fetchrow("SELECT result, ran_by FROM jobs WHERE job_id = $1", job_id)
-        assert (row["result"], row["ran_by"]) == ("queued before the upgrade", "upgraded")
+        ran = (row["result"], row["ran_by"])
+        assert ran == ("queued before the upgrade", f"upgraded-{revision}"), revision
     finally:
         await db.close()
 
 
-async def _until_completed(db: asyncpg.Connection, job_id: str) -> None:
+async def _until_completed(db: asyncpg.Connection, job_id: str, revision: str) -> None:
     """Poll the row: there is no event to wait on across processes."""
-    async with asyncio.timeout(DEADLINE):
-        while True:
-            status = await db.fetchval("SELECT status FROM jobs WHERE job_id = $1", job_id)
-            if status == "completed":
-                return
-            await asyncio.sleep(0.1)
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while True:
+                status = await db.fetchval("SELECT status FROM jobs WHERE job_id = $1", job_id)
+                if status == "completed":
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pytest.fail(f"the job queued at revision {revision} did not complete in {DEADLINE:g} s")
