@@ -196,34 +196,38 @@ async def test_an_agent_reaches_the_allowed_host_and_is_refused_the_other(
 # --- shell jobs ------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def shell_rig(
-    database_url: str,
-    network: str,
-    socket_dir: str,
-    names: EgressNames,
-    sites: Sites,
-    images: tuple[str, str],
-    **overrides: Any,
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A tower running the proxy (no gateway: shell jobs call no provider), the shell
-    engine and the egress-shell profile (its allow-list: the HTTPS site)."""
-    egress_image, worker_image = images
-    proxy = egress_settings(names, egress_image, sites.hosts, **overrides)
-    settings = docker_settings(
-        database_url,
-        network,
-        worker_image=worker_image,
-        gateway_auth_socket=f"{socket_dir}/auth.sock",
-        **proxy,
-    )
-    async with shell_tower(settings) as tower:
-        await put_profile(tower, "egress-shell", SHELL_PROFILE.format(allowed=sites.allowed_entry))
-        yield tower
+@dataclass(frozen=True)
+class ShellRig:
+    """What a shell job's tower with the proxy needs: one test's names, sites and images."""
+
+    database_url: str
+    network: str
+    socket_dir: str
+    names: EgressNames
+    sites: Sites
+    images: tuple[str, str]  # the proxy's, the worker's
+
+    @contextlib.asynccontextmanager
+    async def tower(self, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        """A tower running the proxy (no gateway: shell jobs call no provider), the shell
+        engine and the egress-shell profile (its allow-list: the HTTPS site)."""
+        egress_image, worker_image = self.images
+        proxy = egress_settings(self.names, egress_image, self.sites.hosts, **overrides)
+        settings = docker_settings(
+            self.database_url,
+            self.network,
+            worker_image=worker_image,
+            gateway_auth_socket=f"{self.socket_dir}/auth.sock",
+            **proxy,
+        )
+        async with shell_tower(settings) as tower:
+            allowed = self.sites.allowed_entry
+            await put_profile(tower, "egress-shell", SHELL_PROFILE.format(allowed=allowed))
+            yield tower
 
 
-async def test_no_route_but_the_proxy_and_a_finished_attempts_token_is_refused(
-    docker_client: docker.DockerClient,
+@pytest.fixture
+def rig(
     database_url: str,
     network: str,
     socket_dir: str,
@@ -231,12 +235,16 @@ async def test_no_route_but_the_proxy_and_a_finished_attempts_token_is_refused(
     sites: Sites,
     egress_image: str,
     worker_image: str,
+) -> ShellRig:
+    return ShellRig(database_url, network, socket_dir, names, sites, (egress_image, worker_image))
+
+
+async def test_no_route_but_the_proxy_and_a_finished_attempts_token_is_refused(
+    docker_client: docker.DockerClient, rig: ShellRig
 ) -> None:
+    sites, names = rig.sites, rig.names
     https, http = sites.https, sites.http
-    images = (egress_image, worker_image)
-    async with shell_rig(
-        database_url, network, socket_dir, names, sites, images, egress_allow_private=True
-    ) as tower:
+    async with rig.tower(egress_allow_private=True) as tower:
         # The first job uses its credentials (so the proxy has them cached), and shows them.
         first = await run_job(
             tower,
@@ -277,20 +285,13 @@ async def test_no_route_but_the_proxy_and_a_finished_attempts_token_is_refused(
 
 
 async def test_an_allowed_name_resolving_to_a_private_address_is_refused(
-    database_url: str,
-    network: str,
-    socket_dir: str,
-    names: EgressNames,
-    sites: Sites,
-    egress_image: str,
-    worker_image: str,
+    rig: ShellRig,
 ) -> None:
-    images = (egress_image, worker_image)
-    async with shell_rig(database_url, network, socket_dir, names, sites, images) as tower:
-        record, events = await connect_to_allowed(tower, sites.https)
+    async with rig.tower() as tower:
+        record, events = await connect_to_allowed(tower, rig.sites.https)
 
-    refused = the_one_refusal(record, events, sites.https)
-    assert sites.address in refused["reason"] and "EGRESS_ALLOW_PRIVATE" in refused["reason"]
+    refused = the_one_refusal(record, events, rig.sites.https)
+    assert rig.sites.address in refused["reason"] and "EGRESS_ALLOW_PRIVATE" in refused["reason"]
 
 
 async def connect_to_allowed(
@@ -321,25 +322,17 @@ def the_one_refusal(
 
 
 async def test_a_name_resolving_elsewhere_when_squid_connects_is_refused_by_squid(
-    docker_client: docker.DockerClient,
-    database_url: str,
-    network: str,
-    socket_dir: str,
-    names: EgressNames,
-    sites: Sites,
-    egress_image: str,
-    worker_image: str,
+    docker_client: docker.DockerClient, rig: ShellRig
 ) -> None:
     """DNS rebinding, without DNS: squid reads /etc/hosts once, at its start, and the
     helper at each request. Rewriting the proxy's hosts file once it runs gives tower's
     check a public address and squid's connection the site's private one, as a DNS answer
     changing between the two lookups would: squid's own address rule must refuse it."""
-    images = (egress_image, worker_image)
-    async with shell_rig(database_url, network, socket_dir, names, sites, images) as tower:
-        _rebind(docker_client, names.container, ALLOWED, PUBLIC_ADDRESS)
-        record, events = await connect_to_allowed(tower, sites.https)
+    async with rig.tower() as tower:
+        _rebind(docker_client, rig.names.container, ALLOWED, PUBLIC_ADDRESS)
+        record, events = await connect_to_allowed(tower, rig.sites.https)
 
-    refused = the_one_refusal(record, events, sites.https)
+    refused = the_one_refusal(record, events, rig.sites.https)
     assert "non-public address when the proxy connected" in refused["reason"], refused
     # Tower said yes (it saw the public address); squid's refusal ended the request.
     assert record["egress"]["allowed"] == 1 and record["egress"]["bytes"] == 0
@@ -364,18 +357,9 @@ def _rebind(client: docker.DockerClient, container: str, name: str, address: str
 
 
 async def test_a_job_without_an_allow_list_gets_no_proxy(
-    database_url: str,
-    network: str,
-    socket_dir: str,
-    names: EgressNames,
-    sites: Sites,
-    egress_image: str,
-    worker_image: str,
+    rig: ShellRig,
 ) -> None:
-    images = (egress_image, worker_image)
-    async with shell_rig(
-        database_url, network, socket_dir, names, sites, images, egress_allow_private=True
-    ) as tower:
+    async with rig.tower(egress_allow_private=True) as tower:
         record = await run_job(tower, 'env | grep -ic proxy; echo "count=$?"')
     assert record["status"] == "completed", describe(record)
     assert record["result"].strip().endswith("count=1"), record["result"]  # grep found none
@@ -383,46 +367,31 @@ async def test_a_job_without_an_allow_list_gets_no_proxy(
 
 
 async def test_tower_keeps_the_proxy_it_would_make_and_replaces_another(
-    docker_client: docker.DockerClient,
-    database_url: str,
-    network: str,
-    socket_dir: str,
-    names: EgressNames,
-    sites: Sites,
-    egress_image: str,
-    worker_image: str,
+    docker_client: docker.DockerClient, rig: ShellRig
 ) -> None:
-    images = (egress_image, worker_image)
-    rig = (database_url, network, socket_dir, names, sites, images)
-    async with shell_rig(*rig) as tower:
+    container = rig.names.container
+    async with rig.tower() as tower:
         health = (await tower.get("/health")).json()
     assert health["checks"]["egress"] == "ok", health
-    first = docker_client.containers.get(names.container).id
-    async with shell_rig(*rig) as tower:  # the same settings: the same container
+    first = docker_client.containers.get(container).id
+    async with rig.tower() as tower:  # the same settings: the same container
         assert (await tower.get("/health")).json()["checks"]["egress"] == "ok"
-    assert docker_client.containers.get(names.container).id == first
-    async with shell_rig(*rig, egress_auth_cache_seconds=2) as tower:  # another: replaced
+    assert docker_client.containers.get(container).id == first
+    async with rig.tower(egress_auth_cache_seconds=2) as tower:  # another: replaced
         assert (await tower.get("/health")).json()["checks"]["egress"] == "ok"
-    replaced = docker_client.containers.get(names.container)
+    replaced = docker_client.containers.get(container)
     assert replaced.id != first
     assert replaced.attrs["Config"]["Env"].count("EGRESS_AUTH_CACHE_SECONDS=2") == 1
 
 
 async def test_a_proxy_restarted_under_a_running_job_leaves_none_of_its_requests_open(
-    docker_client: docker.DockerClient,
-    database_url: str,
-    network: str,
-    socket_dir: str,
-    names: EgressNames,
-    sites: Sites,
-    egress_image: str,
-    worker_image: str,
+    docker_client: docker.DockerClient, rig: ShellRig
 ) -> None:
     """The proxy restarts (its restart policy, compose's service, an operator) while a job
     runs: the requests it held ended with it, and their log lines never come. With one
     connection allowed, a request still counted open from before would refuse the job
     every request after: the new proxy's first question closes it."""
-    https = sites.https
+    https = rig.sites.https
     gate = https.url(ALLOWED, "/gate")
     # The job asks the site's gate through the proxy until it opens (at most a minute).
     script = (
@@ -430,15 +399,13 @@ async def test_a_proxy_restarted_under_a_running_job_leaves_none_of_its_requests
         f" code=$(curl -s -k -o /dev/null --max-time 10 -w '%{{http_code}}' {gate});"
         ' [ "$code" = 200 ] && { echo through; exit 0; }; sleep 0.3; done; exit 1'
     )
-    images = (egress_image, worker_image)
-    rig = (database_url, network, socket_dir, names, sites, images)
-    async with shell_rig(*rig, egress_allow_private=True, egress_max_connections=1) as tower:
+    async with rig.tower(egress_allow_private=True, egress_max_connections=1) as tower:
         job_id = await submit(tower, script, profile="egress-shell")
         await poll_until(lambda: _seen(https, "/gate", 1), "the job asking through the proxy")
         # A request the proxy holds when it dies (the job's own end too fast to catch).
-        await _hold_open(database_url, job_id)
+        await _hold_open(rig.database_url, job_id)
         await poll_until(lambda: _limited(tower, job_id), "the held request refusing the job")
-        docker_client.containers.get(names.container).restart(timeout=2)
+        docker_client.containers.get(rig.names.container).restart(timeout=2)
         asked = https.seen().count("/gate")
         await poll_until(lambda: _seen(https, "/gate", asked + 1), "the job let through again")
         https.gate.set()

@@ -109,6 +109,33 @@ async def rig(
                 yield Rig(settings, recorder, tower, gateway, upstream)
 
 
+@dataclass(frozen=True)
+class RigMaker:
+    """`rig` for one test's database, network, gateway names and image."""
+
+    database_url: str
+    network: str
+    names: GatewayNames
+    image: str
+    client: docker.DockerClient
+
+    def __call__(self, **overrides: object) -> contextlib.AbstractAsyncContextManager[Rig]:
+        return rig(
+            self.database_url, self.network, self.names, self.image, self.client, **overrides
+        )
+
+
+@pytest.fixture
+def make_rig(
+    database_url: str,
+    network: str,
+    names: GatewayNames,
+    gateway_image: str,
+    docker_client: docker.DockerClient,
+) -> RigMaker:
+    return RigMaker(database_url, network, names, gateway_image, docker_client)
+
+
 async def _until_healthy(gateway: httpx.AsyncClient) -> None:
     end = time.monotonic() + 30
     while True:
@@ -138,13 +165,12 @@ async def _call(r: Rig, token: str) -> httpx.Response:
 
 
 async def test_a_running_jobs_token_reaches_the_upstream_with_the_real_key(
+    make_rig: RigMaker,
     database_url: str,
-    network: str,
     names: GatewayNames,
-    gateway_image: str,
     docker_client: docker.DockerClient,
 ) -> None:
-    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+    async with make_rig() as r:
         job = await running_job(database_url)
         # Several megabytes: prompts can be large, and must arrive whole.
         prompt = {"role": "user", "content": "x" * 6_000_000}
@@ -178,17 +204,12 @@ async def test_a_running_jobs_token_reaches_the_upstream_with_the_real_key(
 
 
 async def test_a_provider_without_a_credential_refuses_at_once_with_a_status_not_retried(
+    make_rig: RigMaker,
     database_url: str,
-    network: str,
-    names: GatewayNames,
-    gateway_image: str,
-    docker_client: docker.DockerClient,
 ) -> None:
     # No GEMINI_API_KEY, no Anthropic credential: 403 (engines retry 408, 409, 429 and
     # 5xx, and Claude Code gives up on a 403 after one call), naming what to set.
-    async with rig(
-        database_url, network, names, gateway_image, docker_client, anthropic_api_key=""
-    ) as r:
+    async with make_rig(anthropic_api_key="") as r:
         job = await running_job(database_url)
         gemini = await r.gateway.post(
             "/gemini/v1beta/models/m:generateContent",
@@ -207,13 +228,10 @@ async def test_a_provider_without_a_credential_refuses_at_once_with_a_status_not
 
 
 async def test_unknown_missing_and_malformed_tokens_get_401_and_never_reach_upstream(
+    make_rig: RigMaker,
     database_url: str,
-    network: str,
-    names: GatewayNames,
-    gateway_image: str,
-    docker_client: docker.DockerClient,
 ) -> None:
-    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+    async with make_rig() as r:
         await running_job(database_url)  # a live job exists: its token is not these
         attempts = [
             anthropic_headers("A" * 43),
@@ -231,13 +249,10 @@ async def test_unknown_missing_and_malformed_tokens_get_401_and_never_reach_upst
 
 
 async def test_finished_and_cancelled_jobs_tokens_get_401_and_never_reach_upstream(
+    make_rig: RigMaker,
     database_url: str,
-    network: str,
-    names: GatewayNames,
-    gateway_image: str,
-    docker_client: docker.DockerClient,
 ) -> None:
-    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+    async with make_rig() as r:
         used, unused, cancelled = [await running_job(database_url) for _ in range(3)]
         reply = await _call(r, used.token)
         assert reply.status_code == 200, reply.text
@@ -260,13 +275,10 @@ async def test_finished_and_cancelled_jobs_tokens_get_401_and_never_reach_upstre
 
 
 async def test_streaming_passes_through_unbuffered(
+    make_rig: RigMaker,
     database_url: str,
-    network: str,
-    names: GatewayNames,
-    gateway_image: str,
-    docker_client: docker.DockerClient,
 ) -> None:
-    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+    async with make_rig() as r:
         job = await running_job(database_url)
         request = r.gateway.build_request(
             "POST",
@@ -338,15 +350,12 @@ def refused_counts(text: str) -> dict[str, float]:
 
 
 async def test_only_inference_calls_are_forwarded_and_refusals_are_counted(
+    make_rig: RigMaker,
     database_url: str,
-    network: str,
     names: GatewayNames,
-    gateway_image: str,
     docker_client: docker.DockerClient,
 ) -> None:
-    async with rig(
-        database_url, network, names, gateway_image, docker_client, gemini_api_key=REAL_GEMINI_KEY
-    ) as r:
+    async with make_rig(gemini_api_key=REAL_GEMINI_KEY) as r:
         job = await running_job(database_url)
         before = refused_counts((await r.tower.get("/metrics")).text)
         assert before == {"anthropic": 0, "openai": 0, "gemini": 0}
@@ -426,15 +435,11 @@ print(json.dumps({
 """
 
 
+@pytest.mark.usefixtures("worker_image")  # the jobs' workers run it
 async def test_a_worker_calls_through_the_gateway_only_and_never_holds_the_key(
-    database_url: str,
-    network: str,
-    names: GatewayNames,
-    gateway_image: str,
-    worker_image: str,
-    docker_client: docker.DockerClient,
+    make_rig: RigMaker,
 ) -> None:
-    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+    async with make_rig() as r:
         await register_shell(r.tower)
         host, port = r.upstream.removeprefix("http://").split(":")
         source = WORKER_PROBE.replace("__UPSTREAM__", repr((host, int(port)))).replace(
@@ -468,13 +473,11 @@ async def test_a_worker_calls_through_the_gateway_only_and_never_holds_the_key(
 
 
 async def test_health_reports_the_gateway_and_says_when_it_is_gone(
-    database_url: str,
-    network: str,
+    make_rig: RigMaker,
     names: GatewayNames,
-    gateway_image: str,
     docker_client: docker.DockerClient,
 ) -> None:
-    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+    async with make_rig() as r:
         healthy = await r.tower.get("/health")
         assert healthy.status_code == 200, healthy.text
         assert healthy.json()["checks"]["gateway"] == "ok"
@@ -545,15 +548,12 @@ print(json.dumps({
 """
 
 
+@pytest.mark.usefixtures("worker_image")  # the jobs' workers run it
 async def test_from_a_worker_the_gateway_is_the_only_peer_and_no_way_out(
-    database_url: str,
-    network: str,
+    make_rig: RigMaker,
     names: GatewayNames,
-    gateway_image: str,
-    worker_image: str,
-    docker_client: docker.DockerClient,
 ) -> None:
-    async with rig(database_url, network, names, gateway_image, docker_client) as r:
+    async with make_rig() as r:
         await register_shell(r.tower)
         upstream_host, upstream_port = r.upstream.removeprefix("http://").split(":")
         gateway_egress = str(r.gateway.base_url.host)
