@@ -38,6 +38,9 @@ def connect(threads: int, timeout: float = CONNECT_TIMEOUT) -> docker.DockerClie
     try:
         # One pooled HTTP connection per thread, so concurrent calls never wait on each other.
         client = docker.from_env(timeout=int(timeout), max_pool_size=threads)
+        # requests would read the proxy variables (and ~/.netrc) on every call, a scan of
+        # the environment per Docker call; the daemon is reached directly, never by proxy.
+        client.api.trust_env = False
         client.ping()
     except (DockerException, requests.RequestException) as exc:
         raise DockerUnreachable(f"Docker daemon unreachable: {one_line(exc)}") from exc

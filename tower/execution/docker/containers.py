@@ -385,7 +385,8 @@ def docker_host_id(client: docker.DockerClient) -> str:
 def image_id(client: docker.DockerClient, image: str) -> str:
     """The ID the daemon resolves `image` to; it changes when the image is rebuilt."""
     try:
-        return str(client.images.get(image).id)
+        # The low-level call: the SDK's Image model would be built only to read its ID.
+        return str(client.api.inspect_image(image)["Id"])
     except ImageNotFound as exc:
         raise WorkerImageMissing(
             f"worker image {image} is not present; run `parpaing images build`"
