@@ -2,8 +2,8 @@
 
 A benchmark, not a test: it prints figures and ratios from one run, never fails on them.
 Run from the repository root, with Docker up and the worker image built:
-    .venv/bin/python bench/burst.py [--jobs 200] [--burst 50] [--gap 60] [--idle 30]
-                                    [--only fixed|elastic]
+    .venv/bin/python bench/burst.py [--jobs 200] [--rounds 3] [--burst 50] [--gap 60]
+                                    [--idle 90] [--only fixed|elastic]
 
 1. Bare: hardened `docker run --rm -i` dry-run jobs of the worker image (bench/nonet.py's
    command line), RUNS of them at each concurrency of --concurrency, twice: with
@@ -13,17 +13,21 @@ Run from the repository root, with Docker up and the worker image built:
    POOL_IDLE_SECONDS=--idle), twice: "fixed", as the defaults were before issue 17 (a
    pool of 2, 4 jobs at once), and "elastic", today's defaults (the pool follows demand
    up to POOL_MAX, concurrency fitted to the machine):
-   - sustained: --jobs dry runs submitted at once; jobs/min to the last terminal record,
-     and to the moment every used container is removed too; the bare loop without
-     network, --jobs dry runs at its best concurrency, runs just before and just after,
-     and their mean is the baseline of the ratio (both sides see the same machine: on a
-     shared one, the bare rate moves by a third between minutes);
+   - sustained, --rounds times: --jobs dry runs submitted at once; jobs/min to the last
+     terminal record, and to the moment every used container is removed too. The bare
+     loop without network (--jobs dry runs at its best concurrency) runs before the
+     first round and after each, alternating with them, always with the pool at its
+     floor (after a round it grows to the round's peak; the loop waits until it has
+     given that back, POOL_IDLE_SECONDS later): a round's ratio is its rate over the mean
+     of the bare loops just before and just after it (on a shared machine the bare rate
+     moves by a sixth between minutes), and the figure is the median of the rounds';
    - bursts: once the pool is back at its floor, a burst of --burst; --gap seconds
      later, a second one: how long each took, and how many warm workers were ready
      when the second began; then how long until the pool is back at its floor;
    - where each job's time went: the mean of every phase of tower_job_phase_seconds
      over the sustained run and over the second burst.
-Targets (issue 17): sustained >= 0.9 x the bare loop with no network around it; a second
+Targets (issue 17): sustained (the median round) >= 0.9 x the bare loop with no network
+around it; a second
 burst of 50 all done in under 3 s; the pool back at POOL_MIN after POOL_IDLE_SECONDS.
 """
 
@@ -40,6 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import statistics
@@ -222,14 +227,20 @@ async def until(check: Callable[[], Awaitable[bool]], deadline: float = SETTLE_D
 
 @dataclass
 class TowerFigures:
-    sustained: float = 0.0
-    sustained_clean: float = 0.0
+    # Jobs/min of each sustained round: to the last record, and to the last removal.
+    sustained: list[float] = field(default_factory=list)
+    sustained_clean: list[float] = field(default_factory=list)
     first: Burst | None = None
     second: Burst | None = None
     ready_before_second: int = 0
     back_to_floor: float = 0.0
-    # The bare loop without network, just before and just after the sustained run.
+    # The bare loop without network: before the first sustained round and after each.
     bare_around: list[float] = field(default_factory=list)
+
+    def ratios(self) -> list[float]:
+        """Each sustained round over the mean of the bare loops just before and after it."""
+        around = [statistics.mean(pair) for pair in itertools.pairwise(self.bare_around)]
+        return [rate / bare for rate, bare in zip(self.sustained, around, strict=False)]
 
 
 async def tower_side(url: str, db: str, args: argparse.Namespace, bare: Bare) -> TowerFigures:
@@ -240,18 +251,10 @@ async def tower_side(url: str, db: str, args: argparse.Namespace, bare: Bare) ->
         health = (await client.get("/health")).json()
         print(f"  concurrency (fitted): {health.get('max_concurrent_jobs')}")
         figures.bare_around.append(await asyncio.to_thread(bare.none_loop, args.jobs))
-        before = await Phases.read(client)
-        started = time.perf_counter()
-        sustained = await burst(client, args.jobs)
-        figures.sustained = args.jobs / sustained.seconds * 60
-        await until(_at_most(db, "SELECT count(*) FROM pool_slots WHERE status = 'busy'", 0))
-        figures.sustained_clean = args.jobs / (time.perf_counter() - started) * 60
-        # The pool grows to the run's peak once its queue is served: the bare loop after
-        # must not share the machine with those creations.
-        await until(_at_most(db, SETTLING, 0))
-        figures.bare_around.append(await asyncio.to_thread(bare.none_loop, args.jobs))
-        print(f"  sustained: {figures.sustained:.0f} jobs/min", flush=True)
-        report_phases("sustained", (await Phases.read(client)).since(before))
+        for _ in range(args.rounds):
+            await sustained_round(client, db, args, figures)
+            await until(at_floor)
+            figures.bare_around.append(await asyncio.to_thread(bare.none_loop, args.jobs))
         await until(at_floor)
         figures.first = await burst(client, args.burst)
         await asyncio.sleep(args.gap)
@@ -261,6 +264,31 @@ async def tower_side(url: str, db: str, args: argparse.Namespace, bare: Bare) ->
         report_phases("second burst", (await Phases.read(client)).since(before))
         figures.back_to_floor = await until(at_floor)
     return figures
+
+
+async def sustained_round(
+    client: httpx.AsyncClient, db: str, args: argparse.Namespace, figures: TowerFigures
+) -> None:
+    """--jobs dry runs at once; returns once the pool has grown to the round's peak (it
+    does once the queue is served) and has no creation under way."""
+    before = await Phases.read(client)
+    started = time.perf_counter()
+    sustained = await burst(client, args.jobs)
+    figures.sustained.append(args.jobs / sustained.seconds * 60)
+    await until(_at_most(db, "SELECT count(*) FROM pool_slots WHERE status = 'busy'", 0))
+    figures.sustained_clean.append(args.jobs / (time.perf_counter() - started) * 60)
+    print(f"  sustained: {figures.sustained[-1]:.0f} jobs/min", flush=True)
+    report_phases("sustained", (await Phases.read(client)).since(before))
+    floor = int(Settings().pool_min)
+    await until(_more_than(db, READY, floor))
+    await until(_at_most(db, SETTLING, 0))
+
+
+def _more_than(db: str, query: str, limit: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await count(db, query) > limit
+
+    return check
 
 
 def _at_most(db: str, query: str, limit: int) -> Callable[[], Awaitable[bool]]:
@@ -308,14 +336,14 @@ async def tower_round(
 def report_tower(title: str, figures: TowerFigures, bare: Bare, args: argparse.Namespace) -> None:
     assert figures.first is not None and figures.second is not None
     none, bridge = bare.best["none"], bare.best["bridge"]
-    around = statistics.mean(figures.bare_around)
-    print(f"{title}:")
+    ratios = figures.ratios()
+    rate, clean = statistics.median(figures.sustained), statistics.median(figures.sustained_clean)
     print(
-        f"  sustained, {args.jobs} at once: {figures.sustained:5.0f} jobs/min "
-        f"(/ bare none just before and after, {around:.0f}: {figures.sustained / around:.2f}, "
-        f"target {SUSTAINED_TARGET}; / best bare none {figures.sustained / none:.2f}; "
-        f"/ best bare bridge {figures.sustained / bridge:.2f}); "
-        f"{figures.sustained_clean:5.0f} jobs/min counting the removals"
+        f"  sustained, {args.jobs} at once, {len(ratios)} rounds: {rate:5.0f} jobs/min (median); "
+        f"/ bare none around each: {', '.join(f'{r:.2f}' for r in ratios)}, median "
+        f"{statistics.median(ratios):.2f} (target {SUSTAINED_TARGET}); / best bare none "
+        f"{rate / none:.2f}; / best bare bridge {rate / bridge:.2f}; "
+        f"{clean:5.0f} jobs/min counting the removals"
     )
     print(
         f"  burst of {args.burst}: first {figures.first.seconds:.1f} s "
@@ -354,6 +382,7 @@ async def tower_rounds(args: argparse.Namespace, bare: Bare) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200, help="dry runs of the sustained run")
+    parser.add_argument("--rounds", type=int, default=3, help="sustained rounds")
     parser.add_argument("--burst", type=int, default=50, help="dry runs per burst")
     parser.add_argument("--gap", type=float, default=60, help="seconds between the bursts")
     parser.add_argument("--idle", type=int, default=90, help="POOL_IDLE_SECONDS (> --gap)")
