@@ -27,8 +27,8 @@ Run from the repository root, with Docker up and the worker image built:
    - where each job's time went: the mean of every phase of tower_job_phase_seconds
      over the sustained run and over the second burst.
 Targets (issue 17): sustained (the median round) >= 0.9 x the bare loop with no network
-around it; a second
-burst of 50 all done in under 3 s; the pool back at POOL_MIN after POOL_IDLE_SECONDS.
+around it; a second burst of 50 all done in under 3 s; the pool back at POOL_MIN after
+POOL_IDLE_SECONDS.
 """
 
 # ruff: noqa: E402  (sys.path is repaired below, before the imports that need it)
@@ -252,7 +252,7 @@ async def tower_side(url: str, db: str, args: argparse.Namespace, bare: Bare) ->
         print(f"  concurrency (fitted): {health.get('max_concurrent_jobs')}")
         figures.bare_around.append(await asyncio.to_thread(bare.none_loop, args.jobs))
         for _ in range(args.rounds):
-            await sustained_round(client, db, args, figures)
+            await sustained_round(client, db, args, figures, floor)
             await until(at_floor)
             figures.bare_around.append(await asyncio.to_thread(bare.none_loop, args.jobs))
         await until(at_floor)
@@ -267,7 +267,11 @@ async def tower_side(url: str, db: str, args: argparse.Namespace, bare: Bare) ->
 
 
 async def sustained_round(
-    client: httpx.AsyncClient, db: str, args: argparse.Namespace, figures: TowerFigures
+    client: httpx.AsyncClient,
+    db: str,
+    args: argparse.Namespace,
+    figures: TowerFigures,
+    floor: int,
 ) -> None:
     """--jobs dry runs at once; returns once the pool has grown to the round's peak (it
     does once the queue is served) and has no creation under way."""
@@ -279,7 +283,6 @@ async def sustained_round(
     figures.sustained_clean.append(args.jobs / (time.perf_counter() - started) * 60)
     print(f"  sustained: {figures.sustained[-1]:.0f} jobs/min", flush=True)
     report_phases("sustained", (await Phases.read(client)).since(before))
-    floor = int(Settings().pool_min)
     await until(_more_than(db, READY, floor))
     await until(_at_most(db, SETTLING, 0))
 
