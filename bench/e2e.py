@@ -168,9 +168,9 @@ async def phase_means(client: httpx.AsyncClient) -> str:
 
 
 @contextlib.contextmanager
-def replicas(database_url: str, network: str, workdir: Path) -> Iterator[list[str]]:
-    """Two `parpaing serve` processes on one database; yields their base URLs."""
-    ports = [free_port(), free_port()]
+def replicas(database_url: str, network: str, workdir: Path, count: int = 2) -> Iterator[list[str]]:
+    """`count` `parpaing serve` processes on one database; yields their base URLs."""
+    ports = [free_port() for _ in range(count)]
     processes = [
         spawn(database_url, network, port, workdir / f"replica-{port}.log") for port in ports
     ]

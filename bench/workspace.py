@@ -44,7 +44,7 @@ from typing import BinaryIO
 import asyncpg
 import httpx
 
-from bench.e2e import database, remove_bench_workers, tower
+from bench.e2e import database, remove_bench_workers, replicas, until_serving
 from tower.db.embedded import LocalPostgres
 from tower.settings import Settings
 
@@ -184,29 +184,30 @@ def _digest(path: Path) -> str:
 async def measure(server: LocalPostgres, root: Path, args: argparse.Namespace) -> None:
     payload = make_payload(root, args.mb)
     network = f"parpaing-bench-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        database_url=await database(server, "workspace"),
-        worker_net=network,
-        gateway_socket_volume=f"{network}-socket",
-        gateway_managed=False,
-        pool_size=1,
-    )
-    image = settings.worker_image
+    url = await database(server, "workspace")
+    image = Settings().worker_image
     baseline, ours, floor = [], [], []
     try:
-        async with tower(settings) as client:
-            client.timeout = httpx.Timeout(600)
-            for path, content in (("engine/shell", ENGINE), ("profile/shell", PROFILE)):
-                (await client.put(f"/configs/{path}", json={"content": content})).raise_for_status()
-            await parpaing_round(client, payload, root)  # warms caches and the pool
-            for _ in range(args.rounds):
-                baseline.append(await asyncio.to_thread(docker_cp_round, image, payload, root))
-                ours.append(await parpaing_round(client, payload, root))
-                floor.append(await postgres_floor(settings.database_url, payload))
+        # Tower in its own process, as docker cp's daemon is: the client's reading,
+        # hashing and writing of the payload must not share tower's event loop.
+        with replicas(url, network, root, count=1) as (base_url,):
+            await until_serving([base_url])
+            async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+                await configure(client)
+                await parpaing_round(client, payload, root)  # warms caches and the pool
+                for _ in range(args.rounds):
+                    baseline.append(await asyncio.to_thread(docker_cp_round, image, payload, root))
+                    ours.append(await parpaing_round(client, payload, root))
+                    floor.append(await postgres_floor(url, payload))
     finally:
         await asyncio.to_thread(remove_bench_workers, network)
     report(args.mb, baseline, ours)
     report_floor(baseline, floor)
+
+
+async def configure(client: httpx.AsyncClient) -> None:
+    for path, content in (("engine/shell", ENGINE), ("profile/shell", PROFILE)):
+        (await client.put(f"/configs/{path}", json={"content": content})).raise_for_status()
 
 
 def report_floor(baseline: list[float], floor: list[float]) -> None:
