@@ -340,18 +340,82 @@ def _header(name: str, size: int, mode: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
 
 
-def send(collected: Collected | None, workspace: Path, stdout: BinaryIO) -> None:
+def send(
+    collected: Collected | None, workspace: Path, stdout: BinaryIO, volume: Path | None = None
+) -> str | None:
     """The artifacts frame on `stdout`: size 0 when there is nothing (or no limit), so
-    that a frame an engine printed earlier is never taken for the worker's."""
+    that a frame an engine printed earlier is never taken for the worker's. A tar of
+    ARTIFACTS_FILE_MIN bytes or more goes to the file `volume` instead when it fits
+    there, announced by its own header line. Returns a line for the job's log then."""
     if collected is None or collected.empty():
         stdout.write(protocol.artifacts_header(0))
         stdout.flush()
-        return
+        return None
     found = members(collected, workspace)
-    stdout.write(protocol.artifacts_header(tar_size(found)))
+    size = tar_size(found)
+    if volume is not None and size >= protocol.ARTIFACTS_FILE_MIN and _left_in(volume, found):
+        stdout.write(protocol.artifacts_file_header(size))
+        stdout.flush()
+        return f"parpaing: artifacts ({size} bytes) left in the bundle volume for tower to copy"
+    stdout.write(protocol.artifacts_header(size))
     for piece in pieces(found):
         stdout.write(piece)
     stdout.flush()
+    return None
+
+
+# What must stay free, of the volume and of the container's memory, once the tar is
+# written: a tmpfs page is memory, and the worker must not be OOM-killed for a copy.
+VOLUME_HEADROOM = 64 * 1024 * 1024
+
+
+def _left_in(target: Path, found: list[Member]) -> bool:
+    """Whether the tar was written whole to `target`; nothing is left there when not
+    (no room, or a write failed: the frame goes on stdout instead)."""
+    size = tar_size(found)
+    if min(_free_bytes(target.parent), _free_memory()) < size + VOLUME_HEADROOM:
+        return False
+    try:
+        target.unlink(missing_ok=True)  # whatever the job left there, a link included
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with open(os.open(target, flags, 0o600), "wb") as file:
+            for piece in pieces(found):
+                file.write(piece)
+        if target.stat().st_size == size:
+            return True
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        target.unlink(missing_ok=True)
+    return False
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        status = os.statvfs(directory)
+    except OSError:
+        return 0
+    return status.f_bavail * status.f_frsize
+
+
+# The container's memory bound and use: cgroup v2's files, then v1's.
+CGROUP_MEMORY = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def _free_memory() -> int:
+    """How much more the container may hold before its memory bound; 0 when unknown
+    (then nothing is written to the volume)."""
+    for limit_file, usage_file in CGROUP_MEMORY:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        return (1 << 62) if limit == "max" else max(0, int(limit) - usage)
+    return 0
 
 
 # --- the session state ---------------------------------------------------------------------

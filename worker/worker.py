@@ -424,8 +424,11 @@ def send_artifacts(job: Job | None) -> None:
     except Exception as error:
         print(f"parpaing-worker: artifacts not collected: {error!r}", file=sys.stderr, flush=True)
     workspace = job.local(protocol.WORKSPACE_DIR) if job is not None else Path("/")
+    volume = job.local(protocol.ARTIFACTS_FILE) if job is not None else None
     with contextlib.suppress(OSError):  # nobody reads: no artifacts, as with no frame
-        artifacts.send(collected, workspace, sys.stdout.buffer)
+        said = artifacts.send(collected, workspace, sys.stdout.buffer, volume)
+        if said:
+            print(said, file=sys.stderr, flush=True)
 
 
 # One file of the output frame: its header, and where its bytes come from.

@@ -12,6 +12,7 @@ file the test creates in their container (`docker exec`), so what has happened w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,7 @@ from tests.support.towers import TowerProcess, connect, start_tower
 pytestmark = pytest.mark.slow
 
 LEASE_SECONDS = 2
+LATE_ARTIFACT = 4 * 1024 * 1024
 # The longest a survivor may take: the lease running out, a reaper pass, a reconcile pass
 # and a process start, with room for a loaded two-core machine.
 RECOVERY_DEADLINE = 60.0
@@ -84,11 +86,11 @@ WHERE job_id = $1 AND kind = 'log' ORDER BY seq
 """
 
 
-def _gated(name: str, before: list[str], after: list[str], result: str) -> str:
+def _gated(name: str, before: list[str], after: list[str], result: str, then: str = "") -> str:
     """A shell job printing `before`, waiting for /tmp/<name> in its container, then
-    printing `after` and `result` last (its result is its whole stdout)."""
+    running `then`, printing `after` and `result` last (its result is its whole stdout)."""
     lines = [f"echo {line}" for line in before]
-    lines += [f"until [ -e /tmp/{name} ]; do sleep 0.05; done"]
+    lines += [f"until [ -e /tmp/{name} ]; do sleep 0.05; done", then]
     lines += [f"echo {line}" for line in [*after, result]]
     return "\n".join(lines) + "\n"
 
@@ -137,11 +139,14 @@ async def test_jobs_of_a_killed_tower_are_adopted_by_a_replica_on_their_host(
 ) -> None:
     """Two jobs of the killed tower: one whose worker ended while no tower followed it,
     one still running when adopted. Both complete on their first attempt, from their
-    containers, with each line of their output stored once."""
+    containers, with each line of their output stored once. The ended one's artifact,
+    larger than the 2 MB Docker keeps of a worker's log, was left in its volume: the
+    adopter copies it from there."""
     [start] = towers
     doomed = await start("doomed")
     ended, running = f"e{uuid.uuid4().hex[:6]}", f"r{uuid.uuid4().hex[:6]}"
-    ended_id = await _submit(doomed, _gated(ended, ["e-1", "e-2"], ["e-3"], "e-result"))
+    late = f"head -c {LATE_ARTIFACT} /dev/urandom > /workspace/late.bin"
+    ended_id = await _submit(doomed, _gated(ended, ["e-1", "e-2"], ["e-3"], "e-result", late))
     running_id = await _submit(doomed, _gated(running, ["r-1", "r-2"], ["r-3", "r-4"], "r-result"))
     containers = {}
     for job_id, last in ((ended_id, "e-2"), (running_id, "r-2")):
@@ -177,9 +182,13 @@ async def test_jobs_of_a_killed_tower_are_adopted_by_a_replica_on_their_host(
             assert record["result"].split() == lines.split(), describe(record)
             # Each line once: what was stored before the kill is not stored again.
             assert (await _log(database_url, job_id)).split() == lines.split()
+        listed = (await client.get(f"/jobs/{ended_id}/artifacts")).json()["files"]
+        late_bin = (await client.get(f"/jobs/{ended_id}/artifacts/late.bin")).content
         for container_id in containers.values():
             await poll_until(partial(_removed, docker_client, container_id), "its removal")
         assert "adopted by survivor" in survivor.log()
+    assert [(entry["path"], entry["size"]) for entry in listed] == [("late.bin", LATE_ARTIFACT)]
+    assert hashlib.sha256(late_bin).hexdigest() == listed[0]["sha256"]
 
 
 async def _running_job(

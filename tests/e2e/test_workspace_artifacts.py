@@ -1,12 +1,15 @@
 """What a job leaves in /workspace comes back: through a live tower's Docker runner and the
 real worker image, the files a job created or changed are listed and download
 byte-identical, an input it left alone is not an artifact, a file past
-MAX_ARTIFACT_BYTES is listed as omitted; and a 200 MB artifact passes through a tower
-process (frame, store, download) with its resident memory growing by under 64 MiB."""
+MAX_ARTIFACT_BYTES is listed as omitted; a tar of a few MB comes out of the worker's
+bundle volume (not its stdout) and downloads byte-identical; and a 200 MB artifact
+(too large for the volume: on stdout) passes through a tower process (frame, store,
+download) with its resident memory growing by under 64 MiB."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +80,28 @@ async def test_created_and_changed_files_come_back_and_the_cap_lists_omitted(
     assert record["artifacts"]["files"] == 2
     assert record["artifacts"]["bytes"] == len(BINARY) + len(b"before\nedited\n")
     assert record["changes"] is None  # not a repository job
+
+
+MEDIUM = 8 * MiB
+MEDIUM_SCRIPT = (
+    f"head -c {MEDIUM} /dev/urandom > /workspace/medium.bin && sha256sum /workspace/medium.bin"
+)
+
+
+async def test_a_tar_of_a_few_mb_comes_out_of_the_bundle_volume(
+    database_url: str, network: str, worker_image: str
+) -> None:
+    settings = docker_settings(database_url, network, worker_image=worker_image)
+    async with shell_tower(settings) as client:
+        record = await wait_terminal(client, await submit(client, MEDIUM_SCRIPT))
+        assert record["status"] == "completed", describe(record)
+        job_id = record["job_id"]
+        log = (await client.get(f"/jobs/{job_id}/events")).text
+        data = (await client.get(f"/jobs/{job_id}/artifacts/medium.bin")).content
+
+    assert re.search(r"parpaing: artifacts \(\d+ bytes\) left in the bundle volume", log), log
+    assert len(data) == MEDIUM
+    assert hashlib.sha256(data).hexdigest() == record["result"].split()[0]
 
 
 BIG = 200 * 1000 * 1000

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, cast
 from uuid import UUID
 
@@ -30,7 +31,7 @@ from tower.execution.docker.client import DockerCalls
 from tower.execution.docker.hardening import bundle_volume_name
 from tower.execution.docker.probe import ping_client
 from tower.execution.docker.reattach import Counting, Replayed, Skipping
-from tower.execution.docker.worker_stdout import Handover
+from tower.execution.docker.worker_stdout import Artifacts, Handover
 from tower.execution.outcome import parse_outcome
 from tower.execution.pool.warm import WarmPool
 from tower.execution.queries import slot_adopted_away
@@ -81,6 +82,11 @@ def _engine_succeeded(output: WorkerOutput | None) -> bool:
     if result is None:
         return False
     return result.get("phase") == "dry_run" or result.get("exit_code") == 0
+
+
+def _spooled(taken: Artifacts | None) -> Path | None:
+    """The artifacts' file; None for none, or for those never copied out of the volume."""
+    return taken if isinstance(taken, Path) else None
 
 
 def failed(message: str) -> RunOutcome:
@@ -257,6 +263,7 @@ class DockerRunner:
             ended, output = await self._finish(
                 slot.container_id, plan.spec, since, followed, emit, artifacts
             )
+            await self._copy_artifacts(slot.container_id, artifacts)
             outcome = parse_outcome(
                 output,
                 engine=plan.engine,
@@ -268,7 +275,20 @@ class DockerRunner:
         except BaseException:
             artifacts.discard()
             raise
-        return dataclasses.replace(outcome, artifacts=artifacts.take())
+        return dataclasses.replace(outcome, artifacts=_spooled(artifacts.take()))
+
+    async def _copy_artifacts(self, container_id: str, artifacts: Handover) -> None:
+        """Artifacts the worker left in its bundle volume (large ones: see
+        protocol.ARTIFACTS_FILE), copied out into a private file. A failed copy costs
+        the artifacts, never the outcome."""
+        wanted = artifacts.in_volume()
+        if wanted is None:
+            return
+        try:
+            await self._calls(archive.copy_artifacts, container_id, wanted.size, artifacts)
+        except containers.DockerFailure as failure:
+            log.warning("container %s: artifacts not copied: %s", container_id[:12], failure)
+            artifacts.give(None)
 
     async def _finish(
         self,

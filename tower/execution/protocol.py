@@ -18,6 +18,11 @@ runs under the image's python3 (Debian's 3.11). The prose is docs/execution.md.
    ARTIFACT_FILES_DIR/<path> for each file the job created or changed under
    WORKSPACE_DIR, then ARTIFACTS_SESSION for an engine that can resume), at most
    artifact_cap(the spec's artifact_limit) bytes; size 0 when there is nothing to send.
+   A tar of ARTIFACTS_FILE_MIN bytes or more that fits the bundle volume (and the
+   container's memory) is instead written to ARTIFACTS_FILE, and announced by
+   artifacts_file_header(size) with no bytes after it: tower copies it out of the
+   volume (get_archive), which skips Docker's log of stdout, and which a replica that
+   adopts the job can still do.
 4. The entry script (ENTRYPOINT_PATH, worker/entrypoint.sh) prints DONE_LINE once the
    worker has ended, and keeps the container up until tower removes it.
 A frame's size is at most SIZE_DIGITS decimal digits; anything else is no frame.
@@ -106,6 +111,12 @@ MAX_ARTIFACT_PATH = 1024
 MAX_ARTIFACT_LISTED = 1000
 MAX_ARTIFACTS_MANIFEST = 16 * 1024 * 1024
 ARTIFACT_MARGIN = 64 * 1024 * 1024
+# Where the worker leaves a large artifacts tar, in the bundle volume (see step 3 above):
+# every byte of stdout also goes through Docker's log driver, which costs a 100 MB tar
+# about three times the copy of a file out of the volume.
+ARTIFACTS_FILE = f"{BUNDLE_DIR}/artifacts.tar"
+# Below this size the frame on stdout is cheaper than a copy out of the volume.
+ARTIFACTS_FILE_MIN = 1024 * 1024
 # In an argv element of the spec: replaced by the prompt file's text (arg-from-file).
 PROMPT_PLACEHOLDER = "{prompt}"
 
@@ -116,6 +127,7 @@ DONE_LINE = b"parpaing-worker done"
 BUNDLE_MARK = b"parpaing-bundle "
 OUTPUT_MARK = b"parpaing-worker output "
 ARTIFACTS_MARK = b"parpaing-worker artifacts "
+ARTIFACTS_FILE_MARK = b"parpaing-worker artifacts-file "
 # A frame's size is at most this many digits; a longer run after a mark is no frame.
 SIZE_DIGITS = 12
 # The longest bundle header line: the mark, the digits, the newline.
@@ -145,6 +157,12 @@ def output_header(size: int) -> bytes:
 def artifacts_header(size: int) -> bytes:
     """The line the worker writes before exactly `size` bytes of artifacts tar."""
     return ARTIFACTS_MARK + _size(size) + b"\n"
+
+
+def artifacts_file_header(size: int) -> bytes:
+    """The line the worker writes once it left exactly `size` bytes of artifacts tar in
+    ARTIFACTS_FILE (nothing follows it on stdout)."""
+    return ARTIFACTS_FILE_MARK + _size(size) + b"\n"
 
 
 def artifact_cap(artifact_limit: int) -> int:

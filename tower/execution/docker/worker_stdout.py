@@ -2,7 +2,9 @@
 
 After the job, the worker prints `parpaing-worker artifacts <size>` and a newline, then
 <size> bytes: a tar of what the job created or changed in /workspace (size 0: none),
-which is spooled to a private temporary file as it comes, never held in memory. Then
+which is spooled to a private temporary file as it comes, never held in memory; or
+`parpaing-worker artifacts-file <size>` alone: the tar is in the bundle volume
+(protocol.ARTIFACTS_FILE), for the runner to copy out (`InVolume`). Then
 `parpaing-worker output <size>`, a newline and <size> bytes: a tar of /bundle/out.
 Reading the result from the stream tower already follows costs a few milliseconds;
 copying it out of the container (get_archive) costs Docker a helper process, tens of
@@ -21,13 +23,31 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tower.execution.protocol import ARTIFACTS_MARK, DONE_LINE, OUTPUT_MARK, frame_size
+from tower.execution.protocol import (
+    ARTIFACTS_FILE_MARK,
+    ARTIFACTS_MARK,
+    DONE_LINE,
+    OUTPUT_MARK,
+    frame_size,
+)
 
 # Receives output to pass on: ("stdout", bytes).
 Send = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True)
+class InVolume:
+    """Artifacts the worker left in its bundle volume: `size` bytes of tar, still to copy."""
+
+    size: int
+
+
+# The artifacts of a frame: spooled to a file, or still in the worker's volume.
+Artifacts = Path | InVolume
 
 
 class WorkerStdout:
@@ -46,11 +66,11 @@ class WorkerStdout:
         self._left = 0  # payload bytes still to read
         self._payload: bytearray | None = None
         self._spool: Spool | None = None  # the artifacts frame being read
-        self._pending: Path | None = None  # the last whole artifacts frame
+        self._pending: Artifacts | None = None  # the last whole artifacts frame
         self.output: bytes | None = None
-        self.artifacts: Path | None = None
+        self.artifacts: Artifacts | None = None
 
-    def take_artifacts(self) -> Path | None:
+    def take_artifacts(self) -> Artifacts | None:
         """The artifacts file, now the caller's to remove."""
         taken, self.artifacts = self.artifacts, None
         return taken
@@ -99,7 +119,7 @@ class WorkerStdout:
             _removed(self.artifacts)
         self.artifacts, self._pending = self._pending, None
 
-    def _artifacts_frame(self, path: Path | None) -> None:
+    def _artifacts_frame(self, path: Artifacts | None) -> None:
         """A whole artifacts frame (None: empty, or too large to keep)."""
         if self._pending is not self.artifacts:
             _removed(self._pending)
@@ -137,7 +157,10 @@ class WorkerStdout:
             self._window = window[frame:]
             return False
         self._window = window[end + 1 :]
-        if mark == ARTIFACTS_MARK:
+        if mark == ARTIFACTS_FILE_MARK:
+            kept = 0 < size <= self._artifact_cap
+            self._artifacts_frame(InVolume(size) if kept else None)
+        elif mark == ARTIFACTS_MARK:
             self._begin_artifacts(size)
         else:
             self._left = size
@@ -159,7 +182,7 @@ class WorkerStdout:
             self._send_to("stdout", data)
 
 
-MARKS = (OUTPUT_MARK, ARTIFACTS_MARK)
+MARKS = (OUTPUT_MARK, ARTIFACTS_MARK, ARTIFACTS_FILE_MARK)
 
 
 class Handover:
@@ -169,10 +192,10 @@ class Handover:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._path: Path | None = None
+        self._path: Artifacts | None = None
         self._closed = False
 
-    def give(self, path: Path | None) -> None:
+    def give(self, path: Artifacts | None) -> None:
         with self._lock:
             if self._closed:
                 _removed(path)
@@ -180,10 +203,15 @@ class Handover:
                 _removed(self._path)
                 self._path = path
 
-    def take(self) -> Path | None:
+    def take(self) -> Artifacts | None:
         with self._lock:
             taken, self._path = self._path, None
             return taken
+
+    def in_volume(self) -> InVolume | None:
+        """The artifacts still to copy out of the worker's volume, if that is what it holds."""
+        with self._lock:
+            return self._path if isinstance(self._path, InVolume) else None
 
     def discard(self) -> None:
         with self._lock:
@@ -213,8 +241,8 @@ class Spool:
         _removed(self.path)
 
 
-def _removed(path: Path | None) -> None:
-    if path is not None:
+def _removed(path: Artifacts | None) -> None:
+    if isinstance(path, Path):
         path.unlink(missing_ok=True)
 
 
