@@ -24,6 +24,7 @@ from tests.support.towers import insert_job
 from tests.unit.test_worker import WorkerProcess, base_spec, shell, started, workers
 from tests.unit.test_worker_artifacts import git, repository
 from tower.artifacts import store
+from tower.db import chunks
 from tower.db.pool import Pool
 from tower.execution.docker.worker_stdout import WorkerStdout
 from tower.execution.protocol import DONE_LINE
@@ -210,7 +211,8 @@ async def test_retention_deletes_artifacts_with_their_job(
     frame = worker_frame(tmp_path, workers, "head -c 2500000 /dev/zero > z")
     job = await claimed(db)
     assert await store.store(pool, job, frame)
-    assert await db.fetchval("SELECT count(*) FROM job_artifact_chunks") == 3
+    rows = -(-2_500_000 // chunks.CHUNK_BYTES)
+    assert await db.fetchval("SELECT count(*) FROM job_artifact_chunks") == rows
     await db.execute(
         "UPDATE jobs SET status = 'completed', finished_at = now() - interval '30 hours',"
         " lease_token = NULL WHERE job_id = $1",

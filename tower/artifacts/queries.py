@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tower.db.chunks import ChunkTable
+
 # An attempt's artifacts replace the last one's (chunks go with their rows: CASCADE).
 DELETE_OF_JOB = "DELETE FROM job_artifacts WHERE job_id = $1"
 
@@ -11,8 +13,20 @@ VALUES ($1, $2, $3, 0, $4, '', $5)
 RETURNING artifact_id
 """
 
-# An artifact's bytes, in order: one row per CHUNK_BYTES (the last one shorter).
-INSERT_CHUNK = "INSERT INTO job_artifact_chunks (artifact_id, seq, data) VALUES ($1, $2, $3)"
+# An artifact's bytes, in order: one row per chunks.CHUNK_BYTES (the last one shorter;
+# 1 MiB in rows written before migration 0020), written by COPY into these columns.
+CHUNKS = ChunkTable(
+    table="job_artifact_chunks",
+    columns=("artifact_id", "seq", "data"),
+    # $3 rows of the artifact $1 from seq $2 on, in order.
+    select_from="""
+        SELECT data FROM job_artifact_chunks WHERE artifact_id = $1 AND seq >= $2
+        ORDER BY seq LIMIT $3
+    """,
+    first_size="""
+        SELECT octet_length(data) FROM job_artifact_chunks WHERE artifact_id = $1 AND seq = 0
+    """,
+)
 
 # Its size and digest as measured while its chunks went in.
 MEASURED = "UPDATE job_artifacts SET size = $2, sha256 = $3 WHERE artifact_id = $1"
@@ -46,5 +60,3 @@ SELECT_ALL_FILES = """
 SELECT artifact_id, path, size, mode, sha256 FROM job_artifacts
 WHERE job_id = $1 AND kind = 'file' ORDER BY path
 """
-
-SELECT_CHUNK = "SELECT data FROM job_artifact_chunks WHERE artifact_id = $1 AND seq = $2"

@@ -1,6 +1,7 @@
 """Reading a job's artifacts back: the list, one file (a byte range of it), all files as
-a tar.gz, the diff. Bytes stream from PostgreSQL a chunk at a time (one connection per
-chunk, never the whole file in memory), so any replica serves any job's artifacts."""
+a tar.gz, the diff. Bytes stream from PostgreSQL a batch of rows at a time (one
+connection per batch, never the whole file in memory; tower/db/chunks.py), so any
+replica serves any job's artifacts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 
 from tower.artifacts import queries
 from tower.artifacts.schemas import ArtifactList
-from tower.artifacts.store import CHUNK_BYTES, clean_path
+from tower.artifacts.store import clean_path
+from tower.db import chunks
 from tower.db.ids import JOB_ID
 from tower.db.pool import Pool
 from tower.errors import NotFound
@@ -118,17 +120,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def read(pool: Pool, artifact_id: int, start: int, end: int) -> AsyncIterator[bytes]:
-    """Bytes [start, end) of an artifact, a chunk at a time."""
-    seq, skip = divmod(start, CHUNK_BYTES)
-    left = end - start
-    while left > 0:
-        async with pool.acquire() as connection:
-            chunk = await connection.fetchval(queries.SELECT_CHUNK, artifact_id, seq)
-        if chunk is None:
-            return  # replaced by a later attempt while it was read
-        piece = chunk[skip : skip + left]
-        left -= len(piece)
-        skip, seq = 0, seq + 1
+    """Bytes [start, end) of an artifact, about a batch of rows at a time."""
+    async for piece in chunks.read_range(pool, queries.CHUNKS, artifact_id, start, end):
         yield piece
 
 

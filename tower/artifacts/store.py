@@ -1,5 +1,6 @@
 """Storing a run's artifacts: the worker's tar (spooled to a file by the runner) read
-member by member into PostgreSQL, 1 MiB a row, in one transaction fenced by the lease.
+member by member into PostgreSQL (rows of tower/db/chunks.py, written by COPY), in one
+transaction fenced by the lease.
 
 The tar came out of the job's container, so it is checked like anything from there:
 the manifest first and bounded, then the diff, then files/<path> at relative paths
@@ -10,20 +11,18 @@ digests are tower's own measure of what it stored, not the worker's word.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from uuid import UUID
 
 from tower.artifacts import queries
+from tower.db import chunks
 from tower.db.pool import Pool, transaction
 from tower.execution import protocol
-
-CHUNK_BYTES = 1 << 20
 
 
 class Unreadable(Exception):
@@ -189,19 +188,9 @@ async def _store_file(
     artifact_id = await connection.fetchval(
         queries.INSERT_ARTIFACT, attempt.job_id, kind, path, member.mode & 0o777, attempt.attempt
     )
-    digest = hashlib.sha256()
-    size = seq = 0
-    while chunk := await asyncio.to_thread(_read, reader):
-        digest.update(chunk)
-        await connection.execute(queries.INSERT_CHUNK, artifact_id, seq, chunk)
-        size += len(chunk)
-        seq += 1
-    await connection.execute(queries.MEASURED, artifact_id, size, digest.hexdigest())
-    return size
-
-
-def _read(reader: IO[bytes]) -> bytes:
-    return reader.read(CHUNK_BYTES)
+    written = await chunks.copy_in(connection, queries.CHUNKS, artifact_id, reader.read)
+    await connection.execute(queries.MEASURED, artifact_id, written.size, written.sha256)
+    return written.size
 
 
 def _manifest(archive: tarfile.TarFile, member: tarfile.TarInfo | None) -> dict[str, Any]:

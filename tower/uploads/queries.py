@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tower.db.chunks import ChunkTable
 from tower.db.statuses import TERMINAL_SQL
 
 COLUMNS = "upload_id, kind, filename, size, sha256, entries, created_at, expires_at"
@@ -12,8 +13,17 @@ VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(hours => $7), $8)
 RETURNING {COLUMNS}
 """
 
-# An upload's bytes, in order: one row per CHUNK_BYTES (the last one shorter).
-INSERT_CHUNK = "INSERT INTO upload_chunks (upload_id, seq, data) VALUES ($1, $2, $3)"
+# An upload's bytes, in order: one row per chunks.CHUNK_BYTES (the last one shorter),
+# written by COPY into these columns.
+CHUNKS = ChunkTable(
+    table="upload_chunks",
+    columns=("upload_id", "seq", "data"),
+    # $3 rows of the upload $1 from seq $2 on, in order.
+    select_from="""
+        SELECT data FROM upload_chunks WHERE upload_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3
+    """,
+    first_size="SELECT octet_length(data) FROM upload_chunks WHERE upload_id = $1 AND seq = 0",
+)
 
 # An upload is its tenant's: $2 is the caller's (NULL: a key that sees every tenant).
 _SEEN = "($2::text IS NULL OR tenant = $2)"
@@ -29,8 +39,6 @@ SELECT_LIVE_SIZES = """
 SELECT upload_id, size FROM uploads
 WHERE upload_id = ANY($1::text[]) AND expires_at > now() AND tenant = $2
 """
-
-SELECT_CHUNK = "SELECT data FROM upload_chunks WHERE upload_id = $1 AND seq = $2"
 
 DELETE = f"DELETE FROM uploads WHERE upload_id = $1 AND {_SEEN} RETURNING upload_id"
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tower.db import chunks
 from tower.db.pool import Pool, transaction
 from tower.errors import BadRequest, NotFound, UnsupportedMediaType
 from tower.settings import Settings, memory_bytes
@@ -19,7 +20,6 @@ from tower.uploads.archive import CONTENT_TYPES, UploadKind, check_archive, insi
 from tower.uploads.schemas import UploadOut
 from tower.uploads.spool import discard, spool
 
-CHUNK_BYTES = 1 << 20
 UPLOAD_ID = re.compile(r"^up-[0-9a-f]{24}$")
 FILENAME_MAX = 255
 
@@ -67,14 +67,7 @@ async def create(
 
 async def _store_chunks(connection: Any, upload_id: str, path: Path) -> None:
     with path.open("rb") as file:
-        seq = 0
-        while chunk := await asyncio.to_thread(_read, file):
-            await connection.execute(queries.INSERT_CHUNK, upload_id, seq, chunk)
-            seq += 1
-
-
-def _read(file: BinaryIO) -> bytes:
-    return file.read(CHUNK_BYTES)
+        await chunks.copy_in(connection, queries.CHUNKS, upload_id, file.read)
 
 
 async def get(pool: Pool, upload_id: str, sees: str | None) -> UploadOut:
@@ -94,19 +87,15 @@ async def live_sizes(pool: Pool, upload_ids: list[str], tenant: str) -> dict[str
 
 
 async def write_to(pool: Pool, upload_id: str, file: BinaryIO) -> int:
-    """Write the upload's bytes to `file`, a chunk at a time (one in memory at once);
-    the number written. Reads expired uploads too: a live job's inputs outlive their
-    expiry (see DELETE_EXPIRED). Stops at the first missing chunk (a deleted upload)."""
+    """Write the upload's bytes to `file`, a batch of rows at a time (never the whole
+    upload in memory); the number written. Reads expired uploads too: a live job's
+    inputs outlive their expiry (see DELETE_EXPIRED). Stops where its rows end (a
+    deleted upload has none)."""
     written = 0
-    seq = 0
-    while True:
-        async with pool.acquire() as connection:
-            chunk = await connection.fetchval(queries.SELECT_CHUNK, upload_id, seq)
-        if chunk is None:
-            return written
-        await asyncio.to_thread(file.write, chunk)
-        written += len(chunk)
-        seq += 1
+    async for batch in chunks.batches_from(pool, queries.CHUNKS, upload_id, 0):
+        await asyncio.to_thread(file.writelines, batch)
+        written += sum(len(row) for row in batch)
+    return written
 
 
 async def delete(pool: Pool, upload_id: str, sees: str | None) -> None:

@@ -1,6 +1,6 @@
 """Staging a claimed job's workspace on tower's side: its repository cloned (with the
 job's credential, which never leaves tower) and tarred as the workspace's root, then each
-upload it names copied out of PostgreSQL into a private temporary file, a chunk at a time
+upload it names copied out of PostgreSQL into a private temporary file, a batch at a time
 (never whole in memory), for the runner to carry into the worker's bundle. The caller
 removes it all once the run is over (`Staged.discard`), whatever way it ends; the clone
 stays until then, for publishing the agent's changes from it."""
