@@ -188,7 +188,7 @@ async def _jobs_reach_allowed_hosts_through_the_egress_proxy(
             "; sleep 2"
         )
         body = {"engine": "shell", "profile": "egress-shell", "prompt": script}
-        record = await _wait_terminal(api, await _submit(api, body))
+        record = await _wait_terminal(api, await _submit_once_known(api, body))
     assert record["status"] == "completed", describe(record)
     assert https.marker in record["result"] and "refused=403" in record["result"], record
     assert (https.seen(), http.seen()) == (["/hello"], [])
@@ -334,6 +334,22 @@ async def _submit(api: httpx.AsyncClient, body: dict[str, Any]) -> str:
     response = await api.post("/jobs", json={"agent_id": "compose", **body})
     assert response.status_code == 202, response.text
     job_id: str = response.json()["job_id"]
+    return job_id
+
+
+async def _submit_once_known(api: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    """Submit through the LB once the replica it reaches knows the profile just put
+    through another one: a config reaches the other replicas by NOTIFY, a moment later."""
+
+    async def submitted() -> str | None:
+        response = await api.post("/jobs", json={"agent_id": "compose", **body})
+        if response.status_code == 422 and "unknown profile" in response.text:
+            return None
+        assert response.status_code == 202, response.text
+        job_id: str = response.json()["job_id"]
+        return job_id
+
+    job_id: str = await _until(submitted, f"profile {body['profile']!r} known to the replicas")
     return job_id
 
 
