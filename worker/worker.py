@@ -32,6 +32,7 @@ path of the spec; empty in containers) let tests run the worker on a host.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -752,6 +753,18 @@ class Exactly:
         self.left -= len(data)
         return data
 
+    def into(self, buffer: memoryview) -> None:
+        """Fill `buffer` whole (NoBundle if the frame or the stream ends sooner)."""
+        if len(buffer) > self.left:
+            raise NoBundle(f"the bundle's tar runs past its frame ({self.left} bytes left)")
+        filled = 0
+        while filled < len(buffer):
+            got = self._source.readinto(buffer[filled:])  # type: ignore[attr-defined]
+            if not got:
+                raise NoBundle(f"stdin ended {self.left - filled} bytes short of the bundle")
+            filled += got
+        self.left -= filled
+
 
 def receive_bundle(source: BinaryIO, bundle: Path) -> None:
     """Read one framed bundle from `source` and unpack it into `bundle`, streaming (the
@@ -773,12 +786,14 @@ def receive_bundle(source: BinaryIO, bundle: Path) -> None:
 
 
 def _unpack(payload: Exactly, bundle: Path) -> None:
+    """The bundle's members, read header by header. Not tarfile's stream mode: it copies
+    every MiB three times through fresh buffers, which made a 100 MB input cost 0.7-0.9 s
+    of this process, against 0.3-0.4 s for the bytes through Docker. Tower writes plain
+    ustar headers (bundle.py: short ASCII names), so an extended one is refused."""
+    buffer = memoryview(bytearray(1 << 20))
     try:
-        with tarfile.open(fileobj=payload, mode="r|") as tar:
-            for member in tar:
-                _unpack_member(tar, member, bundle)
-    except tarfile.TarError as error:
-        raise NoBundle(f"the bundle is not a whole tar: {error}") from None
+        while (member := _next_member(payload)) is not None:
+            _unpack_member(payload, member, bundle, buffer)
     except OSError as error:
         # Most likely the bundle volume is full: BUNDLE_VOLUME_SIZE bounds a job's files.
         raise WorkerError(
@@ -787,7 +802,26 @@ def _unpack(payload: Exactly, bundle: Path) -> None:
         ) from None
 
 
-def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: Path) -> None:
+def _next_member(payload: Exactly) -> tarfile.TarInfo | None:
+    """The next member's header; None at the end of the archive (a zero block)."""
+    block = memoryview(bytearray(tarfile.BLOCKSIZE))
+    payload.into(block)
+    if not any(block):
+        return None
+    try:
+        member = tarfile.TarInfo.frombuf(bytes(block), tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError as error:
+        raise NoBundle(f"the bundle is not a whole tar: {error}") from None
+    if member.type in tarfile.GNU_TYPES or member.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+        raise WorkerError(f"bundle member {member.name!r} has an extended header; refused")
+    if member.size < 0:
+        raise NoBundle(f"bundle member {member.name!r} has a negative size")
+    return member
+
+
+def _unpack_member(
+    payload: Exactly, member: tarfile.TarInfo, bundle: Path, buffer: memoryview
+) -> None:
     """Directories and regular files only, at relative paths without `..`: the bundle
     never holds anything else, and a link or an escaping path could write outside it.
     Everything is created private to the worker user (only the worker reads it)."""
@@ -803,10 +837,23 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: Path) 
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # O_NOFOLLOW: never write through a link, whatever the directory already held.
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    source = tar.extractfile(member)
-    assert source is not None  # a regular file always has content, if empty
-    with open(os.open(target, flags, 0o600), "wb") as writer:
-        shutil.copyfileobj(source, writer, 1 << 20)
+    with open(os.open(target, flags, 0o600), "wb", buffering=0) as writer:
+        left = member.size
+        while left:
+            piece = buffer[: min(left, len(buffer))]
+            payload.into(piece)
+            _write_all(writer, piece)
+            left -= len(piece)
+    payload.into(buffer[: -member.size % tarfile.BLOCKSIZE])  # to the next whole block
+
+
+def _write_all(writer: BinaryIO, piece: memoryview) -> None:
+    """An unbuffered write may take less than it is given; a full disk raises."""
+    while piece:
+        written = writer.write(piece)
+        if not written:
+            raise OSError(errno.ENOSPC, "no room left")
+        piece = piece[written:]
 
 
 def refused_bundle(bundle: Path, error: WorkerError) -> None:

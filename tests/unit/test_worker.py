@@ -463,6 +463,7 @@ def escaping(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> bytes:
         ("{tmp}/escaped", tarfile.REGTYPE, ""),  # absolute
         ("job/link", tarfile.SYMTYPE, "{tmp}"),
         ("job/hard", tarfile.LNKTYPE, "{tmp}/escaped"),
+        ("job/" + "x" * 120, tarfile.REGTYPE, ""),  # an extended (PAX) header: not tower's
     ],
 )
 def test_a_bundle_member_escaping_the_bundle_dir_is_refused(

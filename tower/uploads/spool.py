@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tower.errors import PayloadTooLarge
 
@@ -49,10 +49,16 @@ async def _copy(body: AsyncIterator[bytes], file: BinaryIO, limit: int) -> tuple
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the upload is larger than MAX_UPLOAD_BYTES ({limit} bytes)")
-        digest.update(chunk)
         pending += chunk
         if len(pending) >= WRITE_BATCH:
-            await asyncio.to_thread(file.write, bytes(pending))
+            await asyncio.to_thread(_write_hashed, file, digest, bytes(pending))
             pending.clear()
-    await asyncio.to_thread(file.write, bytes(pending))
+    await asyncio.to_thread(_write_hashed, file, digest, bytes(pending))
     return size, digest.hexdigest()
+
+
+def _write_hashed(file: BinaryIO, digest: Any, batch: bytes) -> None:
+    # In the writing thread: hashlib lets go of the GIL, so the event loop goes on
+    # receiving (and serving) while a batch is hashed.
+    digest.update(batch)
+    file.write(batch)
