@@ -3,6 +3,7 @@ archives are streamed, checked before they are kept, and never half-stored."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import hashlib
 import io
@@ -17,12 +18,13 @@ import httpx
 import pytest
 
 from tests.support.cli import parpaing
-from tests.support.conditions import until
+from tests.support.conditions import until, until_async
 from tests.support.live import client_for, live_tower
 from tests.support.rss import RssWatch
 from tests.support.towers import start_tower
 from tower.db.pool import Pool
 from tower.settings import Settings
+from tower.uploads import service
 
 KEY = "uploads-test-key"
 MiB = 1 << 20
@@ -187,8 +189,19 @@ def spooled_files() -> list[str]:
     return glob.glob(os.path.join(tempfile.gettempdir(), "parpaing-upload-*"))
 
 
+# Statements of this database still running or in an open transaction, ours aside.
+BUSY = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'
+"""
+
+
+@pytest.mark.parametrize(
+    ("content_type", "name"),
+    [(FILE, "?filename=half"), (TGZ, "")],  # streamed into PostgreSQL; spooled first
+)
 async def test_a_client_that_aborts_mid_stream_leaves_nothing(
-    database_url: str, pool: Pool
+    database_url: str, pool: Pool, content_type: dict[str, str], name: str
 ) -> None:
     settings = Settings(database_url=database_url, tower_runner="simulated", tower_api_key=KEY)
     before = set(spooled_files())
@@ -197,15 +210,21 @@ async def test_a_client_that_aborts_mid_stream_leaves_nothing(
         pass
 
     async def half_then_abort() -> AsyncIterator[bytes]:
-        for _ in range(4):
+        for _ in range(8):
             yield bytes(256 * 1024)
         raise Aborted
 
+    async def settled() -> bool:
+        async with pool.acquire() as connection:
+            busy: int = await connection.fetchval(BUSY)
+        return not busy and not set(spooled_files()) - before
+
     async with live_tower(settings) as url, client_for(url, KEY) as client:
         with pytest.raises(Aborted):
-            await client.post("/uploads?filename=half", content=half_then_abort(), headers=FILE)
-        # The server learns of the disconnect and discards its spool file: wait for that.
-        await until(lambda: not set(spooled_files()) - before, "the spool file is removed")
+            await client.post(f"/uploads{name}", content=half_then_abort(), headers=content_type)
+        # The server learns of the disconnect, rolls its transaction back (a streamed
+        # file) or discards its spool file (an archive): wait for that.
+        await until_async(settled, "the upload's transaction and spool file are gone")
     assert await count_rows(pool) == (0, 0)
 
 
@@ -260,3 +279,32 @@ async def test_the_cli_uploads_files_archives_and_directories(
     assert facts["bundle.zip"]["kind"] == "zip"
     missing = await run_cli(url, "upload", str(tmp_path / "nope"))
     assert missing[0] == 1 and "no such file" in missing[2]
+
+
+async def test_past_the_uploads_streaming_at_once_a_file_is_spooled_not_held(
+    database_url: str,
+) -> None:
+    """Each streamed upload holds a database connection while its client sends: with
+    STREAMED_AT_ONCE clients sending slowly, another file still goes in (through the
+    spool) while they hold theirs."""
+    settings = Settings(database_url=database_url, tower_runner="simulated", tower_api_key=KEY)
+    release = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"first half "
+        await release.wait()
+        yield b"second half"
+
+    async with live_tower(settings) as url, client_for(url, KEY) as client:
+        held = [
+            asyncio.create_task(client.post("/uploads?filename=slow", content=slow(), headers=FILE))
+            for _ in range(service.STREAMED_AT_ONCE)
+        ]
+        await until(service.STREAMING.locked, "the slow uploads streaming")
+        quick = await client.post("/uploads?filename=quick", content=b"quick", headers=FILE)
+        assert quick.status_code == 201, quick.text
+        assert not any(task.done() for task in held)  # still sending
+        release.set()
+        answers = await asyncio.gather(*held)
+    assert [answer.json()["size"] for answer in answers] == [22] * service.STREAMED_AT_ONCE
+    assert quick.json()["sha256"] == hashlib.sha256(b"quick").hexdigest()

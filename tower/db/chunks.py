@@ -51,11 +51,45 @@ async def copy_in(
     caller's transaction; their size and SHA-256, measured on the way. `read` is a
     blocking file read: it runs in a thread, hashing too."""
     digest = hashlib.sha256()
+
+    async def blocks() -> AsyncIterator[bytes]:
+        while block := await asyncio.to_thread(_read_hashed, read, digest):
+            yield block
+
+    return await _copy(connection, chunks, key, blocks(), digest)
+
+
+async def copy_in_stream(
+    connection: Any, chunks: ChunkTable, key: object, pieces: AsyncIterator[bytes]
+) -> Written:
+    """As copy_in, from pieces that arrive (a request's body), hashed a block at a time
+    in a thread; an error the pieces raise (the client went away) aborts the COPY."""
+    digest = hashlib.sha256()
+
+    async def blocks() -> AsyncIterator[bytes]:
+        pending = bytearray()
+        async for piece in pieces:
+            pending += piece
+            if len(pending) >= READ_BYTES:
+                block = bytes(pending)
+                pending.clear()
+                await asyncio.to_thread(digest.update, block)
+                yield block
+        if pending:
+            await asyncio.to_thread(digest.update, bytes(pending))
+            yield bytes(pending)
+
+    return await _copy(connection, chunks, key, blocks(), digest)
+
+
+async def _copy(
+    connection: Any, chunks: ChunkTable, key: object, blocks: AsyncIterator[bytes], digest: Any
+) -> Written:
     counted = [0]
 
     async def records() -> AsyncIterator[tuple[object, int, bytes]]:
         seq = 0
-        async for row in _rows(read, digest, counted):
+        async for row in _rows(blocks, counted):
             yield key, seq, row
             seq += 1
 
@@ -65,13 +99,11 @@ async def copy_in(
     return Written(counted[0], digest.hexdigest())
 
 
-async def _rows(
-    read: Callable[[int], bytes], digest: Any, counted: list[int]
-) -> AsyncIterator[bytes]:
-    """The bytes as rows of CHUNK_BYTES (the last one shorter), whatever sizes `read`
-    returns: a short read is carried over, so every row but the last is whole."""
+async def _rows(blocks: AsyncIterator[bytes], counted: list[int]) -> AsyncIterator[bytes]:
+    """The bytes as rows of CHUNK_BYTES (the last one shorter), whatever sizes the blocks
+    have: a remainder is carried over, so every row but the last is whole."""
     held = b""
-    while block := await asyncio.to_thread(_read_hashed, read, digest):
+    async for block in blocks:
         counted[0] += len(block)
         held += block
         whole = len(held) - len(held) % CHUNK_BYTES

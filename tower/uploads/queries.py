@@ -25,6 +25,12 @@ CHUNKS = ChunkTable(
     first_size="SELECT octet_length(data) FROM upload_chunks WHERE upload_id = $1 AND seq = 0",
 )
 
+# A streamed upload's size and digest, measured as it went in (its row is inserted
+# first, with 0 and '', in the same transaction: the chunks reference it).
+MEASURED = f"""
+UPDATE uploads SET size = $2, sha256 = $3 WHERE upload_id = $1 RETURNING {COLUMNS}
+"""
+
 # An upload is its tenant's: $2 is the caller's (NULL: a key that sees every tenant).
 _SEEN = "($2::text IS NULL OR tenant = $2)"
 

@@ -41,14 +41,22 @@ def discard(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-async def _copy(body: AsyncIterator[bytes], file: BinaryIO, limit: int) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    pending = bytearray()
+async def capped_body(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """The body's pieces, refused (413) the moment they pass `limit` bytes."""
     size = 0
     async for chunk in body:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the upload is larger than MAX_UPLOAD_BYTES ({limit} bytes)")
+        yield chunk
+
+
+async def _copy(body: AsyncIterator[bytes], file: BinaryIO, limit: int) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    pending = bytearray()
+    size = 0
+    async for chunk in capped_body(body, limit):
+        size += len(chunk)
         pending += chunk
         if len(pending) >= WRITE_BATCH:
             await asyncio.to_thread(_write_hashed, file, digest, bytes(pending))
