@@ -16,6 +16,7 @@ from tests.support.towers import insert_job
 from tower.artifacts import queries
 from tower.db import chunks
 from tower.db.pool import Pool
+from tower.uploads import queries as upload_queries
 
 MiB = 1 << 20
 NEW_ARTIFACT = """
@@ -108,3 +109,44 @@ async def test_an_empty_range_or_file_reads_nothing(
     empty = await artifact(db, job_id, "empty")
     assert await read(pool, empty, start, end) == b""
     assert await read(pool, empty, 0, 10) == b""  # no rows at all
+
+
+async def chunk_count(db: Any, table: str, column: str, key: object) -> int:
+    count: int = await db.fetchval(f"SELECT count(*) FROM {table} WHERE {column} = $1", key)
+    return count
+
+
+async def test_chunks_go_with_their_artifact_and_their_job(db: Any) -> None:
+    """No foreign key checks each row (migration 0021): a trigger on each DELETE of
+    job_artifacts removes their chunks, also when a job's deletion cascades to them."""
+    job_id = await insert_job(db, "p")
+    replaced, kept = await artifact(db, job_id, "a"), await artifact(db, job_id, "b")
+    other_job = await insert_job(db, "p")
+    other = await artifact(db, other_job, "c")
+    for artifact_id in (replaced, kept, other):
+        async with db.transaction():
+            await chunks.copy_in(db, queries.CHUNKS, artifact_id, io.BytesIO(b"x" * 20000).read)
+
+    await db.execute("DELETE FROM job_artifacts WHERE artifact_id = $1", replaced)
+    assert [
+        await chunk_count(db, "job_artifact_chunks", "artifact_id", a) for a in (replaced, kept)
+    ] == [0, 3]
+    await db.execute("DELETE FROM jobs WHERE job_id = $1", job_id)
+    assert await chunk_count(db, "job_artifact_chunks", "artifact_id", kept) == 0
+    assert await chunk_count(db, "job_artifact_chunks", "artifact_id", other) == 3
+
+
+async def test_chunks_go_with_their_upload(db: Any) -> None:
+    for upload_id in ("up-gone", "up-kept"):
+        await db.execute(
+            "INSERT INTO uploads (upload_id, kind, size, sha256, entries, expires_at)"
+            " VALUES ($1, 'file', 0, '', 1, now() + interval '1 hour')",
+            upload_id,
+        )
+        async with db.transaction():
+            await chunks.copy_in(db, upload_queries.CHUNKS, upload_id, io.BytesIO(b"y" * 9000).read)
+    await db.execute("DELETE FROM uploads WHERE upload_id = 'up-gone'")
+    counts = [
+        await chunk_count(db, "upload_chunks", "upload_id", u) for u in ("up-gone", "up-kept")
+    ]
+    assert counts == [0, 2]

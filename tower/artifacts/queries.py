@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tower.db.chunks import ChunkTable
 
-# An attempt's artifacts replace the last one's (chunks go with their rows: CASCADE).
+# An attempt's artifacts replace the last one's (chunks go with their rows: a trigger).
 DELETE_OF_JOB = "DELETE FROM job_artifacts WHERE job_id = $1"
 
 INSERT_ARTIFACT = """

@@ -309,16 +309,13 @@ uploads = Table(
     Index("uploads_expires_at", "expires_at"),
 )
 
-# An upload's bytes in order, 1 MiB a row, deleted with it.
+# An upload's bytes in order, in rows of tower/db/chunks.py, deleted with it: by a
+# trigger on each DELETE of uploads (migration 0021), not a foreign key, which checked
+# its parent once per row written.
 upload_chunks = Table(
     "upload_chunks",
     metadata,
-    Column(
-        "upload_id",
-        Text,
-        ForeignKey("uploads.upload_id", ondelete="CASCADE", name="upload_chunks_upload_fk"),
-        primary_key=True,
-    ),
+    Column("upload_id", Text, primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
 )
@@ -360,20 +357,12 @@ job_artifacts = Table(
     Index("job_artifacts_path", "job_id", "kind", "path", unique=True),
 )
 
-# An artifact's bytes in order, 1 MiB a row, deleted with it.
+# An artifact's bytes in order, in rows of tower/db/chunks.py, deleted with it (as
+# upload_chunks: by a trigger on each DELETE of job_artifacts, migration 0021).
 job_artifact_chunks = Table(
     "job_artifact_chunks",
     metadata,
-    Column(
-        "artifact_id",
-        BigInteger,
-        ForeignKey(
-            "job_artifacts.artifact_id",
-            ondelete="CASCADE",
-            name="job_artifact_chunks_artifact_fk",
-        ),
-        primary_key=True,
-    ),
+    Column("artifact_id", BigInteger, primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
 )

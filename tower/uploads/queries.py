@@ -48,7 +48,7 @@ WHERE upload_id = ANY($1::text[]) AND expires_at > now() AND tenant = $2
 
 DELETE = f"DELETE FROM uploads WHERE upload_id = $1 AND {_SEEN} RETURNING upload_id"
 
-# Chunks go with their upload (ON DELETE CASCADE). An upload a live job still uses stays
+# Chunks go with their upload (a trigger, migration 0021). An upload a live job still uses stays
 # until that job ends (finished, failed, cancelled: its row's job_inputs then no longer
 # count), then goes at the next round: it lives max(its expiry, the job's end). A pending
 # job released for a retry is live, so its inputs stay for the next attempt.
