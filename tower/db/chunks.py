@@ -13,8 +13,9 @@ file's last has its file's chunk size, which a range read takes from the first r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,24 +134,45 @@ async def read_range(
         return
     seq, skip = divmod(start, size)
     left = end - start
-    async for batch in batches_from(pool, chunks, key, seq):
-        piece = b"".join(batch)[skip : skip + left]
-        left -= len(piece)
-        skip = 0
-        yield piece
-        if left <= 0:
-            return
+    async with contextlib.aclosing(batches_from(pool, chunks, key, seq)) as batches:
+        async for batch in batches:
+            piece = b"".join(batch)[skip : skip + left]
+            left -= len(piece)
+            skip = 0
+            yield piece
+            if left <= 0:
+                return
 
 
 async def batches_from(
     pool: Pool, chunks: ChunkTable, key: object, seq: int
-) -> AsyncIterator[list[bytes]]:
-    """A file's rows from `seq` on, in order, BATCH_ROWS per statement (and per list)."""
-    while True:
+) -> AsyncGenerator[list[bytes], None]:
+    """A file's rows from `seq` on, in order, BATCH_ROWS per statement (and per list).
+    The next batch is read while the caller uses this one (one statement at a time)."""
+
+    async def fetch(start: int) -> list[Any]:
         async with pool.acquire() as connection:
-            rows = await connection.fetch(chunks.select_from, key, seq, BATCH_ROWS)
-        if rows:
-            yield [row["data"] for row in rows]
-        if len(rows) < BATCH_ROWS:
-            return
-        seq += len(rows)
+            rows: list[Any] = await connection.fetch(chunks.select_from, key, start, BATCH_ROWS)
+        return rows
+
+    pending: asyncio.Task[list[Any]] | None = asyncio.ensure_future(fetch(seq))
+    try:
+        while pending is not None:
+            rows = await pending
+            pending = None
+            if len(rows) == BATCH_ROWS:
+                seq += len(rows)
+                pending = asyncio.ensure_future(fetch(seq))
+            if rows:
+                yield [row["data"] for row in rows]
+    finally:
+        if pending is not None:  # the caller stopped early: the read ahead is not needed
+            pending.cancel()
+            pending.add_done_callback(_retrieved)
+
+
+def _retrieved(task: asyncio.Task[list[Any]]) -> None:
+    """Marks a dropped read's outcome as seen: neither its cancellation nor an error of
+    a read nobody wanted is worth a warning."""
+    if not task.cancelled():
+        task.exception()
