@@ -38,20 +38,25 @@ def collected_in(artifacts: ModuleType, workspace: Path, size: int) -> object:
     return artifacts.collect(workspace, before, 1 << 30, None)
 
 
+@pytest.fixture
+def large(artifacts: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
+    """What a job that wrote a 2 MiB file collects, in a container with memory to spare."""
+    monkeypatch.setattr(artifacts, "_free_memory", lambda: 1 << 40)
+    return collected_in(artifacts, tmp_path / "workspace", 2 * MiB)
+
+
 def members(tar_bytes: bytes) -> dict[str, int]:
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
         return {member.name: member.size for member in tar}
 
 
 def test_a_large_tar_goes_to_the_volume_announced_by_its_line(
-    artifacts: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    artifacts: ModuleType, tmp_path: Path, large: object
 ) -> None:
-    monkeypatch.setattr(artifacts, "_free_memory", lambda: 1 << 40)
-    collected = collected_in(artifacts, tmp_path / "workspace", 2 * MiB)
     volume = tmp_path / "artifacts.tar"
     stdout = io.BytesIO()
 
-    said = artifacts.send(collected, tmp_path / "workspace", stdout, volume)
+    said = artifacts.send(large, tmp_path / "workspace", stdout, volume)
 
     size = volume.stat().st_size
     assert stdout.getvalue() == protocol.artifacts_file_header(size)
@@ -88,29 +93,25 @@ def test_otherwise_the_tar_goes_on_stdout_and_nothing_is_left(
 
 
 def test_a_failed_write_leaves_nothing_and_falls_back_to_stdout(
-    artifacts: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    artifacts: ModuleType, tmp_path: Path, large: object
 ) -> None:
-    monkeypatch.setattr(artifacts, "_free_memory", lambda: 1 << 40)
-    collected = collected_in(artifacts, tmp_path / "workspace", 2 * MiB)
     volume = tmp_path / "missing-dir" / "artifacts.tar"  # no such directory: open fails
     stdout = io.BytesIO()
 
-    assert artifacts.send(collected, tmp_path / "workspace", stdout, volume) is None
+    assert artifacts.send(large, tmp_path / "workspace", stdout, volume) is None
     assert stdout.getvalue().startswith(protocol.ARTIFACTS_MARK)
     assert not volume.exists()
 
 
 def test_a_link_the_job_left_at_the_path_is_replaced_not_followed(
-    artifacts: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    artifacts: ModuleType, tmp_path: Path, large: object
 ) -> None:
-    monkeypatch.setattr(artifacts, "_free_memory", lambda: 1 << 40)
-    collected = collected_in(artifacts, tmp_path / "workspace", 2 * MiB)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.write_bytes(b"not the worker's")
     volume = tmp_path / "artifacts.tar"
     volume.symlink_to(elsewhere)
 
-    assert artifacts.send(collected, tmp_path / "workspace", io.BytesIO(), volume) is not None
+    assert artifacts.send(large, tmp_path / "workspace", io.BytesIO(), volume) is not None
     assert not volume.is_symlink() and elsewhere.read_bytes() == b"not the worker's"
 
 
