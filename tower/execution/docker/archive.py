@@ -1,12 +1,13 @@
 """Copying out of a worker (get_archive) without trusting sizes: /bundle/out, and the
 artifacts tar the worker left in its volume (protocol.ARTIFACTS_FILE).
 
-/bundle/out is the fallback when no output frame arrived (a worker killed mid-job, a timeout). What
-the job left there is the job's: a tmpfs bounds the bytes written, not the size a file
-declares, and a sparse file of 50 GB fits in a 1 MB tmpfs yet streams as 50 GB. So
-the copy streams, its tar headers are read as they arrive, and it stops (closing the
-response, so the daemon stops too) as soon as a member's declared size or the bytes
-received pass the cap: never more than the cap is held, and nothing is joined first.
+/bundle/out is the fallback when no output frame arrived (a worker killed mid-job, a
+timeout). What the job left there is the job's: a tmpfs bounds the bytes written, not
+the size a file declares, and a sparse file of 50 GB fits in a 1 MB tmpfs yet streams
+as 50 GB. So the copy streams, its tar headers are read as they arrive, and it stops
+(closing the response, so the daemon stops too) as soon as a member's declared size or
+the bytes received pass the cap: never more than the cap is held, and nothing is joined
+first. The artifacts tar is read the same way, never past the size the worker announced.
 """
 
 from __future__ import annotations
