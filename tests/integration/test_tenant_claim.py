@@ -182,10 +182,13 @@ async def test_concurrent_claims_never_pass_a_quota(pool: Pool) -> None:
     claimed = [
         job for jobs in await asyncio.gather(*(claimer() for _ in range(16))) for job in jobs
     ]
-    assert len(claimed) == 5
+    # A claim that finds the tenant's row locked by another skips the tenant this time, so
+    # the burst may leave room (the dispatcher claims again); it never oversteps.
+    assert len(claimed) <= 5
     async with pool.acquire() as db:
+        claimed += await claim(db, 16)
         running = await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'running'")
-    assert running == 5
+    assert len(claimed) == running == 5
 
 
 async def test_a_claim_says_when_a_running_quota_holds_jobs_back(db: Any) -> None:
