@@ -45,6 +45,7 @@ from typing import BinaryIO
 import asyncpg
 import httpx
 
+from bench.burst import Phases, report_phases
 from bench.e2e import database, remove_bench_workers, replicas, until_serving
 from tower.db import chunks
 from tower.db.embedded import LocalPostgres
@@ -197,14 +198,19 @@ async def measure(server: LocalPostgres, root: Path, args: argparse.Namespace) -
             async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
                 await configure(client)
                 await parpaing_round(client, payload, root)  # warms caches and the pool
+                before = await Phases.read(client)
                 for _ in range(args.rounds):
                     baseline.append(await asyncio.to_thread(docker_cp_round, image, payload, root))
                     ours.append(await parpaing_round(client, payload, root))
                     floor.append(await postgres_floor(url, payload))
+                phases = (await Phases.read(client)).since(before)
     finally:
         await asyncio.to_thread(remove_bench_workers, network)
     report(args.mb, baseline, ours)
     report_floor(baseline, floor)
+    # Where the job's part went (docs/metrics.md, "Job phases"): `fill` and `remove` are
+    # the warm pool's, beside the job rather than on its path.
+    report_phases("the job's phases on tower (mean)", phases)
 
 
 async def configure(client: httpx.AsyncClient) -> None:

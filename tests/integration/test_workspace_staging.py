@@ -20,6 +20,7 @@ from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob, Output, RunOutcome, WorkspaceInput
 from tower.execution.simulated import SimulatedRunner
 from tower.jobs import queries as job_queries
+from tower.observability.metrics import TowerMetrics
 from tower.queue.dispatcher import Dispatcher
 from tower.settings import Settings
 from tower.uploads import service as uploads
@@ -114,6 +115,7 @@ class RecordingRunner:
     def __init__(self) -> None:
         self._inner = SimulatedRunner()
         self.seen: dict[str, list[tuple[WorkspaceInput, bytes]]] = {}
+        self.metrics = TowerMetrics("replica-1")  # the dispatcher's
 
     async def run(self, job: ClaimedJob, output: Output) -> RunOutcome:
         self.seen[job.job_id] = [(one, one.local.read_bytes()) for one in job.inputs]
@@ -140,7 +142,7 @@ async def dispatching(
         shutdown_grace_seconds=0,
         max_concurrent_jobs=4,  # unset (0) is fitted by the app, which this test skips
     )
-    dispatcher = Dispatcher(settings, pool, hub, runner, "replica-1")
+    dispatcher = Dispatcher(settings, pool, hub, runner, "replica-1", runner.metrics)
     await dispatcher.start()
     yield runner
     await dispatcher.stop()
@@ -186,6 +188,8 @@ async def test_the_runner_gets_the_staged_inputs_which_go_after_the_run(
     )
     assert not _exists(staged.local)
     assert "staged 1 input(s), 9 bytes" in await _log(db, job_id)
+    staging_timed = ("tower_job_phase_seconds_count", {"phase": "stage"})
+    assert dispatching.metrics.registry.get_sample_value(*staging_timed) == 1
 
 
 async def test_a_job_whose_upload_was_deleted_fails_with_reason_input(

@@ -53,7 +53,7 @@ PHASE_BUCKETS = (
 # Where a job's time goes on its replica, in order (docs/metrics.md, "Job phases"). `fill`
 # is the warm pool's creation of a container ahead of any job: off every job's path.
 JOB_PHASES = (
-    "claim", "plan", "take", "create", "start", "ready", "attach", "bundle", "run",
+    "claim", "stage", "plan", "take", "create", "start", "ready", "attach", "bundle", "run",
     "collect", "finish", "remove", "fill",
 )  # fmt: skip
 RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)

@@ -266,7 +266,8 @@ class Dispatcher:
         if not staging.has_inputs(job):
             return await self._runner.run(job, output)
         try:
-            staged = await staging.stage(self._pool, job, self._settings)
+            with self._metrics.timing("stage"):
+                staged = await staging.stage(self._pool, job, self._settings)
         except Exception as error:
             log.warning("job %s: staging its inputs failed: %r", job.job_id, error)
             why = error.message if isinstance(error, TowerError) else one_line(error, 500)
