@@ -7,8 +7,9 @@ speak HTTP to protocol.WORKER_GATEWAY_URL (127.0.0.1:GATEWAY_PORT), and each con
 accepted there is joined to a new connection to that socket. Bytes are moved both ways
 as they arrive, one thread per direction (with splice(2) through a pipe, so they never
 enter this process; recv/sendall where the kernel cannot), so streamed answers
-(server-sent events) pass unbuffered; when one side stops sending, the other side's sending is shut (half-close),
-and when either side fails, both are cut. It knows nothing of HTTP.
+(server-sent events) pass unbuffered; when one side stops sending, the other side's
+sending is shut (half-close), and when either side fails, both are cut. It knows nothing
+of HTTP.
 
 Standard library only (the image's python3). worker.py starts it before its ready line,
 so it listens before any engine can connect.
