@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.support.conditions import until
 from tests.support.hub import running_hub
 from tests.support.towers import cancel_job, insert_job
 from tower.db.embedded import LocalPostgres
@@ -19,6 +20,7 @@ from tower.db.notify import NotifyHub
 from tower.db.pool import Pool
 from tower.execution.runner import ClaimedJob, Output, RunOutcome
 from tower.execution.simulated import SimulatedRunner
+from tower.observability.metrics import TowerMetrics
 from tower.queue.dispatcher import Dispatcher
 from tower.settings import Settings
 
@@ -349,3 +351,38 @@ async def _until_row(connection: Any, job_id: str, condition: str) -> None:
             if await connection.fetchval(query, job_id):
                 return
             await asyncio.sleep(0.05)
+
+
+async def test_a_claim_that_passed_over_a_held_tenant_claims_again_before_the_poll(
+    db: Any, pool: Pool, hub: NotifyHub, database_url: str
+) -> None:
+    # Every tenant has a running quota, so a claim locks the tenant's row; another
+    # connection holds it, as another replica's claim would for a moment.
+    config = Settings(
+        database_url=database_url,
+        poll_interval=60,
+        max_concurrent_jobs=4,
+        shutdown_grace_seconds=0,
+        tenant_max_running=3,
+    )
+    metrics = TowerMetrics("replica-1")
+    runner = ObservedRunner()
+    dispatcher = Dispatcher(config, pool, hub, runner, "replica-1", metrics)
+    other = await asyncpg.connect(database_url)
+    await dispatcher.start()
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM tenants WHERE name = 'default' FOR NO KEY UPDATE")
+            job_id = await insert_job(db, "print ran")
+            await until(lambda: _contended(metrics) >= 1, "a claim passed the held tenant over")
+            assert not runner.started[job_id].is_set()
+        # Released: the job is claimed well before the next poll, 60 s away.
+        row = await _wait_finished(hub, db, job_id)
+    finally:
+        await dispatcher.stop()
+        await other.close()
+    assert row["status"] == "completed"
+
+
+def _contended(metrics: TowerMetrics) -> float:
+    return metrics.registry.get_sample_value("tower_claims_contended_total") or 0.0

@@ -202,3 +202,26 @@ async def test_a_claim_says_when_a_running_quota_holds_jobs_back(db: Any) -> Non
     assert (len(claimed.jobs), claimed.held_back) == (1, True)
     nothing = await queries.claim_jobs(db, "owner", LEASE, 16)
     assert (nothing.jobs, nothing.held_back) == ([], True)  # one waits for the running one
+
+
+async def test_a_claim_says_when_it_passed_over_a_tenant_another_claim_held(
+    db: Any, database_url: str
+) -> None:
+    await tenant(db, "capped", max_running=3)
+    await tenant(db, "free")
+    await submit(db, "capped", 2)
+    await submit(db, "free", 1)
+    other = await asyncpg.connect(database_url)
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM tenants WHERE name = 'capped' FOR NO KEY UPDATE")
+            passed_over = await queries.claim_jobs(db, "owner", LEASE, 16)
+    finally:
+        await other.close()
+    assert (tenants_of(passed_over.jobs), passed_over.contended) == (["free"], True)
+    # Held by nobody now: taken, and nothing is left contended.
+    claimed = await queries.claim_jobs(db, "owner", LEASE, 16)
+    assert (tenants_of(claimed.jobs), claimed.contended) == (["capped", "capped"], False)
+    # A tenant without a running quota is never locked, so never contended.
+    await submit(db, "free", 1)
+    assert (await queries.claim_jobs(db, "owner", LEASE, 16)).contended is False

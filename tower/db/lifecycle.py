@@ -84,7 +84,9 @@ SELECT pg_notify('{JOB_PENDING}', job_id) FROM inserted
 # the batch (one NOTIFY per ANNOUNCE_BATCH jobs: each NOTIFY is work for every
 # replica's listener). The rows are the claimed jobs, or one row of NULLs when none was;
 # each says whether a tenant with a running quota has claimable jobs (`held_back`): its
-# jobs may start as soon as one of its running ones ends, anywhere.
+# jobs may start as soon as one of its running ones ends, anywhere; and whether such a
+# tenant was skipped because another claim held its row (`contended`): what that claim
+# leaves may be claimable a moment later, so the claimer asks again soon.
 CLAIM = f"""
 WITH waiting AS MATERIALIZED (
     SELECT t.name AS tenant,
@@ -169,8 +171,13 @@ announced AS (
     WHERE tenants.name = capped.tenant
 )
 SELECT job_id, agent_id, engine, profile, request, attempt, lease_token, n, queued_seconds,
-       (SELECT count(*) FROM announced) AS announcements, held.back AS held_back
-FROM (SELECT EXISTS (SELECT 1 FROM queued WHERE cap > 0) AS back) AS held
+       (SELECT count(*) FROM announced) AS announcements, held.back AS held_back,
+       held.contended
+FROM (
+    SELECT EXISTS (SELECT 1 FROM queued WHERE cap > 0) AS back,
+           EXISTS (SELECT 1 FROM queued AS q
+                   WHERE q.cap > 0 AND q.tenant NOT IN (SELECT tenant FROM capped)) AS contended
+) AS held
 LEFT JOIN claimed ON true
 """
 

@@ -97,6 +97,11 @@ class TowerMetrics:
             ["status"],
             registry=registry,
         )
+        self._claims_contended = Counter(
+            "tower_claims_contended",
+            "Claims that skipped a tenant with a running quota another claim held",
+            registry=registry,
+        )
         self._claim_latency = Histogram(
             "tower_claim_latency_seconds",
             "Time from a job becoming claimable to its claim by this replica",
@@ -208,6 +213,9 @@ class TowerMetrics:
 
     def job_finished(self, status: str, count: int = 1) -> None:
         self._finished.labels(status).inc(count)
+
+    def claim_contended(self) -> None:
+        self._claims_contended.inc()
 
     def job_claimed(self, queued_seconds: float) -> None:
         self._claim_latency.observe(max(queued_seconds, 0.0))

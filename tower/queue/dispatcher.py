@@ -45,6 +45,9 @@ from tower.workspaces import outputs, staging
 log = logging.getLogger(__name__)
 
 UNSTORED_DETAIL = 1000  # characters of the database's refusal kept in the job's error
+# Seconds before claiming again after a claim passed over a tenant another claim held:
+# that claim's statement lasts milliseconds, and what it leaves should not wait a poll.
+CONTENDED_RETRY_SECONDS = 0.05
 
 
 class Dispatcher:
@@ -80,6 +83,7 @@ class Dispatcher:
         # The last claim left a tenant's jobs for its running quota: a job ending anywhere
         # (JOB_FINISHED) may let them start.
         self._held_back = False
+        self._contended = False
         self._last_claim = 0.0
         self._stopping = False
         self._grace_ends: float | None = None
@@ -190,7 +194,7 @@ class Dispatcher:
             # Cleared before claiming, so a wake-up or a hint that lands during the claim
             # is kept.
             self._wake.clear()
-            free = self._settings.max_concurrent_jobs - len(self._leases)
+            free = self._free()
             overdue = loop.time() - self._last_claim >= self._settings.poll_interval
             if free > 0 and (self._maybe_claimable or overdue) and self._runner_ready():
                 self._maybe_claimable = False
@@ -198,7 +202,18 @@ class Dispatcher:
                 if await self._claim_and_launch(free):
                     self._maybe_claimable = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), self._pause())
+
+    def _free(self) -> int:
+        return self._settings.max_concurrent_jobs - len(self._leases)
+
+    def _pause(self) -> float:
+        """Seconds until the next claim unless woken: the poll, or a moment after a claim
+        that passed over a tenant another claim held (lifecycle.CLAIM, `contended`)."""
+        poll = self._settings.poll_interval
+        if self._contended and self._free() > 0:
+            return min(CONTENDED_RETRY_SECONDS, poll)
+        return poll
 
     def _runner_ready(self) -> bool:
         """Whether the runner can run jobs now: while its Docker daemon does not answer,
@@ -222,13 +237,16 @@ class Dispatcher:
             return True
         self._held_back = claim.held_back
         jobs = claim.jobs
+        self._contended = claim.contended and len(jobs) < free
+        if claim.contended:
+            self._metrics.claim_contended()
         # One statement claims them all: each job's share of its time.
         share = (time.monotonic() - started) / max(len(jobs), 1)
         for job in jobs:
             self._metrics.job_claimed(job.queued_seconds)
             self._metrics.job_phase("claim", share)
             self._launch(job)
-        return len(jobs) == free
+        return len(jobs) == free or self._contended
 
     def adopt(self, adopted: Adoption) -> None:
         """Run a job adopted from a replica that died (tower/queue/adoption.py) as one

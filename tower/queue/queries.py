@@ -108,6 +108,8 @@ class Claim:
     # A tenant with a running quota has claimable jobs: one of its jobs ending anywhere
     # may let them start.
     held_back: bool
+    # Such a tenant was skipped because another claim held it: ask again soon.
+    contended: bool = False
 
 
 async def claim(
@@ -145,7 +147,8 @@ async def claim_jobs(
         fields = {field: row[field] for field in CLAIMED_FIELDS}
         fields["gateway_token"] = minted[row["n"] - 1]
         claimed.append(ClaimedJob(**fields))
-    return Claim(claimed, bool(rows and rows[0]["held_back"]))
+    first = rows[0] if rows else None
+    return Claim(claimed, bool(first and first["held_back"]), bool(first and first["contended"]))
 
 
 async def heartbeat(connection: Connection, tokens: list[UUID], lease_seconds: float) -> set[UUID]:
