@@ -79,7 +79,9 @@ async def dispatcher(
     """Start a dispatcher with the given settings; stopped when the test ends."""
     started: list[Dispatcher] = []
 
-    async def start(runner_: ObservedRunner = runner, **settings: Any) -> Dispatcher:
+    async def start(
+        runner_: ObservedRunner = runner, metrics: TowerMetrics | None = None, **settings: Any
+    ) -> Dispatcher:
         defaults = {
             "lease_seconds": 30,
             "poll_interval": 60,
@@ -87,7 +89,7 @@ async def dispatcher(
             "shutdown_grace_seconds": 0,
         }
         config = Settings(database_url=database_url, **{**defaults, **settings})
-        dispatcher = Dispatcher(config, pool, hub, runner_, "replica-1")
+        dispatcher = Dispatcher(config, pool, hub, runner_, "replica-1", metrics)
         await dispatcher.start()
         started.append(dispatcher)
         return dispatcher
@@ -354,22 +356,13 @@ async def _until_row(connection: Any, job_id: str, condition: str) -> None:
 
 
 async def test_a_claim_that_passed_over_a_held_tenant_claims_again_before_the_poll(
-    db: Any, pool: Pool, hub: NotifyHub, database_url: str
+    db: Any, database_url: str, hub: NotifyHub, runner: ObservedRunner, dispatcher: Any
 ) -> None:
     # Every tenant has a running quota, so a claim locks the tenant's row; another
     # connection holds it, as another replica's claim would for a moment.
-    config = Settings(
-        database_url=database_url,
-        poll_interval=60,
-        max_concurrent_jobs=4,
-        shutdown_grace_seconds=0,
-        tenant_max_running=3,
-    )
     metrics = TowerMetrics("replica-1")
-    runner = ObservedRunner()
-    dispatcher = Dispatcher(config, pool, hub, runner, "replica-1", metrics)
+    await dispatcher(metrics=metrics, tenant_max_running=3)
     other = await asyncpg.connect(database_url)
-    await dispatcher.start()
     try:
         async with other.transaction():
             await other.execute("SELECT 1 FROM tenants WHERE name = 'default' FOR NO KEY UPDATE")
@@ -379,7 +372,6 @@ async def test_a_claim_that_passed_over_a_held_tenant_claims_again_before_the_po
         # Released: the job is claimed well before the next poll, 60 s away.
         row = await _wait_finished(hub, db, job_id)
     finally:
-        await dispatcher.stop()
         await other.close()
     assert row["status"] == "completed"
 

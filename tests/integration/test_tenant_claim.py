@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -55,6 +56,18 @@ async def submit(db: Any, owner: str, count: int = 1, priority: int = 0) -> list
 
 async def claim(db: Any, limit: int, defaults: tuple[int, float] = (0, 1.0)) -> list[ClaimedJob]:
     return await queries.claim(db, "owner", LEASE, limit, defaults)
+
+
+@asynccontextmanager
+async def held_row(database_url: str, name: str) -> AsyncIterator[None]:
+    """The tenant's row locked by another connection, as another claim holds it."""
+    other = await asyncpg.connect(database_url)
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM tenants WHERE name = $1 FOR NO KEY UPDATE", name)
+            yield
+    finally:
+        await other.close()
 
 
 def tenants_of(jobs: list[ClaimedJob]) -> list[str]:
@@ -160,13 +173,8 @@ async def test_a_tenant_another_claim_holds_is_skipped_this_time(
     await tenant(db, "free")
     await submit(db, "capped", 3)
     await submit(db, "free", 3)
-    other = await asyncpg.connect(database_url)
-    try:
-        async with other.transaction():
-            await other.execute("SELECT 1 FROM tenants WHERE name = 'capped' FOR NO KEY UPDATE")
-            assert Counter(tenants_of(await claim(db, 16))) == {"free": 3}
-    finally:
-        await other.close()
+    async with held_row(database_url, "capped"):
+        assert Counter(tenants_of(await claim(db, 16))) == {"free": 3}
     assert Counter(tenants_of(await claim(db, 16))) == {"capped": 3}
 
 
@@ -211,13 +219,8 @@ async def test_a_claim_says_when_it_passed_over_a_tenant_another_claim_held(
     await tenant(db, "free")
     await submit(db, "capped", 2)
     await submit(db, "free", 1)
-    other = await asyncpg.connect(database_url)
-    try:
-        async with other.transaction():
-            await other.execute("SELECT 1 FROM tenants WHERE name = 'capped' FOR NO KEY UPDATE")
-            passed_over = await queries.claim_jobs(db, "owner", LEASE, 16)
-    finally:
-        await other.close()
+    async with held_row(database_url, "capped"):
+        passed_over = await queries.claim_jobs(db, "owner", LEASE, 16)
     assert (tenants_of(passed_over.jobs), passed_over.contended) == (["free"], True)
     # Held by nobody now: taken, and nothing is left contended.
     claimed = await queries.claim_jobs(db, "owner", LEASE, 16)
